@@ -1,0 +1,79 @@
+"""VirtualHost events → the provisioning chain."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import kopf
+
+from vhost_operator.handlers.context import OperatorContext, context_of
+from vhost_operator.provisioning.chain import run_chain
+from vhost_operator.provisioning.decisions import Action, decide
+from vhost_operator.resources.models import (
+    GROUP,
+    VERSION,
+    VIRTUALHOSTS,
+    VirtualHost,
+    VirtualHostStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class KubernetesChainRecorder:
+    """Records chain progress on the VirtualHost itself: its status and its Events."""
+
+    def __init__(self, context: OperatorContext) -> None:
+        self._context = context
+
+    async def write_status(self, host: VirtualHost, status: VirtualHostStatus) -> None:
+        await self._context.virtualhosts.write_status(host.name, status)
+
+    async def event(self, host: VirtualHost, *, warning: bool, reason: str, message: str) -> None:
+        kopf.event(
+            _reference(host),
+            type="Warning" if warning else "Normal",
+            reason=reason,
+            message=message,
+        )
+
+
+def _reference(host: VirtualHost) -> kopf.Body:
+    # kopf only reads the identifying fields of the object it posts an Event about.
+    return cast(
+        kopf.Body,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VirtualHost",
+            "metadata": {"name": host.name, "uid": host.uid},
+        },
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, VIRTUALHOSTS)
+@kopf.on.create(GROUP, VERSION, VIRTUALHOSTS)
+@kopf.on.update(GROUP, VERSION, VIRTUALHOSTS)
+async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    context = context_of(memo)
+    host = VirtualHost.from_body(body)
+    action = decide(host)
+    recorder = KubernetesChainRecorder(context)
+    if action in (Action.PROVISION, Action.RETRY):
+        status = await run_chain(host, context.steps, recorder, restart=action == Action.RETRY)
+        logger.info("VirtualHost %s: chain ended %s", host.name, status.phase)
+    elif action == Action.REFUSE_RETRY:
+        phase = host.status.phase
+        await recorder.write_status(
+            host, host.status.model_copy(update={"observed_retry": host.retry_request})
+        )
+        await recorder.event(
+            host,
+            warning=True,
+            reason="RetryRefused",
+            message=f"retry is only accepted for Failed hosts; this one is {phase}",
+        )
+    elif action == Action.OBSERVE:
+        await recorder.write_status(
+            host, host.status.model_copy(update={"observed_generation": host.generation})
+        )

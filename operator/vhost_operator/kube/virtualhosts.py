@@ -1,0 +1,28 @@
+"""Reading and writing VirtualHost objects. RBAC: virtualhosts get/list/watch/patch,
+virtualhosts/status patch, events create."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes
+
+from vhost_operator.kube.api import call
+from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS, VirtualHostStatus
+
+
+class VirtualHostApi:
+    """The calls the operator makes on VirtualHosts, and nothing else."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self._objects = kubernetes.client.CustomObjectsApi(client)
+
+    async def write_status(self, name: str, status: VirtualHostStatus) -> None:
+        patch = {"status": status.to_merge_patch()}
+
+        def send() -> Any:
+            return self._objects.patch_cluster_custom_object_status(
+                GROUP, VERSION, VIRTUALHOSTS, name, patch
+            )
+
+        await call(send, what=f"writing status of VirtualHost {name}")

@@ -1,0 +1,202 @@
+"""The chain runner: runs a host's steps in order and records each one in ``status.chain``.
+
+The chain is strict. A step runs only after the one before it succeeded; the first failure
+cancels the rest, records ``status.error`` and sets phase Failed. Status is written after every
+step, so an operator restarted at any point resumes with the first step that has not succeeded.
+Error text is kept free of volatile details (no timestamps, no object versions): identical
+failures write identical status and so do not wake the watch loop again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from vhost_operator.resources import conditions
+from vhost_operator.resources.conditions import set_condition
+from vhost_operator.resources.models import (
+    CertificateStatus,
+    ChainEntry,
+    ConditionStatus,
+    Phase,
+    StepError,
+    StepState,
+    VirtualHost,
+    VirtualHostStatus,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    # Status timestamps are RFC 3339 with second precision, like the ones Kubernetes writes.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class StepFailed(Exception):
+    """A step could not do its work. The message is shown to users in ``status.error``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    """What a successful step adds to the status besides its own chain entry."""
+
+    message: str = ""
+    certificate: CertificateStatus | None = None
+
+
+class Step(Protocol):
+    """One idempotent unit of provisioning. Running it twice must be harmless."""
+
+    name: str
+
+    async def run(self, host: VirtualHost) -> StepOutcome: ...
+
+
+class ChainRecorder(Protocol):
+    """Where the runner reports progress: the VirtualHost's status and its Events."""
+
+    async def write_status(self, host: VirtualHost, status: VirtualHostStatus) -> None: ...
+
+    async def event(
+        self, host: VirtualHost, *, warning: bool, reason: str, message: str
+    ) -> None: ...
+
+
+def fresh_chain(steps: Sequence[Step]) -> list[ChainEntry]:
+    return [ChainEntry(step=step.name) for step in steps]
+
+
+def resumable_chain(status: VirtualHostStatus, steps: Sequence[Step]) -> list[ChainEntry]:
+    """Keep the recorded chain when it is the same list of steps and was left Pending.
+
+    Anything else (settings changed which steps exist, or a retry of a Failed chain) starts over.
+    """
+    names = [step.name for step in steps]
+    recorded = [entry.step for entry in status.chain]
+    if status.phase == Phase.PENDING and recorded == names:
+        return [entry.model_copy() for entry in status.chain]
+    return fresh_chain(steps)
+
+
+async def run_chain(
+    host: VirtualHost,
+    steps: Sequence[Step],
+    recorder: ChainRecorder,
+    *,
+    restart: bool = False,
+    clock: Clock = utc_now,
+) -> VirtualHostStatus:
+    """Run ``steps`` for ``host`` and return the final status (already written)."""
+    chain = fresh_chain(steps) if restart else resumable_chain(host.status, steps)
+    status = host.status.model_copy(
+        update={
+            "phase": Phase.PENDING,
+            "error": None,
+            "chain": chain,
+            "observed_generation": host.generation,
+            "observed_retry": host.retry_request,
+        }
+    )
+    status = _with_conditions(status, host, clock())
+    for index, step in enumerate(steps):
+        entry = status.chain[index]
+        if entry.state == StepState.SUCCEEDED:
+            continue
+        status.chain[index] = entry.model_copy(
+            update={"state": StepState.RUNNING, "started_at": clock(), "finished_at": None}
+        )
+        await recorder.write_status(host, status)
+        try:
+            outcome = await step.run(host.model_copy(update={"status": status}))
+        except StepFailed as failure:
+            status = _failed(status, index, str(failure), clock())
+            status = _with_conditions(status, host, clock())
+            await recorder.write_status(host, status)
+            await recorder.event(
+                host, warning=True, reason="StepFailed", message=f"{step.name}: {failure}"
+            )
+            return status
+        status.chain[index] = status.chain[index].model_copy(
+            update={
+                "state": StepState.SUCCEEDED,
+                "finished_at": clock(),
+                "message": outcome.message or None,
+            }
+        )
+        if outcome.certificate is not None:
+            status = status.model_copy(update={"certificate": outcome.certificate})
+        await recorder.event(host, warning=False, reason="StepSucceeded", message=step.name)
+    status = status.model_copy(update={"phase": Phase.READY})
+    status = _with_conditions(status, host, clock())
+    await recorder.write_status(host, status)
+    await recorder.event(
+        host, warning=False, reason="Ready", message=f"{host.spec.hostname} is ready"
+    )
+    return status
+
+
+def _failed(
+    status: VirtualHostStatus, index: int, message: str, now: datetime
+) -> VirtualHostStatus:
+    chain = list(status.chain)
+    chain[index] = chain[index].model_copy(
+        update={"state": StepState.FAILED, "finished_at": now, "message": message}
+    )
+    for later in range(index + 1, len(chain)):
+        chain[later] = chain[later].model_copy(update={"state": StepState.CANCELLED})
+    return status.model_copy(
+        update={
+            "phase": Phase.FAILED,
+            "chain": chain,
+            "error": StepError(step=chain[index].step, message=message, at=now),
+            "failed_attempts": status.failed_attempts + 1,
+            "last_failure_time": now,
+        }
+    )
+
+
+def _with_conditions(
+    status: VirtualHostStatus, host: VirtualHost, now: datetime
+) -> VirtualHostStatus:
+    """Derive the Ready, Provisioned and CertificateValid conditions from the phase."""
+    phase = status.phase or Phase.PENDING
+    if phase == Phase.READY:
+        state, reason, message = ConditionStatus.TRUE, "Provisioned", "every step succeeded"
+    elif phase == Phase.FAILED and status.error is not None:
+        state, reason, message = (
+            ConditionStatus.FALSE,
+            "StepFailed",
+            f"{status.error.step}: {status.error.message}",
+        )
+    else:
+        state, reason, message = (
+            ConditionStatus.FALSE,
+            "Provisioning",
+            "the provisioning chain is running",
+        )
+    current = status.conditions
+    for type_ in (conditions.READY, conditions.PROVISIONED):
+        current = set_condition(
+            current,
+            type=type_,
+            status=state,
+            reason=reason,
+            message=message,
+            now=now,
+            observed_generation=host.generation,
+        )
+    if status.certificate is not None:
+        valid = status.certificate.not_before <= now < status.certificate.not_after
+        current = set_condition(
+            current,
+            type=conditions.CERTIFICATE_VALID,
+            status=ConditionStatus.TRUE if valid else ConditionStatus.FALSE,
+            reason="Valid" if valid else "Expired",
+            message=f"valid until {status.certificate.not_after.isoformat()}",
+            now=now,
+            observed_generation=host.generation,
+        )
+    return status.model_copy(update={"conditions": current})

@@ -1,0 +1,31 @@
+"""What a VirtualHost event calls for. Pure: reads the object, returns an action."""
+
+from __future__ import annotations
+
+import enum
+
+from vhost_operator.resources.models import Phase, VirtualHost
+
+
+class Action(enum.Enum):
+    PROVISION = "provision"
+    """A new host, or one whose chain was interrupted: run the chain (finished steps are kept)."""
+    RETRY = "retry"
+    """A Failed host whose retry annotation changed: run the whole chain again."""
+    REFUSE_RETRY = "refuse-retry"
+    """The retry annotation changed on a host that is not Failed: record it, do nothing else."""
+    OBSERVE = "observe"
+    """Only the generation moved (e.g. domains edited): record observedGeneration."""
+    NOTHING = "nothing"
+
+
+def decide(host: VirtualHost) -> Action:
+    status = host.status
+    retry_requested = host.retry_request is not None and host.retry_request != status.observed_retry
+    if status.phase is None or status.phase == Phase.PENDING:
+        return Action.PROVISION
+    if retry_requested:
+        return Action.RETRY if status.phase == Phase.FAILED else Action.REFUSE_RETRY
+    if status.observed_generation != host.generation:
+        return Action.OBSERVE
+    return Action.NOTHING

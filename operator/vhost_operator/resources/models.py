@@ -1,0 +1,167 @@
+"""Pydantic models of the VirtualHost resource: the spec we read and the status we write.
+
+They mirror ``crds/virtualhosts.yaml``; a test keeps the two in step. Field names follow the
+Kubernetes API conventions (camelCase on the wire, via aliases).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from vhost_operator.resources.hostnames import hostname_problem
+
+GROUP = "vhost-operator.io"
+VERSION = "v1alpha1"
+VIRTUALHOSTS = "virtualhosts"
+RETRY_ANNOTATION = f"{GROUP}/retry"
+
+
+class _WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are kept out."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+class ThemeColors(_WireModel):
+    primary: str | None = None
+    primary_light: str | None = None
+    primary_dark: str | None = None
+    secondary: str | None = None
+    label: str | None = None
+
+
+class ThemeLogos(_WireModel):
+    login: str | None = None
+    menu: str | None = None
+    creation_form: str | None = None
+
+
+class Theme(_WireModel):
+    colors: ThemeColors = Field(default_factory=ThemeColors)
+    logos: ThemeLogos = Field(default_factory=ThemeLogos)
+
+
+class VirtualHostSpec(_WireModel):
+    hostname: str
+    domains: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    theme: Theme = Field(default_factory=Theme)
+
+    @field_validator("hostname")
+    @classmethod
+    def _valid_hostname(cls, hostname: str) -> str:
+        problem = hostname_problem(hostname)
+        if problem:
+            raise ValueError(problem)
+        return hostname
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class StepState(enum.StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class ChainEntry(_WireModel):
+    step: str
+    state: StepState = StepState.PENDING
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str | None = None
+
+
+class StepError(_WireModel):
+    step: str
+    message: str
+    at: datetime
+
+
+class CertificateStatus(_WireModel):
+    secret_name: str
+    not_before: datetime
+    not_after: datetime
+    serial: str
+    renewal_time: datetime
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_WireModel):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class VirtualHostStatus(_WireModel):
+    phase: Phase | None = None
+    error: StepError | None = None
+    certificate: CertificateStatus | None = None
+    failed_attempts: int = 0
+    last_failure_time: datetime | None = None
+    chain: list[ChainEntry] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    observed_retry: str | None = None
+    """The retry annotation value last acted on (or refused), so each value is handled once."""
+
+    def to_merge_patch(self) -> dict[str, Any]:
+        """The status as a JSON merge patch: fields that are unset now are removed explicitly
+        (``null``), so a stale ``error`` or ``certificate`` never outlives the state it described.
+        """
+        wire = self.to_wire()
+        for name, field in type(self).model_fields.items():
+            key = field.alias or name
+            wire.setdefault(key, None)
+        return wire
+
+
+class VirtualHost(_WireModel):
+    """The parts of a VirtualHost object the operator reasons about."""
+
+    name: str
+    uid: str
+    generation: int
+    annotations: dict[str, str] = Field(default_factory=dict)
+    spec: VirtualHostSpec
+    status: VirtualHostStatus = Field(default_factory=VirtualHostStatus)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> VirtualHost:
+        """Build from a raw Kubernetes object (a dict, or kopf's ``Body``)."""
+        metadata = body.get("metadata", {})
+        return cls(
+            name=metadata["name"],
+            uid=metadata.get("uid", ""),
+            generation=metadata.get("generation", 0),
+            annotations=dict(metadata.get("annotations") or {}),
+            spec=VirtualHostSpec.model_validate(dict(body.get("spec") or {})),
+            status=VirtualHostStatus.model_validate(dict(body.get("status") or {})),
+        )
+
+    @property
+    def retry_request(self) -> str | None:
+        return self.annotations.get(RETRY_ANNOTATION)

@@ -1,0 +1,48 @@
+"""Shared fixtures: the cluster the tests run against, and the operator process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.clusters import (
+    CLUSTER_KINDS,
+    Cluster,
+    existing_cluster,
+    kind_cluster,
+    local_cluster,
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        choices=CLUSTER_KINDS,
+        default="local",
+        help="local: etcd + kube-apiserver built from source (default); "
+        "existing: the current kubeconfig; kind: pytest-kind (needs Docker)",
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    kind = request.config.getoption("--cluster")
+    workdir = tmp_path_factory.mktemp("cluster")
+    if kind == "local":
+        with local_cluster(workdir) as local:
+            yield local
+    elif kind == "existing":
+        with existing_cluster() as existing:
+            yield existing
+    else:
+        with kind_cluster(workdir) as created:
+            yield created
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,1 @@
+"""Real servers for the tests and the demo: a local control plane, pebble, nginx."""

@@ -1,0 +1,238 @@
+"""A real Kubernetes control plane as local processes: etcd, kube-apiserver and (for garbage
+collection and namespace deletion) kube-controller-manager, in the manner of envtest.
+
+Binaries come from ``KUBEBUILDER_ASSETS`` when set, else from ``hack/build-control-plane.sh``,
+which builds them from their Go modules once and caches them outside the work tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from tests.harness.pki import CertificateAuthority, service_account_key_pem
+from tests.harness.processes import ManagedProcess, StartupError, free_port, http_ok
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def control_plane_binaries() -> Path:
+    """The directory with etcd, kube-apiserver, kube-controller-manager and kubectl."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        return Path(assets)
+    built = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-control-plane.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+class LocalControlPlane:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``kubeconfig`` is an admin kubeconfig."""
+
+    def __init__(self, workdir: Path | None = None, *, controller_manager: bool = True) -> None:
+        self.bin = control_plane_binaries()
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="vhost-cp-"))
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.kubectl_path = self.bin / "kubectl"
+        self._with_controller_manager = controller_manager
+        self._processes: list[ManagedProcess] = []
+        self.api_port = 0
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> LocalControlPlane:
+        try:
+            certs = self._write_certificates()
+            etcd_url = self._start_etcd()
+            self._start_apiserver(etcd_url, certs)
+            if self._with_controller_manager:
+                self._start_controller_manager(certs)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _write_certificates(self) -> dict[str, Path]:
+        pki = self.workdir / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        ca = CertificateAuthority("vhost-operator-test-ca")
+        paths: dict[str, Path] = {}
+        paths["ca"], paths["ca_key"] = ca.pair.write(pki, "ca")
+        serving = ca.issue(
+            "kube-apiserver",
+            dns_names=("localhost", "kubernetes", "kubernetes.default"),
+            ip_addresses=("127.0.0.1",),
+        )
+        paths["serving"], paths["serving_key"] = serving.write(pki, "apiserver")
+        admin = ca.issue("admin", organizations=("system:masters",), client=True)
+        paths["admin"], paths["admin_key"] = admin.write(pki, "admin")
+        signing_key, public_key = service_account_key_pem()
+        paths["sa_key"], paths["sa_pub"] = pki / "sa.key", pki / "sa.pub"
+        paths["sa_key"].write_bytes(signing_key)
+        paths["sa_pub"].write_bytes(public_key)
+        self.ca_pem = ca.pair.certificate_pem
+        self._admin = admin
+        return paths
+
+    def _start_etcd(self) -> str:
+        client_port, peer_port = free_port(), free_port()
+        url = f"http://127.0.0.1:{client_port}"
+        etcd = self._spawn(
+            "etcd",
+            [
+                str(self.bin / "etcd"),
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={url}",
+                f"--advertise-client-urls={url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync=true",  # test data: durability is not worth the fsync cost
+                "--log-level=warn",
+            ],
+        )
+        etcd.wait_until(lambda: http_ok(f"{url}/health"), timeout=30, what="healthy etcd")
+        return url
+
+    def _start_apiserver(self, etcd_url: str, certs: dict[str, Path]) -> None:
+        self.api_port = free_port()
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bin / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                f"--secure-port={self.api_port}",
+                "--bind-address=127.0.0.1",
+                # No default route in a sandbox: without this the apiserver cannot pick an address.
+                "--advertise-address=127.0.0.1",
+                f"--tls-cert-file={certs['serving']}",
+                f"--tls-private-key-file={certs['serving_key']}",
+                f"--client-ca-file={certs['ca']}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                f"--service-account-issuer=https://127.0.0.1:{self.api_port}",
+                f"--service-account-key-file={certs['sa_pub']}",
+                f"--service-account-signing-key-file={certs['sa_key']}",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                "--v=1",
+            ],
+            # The apiserver calls webhooks on 127.0.0.1: never through a proxy.
+            env={"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
+        )
+        context = ssl.create_default_context(cadata=self.ca_pem.decode())
+        context.load_cert_chain(certs["admin"], certs["admin_key"])
+        apiserver.wait_until(
+            lambda: http_ok(f"{self.server}/readyz", context),
+            timeout=90,
+            what="ready kube-apiserver",
+        )
+        self._write_kubeconfig()
+
+    def _start_controller_manager(self, certs: dict[str, Path]) -> None:
+        port = free_port()
+        controller_manager = self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+                f"--service-account-private-key-file={certs['sa_key']}",
+                f"--root-ca-file={certs['ca']}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                f"--cert-dir={self.workdir / 'controller-manager-certs'}",
+            ],
+        )
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # its self-signed serving certificate, probed locally
+        controller_manager.wait_until(
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
+            timeout=60,
+            what="healthy kube-controller-manager",
+        )
+
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        process = ManagedProcess(name, argv, self.workdir / f"{name}.log", env)
+        self._processes.append(process)
+        return process
+
+    def _write_kubeconfig(self) -> None:
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": b64(self.ca_pem),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate-data": b64(self._admin.certificate_pem),
+                        "client-key-data": b64(self._admin.key_pem),
+                    },
+                }
+            ],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            "current-context": "local",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    # -- use --------------------------------------------------------------------------------
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl (built with the control plane) against this cluster."""
+        completed = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and completed.returncode != 0:
+            raise subprocess.CalledProcessError(
+                completed.returncode, completed.args, completed.stdout, completed.stderr
+            )
+        return completed
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.name} ==\n{p.log_path}" for p in self._processes)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            process.stop()
+        self._processes.clear()
+
+
+__all__ = ["LocalControlPlane", "StartupError", "control_plane_binaries"]

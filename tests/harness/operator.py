@@ -1,0 +1,47 @@
+"""The operator as a real process (``python -m vhost_operator run``), as it runs in a cluster."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests.harness.processes import ManagedProcess, free_port, http_ok
+
+
+class OperatorProcess:
+    """Starts the operator against a kubeconfig with ``VHOST_OPERATOR_*`` settings."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path, settings: dict[str, str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.settings = settings
+        self.liveness_port = free_port()
+        self._process: ManagedProcess | None = None
+        self.log_path = workdir / "operator.log"
+
+    def start(self) -> OperatorProcess:
+        env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "VHOST_OPERATOR_LIVENESS_PORT": str(self.liveness_port),
+            **self.settings,
+        }
+        argv = [sys.executable, "-m", "vhost_operator", "run", "--verbose"]
+        self._process = ManagedProcess("vhost-operator", argv, self.log_path, env)
+        self._process.wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{self.liveness_port}/healthz"),
+            timeout=60,
+            what="liveness endpoint",
+        )
+        return self
+
+    def kill(self) -> None:
+        assert self._process is not None
+        self._process.kill()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,142 @@
+"""The chain runner with in-memory steps and recorder: ordering, cancellation, resumption."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from vhost_operator.provisioning.chain import StepFailed, StepOutcome, run_chain
+from vhost_operator.resources.models import (
+    ChainEntry,
+    Phase,
+    StepState,
+    VirtualHost,
+    VirtualHostSpec,
+    VirtualHostStatus,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class RecordingStep:
+    def __init__(self, name: str, log: list[str], *, fails: str | None = None) -> None:
+        self.name = name
+        self._log = log
+        self._fails = fails
+
+    async def run(self, host: VirtualHost) -> StepOutcome:
+        self._log.append(self.name)
+        if self._fails:
+            raise StepFailed(self._fails)
+        return StepOutcome(message=f"{self.name} done")
+
+
+class MemoryRecorder:
+    def __init__(self) -> None:
+        self.statuses: list[VirtualHostStatus] = []
+        self.events: list[tuple[bool, str, str]] = []
+
+    async def write_status(self, host: VirtualHost, status: VirtualHostStatus) -> None:
+        self.statuses.append(status.model_copy(deep=True))
+
+    async def event(self, host: VirtualHost, *, warning: bool, reason: str, message: str) -> None:
+        self.events.append((warning, reason, message))
+
+
+def new_host(status: VirtualHostStatus | None = None) -> VirtualHost:
+    return VirtualHost(
+        name="h",
+        uid="u",
+        generation=3,
+        spec=VirtualHostSpec(hostname="h.example.com"),
+        status=status or VirtualHostStatus(),
+    )
+
+
+def run(
+    host: VirtualHost, steps: list[RecordingStep], recorder: MemoryRecorder, restart: bool = False
+) -> VirtualHostStatus:
+    return asyncio.run(run_chain(host, steps, recorder, restart=restart, clock=lambda: NOW))
+
+
+def test_steps_run_in_order_and_end_ready() -> None:
+    log: list[str] = []
+    recorder = MemoryRecorder()
+    steps = [RecordingStep(n, log) for n in ("bootstrap", "certificate", "final", "ready")]
+    status = run(new_host(), steps, recorder)
+    assert log == ["bootstrap", "certificate", "final", "ready"]
+    assert status.phase == Phase.READY
+    assert [e.state for e in status.chain] == [StepState.SUCCEEDED] * 4
+    assert status.observed_generation == 3
+    assert {c.type: c.status.value for c in status.conditions} == {
+        "Provisioned": "True",
+        "Ready": "True",
+    }
+    assert recorder.statuses[-1] == status
+    assert recorder.statuses[0].chain[0].state == StepState.RUNNING
+
+
+def test_no_steps_means_ready_at_once() -> None:
+    recorder = MemoryRecorder()
+    status = run(new_host(), [], recorder)
+    assert status.phase == Phase.READY and status.chain == []
+    assert len(recorder.statuses) == 1
+
+
+def test_failure_cancels_the_rest_and_records_the_error() -> None:
+    log: list[str] = []
+    recorder = MemoryRecorder()
+    steps = [
+        RecordingStep("bootstrap", log),
+        RecordingStep("certificate", log, fails="ACME directory unreachable"),
+        RecordingStep("final", log),
+    ]
+    status = run(new_host(), steps, recorder)
+    assert log == ["bootstrap", "certificate"]
+    assert status.phase == Phase.FAILED
+    assert [e.state for e in status.chain] == [
+        StepState.SUCCEEDED,
+        StepState.FAILED,
+        StepState.CANCELLED,
+    ]
+    assert status.error is not None and status.error.step == "certificate"
+    assert status.error.message == "ACME directory unreachable"
+    assert status.failed_attempts == 1 and status.last_failure_time == NOW
+    assert (True, "StepFailed", "certificate: ACME directory unreachable") in recorder.events
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert ready.status.value == "False" and ready.reason == "StepFailed"
+
+
+def test_identical_failures_write_identical_status() -> None:
+    steps = [RecordingStep("certificate", [], fails="CA refused")]
+    first = run(new_host(), steps, MemoryRecorder())
+    second = run(new_host(first), steps, MemoryRecorder(), restart=True)
+    assert second.error == first.error
+    assert second.failed_attempts == 2
+
+
+def test_resume_skips_finished_steps() -> None:
+    log: list[str] = []
+    interrupted = VirtualHostStatus(
+        phase=Phase.PENDING,
+        chain=[
+            ChainEntry(step="bootstrap", state=StepState.SUCCEEDED),
+            ChainEntry(step="certificate", state=StepState.RUNNING),
+            ChainEntry(step="final"),
+        ],
+    )
+    steps = [RecordingStep(n, log) for n in ("bootstrap", "certificate", "final")]
+    status = run(new_host(interrupted), steps, MemoryRecorder())
+    assert log == ["certificate", "final"]
+    assert status.phase == Phase.READY
+
+
+def test_retry_reruns_everything_and_clears_the_error() -> None:
+    log: list[str] = []
+    failed = run(new_host(), [RecordingStep("bootstrap", [], fails="boom")], MemoryRecorder())
+    status = run(
+        new_host(failed), [RecordingStep("bootstrap", log)], MemoryRecorder(), restart=True
+    )
+    assert log == ["bootstrap"]
+    assert status.phase == Phase.READY and status.error is None
+    assert status.to_merge_patch()["error"] is None, "a merge patch must remove the old error"
