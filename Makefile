@@ -9,11 +9,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := nginx pebble
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: demo test lint unit system-packages control-plane venv clean
 
 demo: venv control-plane
-	$(BIN)/python -m tests.harness.demo
+	$(BIN)/python -m tests.harness.demo $(DEMO_ARGS)
 
 test: lint system-packages control-plane
 	$(BIN)/pytest $(PYTEST_ARGS)

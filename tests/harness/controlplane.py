@@ -44,7 +44,10 @@ class LocalControlPlane:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="vhost-cp-"))
         self.kubeconfig = self.workdir / "kubeconfig"
         self.kubectl_path = self.bin / "kubectl"
-        self._with_controller_manager = controller_manager
+        # envtest's KUBEBUILDER_ASSETS has no kube-controller-manager: run without GC then.
+        self._with_controller_manager = (
+            controller_manager and (self.bin / "kube-controller-manager").exists()
+        )
         self._processes: list[ManagedProcess] = []
         self.api_port = 0
 

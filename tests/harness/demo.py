@@ -6,7 +6,6 @@ Runs until Ctrl-C (or for ``--seconds N``), then stops every process it started.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import sys
@@ -30,7 +29,7 @@ def main() -> int:
     operator = None
     try:
         install_crds(plane)
-        operator = OperatorProcess(plane.kubeconfig, workdir, dict(os.environ)).start()
+        operator = OperatorProcess(plane.kubeconfig, workdir, {}).start()
         print(f"operator running; log: {operator.log_path}", flush=True)
         print(plane.kubectl("apply", "-f", str(REPO / "examples")).stdout, flush=True)
         for name in ("mail-example-com", "webmail-example-net"):

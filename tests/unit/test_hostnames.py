@@ -25,6 +25,7 @@ def test_valid_hostnames_pass(hostname: str) -> None:
         ("a" * 64 + ".com", "1-63"),
         ("a." * 127 + "com", "longer than 253"),
         ("mail.example.com;\n", "label 'com;\\n'"),
+        ("mail.example.com\n", "label 'com\\n'"),
     ],
 )
 def test_invalid_hostnames_are_explained(hostname: str, fragment: str) -> None:

@@ -7,7 +7,7 @@ import re
 MAX_HOSTNAME_LENGTH = 253
 """RFC 1123: a full name is at most 253 characters (without a trailing dot)."""
 
-_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def hostname_problem(hostname: str) -> str | None:
@@ -27,7 +27,7 @@ def hostname_problem(hostname: str) -> str | None:
     if len(labels) < 2:
         return f"hostname {hostname!r} must be fully qualified (at least two labels)"
     for label in labels:
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             return (
                 f"hostname {hostname!r} is not a valid hostname: label {label!r} must be 1-63 "
                 "letters, digits or hyphens, and must not start or end with a hyphen"

@@ -1,0 +1,21 @@
+"""nginx rendering: pure, no I/O.
+
+Turns a validated :class:`SiteConfig` into the text of nginx ``server`` blocks. Writing the text
+anywhere (ConfigMaps, files) and reloading nginx belong to other layers.
+"""
+
+from vhost_operator.nginx.render import (
+    SERVER_NAMES_HASH_BUCKET_SIZE,
+    SiteConfig,
+    config_hash,
+    render_bootstrap,
+    render_final,
+)
+
+__all__ = [
+    "SERVER_NAMES_HASH_BUCKET_SIZE",
+    "SiteConfig",
+    "config_hash",
+    "render_bootstrap",
+    "render_final",
+]

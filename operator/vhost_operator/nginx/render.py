@@ -1,0 +1,243 @@
+"""Render nginx ``server`` blocks for one host: the bootstrap config and the final config.
+
+Templates are Jinja2 with autoescaping off, because nginx syntax is not HTML. Safety comes from
+the other side instead: every value that reaches a template has passed an allow-list in
+:class:`SiteConfig`, so no value can carry ``;``, braces, quotes, whitespace, newlines or ``$``
+(which would start an nginx variable) into the config. Validators use ``re.fullmatch``, never
+``^...$``: ``$`` also matches before a trailing newline, which is exactly the injection to stop.
+
+Loading the packaged templates is the only I/O here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import re
+from typing import Final, Self
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vhost_operator.resources.hostnames import hostname_problem
+
+SERVER_NAMES_HASH_BUCKET_SIZE: Final = 512
+"""What the ``http {}`` context that includes these server blocks must set as
+``server_names_hash_bucket_size``. nginx's default (the CPU cache line, 64) refuses to start with
+a hostname longer than about 50 characters; a 253-character hostname, the RFC 1123 maximum, needs
+512 (256 is not enough once nginx adds its per-entry overhead)."""
+
+CONFIG_HASH_LENGTH: Final = 16
+"""Hex digits kept from the sha256 of a config: 64 bits, plenty to tell configs apart in status."""
+
+_HOSTNAME_CHARS = re.compile(r"[a-z0-9.-]+")
+_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# Upstream hosts may be single-label (``localhost``, a Service name in the same namespace), unlike
+# the public hostname, which must be fully qualified.
+_DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_LOOKS_NUMERIC = re.compile(r"[0-9.]+")
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+_HOST_PORT = re.compile(r"(?P<host>[^:]+):(?P<port>[^:]+)")
+_URL = re.compile(r"(?P<scheme>https?)://(?P<host>[^:/]+)(?::(?P<port>[^/]*))?(?P<path>/.*)?")
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+_FILE_PATH = re.compile(r"/[A-Za-z0-9._/-]+")
+_MAX_DNS_NAME = 253
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` is no acceptable upstream host (DNS name or dotted IPv4), or ``None``."""
+    if _LOOKS_NUMERIC.fullmatch(host):
+        # All digits and dots: it must then be a real IPv4 address, not "999.1.1.1" or "1.2.3"
+        # (which a resolver might still accept in surprising ways).
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{host!r} is not a valid IPv4 address"
+        return None
+    if len(host) > _MAX_DNS_NAME or not _DNS_NAME.fullmatch(host):
+        return f"{host!r} is not a lowercase DNS name or IPv4 address"
+    return None
+
+
+def _port_problem(port: str) -> str | None:
+    """Why ``port`` is no port number in 1-65535 written without sign or leading zero."""
+    if not _PORT.fullmatch(port) or int(port) > 65535:
+        return f"port {port!r} must be a number from 1 to 65535"
+    return None
+
+
+def _file_path_problem(path: str) -> str | None:
+    if not _FILE_PATH.fullmatch(path):
+        return f"{path!r} must be an absolute path of letters, digits and . _ / - only"
+    segments = path.split("/")[1:]
+    if any(segment in ("", ".", "..") for segment in segments):
+        # Canonical paths only: no "//", "/./" or "/../", and no trailing slash (it names a file).
+        return f"{path!r} must be a canonical file path (no empty, '.' or '..' segments)"
+    return None
+
+
+class SiteConfig(BaseModel):
+    """Everything the templates need for one host, validated so it is safe to paste into nginx."""
+
+    # strict: no silent coercion ("80" is not a port, True is not 1); extra="forbid": a typo in a
+    # field name fails loudly instead of rendering a default.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    hostname: str
+    """The public hostname (``server_name``): lowercase, fully qualified, RFC 1123."""
+    challenge_upstream: str
+    """``host:port`` of the operator's HTTP-01 challenge responder."""
+    upstream: str
+    """URL of the mail web app: ``http(s)://host[:port][/path]``."""
+    http_port: int = Field(default=80, ge=1, le=65535)
+    https_port: int = Field(default=443, ge=1, le=65535)
+    certificate_path: str | None = None
+    """Absolute path of the full-chain PEM as nginx sees it; ``None`` renders HTTP only."""
+    key_path: str | None = None
+    """Absolute path of the private key PEM; set exactly when ``certificate_path`` is."""
+    max_body_size_mib: int = Field(default=50, ge=1, le=10_240)
+    """``client_max_body_size`` towards the web app. nginx's default of 1 MiB would refuse most
+    mail attachments with a bare 413."""
+
+    @field_validator("hostname")
+    @classmethod
+    def _valid_hostname(cls, hostname: str) -> str:
+        problem = hostname_problem(hostname)
+        if problem:
+            raise ValueError(problem)
+        # hostname_problem matches labels with "^...$", which lets a trailing newline through;
+        # an allow-list on the whole string closes that gap before the name reaches nginx.
+        if not _HOSTNAME_CHARS.fullmatch(hostname):
+            raise ValueError(f"hostname {hostname!r} may contain only a-z, 0-9, '.' and '-'")
+        return hostname
+
+    @field_validator("challenge_upstream")
+    @classmethod
+    def _valid_challenge_upstream(cls, value: str) -> str:
+        match = _HOST_PORT.fullmatch(value)
+        if not match:
+            raise ValueError(f"challenge_upstream {value!r} must look like host:port")
+        problem = _host_problem(match["host"]) or _port_problem(match["port"])
+        if problem:
+            raise ValueError(f"challenge_upstream {value!r}: {problem}")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _valid_upstream(cls, value: str) -> str:
+        match = _URL.fullmatch(value)
+        if not match:
+            raise ValueError(f"upstream {value!r} must look like http(s)://host[:port][/path]")
+        problem = _host_problem(match["host"])
+        if not problem and match["port"] is not None:
+            problem = _port_problem(match["port"])
+        if not problem and match["path"] is not None and not _URL_PATH.fullmatch(match["path"]):
+            problem = "the path may contain only letters, digits and . _ ~ / -"
+        if problem:
+            raise ValueError(f"upstream {value!r}: {problem}")
+        return value
+
+    @field_validator("certificate_path", "key_path")
+    @classmethod
+    def _valid_file_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = _file_path_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.certificate_path is None) != (self.key_path is None):
+            raise ValueError("certificate_path and key_path must be given together or not at all")
+        if self.http_port == self.https_port:
+            # One port cannot be both plain HTTP and TLS: nginx applies "ssl" to every server
+            # block listening on that port.
+            raise ValueError(f"http_port and https_port must differ (both are {self.http_port})")
+        return self
+
+    @property
+    def has_certificate(self) -> bool:
+        return self.certificate_path is not None
+
+
+def render_bootstrap(site: SiteConfig) -> str:
+    """The config before a certificate exists: challenges are answered, all else gets a 503.
+
+    No redirect to HTTPS here: there is no certificate yet, so the redirect would lead nowhere.
+    """
+    return _render("bootstrap.conf.j2", site, kind="bootstrap")
+
+
+def render_final(site: SiteConfig) -> str:
+    """The config once provisioning is done: HTTPS with the certificate, or HTTP only without.
+
+    Both variants keep serving the challenge path over HTTP, so renewals work.
+    """
+    if site.has_certificate:
+        return _render("final.conf.j2", site, kind="final")
+    return _render("final-http.conf.j2", site, kind="final HTTP-only")
+
+
+def config_hash(config: str) -> str:
+    """A short, stable fingerprint of a rendered config, to report which config nginx applied."""
+    return hashlib.sha256(config.encode("utf-8")).hexdigest()[:CONFIG_HASH_LENGTH]
+
+
+def _render(template_name: str, site: SiteConfig, *, kind: str) -> str:
+    return _environment().get_template(template_name).render(_context(site, kind=kind))
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    # PackageLoader reads the templates shipped inside this package, wherever it is installed.
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("vhost_operator.nginx", "templates"),
+        autoescape=False,  # nginx syntax, not HTML: values are made safe by SiteConfig instead
+        undefined=jinja2.StrictUndefined,  # a misspelt variable fails instead of rendering ""
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _context(site: SiteConfig, *, kind: str) -> dict[str, object]:
+    """Template variables: the validated fields plus values derived here rather than in Jinja."""
+    return {
+        "kind": kind,
+        "hostname": site.hostname,
+        "http_port": site.http_port,
+        "https_port": site.https_port,
+        "challenge_upstream": site.challenge_upstream,
+        "proxy_pass": _proxy_pass_target(site.upstream),
+        "upstream_is_https": site.upstream.startswith("https://"),
+        "https_origin": _https_origin(site),
+        "certificate_path": site.certificate_path,
+        "key_path": site.key_path,
+        "max_body_size_mib": site.max_body_size_mib,
+    }
+
+
+def _proxy_pass_target(upstream: str) -> str:
+    """The ``proxy_pass`` argument for ``location /``.
+
+    Without a path nginx forwards the request URI untouched, so "/" is dropped. With a path nginx
+    replaces the matched "/" by it, so the path must end in "/" or "/inbox" would become
+    "/appinbox" instead of "/app/inbox".
+    """
+    match = _URL.fullmatch(upstream)
+    assert match is not None, "upstream was validated by SiteConfig"
+    path = match["path"] or ""
+    origin = upstream[: len(upstream) - len(path)]
+    if path in ("", "/"):
+        return origin
+    return origin + path.rstrip("/") + "/"
+
+
+def _https_origin(site: SiteConfig) -> str:
+    # The redirect names the validated hostname rather than $host: if this block ends up as the
+    # port's default server, $host is whatever the client sent, and we would redirect to it.
+    if site.https_port == 443:
+        return f"https://{site.hostname}"
+    return f"https://{site.hostname}:{site.https_port}"

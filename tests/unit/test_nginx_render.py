@@ -1,0 +1,379 @@
+"""The nginx renderer: what the configs say, that real nginx accepts them, and what is refused."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.nginx import nginx_check, self_signed_certificate
+from vhost_operator.nginx import (
+    SiteConfig,
+    config_hash,
+    render_bootstrap,
+    render_final,
+)
+
+# Upstreams as IP addresses or "localhost": `nginx -t` resolves proxy_pass hosts, and cluster
+# Service names do not resolve on a test machine.
+CHALLENGE = "127.0.0.1:8089"
+UPSTREAM = "http://127.0.0.1:8000"
+LONGEST_HOSTNAME = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253 characters
+# `nginx -t` binds the listen ports, so checks that must pass without root use unprivileged ones.
+PORTS: dict[str, Any] = {"http_port": 8080, "https_port": 8443}
+
+
+def site(**overrides: Any) -> SiteConfig:
+    fields: dict[str, Any] = {
+        "hostname": "mail.example.com",
+        "challenge_upstream": CHALLENGE,
+        "upstream": UPSTREAM,
+    }
+    fields.update(overrides)
+    return SiteConfig(**fields)
+
+
+def tls_site(tmp_path: Path, hostname: str = "mail.example.com", **overrides: Any) -> SiteConfig:
+    """A site whose certificate and key paths point at where ``tls_files`` writes them."""
+    return site(
+        hostname=hostname,
+        certificate_path=str(tmp_path.resolve() / "tls" / hostname / "fullchain.pem"),
+        key_path=str(tmp_path.resolve() / "tls" / hostname / "privkey.pem"),
+        **overrides,
+    )
+
+
+def tls_files(*hostnames: str) -> dict[str, bytes]:
+    """``extra_files`` for ``nginx_check``: a matching certificate and key per hostname."""
+    files: dict[str, bytes] = {}
+    for hostname in hostnames:
+        fullchain, key = self_signed_certificate([hostname])
+        files[f"tls/{hostname}/fullchain.pem"] = fullchain
+        files[f"tls/{hostname}/privkey.pem"] = key
+    return files
+
+
+def assert_nginx_accepts(
+    blocks: list[str], tmp_path: Path, extra_files: dict[str, bytes] | None = None
+) -> None:
+    result = nginx_check(blocks, tmp_dir=tmp_path, extra_files=extra_files)
+    assert result.returncode == 0, result.stderr
+
+
+# --- real nginx -t ---------------------------------------------------------------------------
+
+
+def test_bootstrap_passes_nginx(tmp_path: Path) -> None:
+    config = render_bootstrap(site(challenge_upstream="localhost:8089", **PORTS))
+    assert_nginx_accepts([config], tmp_path)
+
+
+def test_final_with_certificate_passes_nginx(tmp_path: Path) -> None:
+    config = render_final(tls_site(tmp_path, **PORTS))
+    assert_nginx_accepts([config], tmp_path, tls_files("mail.example.com"))
+
+
+def test_final_http_only_passes_nginx(tmp_path: Path) -> None:
+    config = render_final(site(upstream="http://localhost:8000/webmail", **PORTS))
+    assert_nginx_accepts([config], tmp_path)
+
+
+def test_final_with_https_upstream_passes_nginx(tmp_path: Path) -> None:
+    config = render_final(tls_site(tmp_path, upstream="https://127.0.0.1:9443/", **PORTS))
+    assert_nginx_accepts([config], tmp_path, tls_files("mail.example.com"))
+
+
+def test_many_hosts_in_every_stage_pass_nginx_together(tmp_path: Path) -> None:
+    # Same ports, one shared TLS session cache, and a 253-character server_name (which needs the
+    # bigger server_names_hash_bucket_size) must all coexist in one nginx.
+    tls_hosts = ["mail.example.com", "webmail.example.org", LONGEST_HOSTNAME]
+    blocks = [render_final(tls_site(tmp_path, hostname, **PORTS)) for hostname in tls_hosts]
+    blocks.append(render_bootstrap(site(hostname="new.example.net", **PORTS)))
+    blocks.append(render_final(site(hostname="plain.example.net", **PORTS)))
+    assert_nginx_accepts(blocks, tmp_path, tls_files(*tls_hosts))
+
+
+def test_harness_reports_what_nginx_refuses(tmp_path: Path) -> None:
+    # Guards the harness itself: a check that always passed would prove nothing above.
+    broken = render_bootstrap(site(**PORTS)).replace("server_name", "server_nam", 1)
+    result = nginx_check([broken], tmp_dir=tmp_path)
+    assert result.returncode != 0
+    assert "server_nam" in result.stderr
+
+
+def test_certificate_that_does_not_exist_fails_nginx(tmp_path: Path) -> None:
+    # nginx -t loads certificates, so the check also catches a wrong path in the final config.
+    result = nginx_check([render_final(tls_site(tmp_path, **PORTS))], tmp_dir=tmp_path)
+    assert result.returncode != 0
+    assert "fullchain.pem" in result.stderr
+
+
+# --- what the configs say --------------------------------------------------------------------
+
+
+CHALLENGE_LOCATION = (
+    "location ^~ /.well-known/acme-challenge/ {\n"
+    f"        proxy_pass http://{CHALLENGE};\n"
+    "        proxy_set_header Host $host;\n"
+)
+
+
+def test_every_config_serves_the_challenge_path(tmp_path: Path) -> None:
+    for config in (
+        render_bootstrap(site()),
+        render_final(site()),
+        render_final(tls_site(tmp_path)),
+    ):
+        assert CHALLENGE_LOCATION in config
+
+
+def test_bootstrap_holds_everything_else_without_redirect() -> None:
+    config = render_bootstrap(site())
+    assert "listen 80;" in config
+    assert "server_name mail.example.com;" in config
+    assert re.search(r"return 503 \"[^\"\n]+\";", config)
+    assert "301" not in config
+    assert "https://" not in config
+    assert "ssl" not in config
+
+
+def test_final_redirects_plain_http_to_https(tmp_path: Path) -> None:
+    config = render_final(tls_site(tmp_path))
+    assert "return 301 https://mail.example.com$request_uri;" in config
+    assert "listen 443 ssl http2;" in config
+    assert f"ssl_certificate {tmp_path.resolve()}/tls/mail.example.com/fullchain.pem;" in config
+    assert f"ssl_certificate_key {tmp_path.resolve()}/tls/mail.example.com/privkey.pem;" in config
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in config
+
+
+def test_redirect_names_a_non_default_https_port(tmp_path: Path) -> None:
+    config = render_final(tls_site(tmp_path, http_port=8080, https_port=8443))
+    assert "listen 8080;" in config
+    assert "listen 8443 ssl http2;" in config
+    assert "return 301 https://mail.example.com:8443$request_uri;" in config
+
+
+def test_final_proxies_to_upstream_with_forwarded_headers(tmp_path: Path) -> None:
+    for config in (render_final(site()), render_final(tls_site(tmp_path))):
+        assert f"proxy_pass {UPSTREAM};" in config
+        for header in ("Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for"):
+            assert f"proxy_set_header {header};" in config
+        for header in ("X-Forwarded-Proto $scheme", "X-Forwarded-Host $host"):
+            assert f"proxy_set_header {header};" in config
+        assert "client_max_body_size 50m;" in config
+
+
+def test_http_only_final_has_no_tls_and_no_redirect() -> None:
+    config = render_final(site())
+    assert "ssl" not in config
+    assert "301" not in config
+
+
+@pytest.mark.parametrize(
+    ("upstream", "proxy_pass"),
+    [
+        ("http://webmail.mail.svc:8000", "http://webmail.mail.svc:8000"),
+        # A bare "/" would make nginx pass the decoded URI instead of the original one.
+        ("http://webmail.mail.svc:8000/", "http://webmail.mail.svc:8000"),
+        # Without the trailing slash nginx would turn /inbox into /appinbox.
+        ("http://webmail:8000/app", "http://webmail:8000/app/"),
+        ("https://10.0.0.7/app/", "https://10.0.0.7/app/"),
+    ],
+)
+def test_proxy_pass_target(upstream: str, proxy_pass: str) -> None:
+    assert f"proxy_pass {proxy_pass};\n" in render_final(site(upstream=upstream))
+
+
+def test_https_upstream_gets_sni() -> None:
+    assert "proxy_ssl_server_name on;" in render_final(site(upstream="https://webmail.svc"))
+    assert "proxy_ssl_server_name" not in render_final(site(upstream="http://webmail.svc"))
+
+
+def test_each_config_says_it_is_generated_for_its_host(tmp_path: Path) -> None:
+    for config in (
+        render_bootstrap(site()),
+        render_final(site()),
+        render_final(tls_site(tmp_path)),
+    ):
+        assert config.startswith("# Generated by vhost-operator for mail.example.com: ")
+        assert config.endswith("}\n")
+        assert "\n\n\n" not in config
+
+
+# --- validation ------------------------------------------------------------------------------
+
+HOSTILE_STRINGS = [
+    "mail.example.com\n",  # hostname_problem alone lets a trailing newline through
+    "mail.example.com;",
+    "mail.example.com { }",
+    'mail.example.com"',
+    "mail.example.com'",
+    "mail .example.com",
+    "$host.example.com",
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        *[(hostile, "hostname") for hostile in HOSTILE_STRINGS],
+        ("Mail.Example.com", "must be lowercase"),
+        ("mail.example.com.", "must not end with a dot"),
+        ("localhost", "fully qualified"),
+        ("", "must not be empty"),
+        ("-mail.example.com", "not a valid hostname"),
+        ("mail.example.com\nserver_name evil.com", "hostname"),
+    ],
+)
+def test_hostile_hostname_is_refused(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        site(hostname=value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "127.0.0.1:8089\n",
+        "127.0.0.1:8089;",
+        "127.0.0.1:8089 ",
+        "127.0.0.1:8089}",
+        "127.0.0.1:8089/path",
+        "$host:8089",
+        "Responder.svc:8089",
+        "responder.svc.:8089",
+        "responder.svc",
+        "responder.svc:0",
+        "responder.svc:65536",
+        "responder.svc:080",
+        "responder.svc:-1",
+        "http://responder.svc:8089",
+        "999.0.0.1:8089",
+        "[::1]:8089",
+        "responder.svc:8089:1",
+    ],
+)
+def test_hostile_challenge_upstream_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="challenge_upstream"):
+        site(challenge_upstream=value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://webmail.svc:8000\n",
+        "http://webmail.svc:8000;",
+        "http://webmail.svc:8000/ x",
+        "http://webmail.svc:8000/$uri",
+        "http://webmail.svc:8000/a;b",
+        "http://webmail.svc:8000/{a}",
+        "http://webmail.svc:8000/a'b",
+        'http://webmail.svc:8000/a"b',
+        "http://webmail.svc:8000/?q=1",
+        "http://webmail.svc:8000/#top",
+        "http://user@webmail.svc:8000",
+        "http://Webmail.svc",
+        "http://webmail.svc.",
+        "http://webmail.svc:",
+        "http://webmail.svc:99999",
+        "ftp://webmail.svc",
+        "unix:/run/webmail.sock",
+        "webmail.svc:8000",
+        "http://",
+    ],
+)
+def test_hostile_upstream_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="upstream"):
+        site(upstream=value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "relative/fullchain.pem",
+        "/etc/ssl/full chain.pem",
+        "/etc/ssl/fullchain.pem;",
+        "/etc/ssl/fullchain.pem\n",
+        "/etc/ssl/$host.pem",
+        "/etc/ssl/{a}.pem",
+        "/etc/ssl/'a'.pem",
+        "/etc/ssl/../../root/key.pem",
+        "/etc//ssl/fullchain.pem",
+        "/etc/ssl/",
+        "",
+    ],
+)
+@pytest.mark.parametrize("field", ["certificate_path", "key_path"])
+def test_hostile_certificate_paths_are_refused(field: str, value: str) -> None:
+    paths = {"certificate_path": "/tls/fullchain.pem", "key_path": "/tls/privkey.pem"}
+    paths[field] = value
+    with pytest.raises(ValueError, match="path"):
+        site(**paths)
+
+
+@pytest.mark.parametrize("field", ["http_port", "https_port"])
+@pytest.mark.parametrize("value", [0, -1, 65536, "80", True, 80.0])
+def test_bad_ports_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        site(**{field: value})
+
+
+def test_certificate_and_key_come_together() -> None:
+    with pytest.raises(ValueError, match="together"):
+        site(certificate_path="/tls/fullchain.pem")
+    with pytest.raises(ValueError, match="together"):
+        site(key_path="/tls/privkey.pem")
+
+
+def test_http_and_https_ports_differ() -> None:
+    with pytest.raises(ValueError, match="must differ"):
+        site(http_port=8443, https_port=8443)
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValueError, match="server_name"):
+        site(server_name="evil.example.com")
+
+
+def test_site_config_is_frozen() -> None:
+    config = site()
+    with pytest.raises(ValueError, match="frozen"):
+        config.hostname = "evil.example.com"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"challenge_upstream": "vhost-operator-challenges.vhost-operator.svc:8089"},
+        {"challenge_upstream": "localhost:65535"},
+        {"challenge_upstream": "10.96.0.10:1"},
+        {"upstream": "https://webmail"},
+        {"upstream": "http://10.0.0.7:8000/mail/app_v2.1~x-y/"},
+        {"hostname": LONGEST_HOSTNAME},
+        {"hostname": "xn--bcher-kva.example"},
+        {"certificate_path": "/etc/nginx/tls/a.b_c-d.pem", "key_path": "/etc/nginx/tls/k.pem"},
+    ],
+)
+def test_reasonable_values_are_accepted(overrides: dict[str, Any]) -> None:
+    site(**overrides)
+
+
+# --- config_hash -----------------------------------------------------------------------------
+
+
+def test_config_hash_is_stable_and_short(tmp_path: Path) -> None:
+    config = render_final(tls_site(tmp_path))
+    assert config_hash(config) == config_hash(render_final(tls_site(tmp_path)))
+    assert re.fullmatch(r"[0-9a-f]{16}", config_hash(config))
+
+
+def test_config_hash_tells_configs_apart(tmp_path: Path) -> None:
+    configs = {
+        render_bootstrap(site()),
+        render_final(site()),
+        render_final(tls_site(tmp_path)),
+        render_final(site(hostname="other.example.com")),
+        render_final(site(upstream="http://127.0.0.1:8001")),
+    }
+    assert len({config_hash(config) for config in configs}) == len(configs)
