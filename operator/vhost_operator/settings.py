@@ -6,7 +6,9 @@ checked against this class by a test, so a new setting must be documented there 
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +26,68 @@ class Settings(BaseSettings):
 
     nginx_namespace: str = "vhost-operator"
     """Namespace of the per-host nginx ConfigMaps and TLS Secrets, where nginx and its agent run."""
+
+    operator_namespace: str = "vhost-operator"
+    """Namespace the operator runs in; it keeps the ACME account key Secret there."""
+
+    # -- ACME --------------------------------------------------------------------------------
+
+    acme_directory_url: str = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    """The CA's ACME directory. The default is Let's Encrypt's *staging* CA, so a first install
+    cannot burn production rate limits; production is
+    ``https://acme-v02.api.letsencrypt.org/directory``."""
+
+    acme_email: str | None = None
+    """Contact address for the ACME account (expiry and policy mail from the CA)."""
+
+    acme_eab_kid: str | None = None
+    """External Account Binding key id, for CAs that require one (ZeroSSL, many private CAs)."""
+
+    acme_eab_hmac_key: SecretStr | None = None
+    """External Account Binding MAC key (base64url), set together with ``acme_eab_kid``."""
+
+    acme_ca_bundle: Path | None = None
+    """PEM bundle to trust for the CA's HTTPS API instead of the system store (private CAs)."""
+
+    acme_account_secret: str = "vhost-operator-acme-account"
+    """Secret (in ``operator_namespace``) holding the ACME account key, created once, reused."""
+
+    acme_order_timeout: float = Field(default=120.0, gt=0)
+    """Seconds to wait for the CA to validate and issue one order before the step fails."""
+
+    challenge_listen_port: int = Field(default=8089, ge=1, le=65535)
+    """Port of the operator's HTTP-01 challenge responder (nginx proxies challenges to it)."""
+
+    challenge_upstream: str = "vhost-operator-challenges.vhost-operator.svc:8089"
+    """``host:port`` nginx proxies ``/.well-known/acme-challenge/`` to: the responder's Service."""
+
+    self_check_enabled: bool = True
+    """Fetch our own challenge URL before asking the CA to validate, failing fast (DNS not
+    pointing here, port 80 blocked) without spending the CA's rate limits. Switch off on networks
+    where the cluster cannot reach its own public address (hairpin NAT)."""
+
+    self_check_address: str | None = None
+    """``http://host:port`` to connect to for the self-check instead of the hostname's DNS, with
+    the hostname still sent as ``Host``: for clusters that reach their ingress internally."""
+
+    renewal_fraction: float = Field(default=1 / 3, gt=0, lt=1)
+    """Renew once this fraction of the certificate's actual lifetime remains (Let's Encrypt's
+    advice; lifetimes are shrinking, so no fixed number of days)."""
+
+    # -- nginx -------------------------------------------------------------------------------
+
+    upstream: str = "http://webmail.mail.svc:8000"
+    """URL of the mail web app that each host's final nginx config proxies to."""
+
+    nginx_http_port: int = Field(default=80, ge=1, le=65535)
+    """Port nginx listens on for plain HTTP (challenges, redirects)."""
+
+    nginx_https_port: int = Field(default=443, ge=1, le=65535)
+    """Port nginx listens on for HTTPS."""
+
+    nginx_certificate_dir: str = "/etc/nginx/vhost-operator/certs"
+    """Where the nginx agent writes each host's certificate, as ``<dir>/<hostname>/tls.crt`` and
+    ``tls.key``; the final config points nginx there."""
 
     primary_hostnames: tuple[str, ...] = ()
     """The instance's own hostnames: logins through them are never restricted by tenancy.

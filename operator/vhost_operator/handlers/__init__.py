@@ -3,6 +3,6 @@
 Importing this package registers the handlers with kopf's default registry.
 """
 
-from vhost_operator.handlers import virtualhosts
+from vhost_operator.handlers import lifecycle, virtualhosts
 
-__all__ = ["virtualhosts"]
+__all__ = ["lifecycle", "virtualhosts"]

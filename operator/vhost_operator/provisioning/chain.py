@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from vhost_operator.errors import VhostOperatorError
 from vhost_operator.resources import conditions
 from vhost_operator.resources.conditions import set_condition
 from vhost_operator.resources.models import (
@@ -35,7 +36,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-class StepFailed(Exception):
+class StepFailed(VhostOperatorError):
     """A step could not do its work. The message is shown to users in ``status.error``."""
 
 
@@ -50,7 +51,8 @@ class StepOutcome:
 class Step(Protocol):
     """One idempotent unit of provisioning. Running it twice must be harmless."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def run(self, host: VirtualHost) -> StepOutcome: ...
 
@@ -111,7 +113,7 @@ async def run_chain(
         await recorder.write_status(host, status)
         try:
             outcome = await step.run(host.model_copy(update={"status": status}))
-        except StepFailed as failure:
+        except VhostOperatorError as failure:
             status = _failed(status, index, str(failure), clock())
             status = _with_conditions(status, host, clock())
             await recorder.write_status(host, status)

@@ -1,20 +1,81 @@
-"""Which steps a host's chain has, given the settings.
+"""The provisioning chain of a VirtualHost, in order. This file is the contract.
 
-The order is the contract (see SPEC "Provisioning chain"): bootstrap → certificate → final →
-ready. ACME disabled: no certificate step and an HTTP-only final config. nginx disabled: no
-bootstrap and final steps. Both disabled: nothing to provision, the host is Ready at once.
+    bootstrap    nginx: publish the port-80 config that serves ACME challenges
+    certificate  ACME: order the certificate over HTTP-01, store it as the host's TLS Secret
+    final        nginx: publish the serving config (HTTPS with that certificate)
+    ready        check that everything the steps made is in place; the host becomes Ready
+
+ACME disabled: no ``certificate`` step, and the final config is HTTP only. nginx disabled: no
+``bootstrap`` and ``final`` steps. Both disabled: nothing to provision, the host is Ready at once.
 """
 
 from __future__ import annotations
 
-from vhost_operator.provisioning.chain import Step
+import dataclasses
+from typing import Any, Protocol
+
+from vhost_operator.acme import ChallengeStore
+from vhost_operator.kube.objects import NamespacedObjects
+from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
+from vhost_operator.provisioning.chain import Step, StepFailed, StepOutcome
+from vhost_operator.provisioning.sites import BootstrapStep, FinalStep
+from vhost_operator.resources.models import VirtualHost
+from vhost_operator.resources.naming import site_configmap_name, tls_secret_name
 from vhost_operator.settings import Settings
 
+READY = "ready"
 
-def plan_steps(settings: Settings) -> list[Step]:
-    if not settings.nginx_enabled and not settings.acme_enabled:
-        return []
-    raise NotImplementedError(
-        "the nginx and ACME steps are not implemented yet; run with "
-        "VHOST_OPERATOR_NGINX_ENABLED=false and VHOST_OPERATOR_ACME_ENABLED=false"
-    )
+
+class ObjectReader(Protocol):
+    async def read_configmap(self, namespace: str, name: str) -> Any | None: ...
+
+    async def read_secret(self, namespace: str, name: str) -> Any | None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadyStep:
+    """The last gate: the host's site ConfigMap and TLS Secret exist, as the steps left them."""
+
+    objects: ObjectReader
+    settings: Settings
+    name: str = READY
+
+    async def run(self, host: VirtualHost) -> StepOutcome:
+        namespace = self.settings.nginx_namespace
+        if self.settings.nginx_enabled:
+            name = site_configmap_name(host.name)
+            if await self.objects.read_configmap(namespace, name) is None:
+                raise StepFailed(f"the site ConfigMap {namespace}/{name} has disappeared")
+        if self.settings.acme_enabled:
+            name = tls_secret_name(host.name)
+            if await self.objects.read_secret(namespace, name) is None:
+                raise StepFailed(f"the TLS Secret {namespace}/{name} has disappeared")
+        return StepOutcome(message="provisioned")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepServices:
+    """What the steps talk to, built once by the entry point."""
+
+    settings: Settings
+    objects: NamespacedObjects
+    challenges: ChallengeStore
+    account: AcmeAccount | None
+    """``None`` when ACME is disabled."""
+
+
+def plan_steps(services: StepServices) -> list[Step]:
+    """The steps for these settings, in chain order."""
+    settings, objects = services.settings, services.objects
+    steps: list[Step] = []
+    if settings.nginx_enabled:
+        steps.append(BootstrapStep(objects, settings))
+    if settings.acme_enabled:
+        if services.account is None:
+            raise ValueError("ACME is enabled but no ACME account was given")
+        steps.append(CertificateStep(services.account, services.challenges, objects, settings))
+    if settings.nginx_enabled:
+        steps.append(FinalStep(objects, settings))
+    if steps:
+        steps.append(ReadyStep(objects, settings))
+    return steps

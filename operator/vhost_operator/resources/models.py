@@ -162,6 +162,18 @@ class VirtualHost(_WireModel):
             status=VirtualHostStatus.model_validate(dict(body.get("status") or {})),
         )
 
+    def owner_reference(self) -> dict[str, Any]:
+        """Marks the objects made for this host as its own (for garbage collection and
+        ``kubectl get ... -o wide``); cleanup itself does not rely on it, a finalizer does it."""
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VirtualHost",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
+
     @property
     def retry_request(self) -> str | None:
         return self.annotations.get(RETRY_ANNOTATION)

@@ -1,0 +1,228 @@
+"""HTTP-01 challenge serving and the self-check that runs before the CA is asked to validate.
+
+nginx forwards ``/.well-known/acme-challenge/`` of every host to :class:`ChallengeResponder`,
+which answers from a :class:`ChallengeStore` that the ACME client fills while an order is open.
+:func:`self_check` fetches that URL the way the CA will, so a host whose DNS or port 80 is wrong
+fails fast with a useful message instead of burning the CA's failed-validation rate limit.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import threading
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from vhost_operator.acme.client import AcmeError
+
+logger = logging.getLogger(__name__)
+
+CHALLENGE_PATH = "/.well-known/acme-challenge/"
+
+# ACME tokens are base64url without padding (RFC 8555 section 8.3); anything else is not ours.
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+# A key authorization is a token and a thumbprint: a few hundred bytes at most. Reading more
+# from a misrouted server (a full web page) would only waste memory.
+_MAX_BODY = 4096
+
+
+class ChallengeStore:
+    """Key authorizations being served, by token.
+
+    Its ``publish``/``unpublish`` methods have the shape ``AcmeClient.issue`` expects, so the store
+    itself can be passed as the hooks. A lock makes it safe to touch from worker threads too.
+    """
+
+    def __init__(self) -> None:
+        self._answers: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    async def publish(self, token: str, key_authorization: str) -> None:
+        """Start answering ``token`` with ``key_authorization``."""
+        with self._lock:
+            self._answers[token] = key_authorization
+
+    async def unpublish(self, token: str, key_authorization: str) -> None:
+        """Stop answering ``token``; a no-op when another order replaced or removed it."""
+        with self._lock:
+            if self._answers.get(token) == key_authorization:
+                del self._answers[token]
+
+    def get(self, token: str) -> str | None:
+        """The key authorization for ``token``, or ``None`` when none is published."""
+        with self._lock:
+            return self._answers.get(token)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._answers)
+
+
+class ChallengeResponder:
+    """A small aiohttp server answering ``GET /.well-known/acme-challenge/{token}``."""
+
+    def __init__(self, store: ChallengeStore) -> None:
+        self._store = store
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful after ``start(port=0)``)."""
+        if self._port is None:
+            raise RuntimeError("the challenge responder is not running")
+        return self._port
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port``; port 0 picks a free one, see :attr:`port`."""
+        if self._runner is not None:
+            raise RuntimeError("the challenge responder is already running")
+        app = web.Application()
+        app.router.add_get(CHALLENGE_PATH + "{token}", self._answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = _bound_port(runner)
+
+    async def stop(self) -> None:
+        """Stop listening; safe to call when not running."""
+        runner, self._runner, self._port = self._runner, None, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        answer = self._store.get(token) if _TOKEN.match(token) else None
+        if answer is None:
+            return web.Response(status=404, text="no such challenge\n", content_type="text/plain")
+        return web.Response(text=answer, content_type="text/plain")
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    address = runner.addresses[0]
+    return int(address[1])
+
+
+class SelfCheckReason(enum.Enum):
+    """Why a self-check failed: picks the advice in the message, and lets callers branch."""
+
+    DNS = "dns"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    WRONG_STATUS = "wrong-status"
+    WRONG_ANSWER = "wrong-answer"
+
+
+class SelfCheckFailed(AcmeError):
+    """Our own challenge URL did not answer as the CA would need; the CA was not asked.
+
+    The message names the host and the likely cause but never the token or the address
+    connected to, so identical failures produce identical text for ``status.error``.
+    """
+
+    def __init__(self, message: str, *, reason: SelfCheckReason) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def self_check(
+    url_base: str | None, hostname: str, token: str, expected: str, timeout: float = 10.0
+) -> None:
+    """Fetch ``http://<hostname>/.well-known/acme-challenge/<token>`` and expect ``expected``.
+
+    ``url_base`` is where to connect (``http://127.0.0.1:8080`` behind a hairpin, or in tests);
+    ``None`` means ``http://<hostname>``, as the CA will do. The ``Host`` header is always
+    ``hostname``. Redirects are not followed: our nginx serves the challenge path directly, so a
+    redirect means the request reached some other configuration.
+    Raises :class:`SelfCheckFailed`.
+    """
+    url = (url_base or f"http://{hostname}").rstrip("/") + CHALLENGE_PATH + token
+    status, body = await _fetch(url, hostname, timeout)
+    if status != 200:
+        raise _wrong_status(hostname, status)
+    if body.rstrip() != expected:  # RFC 8555 8.3: trailing whitespace is ignored
+        raise SelfCheckFailed(
+            f"self-check of http://{hostname}{CHALLENGE_PATH}: the answer is not this order's "
+            "challenge; DNS probably points at another server, or another ACME client answers "
+            "for this name",
+            reason=SelfCheckReason.WRONG_ANSWER,
+        )
+
+
+def self_checker(
+    hostname: str, url_base: str | None = None, timeout: float = 10.0
+) -> Callable[[str, str], Awaitable[None]]:
+    """:func:`self_check` bound to one host, in the shape ``AcmeClient.issue`` takes."""
+
+    async def check(token: str, key_authorization: str) -> None:
+        await self_check(url_base, hostname, token, key_authorization, timeout)
+
+    return check
+
+
+async def _fetch(url: str, hostname: str, timeout: float) -> tuple[int, str]:
+    """GET ``url`` with ``Host: hostname``; connection problems become :class:`SelfCheckFailed`."""
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=client_timeout) as session,
+            session.get(url, headers={"Host": hostname}, allow_redirects=False) as response,
+        ):
+            body = await response.content.read(_MAX_BODY)
+            return response.status, body.decode("utf-8", errors="replace")
+    except aiohttp.ClientConnectorDNSError as error:
+        raise _failure(hostname, SelfCheckReason.DNS) from error
+    except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+        raise _failure(hostname, SelfCheckReason.TIMEOUT) from error
+    except aiohttp.ClientError as error:
+        raise _failure(hostname, SelfCheckReason.UNREACHABLE) from error
+
+
+_ADVICE = {
+    SelfCheckReason.DNS: "the name does not resolve; create its DNS record pointing at this "
+    "cluster's public address",
+    SelfCheckReason.TIMEOUT: "no answer in time; port 80 is probably blocked by a firewall or "
+    "load balancer, or DNS points at an address that drops traffic",
+    SelfCheckReason.UNREACHABLE: "could not connect; port 80 is closed or blocked, or DNS does "
+    "not point at this cluster",
+}
+
+
+def _failure(hostname: str, reason: SelfCheckReason) -> SelfCheckFailed:
+    return SelfCheckFailed(
+        f"self-check of http://{hostname}{CHALLENGE_PATH}: {_ADVICE[reason]}", reason=reason
+    )
+
+
+def _wrong_status(hostname: str, status: int) -> SelfCheckFailed:
+    if 300 <= status < 400:
+        cause = "nginx must serve the challenge path on port 80 without redirecting"
+    else:
+        cause = "DNS probably points at another server, or nginx does not route the path here"
+    return SelfCheckFailed(
+        f"self-check of http://{hostname}{CHALLENGE_PATH}: answered HTTP {status} instead of "
+        f"the challenge; {cause}",
+        reason=SelfCheckReason.WRONG_STATUS,
+    )
+
+
+__all__ = [
+    "CHALLENGE_PATH",
+    "ChallengeResponder",
+    "ChallengeStore",
+    "SelfCheckFailed",
+    "SelfCheckReason",
+    "self_check",
+    "self_checker",
+]

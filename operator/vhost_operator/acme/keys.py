@@ -1,0 +1,148 @@
+"""Keys, CSRs and certificate inspection: pure functions over PEM bytes, no I/O, no ACME.
+
+Everything crosses module boundaries as PEM ``bytes`` because that is how the material is stored
+(Kubernetes Secrets) and handed to nginx. Malformed input raises :class:`KeyMaterialError`, a
+``ValueError``, so callers can report "the stored key is unusable" instead of a library trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import NameOID
+
+# A certificate subject's common name may hold at most 64 characters (RFC 5280 ub-common-name);
+# longer hostnames go into the subjectAltName only, which is what CAs validate anyway.
+_MAX_COMMON_NAME = 64
+
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+"""The key types a certificate or ACME account key may have here (what ACME CAs accept)."""
+
+
+class KeyMaterialError(ValueError):
+    """PEM input is not a usable key, CSR or certificate (corrupt, empty or unsupported type)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateInfo:
+    """The facts about a leaf certificate that status and renewal decisions need."""
+
+    not_before: datetime
+    """Start of validity, timezone-aware UTC."""
+    not_after: datetime
+    """End of validity, timezone-aware UTC."""
+    serial: str
+    """Serial number in lowercase hex without ``0x`` (the form ``openssl x509 -serial`` shows,
+    ignoring case), as CAs and revocation tools look it up."""
+    dns_names: tuple[str, ...]
+    """DNS names of the subjectAltName extension, in certificate order."""
+
+    @property
+    def lifetime_seconds(self) -> float:
+        """The certificate's full validity period, which renewal timing is based on."""
+        return (self.not_after - self.not_before).total_seconds()
+
+
+def new_private_key_pem() -> bytes:
+    """Generate a fresh ECDSA P-256 key as unencrypted PKCS#8 PEM.
+
+    P-256 is accepted by every public ACME CA, small enough to store by the thousand and fast in
+    TLS handshakes; the same type serves for ACME account keys.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
+def load_private_key(key_pem: bytes) -> SigningKey:
+    """Parse an unencrypted PEM private key of a type ACME CAs sign for (EC or RSA)."""
+    try:
+        key: PrivateKeyTypes = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as error:
+        raise KeyMaterialError("not an unencrypted PEM private key") from error
+    if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        return key
+    raise KeyMaterialError(f"unsupported private key type {type(key).__name__}")
+
+
+def csr_pem(key_pem: bytes, hostname: str) -> bytes:
+    """Build a PEM CSR for ``hostname`` signed with ``key_pem``.
+
+    The name goes into the subjectAltName (what ACME identifiers and browsers use) and, when it
+    fits, into the common name too, for tools that still display only the subject.
+    """
+    key = load_private_key(key_pem)
+    subject = (
+        [x509.NameAttribute(NameOID.COMMON_NAME, hostname)]
+        if len(hostname) <= _MAX_COMMON_NAME
+        else []
+    )
+    builder = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name(subject))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+    )
+    csr = builder.sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def load_chain(chain_pem: bytes) -> list[x509.Certificate]:
+    """Parse a PEM chain, leaf first, refusing an empty or corrupt one."""
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError as error:
+        raise KeyMaterialError("not a PEM certificate chain") from error
+    if not chain:  # pragma: no cover - cryptography already refuses input without certificates
+        raise KeyMaterialError("the certificate chain is empty")
+    return chain
+
+
+def inspect_certificate(chain_pem: bytes) -> CertificateInfo:
+    """Describe the leaf (first) certificate of a PEM chain."""
+    leaf = load_chain(chain_pem)[0]
+    return CertificateInfo(
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        serial=format(leaf.serial_number, "x"),
+        dns_names=_dns_names(leaf),
+    )
+
+
+def _dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(san.value.get_values_for_type(x509.DNSName))
+
+
+def certificate_matches_key(chain_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the chain's leaf certificate carries the public half of ``key_pem``.
+
+    Checked before a certificate is stored, so a Secret never pairs a certificate with a key
+    nginx would refuse to load together.
+    """
+    leaf_public = load_chain(chain_pem)[0].public_key()
+    key_public = load_private_key(key_pem).public_key()
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return leaf_public.public_bytes(*spki) == key_public.public_bytes(*spki)
+
+
+def renewal_time(info: CertificateInfo, fraction_remaining: float = 1 / 3) -> datetime:
+    """When to renew: the moment ``fraction_remaining`` of the actual lifetime is left.
+
+    Based on the certificate's own lifetime rather than a fixed number of days, so it keeps
+    working as CAs shorten lifetimes (90 → 64 → 45 days); a third is Let's Encrypt's advice.
+    """
+    if not 0 < fraction_remaining < 1:
+        raise ValueError(f"fraction_remaining must be between 0 and 1, got {fraction_remaining}")
+    lifetime = info.not_after - info.not_before
+    return (info.not_after - lifetime * fraction_remaining).astimezone(UTC)

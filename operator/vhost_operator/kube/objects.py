@@ -1,0 +1,109 @@
+"""ConfigMaps and Secrets the operator owns in the nginx and operator namespaces.
+
+Writes use server-side apply under one field manager: idempotent, no read-modify-write races, and
+a retried step writes the same object again without conflict.
+RBAC: configmaps and secrets get/patch/delete in those namespaces.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import kubernetes
+
+from vhost_operator.errors import ApiError
+from vhost_operator.kube.api import call
+
+FIELD_MANAGER = "vhost-operator"
+APPLY = "application/apply-patch+yaml"
+
+
+class SecretData:
+    """Decoded Secret contents and metadata."""
+
+    def __init__(self, body: Any) -> None:
+        self.data = {k: base64.b64decode(v) for k, v in (body.data or {}).items()}
+        self.annotations: dict[str, str] = dict(body.metadata.annotations or {})
+
+
+class NamespacedObjects:
+    """The calls the operator makes on ConfigMaps and Secrets, and nothing else."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self._core = kubernetes.client.CoreV1Api(client)
+
+    async def apply_configmap(self, namespace: str, manifest: dict[str, Any]) -> None:
+        name = manifest["metadata"]["name"]
+        body = {"apiVersion": "v1", "kind": "ConfigMap", **manifest}
+        await call(
+            lambda: self._core.patch_namespaced_config_map(
+                name,
+                namespace,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+            ),
+            what=f"writing ConfigMap {namespace}/{name}",
+        )
+
+    async def read_configmap(self, namespace: str, name: str) -> Any | None:
+        return await self._read(
+            lambda: self._core.read_namespaced_config_map(name, namespace),
+            what=f"reading ConfigMap {namespace}/{name}",
+        )
+
+    async def apply_secret(
+        self, namespace: str, manifest: dict[str, Any], data: dict[str, bytes]
+    ) -> None:
+        name = manifest["metadata"]["name"]
+        encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
+        body = {"apiVersion": "v1", "kind": "Secret", **manifest, "data": encoded}
+        await call(
+            lambda: self._core.patch_namespaced_secret(
+                name,
+                namespace,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+            ),
+            what=f"writing Secret {namespace}/{name}",
+        )
+
+    async def read_secret(self, namespace: str, name: str) -> SecretData | None:
+        body = await self._read(
+            lambda: self._core.read_namespaced_secret(name, namespace),
+            what=f"reading Secret {namespace}/{name}",
+        )
+        return None if body is None else SecretData(body)
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        await self._delete(
+            lambda: self._core.delete_namespaced_secret(name, namespace),
+            what=f"deleting Secret {namespace}/{name}",
+        )
+
+    async def delete_configmap(self, namespace: str, name: str) -> None:
+        await self._delete(
+            lambda: self._core.delete_namespaced_config_map(name, namespace),
+            what=f"deleting ConfigMap {namespace}/{name}",
+        )
+
+    @staticmethod
+    async def _read(function: Any, *, what: str) -> Any | None:
+        try:
+            return await call(function, what=what)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    @staticmethod
+    async def _delete(function: Any, *, what: str) -> None:
+        try:
+            await call(function, what=what)
+        except ApiError as error:
+            if error.status != 404:
+                raise

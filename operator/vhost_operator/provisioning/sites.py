@@ -1,0 +1,99 @@
+"""The nginx steps: render a host's server block and publish it as its site ConfigMap.
+
+``bootstrap`` publishes the config that serves ACME challenges before any certificate exists;
+``final`` publishes the config that serves the site (over HTTPS once a certificate exists).
+The nginx agent mirrors these ConfigMaps into nginx; see ``vhost_operator.resources.labels``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Protocol
+
+from vhost_operator.nginx import SiteConfig, config_hash, render_bootstrap, render_final
+from vhost_operator.provisioning.chain import StepFailed, StepOutcome
+from vhost_operator.resources import labels
+from vhost_operator.resources.models import VirtualHost
+from vhost_operator.resources.naming import site_configmap_name, tls_secret_name
+from vhost_operator.settings import Settings
+
+BOOTSTRAP = "bootstrap"
+FINAL = "final"
+
+
+class ConfigMapWriter(Protocol):
+    async def apply_configmap(self, namespace: str, manifest: dict[str, object]) -> None: ...
+
+
+def site_config(host: VirtualHost, settings: Settings, *, with_certificate: bool) -> SiteConfig:
+    certificate_dir = posixpath.join(settings.nginx_certificate_dir, host.spec.hostname)
+    try:
+        return SiteConfig(
+            hostname=host.spec.hostname,
+            challenge_upstream=settings.challenge_upstream,
+            upstream=settings.upstream,
+            http_port=settings.nginx_http_port,
+            https_port=settings.nginx_https_port,
+            certificate_path=posixpath.join(certificate_dir, "tls.crt")
+            if with_certificate
+            else None,
+            key_path=posixpath.join(certificate_dir, "tls.key") if with_certificate else None,
+        )
+    except ValueError as error:
+        # pydantic names the field and value; settings errors land here too, hence "config".
+        raise StepFailed(f"cannot render the nginx config: {error}") from error
+
+
+def site_manifest(host: VirtualHost, stage: str, config: str, *, tls: bool) -> dict[str, object]:
+    """The site ConfigMap: one config key, and what the agent needs to know in annotations."""
+    annotations = {
+        labels.VIRTUALHOST: host.name,
+        labels.HOSTNAME: host.spec.hostname,
+        labels.ENABLED: "true" if host.spec.enabled else "false",
+        labels.STAGE: stage,
+        labels.CONFIG_HASH: config_hash(config),
+    }
+    if tls:
+        annotations[labels.TLS_SECRET] = tls_secret_name(host.name)
+    return {
+        "metadata": {
+            "name": site_configmap_name(host.name),
+            "labels": labels.component_labels(labels.SITE_COMPONENT),
+            "annotations": annotations,
+            "ownerReferences": [host.owner_reference()],
+        },
+        "data": {f"{host.spec.hostname}.conf": config},
+    }
+
+
+class BootstrapStep:
+    """Publish the port-80 config that answers ACME challenges and holds everything else."""
+
+    name = BOOTSTRAP
+
+    def __init__(self, configmaps: ConfigMapWriter, settings: Settings) -> None:
+        self._configmaps = configmaps
+        self._settings = settings
+
+    async def run(self, host: VirtualHost) -> StepOutcome:
+        config = render_bootstrap(site_config(host, self._settings, with_certificate=False))
+        manifest = site_manifest(host, BOOTSTRAP, config, tls=False)
+        await self._configmaps.apply_configmap(self._settings.nginx_namespace, manifest)
+        return StepOutcome(message=f"bootstrap config {config_hash(config)} published")
+
+
+class FinalStep:
+    """Publish the serving config: HTTPS with the host's certificate, or HTTP when ACME is off."""
+
+    name = FINAL
+
+    def __init__(self, configmaps: ConfigMapWriter, settings: Settings) -> None:
+        self._configmaps = configmaps
+        self._settings = settings
+
+    async def run(self, host: VirtualHost) -> StepOutcome:
+        tls = self._settings.acme_enabled
+        config = render_final(site_config(host, self._settings, with_certificate=tls))
+        manifest = site_manifest(host, FINAL, config, tls=tls)
+        await self._configmaps.apply_configmap(self._settings.nginx_namespace, manifest)
+        return StepOutcome(message=f"final config {config_hash(config)} published")

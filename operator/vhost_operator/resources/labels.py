@@ -1,0 +1,35 @@
+"""Labels and annotations on the objects the operator writes for the nginx agent. Pure."""
+
+from __future__ import annotations
+
+from vhost_operator.resources.models import GROUP
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "vhost-operator"}
+
+COMPONENT = f"{GROUP}/component"
+SITE_COMPONENT = "nginx-site"
+"""Value of ``COMPONENT`` on per-host ConfigMaps: the agent selects on it."""
+TLS_COMPONENT = "tls"
+NEXT_KEY_COMPONENT = "next-key"
+
+VIRTUALHOST = f"{GROUP}/virtualhost"
+"""Annotation naming the VirtualHost an object belongs to (names can outgrow a label value)."""
+
+HOSTNAME = f"{GROUP}/hostname"
+ENABLED = f"{GROUP}/enabled"
+"""Annotation on a site ConfigMap: "true" or "false"; the agent includes only enabled sites."""
+STAGE = f"{GROUP}/stage"
+"""Annotation on a site ConfigMap: which config it holds, "bootstrap" or "final"."""
+CONFIG_HASH = f"{GROUP}/config-hash"
+"""Annotation on a site ConfigMap: the hash of the config it holds."""
+TLS_SECRET = f"{GROUP}/tls-secret"
+"""Annotation on a site ConfigMap: the Secret with the certificate its config refers to."""
+ACME_DIRECTORY = f"{GROUP}/acme-directory"
+"""Annotation on the ACME account Secret: the directory the account was registered with."""
+ORDER_URL = f"{GROUP}/order-url"
+"""Annotation on the next-key Secret: the ACME order placed with that key (resumed after a
+restart instead of ordering twice)."""
+
+
+def component_labels(component: str) -> dict[str, str]:
+    return {**MANAGED_BY, COMPONENT: component}

@@ -1,0 +1,50 @@
+"""Small cluster chores shared by the tests: namespaces, objects, cleanup."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.harness.clusters import Cluster
+
+NAMESPACE = "vhost-operator"
+"""Where the tests' operator keeps site ConfigMaps, TLS Secrets and its ACME account."""
+
+
+def ensure_namespace(cluster: Cluster, name: str = NAMESPACE) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    apply_manifests(cluster, [manifest], Path("/tmp"))
+
+
+def apply_manifests(cluster: Cluster, manifests: list[dict[str, Any]], tmp_path: Path) -> None:
+    path = tmp_path / f"manifests-{id(manifests)}.yaml"
+    path.write_text(yaml.safe_dump_all(manifests))
+    cluster.kubectl("apply", "-f", str(path))
+    path.unlink()
+
+
+def virtualhost(name: str, hostname: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "vhost-operator.io/v1alpha1",
+        "kind": "VirtualHost",
+        "metadata": {"name": name},
+        "spec": {"hostname": hostname, **spec},
+    }
+
+
+def delete_all_virtualhosts(cluster: Cluster) -> None:
+    cluster.kubectl("delete", "vh", "--all", "--wait=true", "--timeout=60s")
+
+
+def secret_data(cluster: Cluster, name: str, namespace: str = NAMESPACE) -> dict[str, bytes] | None:
+    found = cluster.kubectl(
+        "get", "secret", name, "-n", namespace, "-o", "json", "--ignore-not-found"
+    )
+    if not found.stdout.strip():
+        return None
+    body = json.loads(found.stdout)
+    return {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}

@@ -1,0 +1,341 @@
+"""The provisioning chain against a real API server and a real ACME CA (pebble).
+
+pebble validates HTTP-01 by connecting straight to the operator's challenge responder (its
+``httpPort`` is the responder's port); serving through nginx is the nginx agent's test.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.verification import PolicyBuilder, Store
+
+from tests.harness import kube
+from tests.harness.clusters import Cluster
+from tests.harness.operator import OperatorProcess
+from tests.harness.pebble import Pebble
+from tests.harness.processes import free_port
+from tests.harness.waiting import get_object, phase_of, wait_for
+
+pytestmark = pytest.mark.cluster
+
+OperatorFactory = Callable[..., OperatorProcess]
+
+
+@pytest.fixture(scope="module")
+def responder_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def pebble(responder_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    with Pebble(http_port=responder_port, workdir=tmp_path_factory.mktemp("pebble")) as ca:
+        yield ca
+
+
+@pytest.fixture
+def start_operator(
+    cluster: Cluster, pebble: Pebble, responder_port: int, tmp_path: Path
+) -> Iterator[OperatorFactory]:
+    """Start the operator with ACME (pebble) and nginx on; keyword arguments override settings."""
+    kube.ensure_namespace(cluster)
+    started: list[OperatorProcess] = []
+
+    def start(**overrides: str) -> OperatorProcess:
+        settings = {
+            "VHOST_OPERATOR_ACME_ENABLED": "true",
+            "VHOST_OPERATOR_NGINX_ENABLED": "true",
+            "VHOST_OPERATOR_NGINX_NAMESPACE": kube.NAMESPACE,
+            "VHOST_OPERATOR_OPERATOR_NAMESPACE": kube.NAMESPACE,
+            "VHOST_OPERATOR_ACME_DIRECTORY_URL": pebble.directory_url,
+            "VHOST_OPERATOR_ACME_CA_BUNDLE": str(pebble.ca_bundle_path),
+            "VHOST_OPERATOR_ACME_EMAIL": "hostmaster@example.com",
+            "VHOST_OPERATOR_CHALLENGE_LISTEN_PORT": str(responder_port),
+            "VHOST_OPERATOR_CHALLENGE_UPSTREAM": f"127.0.0.1:{responder_port}",
+            "VHOST_OPERATOR_SELF_CHECK_ADDRESS": f"http://127.0.0.1:{responder_port}",
+            "VHOST_OPERATOR_UPSTREAM": "http://127.0.0.1:8000",
+            "VHOST_OPERATOR_ACME_ORDER_TIMEOUT": "30",
+            **{f"VHOST_OPERATOR_{k.upper()}": v for k, v in overrides.items()},
+        }
+        process = OperatorProcess(cluster.kubeconfig, tmp_path / f"op{len(started)}", settings)
+        (tmp_path / f"op{len(started)}").mkdir()
+        started.append(process.start())
+        return process
+
+    yield start
+    kube.delete_all_virtualhosts(cluster)
+    for process in started:
+        process.stop()
+
+
+def chain_states(obj: dict[str, object]) -> list[tuple[str, str]]:
+    status = obj.get("status", {})
+    assert isinstance(status, dict)
+    return [(entry["step"], entry["state"]) for entry in status.get("chain", [])]
+
+
+def settled(obj: dict[str, object]) -> bool:
+    return phase_of(obj) in ("Ready", "Failed")
+
+
+def verify_chain(chain_pem: bytes, root_pem: bytes, hostname: str) -> x509.Certificate:
+    certificates = x509.load_pem_x509_certificates(chain_pem)
+    root = x509.load_pem_x509_certificate(root_pem)
+    verifier = PolicyBuilder().store(Store([root])).build_server_verifier(x509.DNSName(hostname))
+    verifier.verify(certificates[0], certificates[1:])
+    return certificates[0]
+
+
+# -- success ---------------------------------------------------------------------------------
+
+
+def test_host_goes_pending_to_ready_with_a_verified_certificate(
+    cluster: Cluster, start_operator: OperatorFactory, pebble: Pebble, tmp_path: Path
+) -> None:
+    start_operator()
+    started = time.monotonic()
+    kube.apply_manifests(cluster, [kube.virtualhost("one", "one.example.com")], tmp_path)
+    ready = wait_for(cluster, "vh", "one", settled, what="Ready or Failed", timeout=60)
+    elapsed = time.monotonic() - started
+    assert phase_of(ready) == "Ready", ready["status"]
+    assert chain_states(ready) == [
+        ("bootstrap", "Succeeded"),
+        ("certificate", "Succeeded"),
+        ("final", "Succeeded"),
+        ("ready", "Succeeded"),
+    ]
+    certificate = ready["status"]["certificate"]
+    assert certificate["secretName"] == "vhost-one-tls"
+    assert certificate["notBefore"] < certificate["renewalTime"] < certificate["notAfter"]
+    conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
+    assert conditions == {"Ready": "True", "Provisioned": "True", "CertificateValid": "True"}
+
+    tls = kube.secret_data(cluster, "vhost-one-tls")
+    assert tls is not None
+    leaf = verify_chain(tls["tls.crt"], pebble.root_pem(), "one.example.com")
+    assert format(leaf.serial_number, "x") == certificate["serial"].lower().lstrip("0")
+    assert kube.secret_data(cluster, "vhost-one-next-key") is None, "the pending key is cleaned up"
+    secret_type = cluster.kubectl(
+        "get", "secret", "vhost-one-tls", "-n", kube.NAMESPACE, "-o", "jsonpath={.type}"
+    ).stdout
+    assert secret_type == "kubernetes.io/tls"
+
+    config = cluster.kubectl(
+        "get",
+        "configmap",
+        "vhost-one",
+        "-n",
+        kube.NAMESPACE,
+        "-o",
+        "jsonpath={.data.one\\.example\\.com\\.conf}",
+    ).stdout
+    assert "ssl_certificate /etc/nginx/vhost-operator/certs/one.example.com/tls.crt;" in config
+    assert "location ^~ /.well-known/acme-challenge/" in config
+    print(f"\napply -> Ready for 1 host: {elapsed:.2f}s")
+
+
+def test_fifty_hosts_at_once(
+    cluster: Cluster, start_operator: OperatorFactory, pebble: Pebble, tmp_path: Path
+) -> None:
+    start_operator()
+    hosts = [kube.virtualhost(f"many-{i}", f"many-{i}.example.com") for i in range(50)]
+    started = time.monotonic()
+    kube.apply_manifests(cluster, hosts, tmp_path)
+    deadline = started + 180
+    phases: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        listed = cluster.kubectl(
+            "get",
+            "vh",
+            "-o",
+            'jsonpath={range .items[*]}{.metadata.name}={.status.phase}{"\\n"}{end}',
+        ).stdout
+        phases = dict(
+            line.split("=", 1) for line in listed.splitlines() if line.startswith("many-")
+        )
+        if len(phases) == 50 and all(p in ("Ready", "Failed") for p in phases.values()):
+            break
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    assert sorted(set(phases.values())) == ["Ready"], phases
+    print(f"\napply -> Ready for 50 hosts at once: {elapsed:.2f}s ({50 / elapsed:.1f} hosts/s)")
+
+
+# -- failures end Failed at the right step, the rest Cancelled --------------------------------
+
+
+def assert_failed_at_certificate(obj: dict[str, object], *fragments: str) -> str:
+    assert phase_of(obj) == "Failed", obj.get("status")
+    assert chain_states(obj) == [
+        ("bootstrap", "Succeeded"),
+        ("certificate", "Failed"),
+        ("final", "Cancelled"),
+        ("ready", "Cancelled"),
+    ]
+    status = obj["status"]
+    assert isinstance(status, dict)
+    error = status["error"]
+    assert error["step"] == "certificate"
+    for fragment in fragments:
+        assert fragment in error["message"], error["message"]
+    assert status["failedAttempts"] == 1 and status["lastFailureTime"]
+    message: str = error["message"]
+    return message
+
+
+def test_unreachable_acme_directory(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    dead = free_port()
+    start_operator(acme_directory_url=f"https://127.0.0.1:{dead}/dir")
+    kube.apply_manifests(cluster, [kube.virtualhost("no-ca", "no-ca.example.com")], tmp_path)
+    failed = wait_for(cluster, "vh", "no-ca", settled, what="Failed", timeout=60)
+    message = assert_failed_at_certificate(failed, f"127.0.0.1:{dead}")
+    print(f"\nunreachable directory: {message}")
+    events = cluster.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=no-ca"
+    ).stdout
+    assert "StepFailed" in events
+
+
+def test_self_check_fails_fast_naming_the_cause(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    start_operator(self_check_address=f"http://127.0.0.1:{free_port()}")
+    kube.apply_manifests(cluster, [kube.virtualhost("no-route", "no-route.example.com")], tmp_path)
+    failed = wait_for(cluster, "vh", "no-route", settled, what="Failed", timeout=60)
+    message = assert_failed_at_certificate(failed, "no-route.example.com", "port 80")
+    print(f"\nself-check failure: {message}")
+
+
+def test_challenge_unreachable_for_the_ca(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    # The responder listens elsewhere than where pebble connects, and no self-check warns first.
+    start_operator(challenge_listen_port=str(free_port()), self_check_enabled="false")
+    kube.apply_manifests(cluster, [kube.virtualhost("unseen", "unseen.example.com")], tmp_path)
+    failed = wait_for(cluster, "vh", "unseen", settled, what="Failed", timeout=60)
+    message = assert_failed_at_certificate(failed, "unseen.example.com")
+    print(f"\nCA could not validate: {message}")
+
+
+def test_ca_refusing_the_account(
+    cluster: Cluster, responder_port: int, tmp_path: Path, start_operator: OperatorFactory
+) -> None:
+    with Pebble(
+        http_port=responder_port,
+        eab_keys={"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"},
+        workdir=tmp_path / "eab-pebble",
+    ) as strict:
+        start_operator(
+            acme_directory_url=strict.directory_url, acme_ca_bundle=str(strict.ca_bundle_path)
+        )
+        kube.apply_manifests(
+            cluster, [kube.virtualhost("refused", "refused.example.com")], tmp_path
+        )
+        failed = wait_for(cluster, "vh", "refused", settled, what="Failed", timeout=60)
+    message = assert_failed_at_certificate(failed, "External Account Binding")
+    print(f"\nCA refusing: {message}")
+
+
+# -- a crash in the middle of the certificate step -------------------------------------------
+
+
+class SlowHairpin:
+    """An HTTP server that answers the self-check slowly, holding the step mid-issuance."""
+
+    def __init__(self, responder_port: int, delay: float) -> None:
+        target, pause = f"http://127.0.0.1:{responder_port}", delay
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                time.sleep(pause)
+                request = urllib.request.Request(
+                    target + self.path, headers={"Host": self.headers["Host"]}
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as answer:
+                        body = answer.read()
+                except OSError:  # the operator was killed meanwhile: that is the point
+                    self.send_error(502)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        class QuietServer(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # the killed operator hangs up on us; nothing to report
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_sigkill_mid_certificate_resumes_the_same_order(
+    cluster: Cluster,
+    start_operator: OperatorFactory,
+    responder_port: int,
+    pebble: Pebble,
+    tmp_path: Path,
+) -> None:
+    hairpin = SlowHairpin(responder_port, delay=4)
+    try:
+        first = start_operator(self_check_address=f"http://127.0.0.1:{hairpin.port}")
+        kube.apply_manifests(cluster, [kube.virtualhost("crash", "crash.example.com")], tmp_path)
+        deadline = time.monotonic() + 30
+        pending: dict[str, bytes] | None = None
+        while time.monotonic() < deadline:
+            secret = cluster.kubectl(
+                "get",
+                "secret",
+                "vhost-crash-next-key",
+                "-n",
+                kube.NAMESPACE,
+                "--ignore-not-found",
+                "-o",
+                "jsonpath={.metadata.annotations.vhost-operator\\.io/order-url}",
+            ).stdout
+            if secret:
+                pending = kube.secret_data(cluster, "vhost-crash-next-key")
+                order_url = secret
+                break
+            time.sleep(0.05)
+        assert pending is not None, "the order was never recorded"
+        first.kill()
+    finally:
+        hairpin.close()
+    interrupted = get_object(cluster, "vh", "crash")
+    assert interrupted is not None and phase_of(interrupted) == "Pending"
+    assert ("certificate", "Running") in chain_states(interrupted)
+
+    start_operator()
+    ready = wait_for(cluster, "vh", "crash", settled, what="Ready after restart", timeout=60)
+    assert phase_of(ready) == "Ready", ready["status"]
+    tls = kube.secret_data(cluster, "vhost-crash-tls")
+    assert tls is not None
+    assert tls["tls.key"] == pending["tls.key"], "the key stored before the order is the one used"
+    verify_chain(tls["tls.crt"], pebble.root_pem(), "crash.example.com")
+    certificate_step = next(e for e in ready["status"]["chain"] if e["step"] == "certificate")
+    assert certificate_step["message"].endswith(f"issued by order {order_url}"), (
+        "the order placed before the crash is the one that was finished"
+    )
+    log = pebble.logs(lines=100_000)
+    assert log.count('Value:"crash.example.com"') == 1, "one validation for the host, not two"
+    order_id = order_url.rsplit("/", 1)[-1]
+    assert f"for order {order_id}" in log
+    print(f"\nresumed order {order_url}")

@@ -1,0 +1,194 @@
+"""Keys, CSRs and certificates: what the ACME step stores and the renewal scanner reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from vhost_operator.acme.keys import (
+    CertificateInfo,
+    KeyMaterialError,
+    certificate_matches_key,
+    csr_pem,
+    inspect_certificate,
+    load_private_key,
+    new_private_key_pem,
+    renewal_time,
+)
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def certificate_pem(
+    key_pem: bytes,
+    *,
+    dns_names: tuple[str, ...] = ("mail.example.com",),
+    lifetime: timedelta = timedelta(days=90),
+    serial: int = 0x0ABCDEF,
+) -> bytes:
+    """A self-signed certificate for ``key_pem``: enough to inspect, no CA needed."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(START)
+        .not_valid_after(START + lifetime)
+    )
+    if dns_names:
+        san = x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names])
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def rsa_key_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def info(lifetime: timedelta) -> CertificateInfo:
+    return CertificateInfo(
+        not_before=START, not_after=START + lifetime, serial="1", dns_names=("a.example",)
+    )
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def test_new_private_key_is_an_unencrypted_p256_pkcs8_pem() -> None:
+    pem = new_private_key_pem()
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    key = load_private_key(pem)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp256r1"
+    assert new_private_key_pem() != pem
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [
+        b"",
+        b"not a key",
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        ),
+    ],
+    ids=["empty", "garbage", "ed25519", "encrypted"],
+)
+def test_unusable_keys_are_refused_with_a_value_error(pem: bytes) -> None:
+    with pytest.raises(KeyMaterialError):
+        load_private_key(pem)
+    assert issubclass(KeyMaterialError, ValueError)
+
+
+# -- CSRs -----------------------------------------------------------------------------------
+
+
+def test_csr_names_the_host_and_is_signed_by_the_key() -> None:
+    key_pem = new_private_key_pem()
+    csr = x509.load_pem_x509_csr(csr_pem(key_pem, "mail.example.com"))
+    assert csr.is_signature_valid
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["mail.example.com"]
+    assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "mail.example.com"
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    assert csr.public_key().public_bytes(*spki) == (
+        load_private_key(key_pem).public_key().public_bytes(*spki)
+    )
+
+
+def test_csr_for_a_hostname_longer_than_a_common_name_uses_only_the_san() -> None:
+    hostname = ".".join(["a" * 63, "b" * 63, "example"])
+    csr = x509.load_pem_x509_csr(csr_pem(new_private_key_pem(), hostname))
+    assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME) == []
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [hostname]
+
+
+def test_csr_works_with_rsa_keys_too() -> None:
+    assert x509.load_pem_x509_csr(csr_pem(rsa_key_pem(), "mail.example.com")).is_signature_valid
+
+
+# -- certificates ---------------------------------------------------------------------------
+
+
+def test_inspect_describes_the_leaf_of_a_chain() -> None:
+    key_pem = new_private_key_pem()
+    leaf = certificate_pem(key_pem, dns_names=("mail.example.com", "www.example.com"))
+    other = certificate_pem(new_private_key_pem(), dns_names=("ca.example",), serial=7)
+    described = inspect_certificate(leaf + other)
+    assert described == CertificateInfo(
+        not_before=START,
+        not_after=START + timedelta(days=90),
+        serial="abcdef",
+        dns_names=("mail.example.com", "www.example.com"),
+    )
+    assert described.not_after.tzinfo is not None
+    assert described.lifetime_seconds == timedelta(days=90).total_seconds()
+
+
+def test_inspect_a_certificate_without_san() -> None:
+    assert inspect_certificate(certificate_pem(new_private_key_pem(), dns_names=())).dns_names == ()
+
+
+@pytest.mark.parametrize("pem", [b"", b"garbage", b"-----BEGIN CERTIFICATE-----\nAAAA\n"])
+def test_inspect_refuses_what_is_not_a_chain(pem: bytes) -> None:
+    with pytest.raises(KeyMaterialError):
+        inspect_certificate(pem)
+
+
+@pytest.mark.parametrize("make_key", [new_private_key_pem, rsa_key_pem], ids=["ec", "rsa"])
+def test_certificate_matches_only_its_own_key(make_key: Callable[[], bytes]) -> None:
+    key_pem = make_key()
+    chain = certificate_pem(key_pem)
+    assert certificate_matches_key(chain, key_pem)
+    assert not certificate_matches_key(chain, new_private_key_pem())
+    assert not certificate_matches_key(chain, rsa_key_pem())
+
+
+# -- renewal --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lifetime_days", "renew_after_days"),
+    [(90, 60), (45, 30), (6, 4), (5 * 365, 5 * 365 * 2 / 3)],
+)
+def test_renewal_is_due_when_a_third_of_the_actual_lifetime_remains(
+    lifetime_days: float, renew_after_days: float
+) -> None:
+    due = renewal_time(info(timedelta(days=lifetime_days)))
+    assert due == START + timedelta(days=renew_after_days)
+    assert due.tzinfo is not None
+
+
+def test_renewal_fraction_can_be_widened() -> None:
+    assert renewal_time(info(timedelta(days=100)), fraction_remaining=0.9) == START + timedelta(
+        days=10
+    )
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.5, 1.5])
+def test_renewal_fraction_must_be_a_proper_fraction(fraction: float) -> None:
+    with pytest.raises(ValueError):
+        renewal_time(info(timedelta(days=90)), fraction_remaining=fraction)
