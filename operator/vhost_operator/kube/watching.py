@@ -1,0 +1,156 @@
+"""List-then-watch of one kind of object, as an async stream of events.
+
+The blocking ``kubernetes`` watch runs in a thread of its own and hands events to the event loop,
+so one watch costs one thread and one HTTP stream however many objects it covers: the way to keep
+state current for thousands of hosts without polling each one.
+
+Events carry raw dicts (the JSON the API server sent), never client models. The stream starts with a
+``SYNC`` event carrying every object, and sends another ``SYNC`` whenever it had to list again
+(after ``410 Gone`` or a broken connection): a consumer replaces its whole state on ``SYNC``, so
+deletions missed while disconnected are not kept forever.
+
+Usage::
+
+    watch = ObjectWatch(core.list_namespaced_config_map, "vhost-operator",
+                        label_selector="vhost-operator.io/component=nginx-site", what="sites")
+    async for event in watch.events():
+        ...
+    watch.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import kubernetes
+import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
+
+logger = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+EventType = Literal["SYNC", "ADDED", "MODIFIED", "DELETED"]
+
+WATCH_TIMEOUT_SECONDS = 240
+"""Server-side length of one watch request; the watch resumes from the last version after it.
+Short enough that a stopped watch's thread ends soon, long enough to cost nothing."""
+
+RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+"""Seconds before listing again after consecutive failures; the last one repeats."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    type: EventType
+    object: Object | None = None
+    """The object of an ADDED, MODIFIED or DELETED event."""
+    objects: tuple[Object, ...] = ()
+    """Every object, on SYNC."""
+
+
+class _Relist(Exception):
+    """The watch cannot resume from its version: list again."""
+
+
+class ObjectWatch:
+    """Lists, then watches, the objects ``list_function(*arguments, **filters)`` returns."""
+
+    def __init__(
+        self, list_function: Callable[..., Any], *arguments: Any, what: str, **filters: Any
+    ) -> None:
+        self._list = list_function
+        self._arguments = arguments
+        self._filters = filters
+        self._what = what
+        self._stopped = threading.Event()
+        self._watch = kubernetes.watch.Watch()
+
+    async def events(self) -> AsyncIterator[WatchEvent]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[WatchEvent | BaseException] = asyncio.Queue()
+
+        def deliver(item: WatchEvent | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        thread = threading.Thread(
+            target=self._pump, args=(deliver,), name=f"watch-{self._what}", daemon=True
+        )
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._watch.stop()
+
+    # -- the blocking side, in the watch thread ------------------------------------------------
+
+    def _pump(self, deliver: Callable[[WatchEvent | BaseException], None]) -> None:
+        failures = 0
+        while not self._stopped.is_set():
+            try:
+                version = self._list_all(deliver)
+                failures = 0
+                while not self._stopped.is_set():
+                    version = self._watch_from(version, deliver)
+            except _Relist:
+                logger.debug("watch of %s expired; listing again", self._what)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+                failures += 1
+                logger.warning(
+                    "watch of %s failed (%s); listing again in %ss", self._what, error, delay
+                )
+                self._stopped.wait(delay)
+            except BaseException as error:  # a bug: surface it in the consumer, not a dead thread
+                deliver(error)
+                return
+
+    def _list_all(self, deliver: Callable[[WatchEvent | BaseException], None]) -> str:
+        response = self._list(*self._arguments, _preload_content=False, **self._filters)
+        body = json.loads(response.data)
+        deliver(WatchEvent("SYNC", objects=tuple(body.get("items") or ())))
+        version: str = body["metadata"]["resourceVersion"]
+        return version
+
+    def _watch_from(
+        self, version: str, deliver: Callable[[WatchEvent | BaseException], None]
+    ) -> str:
+        try:
+            for event in self._watch.stream(
+                self._list,
+                *self._arguments,
+                resource_version=version,
+                timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                allow_watch_bookmarks=True,
+                **self._filters,
+            ):
+                # raw_object is the JSON as sent; the client's own deserialize=False mode breaks
+                # on ERROR events (it looks for this very key), so keep its default.
+                kind, obj = event["type"], event["raw_object"]
+                version = obj.get("metadata", {}).get("resourceVersion", version)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    deliver(WatchEvent(kind, object=obj))
+                elif kind == "ERROR":
+                    raise (
+                        _Relist()
+                        if obj.get("code") == 410
+                        else ApiException(status=obj.get("code"))
+                    )
+        except ApiException as error:
+            if error.status == 410:
+                raise _Relist() from error
+            raise
+        return version
