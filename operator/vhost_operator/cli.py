@@ -14,7 +14,10 @@ from vhost_operator.settings import Settings
 
 
 def run(settings: Settings, *, verbose: bool) -> None:
-    import vhost_operator.handlers  # noqa: F401  # registers the handlers with kopf
+    import vhost_operator.handlers  # registers the handlers with kopf
+
+    if settings.webhook_enabled:
+        vhost_operator.handlers.enable_admission()
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -37,7 +40,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run", help="run the operator (settings from VHOST_OPERATOR_*)"
     )
     run_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    gate_parser = commands.add_parser(
+        "tenancy-gate",
+        help="run the login tenancy gate and theme service (settings from VHOST_GATE_*)",
+    )
+    gate_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    agent_parser = commands.add_parser(
+        "nginx-agent",
+        help="run the nginx agent next to nginx (settings from VHOST_AGENT_*)",
+    )
+    agent_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     arguments = parser.parse_args(argv)
     if arguments.command == "run":
         run(Settings(), verbose=arguments.verbose)
+    elif arguments.command == "tenancy-gate":
+        # Imported here: the operator's own command never needs the gate's server.
+        from vhost_operator.tenancy import service
+        from vhost_operator.tenancy.settings import GateSettings
+
+        service.run(GateSettings(), verbose=arguments.verbose)
+    elif arguments.command == "nginx-agent":
+        # Imported here: the sidecar needs neither kopf's handlers nor ACME.
+        from vhost_operator.agent.agent import main as agent_main
+        from vhost_operator.agent.settings import AgentSettings
+
+        agent_main(AgentSettings(), verbose=arguments.verbose)
     return 0

@@ -70,9 +70,32 @@ class Settings(BaseSettings):
     """``http://host:port`` to connect to for the self-check instead of the hostname's DNS, with
     the hostname still sent as ``Host``: for clusters that reach their ingress internally."""
 
+    retain_certificate_secret: bool = False
+    """Keep a deleted host's TLS Secret (cert-manager's default) instead of deleting it with the
+    host, e.g. to re-create the host later without ordering again."""
+
     renewal_fraction: float = Field(default=1 / 3, gt=0, lt=1)
     """Renew once this fraction of the certificate's actual lifetime remains (Let's Encrypt's
     advice; lifetimes are shrinking, so no fixed number of days)."""
+
+    # -- admission webhook -------------------------------------------------------------------
+
+    webhook_enabled: bool = False
+    """Serve the validating webhook and keep its ValidatingWebhookConfiguration up to date
+    (the chart turns it on). Without it the CRD schema still refuses malformed objects."""
+
+    webhook_port: int = Field(default=9443, ge=1, le=65535)
+    """Port the webhook's HTTPS server listens on."""
+
+    webhook_host: str = "vhost-operator-webhook.vhost-operator.svc"
+    """Name (or IP) the API server uses to reach the webhook: its Service's DNS name."""
+
+    webhook_cert_dir: Path | None = None
+    """Directory with a mounted ``ca.crt``, ``tls.crt`` and ``tls.key`` for the webhook. Unset:
+    a CA and serving certificate are made at start-up."""
+
+    webhook_configuration_name: str = "vhost-operator.io"
+    """Name of the ValidatingWebhookConfiguration the operator creates and keeps current."""
 
     # -- nginx -------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""Check rendered nginx server blocks with the real ``nginx -t``.
+"""The real nginx in tests: check rendered server blocks with ``nginx -t`` (:func:`nginx_check`),
+run a serving nginx for the nginx agent (:class:`NginxServer`), and talk to it as clients do
+(:func:`http_request`, :func:`https_request`, :func:`served_certificate`).
 
-The blocks are wrapped in a minimal but complete ``nginx.conf`` whose every writable path (pid,
-error and access logs, request temp directories) lies inside a throwaway directory, so the check
-touches nothing under /etc or /var and works without root.
+For checks, the blocks are wrapped in a minimal but complete ``nginx.conf`` whose every writable
+path (pid, error and access logs, request temp directories) lies inside a throwaway directory, so
+the check touches nothing under /etc or /var and works without root.
 
 ``nginx -t`` does more than parse: it loads certificates, resolves upstream hosts and binds every
 ``listen`` port. A port already in use is tolerated in test mode (so parallel checks do not
@@ -12,8 +14,11 @@ collide), but a privileged port is not: without root, blocks must listen on port
 from __future__ import annotations
 
 import datetime
+import http.client
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -23,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.harness.processes import ManagedProcess, log_tail
 from vhost_operator.nginx import SERVER_NAMES_HASH_BUCKET_SIZE
 
 NGINX_ENV = "VHOST_OPERATOR_TEST_NGINX"
@@ -149,3 +155,159 @@ def self_signed_certificate(hostnames: Sequence[str]) -> tuple[bytes, bytes]:
         serialization.NoEncryption(),
     )
     return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+# -- a running nginx, as the nginx agent drives it -------------------------------------------
+
+
+class NginxServer:
+    """A real nginx on unprivileged ports, everything it writes inside ``workdir``.
+
+    Its ``nginx.conf`` is what a deployer provides next to the agent: the ``http {}`` block sets
+    the bucket size long hostnames need, has default servers (HTTP: 404, HTTPS: the handshake is
+    refused) and includes ``<root>/sites-enabled/*.conf``, where ``root`` is the agent's
+    directory. nginx runs in the foreground (``daemon off``) under the harness, with a pid file
+    the agent signals to reload.
+    """
+
+    def __init__(self, workdir: Path, http_port: int, https_port: int) -> None:
+        self.workdir = workdir.resolve()
+        self.http_port = http_port
+        self.https_port = https_port
+        self.root = self.workdir / "agent-root"
+        self.conf = self.workdir / "nginx.conf"
+        self.pid_file = self.workdir / "nginx.pid"
+        self.error_log = self.workdir / "error.log"
+        self.binary = nginx_binary()
+        self._process: ManagedProcess | None = None
+
+    def start(self) -> NginxServer:
+        (self.root / "sites-enabled").mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(self._config(), encoding="utf-8")
+        argv = [
+            self.binary,
+            "-c",
+            str(self.conf),
+            "-p",
+            f"{self.workdir}/",
+            "-e",
+            str(self.error_log),
+            "-g",
+            "daemon off;",
+        ]
+        self._process = ManagedProcess("nginx", argv, self.workdir / "nginx.out")
+        self._process.wait_until(
+            lambda: self.pid_file.exists() and http_status(self.http_port, "probe.invalid") == 404,
+            timeout=20,
+            what="nginx answering on its HTTP port",
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            # SIGTERM would be nginx's "fast shutdown"; it is what the harness sends.
+            self._process.stop()
+            self._process = None
+
+    def __enter__(self) -> NginxServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _config(self) -> str:
+        temp_paths = "\n".join(
+            f"    {directive} {self.workdir}/{directive.removesuffix('_temp_path')}_temp;"
+            for directive in _TEMP_PATH_DIRECTIVES
+        )
+        return f"""\
+pid {self.pid_file};
+error_log {self.error_log} notice;
+worker_processes 1;
+
+events {{
+    worker_connections 512;
+}}
+
+http {{
+    access_log {self.workdir}/access.log;
+{temp_paths}
+    server_names_hash_bucket_size {SERVER_NAMES_HASH_BUCKET_SIZE};
+
+    # Requests for a host nginx does not serve (unknown, disabled, deleted) end here.
+    server {{
+        listen {self.http_port} default_server;
+        server_name _;
+        default_type text/plain;
+        return 404 "no such site\\n";
+    }}
+    server {{
+        listen {self.https_port} ssl default_server;
+        server_name _;
+        ssl_reject_handshake on;
+    }}
+
+    include {self.root}/sites-enabled/*.conf;
+}}
+"""
+
+    def error_log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.error_log, lines)
+
+
+# -- clients -----------------------------------------------------------------------------------
+
+
+def http_request(port: int, host: str, path: str = "/") -> tuple[int, str, dict[str, str]]:
+    """``GET path`` on 127.0.0.1:port with ``Host: host``: (status, body, headers)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+        return response.status, body, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def http_status(port: int, host: str, path: str = "/") -> int | None:
+    """The status of ``GET path`` with ``Host: host``, or ``None`` when nginx does not answer."""
+    try:
+        return http_request(port, host, path)[0]
+    except OSError:
+        return None
+
+
+def served_certificate(port: int, hostname: str) -> x509.Certificate | None:
+    """The leaf certificate nginx presents for SNI ``hostname``; ``None`` if it refuses the
+    handshake (no site for that name)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only looking: https_request verifies
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=hostname) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (ssl.SSLError, OSError):
+        return None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def https_request(port: int, hostname: str, trusted_pem: bytes, path: str = "/") -> tuple[int, str]:
+    """``GET path`` over TLS with SNI ``hostname``, verifying nginx's certificate against
+    ``trusted_pem`` and the hostname, as a browser would: (status, body)."""
+    context = ssl.create_default_context(cadata=trusted_pem.decode())
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=hostname) as tls,
+    ):
+        request = f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nConnection: close\r\n\r\n"
+        tls.sendall(request.encode())
+        chunks = []
+        while chunk := tls.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, body.decode(errors="replace")

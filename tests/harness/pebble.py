@@ -59,9 +59,10 @@ class Pebble:
         *,
         eab_keys: dict[str, str] | None = None,
         workdir: Path | None = None,
+        acme_port: int | None = None,
     ) -> None:
         self.http_port = http_port
-        self.acme_port = free_port()
+        self.acme_port = acme_port or free_port()
         self.management_port = free_port()
         self._eab_keys = eab_keys
         self._workdir = workdir or Path(tempfile.mkdtemp(prefix="vhost-pebble-"))

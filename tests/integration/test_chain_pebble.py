@@ -10,7 +10,6 @@ import http.server
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,60 +18,12 @@ from cryptography.x509.verification import PolicyBuilder, Store
 
 from tests.harness import kube
 from tests.harness.clusters import Cluster
-from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
+from tests.integration.conftest import OperatorFactory
 
 pytestmark = pytest.mark.cluster
-
-OperatorFactory = Callable[..., OperatorProcess]
-
-
-@pytest.fixture(scope="module")
-def responder_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def pebble(responder_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    with Pebble(http_port=responder_port, workdir=tmp_path_factory.mktemp("pebble")) as ca:
-        yield ca
-
-
-@pytest.fixture
-def start_operator(
-    cluster: Cluster, pebble: Pebble, responder_port: int, tmp_path: Path
-) -> Iterator[OperatorFactory]:
-    """Start the operator with ACME (pebble) and nginx on; keyword arguments override settings."""
-    kube.ensure_namespace(cluster)
-    started: list[OperatorProcess] = []
-
-    def start(**overrides: str) -> OperatorProcess:
-        settings = {
-            "VHOST_OPERATOR_ACME_ENABLED": "true",
-            "VHOST_OPERATOR_NGINX_ENABLED": "true",
-            "VHOST_OPERATOR_NGINX_NAMESPACE": kube.NAMESPACE,
-            "VHOST_OPERATOR_OPERATOR_NAMESPACE": kube.NAMESPACE,
-            "VHOST_OPERATOR_ACME_DIRECTORY_URL": pebble.directory_url,
-            "VHOST_OPERATOR_ACME_CA_BUNDLE": str(pebble.ca_bundle_path),
-            "VHOST_OPERATOR_ACME_EMAIL": "hostmaster@example.com",
-            "VHOST_OPERATOR_CHALLENGE_LISTEN_PORT": str(responder_port),
-            "VHOST_OPERATOR_CHALLENGE_UPSTREAM": f"127.0.0.1:{responder_port}",
-            "VHOST_OPERATOR_SELF_CHECK_ADDRESS": f"http://127.0.0.1:{responder_port}",
-            "VHOST_OPERATOR_UPSTREAM": "http://127.0.0.1:8000",
-            "VHOST_OPERATOR_ACME_ORDER_TIMEOUT": "30",
-            **{f"VHOST_OPERATOR_{k.upper()}": v for k, v in overrides.items()},
-        }
-        process = OperatorProcess(cluster.kubeconfig, tmp_path / f"op{len(started)}", settings)
-        (tmp_path / f"op{len(started)}").mkdir()
-        started.append(process.start())
-        return process
-
-    yield start
-    kube.delete_all_virtualhosts(cluster)
-    for process in started:
-        process.stop()
 
 
 def chain_states(obj: dict[str, object]) -> list[tuple[str, str]]:

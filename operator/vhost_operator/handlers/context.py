@@ -22,6 +22,7 @@ _KEY = "vhost_operator_context"
 class OperatorContext:
     settings: Settings
     virtualhosts: VirtualHostApi
+    objects: NamespacedObjects
     challenges: ChallengeStore
     steps: list[Step]
 
@@ -38,7 +39,7 @@ def build_context(settings: Settings) -> OperatorContext:
     if settings.acme_enabled:
         account = AcmeAccount(AcmeClient(acme_config(settings)), objects, settings)
     steps = plan_steps(StepServices(settings, objects, challenges, account))
-    return OperatorContext(settings, VirtualHostApi(client), challenges, steps)
+    return OperatorContext(settings, VirtualHostApi(client), objects, challenges, steps)
 
 
 def acme_config(settings: Settings) -> AcmeConfig:

@@ -5,17 +5,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import kopf
 
 from vhost_operator.acme import ChallengeResponder
+from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.handlers.context import context_of
+from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
 from vhost_operator.resources.models import GROUP
+from vhost_operator.settings import Settings
 
 BLOCKING_CALL_THREADS = 64
 """Threads for the blocking Kubernetes and ACME client calls. asyncio's default (CPU count + 4)
 would let six hosts provision at a time on a 2-core node while the rest wait for a thread."""
+
+KOPF_PREFIX = f"kopf.{GROUP}"
+"""Annotation prefix of kopf's bookkeeping (progress and last handled configuration)."""
 
 _responder: ChallengeResponder | None = None
 
@@ -23,9 +31,11 @@ _responder: ChallengeResponder | None = None
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """Keep kopf's bookkeeping out of ``.status`` (annotations under our own prefix), and keep
     kopf's own Events to warnings: our steps post theirs, and each post is an API call."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # A prefix of kopf's own: kopf leaves every annotation under its prefix out of the object's
+    # diff, and our retry annotation (vhost-operator.io/retry) must show up there.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
@@ -40,9 +50,35 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
     )
     context = context_of(memo)
+    if context.settings.webhook_enabled:
+        serve_admission(settings, context.settings)
     if context.settings.acme_enabled:
         _responder = ChallengeResponder(context.challenges)
         await _responder.start("0.0.0.0", context.settings.challenge_listen_port)
+
+
+def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """Serve the validating webhook over TLS and let kopf keep its configuration current."""
+    if settings.webhook_cert_dir is not None:
+        directory = settings.webhook_cert_dir
+        ca_pem = (directory / "ca.crt").read_bytes()
+        certificate, key = directory / "tls.crt", directory / "tls.key"
+    else:
+        hosts = sorted({settings.webhook_host, "127.0.0.1", "localhost"})
+        hosts.remove(settings.webhook_host)
+        material = make_serving_material(
+            [settings.webhook_host, *hosts], Path(tempfile.mkdtemp(prefix="vhost-webhook-"))
+        )
+        ca_pem, certificate, key = material.ca_pem, material.certificate_path, material.key_path
+    kopf_settings.admission.server = ReasonedWebhookServer(
+        addr="0.0.0.0",
+        port=settings.webhook_port,
+        host=settings.webhook_host,
+        certfile=str(certificate),
+        pkeyfile=str(key),
+        cadata=ca_pem,
+    )
+    kopf_settings.admission.managed = settings.webhook_configuration_name
 
 
 @kopf.on.cleanup()

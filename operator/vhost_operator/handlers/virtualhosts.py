@@ -9,7 +9,9 @@ import kopf
 
 from vhost_operator.handlers.context import OperatorContext, context_of
 from vhost_operator.provisioning.chain import run_chain
+from vhost_operator.provisioning.cleanup import release
 from vhost_operator.provisioning.decisions import Action, decide
+from vhost_operator.provisioning.sites import publish_enabled
 from vhost_operator.resources.models import (
     GROUP,
     VERSION,
@@ -74,6 +76,17 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             message=f"retry is only accepted for Failed hosts; this one is {phase}",
         )
     elif action == Action.OBSERVE:
+        if context.settings.nginx_enabled:
+            await publish_enabled(host, context.objects, context.settings)
         await recorder.write_status(
             host, host.status.model_copy(update={"observed_generation": host.generation})
         )
+
+
+@kopf.on.delete(GROUP, VERSION, VIRTUALHOSTS)
+async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The finalizer's work: remove what the host owns before the object goes."""
+    context = context_of(memo)
+    host = VirtualHost.from_body(body)
+    removed = await release(host, context.objects, context.settings)
+    logger.info("VirtualHost %s deleted; removed %s", host.name, ", ".join(removed))

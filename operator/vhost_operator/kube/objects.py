@@ -48,6 +48,22 @@ class NamespacedObjects:
             what=f"writing ConfigMap {namespace}/{name}",
         )
 
+    async def annotate_configmap(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> bool:
+        """Merge ``annotations`` into a ConfigMap; ``False`` when it does not exist."""
+        patch = {"metadata": {"annotations": annotations}}
+        try:
+            await call(
+                lambda: self._core.patch_namespaced_config_map(name, namespace, patch),
+                what=f"annotating ConfigMap {namespace}/{name}",
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     async def read_configmap(self, namespace: str, name: str) -> Any | None:
         return await self._read(
             lambda: self._core.read_namespaced_config_map(name, namespace),

@@ -108,6 +108,8 @@ class ObjectWatch:
             except _Relist:
                 logger.debug("watch of %s expired; listing again", self._what)
             except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+                if self._stopped.is_set():
+                    return  # stop() closed the stream under the watch: not a failure
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
                 logger.warning(

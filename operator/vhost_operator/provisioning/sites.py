@@ -66,6 +66,24 @@ def site_manifest(host: VirtualHost, stage: str, config: str, *, tls: bool) -> d
     }
 
 
+class ConfigMapAnnotator(Protocol):
+    async def annotate_configmap(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> bool: ...
+
+
+async def publish_enabled(
+    host: VirtualHost, configmaps: ConfigMapAnnotator, settings: Settings
+) -> None:
+    """Tell the nginx agent whether the site is enabled. Its config stays as it is: a disabled
+    site keeps its file, only its inclusion in nginx is dropped."""
+    await configmaps.annotate_configmap(
+        settings.nginx_namespace,
+        site_configmap_name(host.name),
+        {labels.ENABLED: "true" if host.spec.enabled else "false"},
+    )
+
+
 class BootstrapStep:
     """Publish the port-80 config that answers ACME challenges and holds everything else."""
 

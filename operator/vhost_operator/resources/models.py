@@ -19,6 +19,7 @@ from vhost_operator.resources.hostnames import hostname_problem
 GROUP = "vhost-operator.io"
 VERSION = "v1alpha1"
 VIRTUALHOSTS = "virtualhosts"
+MAILDOMAINS = "maildomains"
 RETRY_ANNOTATION = f"{GROUP}/retry"
 
 

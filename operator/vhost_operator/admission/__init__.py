@@ -1,0 +1,5 @@
+"""Admission: what the validating webhook accepts, and the webhook's own TLS material.
+
+``rules`` is pure (objects in, a refusal or nothing out); ``tls`` makes the webhook's CA and
+serving certificate. The kopf handlers that call them live in ``vhost_operator.handlers``.
+"""

@@ -1,0 +1,104 @@
+"""The admission rules for VirtualHost and MailDomain. Pure: no I/O, no kopf.
+
+Each check returns nothing or raises :class:`Refusal`, whose HTTP code the webhook passes on to
+the API server (and so to ``kubectl``): 422 for an invalid object, 409 for a conflict with
+another object or with the host's current state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from vhost_operator.resources.hostnames import hostname_problem
+from vhost_operator.resources.models import RETRY_ANNOTATION, Phase, VirtualHostSpec
+
+INVALID = 422
+CONFLICT = 409
+
+Body = Mapping[str, Any]
+
+
+class Refusal(Exception):
+    """The object is refused; ``message`` is shown to the user as is."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def review_virtualhost(
+    new: Body, old: Body | None, *, name: str, hostname_owners: Collection[str]
+) -> None:
+    """Refuse an invalid VirtualHost create or update.
+
+    ``hostname_owners`` are the names of the VirtualHosts that already use the new hostname.
+    """
+    spec = new.get("spec") or {}
+    hostname = spec.get("hostname", "")
+    _check_hostname(hostname, what="hostname")
+    _check_spec(spec)
+    if old is not None:
+        previous = (old.get("spec") or {}).get("hostname")
+        if previous is not None and previous != hostname:
+            raise Refusal(
+                f"hostname is immutable: {name} serves {previous}; create a new VirtualHost "
+                f"for {hostname}",
+                INVALID,
+            )
+        _check_retry(new, old, name=name)
+    others = sorted(set(hostname_owners) - {name})
+    if others:
+        raise Refusal(f"hostname {hostname} is already used by VirtualHost {others[0]}", CONFLICT)
+
+
+def review_maildomain(new: Body, *, name: str, domain_owners: Collection[str]) -> None:
+    """Refuse an invalid MailDomain; a domain is described by one MailDomain only."""
+    spec = new.get("spec") or {}
+    domain = spec.get("name", "")
+    _check_hostname(domain, what="domain")
+    virtual_host = spec.get("virtualHost")
+    if virtual_host:
+        _check_hostname(virtual_host, what="hostname")
+    others = sorted(set(domain_owners) - {name})
+    if others:
+        raise Refusal(
+            f"domain {domain} is already described by MailDomain {others[0]}; a domain links to "
+            "at most one virtual host",
+            CONFLICT,
+        )
+
+
+def _check_hostname(value: str, *, what: str) -> None:
+    problem = hostname_problem(value)
+    if problem is not None:
+        raise Refusal(
+            problem if what == "hostname" else problem.replace("hostname", what, 1), INVALID
+        )
+
+
+def _check_spec(spec: Mapping[str, Any]) -> None:
+    try:
+        VirtualHostSpec.model_validate(dict(spec))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise Refusal(f"spec.{where}: {first['msg']}", INVALID) from error
+
+
+def _check_retry(new: Body, old: Body, *, name: str) -> None:
+    """A changed retry annotation is accepted only on a Failed host (the seed's 409)."""
+    requested = (new.get("metadata", {}).get("annotations") or {}).get(RETRY_ANNOTATION)
+    before = (old.get("metadata", {}).get("annotations") or {}).get(RETRY_ANNOTATION)
+    if requested is None or requested == before:
+        return
+    phase = (old.get("status") or {}).get("phase") or Phase.PENDING.value
+    if phase != Phase.FAILED.value:
+        raise Refusal(
+            f"retry refused: VirtualHost {name} is {phase}; retry is only accepted for Failed "
+            "hosts, so it cannot fight an in-flight chain or redo a healthy host",
+            CONFLICT,
+        )

@@ -1,0 +1,422 @@
+"""The agent's loop: watch → fold a burst → apply safely → reload → report. The I/O layer that
+ties the others together (Kubernetes through ``kube.sites``, disk through ``files``, nginx
+through ``nginx``).
+
+One task per watch keeps an in-memory copy of the site ConfigMaps and TLS Secrets; a single
+applier task waits for a burst of changes to go quiet (``quiet_window``, at most ``max_delay``
+after its first change), then plans from the whole current state, applies everything in one
+batch, reloads nginx once and annotates each ConfigMap with what nginx now runs. Being
+level-based (always "make the disk match everything"), a missed or repeated event cannot leave
+anything behind, and a failed batch is simply retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from vhost_operator.agent import files
+from vhost_operator.agent.apply import BaselineRejected, Outcome, Undo, apply_batch
+from vhost_operator.agent.desired import (
+    DesiredState,
+    SiteRequest,
+    desired_state,
+    relevant_configmap,
+    relevant_secret,
+)
+from vhost_operator.agent.metrics import AgentStats, serve
+from vhost_operator.agent.nginx import ConfigRejected, NginxControl, NginxError, ReloadFailed
+from vhost_operator.agent.plan import Change, DiskState, plan, report, report_patch, summary
+from vhost_operator.agent.settings import AgentSettings
+from vhost_operator.errors import VhostOperatorError
+from vhost_operator.kube.watching import WatchEvent
+from vhost_operator.resources import labels
+
+logger = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+"""Seconds before retrying a batch after consecutive failures (nginx down, API unreachable);
+the last one repeats."""
+
+MISSING_SECRET_GRACE = 10.0
+"""Seconds a ConfigMap may name a TLS Secret the agent has not seen before that is reported as
+an error: the two watches are independent streams, so the Secret, written first, may still
+arrive a moment after the ConfigMap."""
+
+REPORT_CONCURRENCY = 10
+"""Annotation patches in flight at once: 200 hosts reported in a fraction of a second without
+flooding the API server."""
+
+
+class EventSource(Protocol):
+    def events(self) -> AsyncIterator[WatchEvent]: ...
+
+
+class SiteApi(Protocol):
+    """What the agent needs from the API (``kube.sites.SiteObjects``)."""
+
+    def watch_configmaps(self) -> EventSource: ...
+
+    def watch_secrets(self) -> EventSource: ...
+
+    async def annotate_configmap(
+        self, name: str, annotations: Mapping[str, str | None]
+    ) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    fingerprint: str
+    """The version of the site nginx refused: a new version is tried again, this one is not."""
+    message: str
+
+
+class ObjectStore:
+    """The objects one watch has shown, by name, and whether its first list has arrived."""
+
+    def __init__(self, relevant: Callable[[Object | None], object]) -> None:
+        self.objects: dict[str, Object] = {}
+        self.synced = False
+        self._relevant = relevant
+
+    def update(self, event: WatchEvent) -> bool:
+        """Take in ``event``; ``True`` if it changed anything the files depend on."""
+        if event.type == "SYNC":
+            fresh = {obj["metadata"]["name"]: obj for obj in event.objects}
+            changed = not self.synced or self._fingerprints(fresh) != self._fingerprints(
+                self.objects
+            )
+            self.objects, self.synced = fresh, True
+            return changed
+        assert event.object is not None
+        name = event.object["metadata"]["name"]
+        before = self._relevant(self.objects.get(name))
+        if event.type == "DELETED":
+            self.objects.pop(name, None)
+        else:
+            self.objects[name] = event.object
+        return before != self._relevant(self.objects.get(name))
+
+    def _fingerprints(self, objects: Mapping[str, Object]) -> dict[str, object]:
+        return {name: self._relevant(obj) for name, obj in objects.items()}
+
+
+class DiskWorkspace:
+    """The agent's directory and nginx, as :func:`apply.apply_batch` uses them."""
+
+    def __init__(self, root: Path, nginx: NginxControl, stats: AgentStats) -> None:
+        self._root = root
+        self._nginx = nginx
+        self._stats = stats
+
+    async def apply(self, changes: Sequence[Change]) -> Undo:
+        operations = [operation for change in changes for operation in change.operations]
+        undo = await asyncio.to_thread(files.apply_operations, self._root, operations)
+
+        async def restore() -> None:
+            await asyncio.to_thread(undo.restore)
+
+        return restore
+
+    async def test(self) -> str | None:
+        self._stats.nginx_tests_total += 1
+        try:
+            await self._nginx.test()
+        except ConfigRejected as rejection:
+            return str(rejection)
+        return None
+
+
+class NginxAgent:
+    """Mirrors the site ConfigMaps and TLS Secrets of one namespace into nginx."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        api: SiteApi,
+        nginx: NginxControl,
+        stats: AgentStats | None = None,
+    ) -> None:
+        self._settings = settings
+        self._api = api
+        self._nginx = nginx
+        self.stats = stats or AgentStats()
+        self._workspace = DiskWorkspace(settings.root_dir, nginx, self.stats)
+        self._configmaps = ObjectStore(relevant_configmap)
+        self._secrets = ObjectStore(relevant_secret)
+        self._changed = asyncio.Event()
+        self._first_change: float | None = None
+        self._last_change = 0.0
+        self._rejections: dict[str, Rejection] = {}
+        self._missing_since: dict[str, float] = {}
+        self._recheck_scheduled: set[str] = set()
+        self._reported: dict[str, dict[str, str | None]] = {}
+        self._live = False
+        """nginx is confirmed to run exactly what is on disk."""
+        self._failures = 0
+
+    # -- the tasks -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled; an unexpected error in any task ends the whole agent."""
+        await asyncio.to_thread(files.prepare, self._settings.root_dir)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow(self._api.watch_configmaps(), self._configmaps))
+            tasks.create_task(self._follow(self._api.watch_secrets(), self._secrets))
+            tasks.create_task(self._apply_forever())
+
+    async def _follow(self, source: EventSource, store: ObjectStore) -> None:
+        async for event in source.events():
+            if store is self._configmaps:
+                self._forget_reports(event)
+            if store.update(event):
+                self._note_change()
+
+    def _forget_reports(self, event: WatchEvent) -> None:
+        """A new or deleted ConfigMap carries none of the annotations the agent once wrote."""
+        if event.type == "SYNC":
+            self._reported.clear()
+        elif event.type in ("ADDED", "DELETED") and event.object is not None:
+            self._reported.pop(event.object["metadata"]["name"], None)
+
+    def _note_change(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._first_change is None:
+            self._first_change = now
+        self._last_change = now
+        self._changed.set()
+
+    async def _apply_forever(self) -> None:
+        while True:
+            await self._changed.wait()
+            await self._settle()
+            self._changed.clear()
+            self._first_change = None
+            if not (self._configmaps.synced and self._secrets.synced):
+                # Never plan from half a picture: a kind not listed yet would look deleted.
+                continue
+            self.stats.synced = True
+            try:
+                await self.apply_once()
+            except (NginxError, BaselineRejected, VhostOperatorError, OSError) as error:
+                self._retry_later(error)
+            else:
+                self._failures = 0
+
+    async def _settle(self) -> None:
+        """Wait until changes have paused for ``quiet_window``, or ``max_delay`` has passed
+        since the first of them: one batch (one reload) for a whole burst."""
+        loop = asyncio.get_running_loop()
+        while self._first_change is not None:
+            due = min(
+                self._last_change + self._settings.quiet_window,
+                self._first_change + self._settings.max_delay,
+            )
+            if loop.time() >= due:
+                return
+            await asyncio.sleep(due - loop.time())
+
+    def _retry_later(self, error: Exception) -> None:
+        delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
+        self._failures += 1
+        logger.error("applying site changes failed, retrying in %gs: %s", delay, error)
+        asyncio.get_running_loop().call_later(delay, self._note_change)
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    async def apply_once(self) -> None:
+        """Make disk and nginx match the current state of the watched objects, then report."""
+        self.stats.batches_total += 1
+        desired = desired_state(self._configmaps.objects.values(), self._secrets.objects)
+        self.stats.sites, self.stats.enabled_sites = summary(desired)
+        disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
+        changes = plan(desired.sites, disk, keep=self._hosts_to_keep(desired))
+        outcome = await apply_batch(changes, self._workspace)
+        self._record(desired, outcome)
+        if outcome.accepted or not self._live:
+            await self._reload(outcome)
+        disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
+        await self._report(desired, disk)
+
+    def _hosts_to_keep(self, desired: DesiredState) -> Collection[str]:
+        """Held hosts (their ConfigMap cannot be applied now) and hosts whose current version
+        nginx already refused: their last good files stay, and nobody re-tests a known failure."""
+        sites = desired.sites
+        for hostname in list(self._rejections):
+            if hostname not in sites:
+                del self._rejections[hostname]
+        refused = {
+            hostname
+            for hostname, rejection in self._rejections.items()
+            if sites[hostname].fingerprint == rejection.fingerprint
+        }
+        return desired.held | refused
+
+    def _record(self, desired: DesiredState, outcome: Outcome) -> None:
+        sites = desired.sites
+        for change in outcome.accepted:
+            self._rejections.pop(change.hostname, None)
+        for hostname, message in outcome.rejected.items():
+            self.stats.hosts_rejected_total += 1
+            site = sites.get(hostname)
+            if site is None:
+                # A removal nginx refuses (another config uses this host's files): its files
+                # stay, and it is tried again with every batch.
+                logger.error("nginx refuses the removal of %s, keeping it: %s", hostname, message)
+                continue
+            self._rejections[hostname] = Rejection(site.fingerprint, message)
+            logger.error(
+                "nginx rejects %s (ConfigMap %s, config %s); keeping its last good config: %s",
+                hostname,
+                site.configmap,
+                site.config_hash,
+                message,
+            )
+
+    async def _reload(self, outcome: Outcome) -> None:
+        self._live = self.stats.ready = False
+        try:
+            await self._nginx.reload()
+        except ReloadFailed:
+            self.stats.reload_failures_total += 1
+            raise
+        self._live = self.stats.ready = True
+        changed = len(outcome.accepted)
+        self.stats.reloads_total += 1
+        self.stats.hosts_changed_total += changed
+        self.stats.last_reload_hosts = changed
+        self.stats.last_reload_timestamp_seconds = time.time()
+        logger.info(
+            "nginx reloaded: %d hosts changed, %d rejected, %d nginx -t runs",
+            changed,
+            len(outcome.rejected),
+            outcome.tests,
+        )
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    async def _report(self, desired: DesiredState, disk: DiskState) -> None:
+        """Annotate every ConfigMap whose report changed; raise if any patch failed (the batch
+        is then retried, which reports again)."""
+        patches = []
+        errors = 0
+        for request in desired.requests:
+            error, known = self._error_for(request)
+            wanted = report(request, disk, error)
+            if not known:
+                del wanted[labels.APPLY_ERROR]  # not yet decided: leave it as it is
+            errors += wanted.get(labels.APPLY_ERROR) is not None
+            patch = self._patch_for(request.configmap, wanted)
+            if patch:
+                patches.append((request.configmap, patch))
+        self.stats.hosts_with_errors = errors
+        semaphore = asyncio.Semaphore(REPORT_CONCURRENCY)
+
+        async def send(name: str, patch: dict[str, str | None]) -> None:
+            async with semaphore:
+                if await self._api.annotate_configmap(name, patch):
+                    self._reported.setdefault(name, {}).update(patch)
+                    self.stats.annotation_patches_total += 1
+
+        results = await asyncio.gather(
+            *(send(name, patch) for name, patch in patches), return_exceptions=True
+        )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            raise failures[0]
+
+    def _error_for(self, request: SiteRequest) -> tuple[str | None, bool]:
+        """Why this ConfigMap's config is not applied (``None``: it is), and whether that is
+        known yet (``False`` while a missing Secret may just be late)."""
+        if request.site is not None:
+            self._missing_since.pop(request.configmap, None)
+            rejection = self._rejections.get(request.site.hostname)
+            if rejection and rejection.fingerprint == request.site.fingerprint:
+                return rejection.message, True
+            return None, True
+        if request.waiting_for_secret:
+            loop = asyncio.get_running_loop()
+            since = self._missing_since.setdefault(request.configmap, loop.time())
+            remaining = since + MISSING_SECRET_GRACE - loop.time()
+            if remaining > 0:
+                self._recheck(request.configmap, remaining)
+                return None, False
+        return request.problem, True
+
+    def _recheck(self, configmap: str, delay: float) -> None:
+        if configmap not in self._recheck_scheduled:
+            self._recheck_scheduled.add(configmap)
+
+            def wake() -> None:
+                self._recheck_scheduled.discard(configmap)
+                self._note_change()
+
+            asyncio.get_running_loop().call_later(delay, wake)
+
+    def _patch_for(self, name: str, wanted: dict[str, str | None]) -> dict[str, str | None]:
+        """The annotations to send: those that differ from the ConfigMap as last seen, or from
+        what the agent last wrote (the watch may not have shown that write yet)."""
+        configmap = self._configmaps.objects.get(name)
+        if configmap is None:
+            return {}  # deleted meanwhile
+        current: Mapping[str, str] = configmap["metadata"].get("annotations") or {}
+        written = self._reported.get(name, {})
+        patch = report_patch(current, wanted)
+        for key, value in wanted.items():
+            if key in written and written[key] != value:
+                patch[key] = value
+        return patch
+
+
+# -- the process ---------------------------------------------------------------------------------
+
+
+async def run_agent(settings: AgentSettings) -> None:
+    """The ``nginx-agent`` command: connect, serve the health endpoint, run until SIGTERM."""
+    from vhost_operator.kube.api import connect
+    from vhost_operator.kube.sites import SiteObjects
+
+    api = SiteObjects(connect(), settings.namespace)
+    nginx = NginxControl(
+        settings.nginx_binary,
+        settings.nginx_conf,
+        settings.nginx_pid_file,
+        reload_timeout=settings.reload_timeout,
+    )
+    agent = NginxAgent(settings, api, nginx)
+    runner = await serve(agent.stats, settings.health_port) if settings.health_port else None
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    logger.info(
+        "nginx agent watching namespace %s, writing %s, testing %s",
+        settings.namespace,
+        settings.root_dir,
+        settings.nginx_conf,
+    )
+    try:
+        await agent.run()
+    except asyncio.CancelledError:
+        logger.info("nginx agent stopping")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+def main(settings: AgentSettings, *, verbose: bool) -> None:
+    """Entry point of ``vhost-operator nginx-agent``."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(run_agent(settings))

@@ -1,0 +1,235 @@
+"""What the site ConfigMaps and TLS Secrets ask nginx to serve. Pure: raw API dicts in, values out.
+
+Each site ConfigMap becomes a :class:`SiteRequest`: either a complete :class:`Site` (config,
+enabled flag, certificate) or the reason it cannot be applied now. Everything taken from an
+object is checked here, because the hostname becomes a file name and the Secret's bytes become
+files nginx loads: a bad object must turn into a message on that object, never into a path
+outside the agent's directory or a broken nginx.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import functools
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from vhost_operator.acme.keys import KeyMaterialError, certificate_matches_key, inspect_certificate
+from vhost_operator.nginx import config_hash
+from vhost_operator.resources import labels
+from vhost_operator.resources.hostnames import hostname_problem
+
+Object = Mapping[str, Any]
+
+CERTIFICATE_KEY = "tls.crt"
+"""Data key of the full chain in a ``kubernetes.io/tls`` Secret (and the file name on disk)."""
+PRIVATE_KEY_KEY = "tls.key"
+"""Data key of the private key in a ``kubernetes.io/tls`` Secret (and the file name on disk)."""
+
+_CACHED_CERTIFICATES = 16384
+"""Parsed certificates kept: more than the hosts one nginx serves, bounded across renewals."""
+_FILE_NAME_MAX = 255  # bytes in one path component on Linux file systems
+_HOSTNAME_CHARS = re.compile(r"[a-z0-9.-]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """A host's certificate as nginx gets it: PEM full chain, PEM key, and the leaf's serial."""
+
+    chain_pem: bytes
+    key_pem: bytes
+    serial: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One host the way its ConfigMap (and Secret) want it on disk."""
+
+    configmap: str
+    hostname: str
+    config: str
+    enabled: bool
+    certificate: Certificate | None
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies everything that goes to disk for this host, to remember rejected versions."""
+        digest = hashlib.sha256()
+        for part in (
+            self.config.encode(),
+            b"enabled" if self.enabled else b"disabled",
+            self.certificate.chain_pem if self.certificate else b"",
+            self.certificate.key_pem if self.certificate else b"",
+        ):
+            digest.update(hashlib.sha256(part).digest())
+        return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteRequest:
+    """What one site ConfigMap asks for, and why it cannot be applied if it cannot."""
+
+    configmap: str
+    hostname: str | None
+    """The host this ConfigMap owns: a valid hostname no other ConfigMap claimed first."""
+    config_hash: str | None
+    """Hash of the config it holds (as the operator computes it), for ``apply-error``."""
+    site: Site | None = None
+    problem: str | None = None
+    waiting_for_secret: bool = False
+    """The problem is a TLS Secret not (yet) seen: it may just be a moment behind the ConfigMap."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredState:
+    requests: tuple[SiteRequest, ...]
+    """One per site ConfigMap, ordered by ConfigMap name."""
+
+    @property
+    def sites(self) -> dict[str, Site]:
+        """The sites that can be applied, by hostname."""
+        return {r.site.hostname: r.site for r in self.requests if r.site is not None}
+
+    @property
+    def held(self) -> frozenset[str]:
+        """Hostnames whose ConfigMap exists but cannot be applied now: their files stay as they
+        are (an old config keeps serving) instead of being removed as unwanted."""
+        return frozenset(r.hostname for r in self.requests if r.site is None and r.hostname)
+
+
+def desired_state(configmaps: Iterable[Object], secrets: Mapping[str, Object]) -> DesiredState:
+    """Parse every site ConfigMap; ``secrets`` are the TLS Secrets by name.
+
+    When several ConfigMaps claim one hostname (the admission webhook normally prevents it), the
+    first by name keeps it, so the outcome does not depend on event order.
+    """
+    owners: dict[str, str] = {}
+    requests = []
+    for configmap in sorted(configmaps, key=_name):
+        request = site_request(configmap, secrets)
+        if request.hostname is not None:
+            owner = owners.setdefault(request.hostname, request.configmap)
+            if owner != request.configmap:
+                problem = f"hostname {request.hostname} is already served from ConfigMap {owner}"
+                request = SiteRequest(request.configmap, None, request.config_hash, problem=problem)
+        requests.append(request)
+    return DesiredState(tuple(requests))
+
+
+def site_request(configmap: Object, secrets: Mapping[str, Object]) -> SiteRequest:
+    name = _name(configmap)
+    annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
+    data: Mapping[str, str] = configmap.get("data") or {}
+    hostname = annotations.get(labels.HOSTNAME)
+    if hostname is None:
+        return SiteRequest(name, None, None, problem=f"annotation {labels.HOSTNAME} is missing")
+    problem = _hostname_problem(hostname)
+    if problem:
+        return SiteRequest(name, None, None, problem=problem)
+    key = f"{hostname}.conf"
+    config = data.get(key)
+    if config is None:
+        return SiteRequest(
+            name, hostname, annotations.get(labels.CONFIG_HASH), problem=f"no data key {key}"
+        )
+    request = SiteRequest(name, hostname, config_hash(config))
+    enabled = annotations.get(labels.ENABLED, "true")
+    if enabled not in ("true", "false"):
+        message = f"annotation {labels.ENABLED} must be 'true' or 'false', not {enabled!r}"
+        return dataclasses.replace(request, problem=message)
+    certificate: Certificate | None = None
+    secret_name = annotations.get(labels.TLS_SECRET)
+    if secret_name:
+        secret = secrets.get(secret_name)
+        if secret is None:
+            message = (
+                f"TLS Secret {secret_name} not found (it must carry the label "
+                f"{labels.COMPONENT}={labels.TLS_COMPONENT})"
+            )
+            return dataclasses.replace(request, problem=message, waiting_for_secret=True)
+        try:
+            certificate = secret_certificate(secret)
+        except KeyMaterialError as error:
+            return dataclasses.replace(request, problem=f"TLS Secret {secret_name}: {error}")
+    site = Site(name, hostname, config, enabled == "true", certificate)
+    return dataclasses.replace(request, site=site)
+
+
+def secret_certificate(secret: Object) -> Certificate:
+    """The certificate of a ``kubernetes.io/tls`` Secret, checked so nginx will load it."""
+    data: Mapping[str, str] = secret.get("data") or {}
+    for key in (CERTIFICATE_KEY, PRIVATE_KEY_KEY):
+        if key not in data:
+            raise KeyMaterialError(f"data key {key} is missing")
+    return _certificate(data[CERTIFICATE_KEY], data[PRIVATE_KEY_KEY])
+
+
+@functools.lru_cache(maxsize=_CACHED_CERTIFICATES)
+def _certificate(chain_base64: str, key_base64: str) -> Certificate:
+    """Decode and check one pair. Cached: every batch looks at every Secret again, and parsing
+    thousands of keys and certificates each time would be the agent's main cost."""
+    try:
+        chain = base64.b64decode(chain_base64, validate=True)
+        key = base64.b64decode(key_base64, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise KeyMaterialError("data is not valid base64") from error
+    serial = certificate_serial(chain)
+    if serial is None:
+        raise KeyMaterialError(f"{CERTIFICATE_KEY} is not a PEM certificate chain")
+    # A pair that does not belong together would make nginx refuse the whole configuration.
+    if not certificate_matches_key(chain, key):
+        raise KeyMaterialError(f"{PRIVATE_KEY_KEY} does not belong to the certificate")
+    return Certificate(chain, key, serial)
+
+
+@functools.lru_cache(maxsize=_CACHED_CERTIFICATES)
+def certificate_serial(chain_pem: bytes) -> str | None:
+    """The leaf's serial as ``acme.keys`` formats it, or ``None`` for unusable PEM."""
+    try:
+        return inspect_certificate(chain_pem).serial
+    except KeyMaterialError:
+        return None
+
+
+def relevant_configmap(configmap: Object | None) -> object:
+    """What of a site ConfigMap can change the files; annotations the agent writes itself (and
+    any other metadata) are left out, so its own patches do not trigger work."""
+    if configmap is None:
+        return None
+    annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
+    watched = (labels.HOSTNAME, labels.ENABLED, labels.TLS_SECRET, labels.CONFIG_HASH)
+    return (
+        tuple(annotations.get(key) for key in watched),
+        tuple(sorted((configmap.get("data") or {}).items())),
+    )
+
+
+def relevant_secret(secret: Object | None) -> object:
+    if secret is None:
+        return None
+    return tuple(sorted((secret.get("data") or {}).items()))
+
+
+def _hostname_problem(hostname: str) -> str | None:
+    problem = hostname_problem(hostname)
+    if problem:
+        return problem
+    # The hostname becomes a file and directory name: an allow-list keeps "/" and the like out.
+    if not _HOSTNAME_CHARS.fullmatch(hostname):
+        return f"hostname {hostname!r} may contain only a-z, 0-9, '.' and '-'"
+    if len(f"{hostname}.conf".encode()) > _FILE_NAME_MAX:
+        return f"hostname {hostname[:40]}... is too long for a file name"
+    return None
+
+
+def _name(obj: Object) -> str:
+    name: str = obj["metadata"]["name"]
+    return name

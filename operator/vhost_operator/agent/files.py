@@ -1,0 +1,261 @@
+"""The layout on disk: read it, change it atomically, undo a change. Filesystem I/O, blocking
+(the agent calls these in a thread).
+
+Every file is written to a temporary name in its directory, flushed to disk, then renamed over the
+old one: nginx (or a crash) sees the old file or the new one, never half a file. Symlinks are
+replaced the same way. Private keys get mode 0600 from the moment they exist; everything else
+0644, directories 0755, whatever the process umask says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from vhost_operator.agent.plan import (
+    AVAILABLE_DIR,
+    CERTS_DIR,
+    ENABLED_DIR,
+    LAYOUT_DIRS,
+    DiskState,
+    Operation,
+    Symlink,
+    WriteFile,
+)
+
+TEMP_PREFIX = ".tmp-"
+"""Temporary names: a short prefix and a random suffix, never derived from the target name (a
+248-character hostname plus a suffix would exceed the 255-byte file name limit)."""
+
+PUBLIC_FILE_MODE = 0o644
+PRIVATE_FILE_MODE = 0o600
+DIRECTORY_MODE = 0o755
+_CONF_SUFFIX = ".conf"
+
+
+def prepare(root: Path) -> None:
+    """Create the layout directories and drop temporary files a crash left behind."""
+    for name in LAYOUT_DIRS:
+        _make_directory(root / name)
+    for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR, *_subdirectories(root / CERTS_DIR)):
+        for entry in directory.iterdir():
+            if entry.name.startswith(TEMP_PREFIX):
+                _remove(entry)
+
+
+def read_disk(root: Path) -> DiskState:
+    """What the layout holds. Names that are no ``<hostname>.conf`` are ignored (nginx's include
+    pattern ignores them too)."""
+    configs = {
+        entry.name.removesuffix(_CONF_SUFFIX): entry.read_bytes()
+        for entry in _conf_entries(root / AVAILABLE_DIR)
+        if entry.is_file() and not entry.is_symlink()
+    }
+    links = {
+        entry.name.removesuffix(_CONF_SUFFIX): (os.readlink(entry) if entry.is_symlink() else None)
+        for entry in _conf_entries(root / ENABLED_DIR)
+    }
+    certificates = {
+        directory.name: {
+            entry.name: entry.read_bytes()
+            for entry in directory.iterdir()
+            if entry.is_file() and not entry.name.startswith(TEMP_PREFIX)
+        }
+        for directory in _subdirectories(root / CERTS_DIR)
+    }
+    return DiskState(configs, links, certificates)
+
+
+# -- undo --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _File:
+    content: bytes
+    mode: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Link:
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tree:
+    files: dict[str, _File]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Absent:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class _CreatedDirectory:
+    """A directory the change created; undo removes it again if it is empty."""
+
+
+_Snapshot = _File | _Link | _Tree | _Absent | _CreatedDirectory
+
+
+class Undo:
+    """Puts back what a call of :func:`apply_operations` changed."""
+
+    def __init__(self, snapshots: list[tuple[Path, _Snapshot]]) -> None:
+        self._snapshots = snapshots
+
+    def restore(self) -> None:
+        # Reversed: a path touched twice ends up as it was before the first touch.
+        touched = set()
+        for path, snapshot in reversed(self._snapshots):
+            _restore(path, snapshot)
+            touched.add(path.parent)
+        _sync_directories(touched)
+
+
+def apply_operations(root: Path, operations: Iterable[Operation]) -> Undo:
+    """Carry out ``operations`` under ``root``; the returned :class:`Undo` reverses them."""
+    snapshots: list[tuple[Path, _Snapshot]] = []
+    touched: set[Path] = set()
+    try:
+        for operation in operations:
+            path = root / operation.path
+            if not path.parent.exists():
+                snapshots.append((path.parent, _CreatedDirectory()))
+                _make_directory(path.parent)
+            snapshots.append((path, _snapshot(path)))
+            _carry_out(operation, path)
+            touched.add(path.parent)
+    except BaseException:
+        # Disk full, permissions: leave the last good state, not half a batch.
+        Undo(snapshots).restore()
+        raise
+    _sync_directories(touched)
+    return Undo(snapshots)
+
+
+def _carry_out(operation: Operation, path: Path) -> None:
+    if isinstance(operation, WriteFile):
+        mode = PRIVATE_FILE_MODE if operation.private else PUBLIC_FILE_MODE
+        write_file(path, operation.content, mode)
+    elif isinstance(operation, Symlink):
+        replace_symlink(path, operation.target)
+    else:
+        _remove(path)
+
+
+# -- primitives ------------------------------------------------------------------------------
+
+
+def write_file(path: Path, content: bytes, mode: int) -> None:
+    """Atomically replace ``path`` with ``content``: temp file, fsync, rename."""
+    temporary = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+    # O_EXCL: never follow or reuse something already at the temporary name.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(descriptor, mode)  # the umask may have narrowed (or the key widened) the mode
+        with os.fdopen(descriptor, "wb", closefd=False) as stream:
+            stream.write(content)
+            stream.flush()
+        os.fsync(descriptor)
+    except BaseException:
+        os.close(descriptor)
+        temporary.unlink(missing_ok=True)
+        raise
+    os.close(descriptor)
+    _replace(temporary, path)
+
+
+def replace_symlink(path: Path, target: str) -> None:
+    """Atomically point ``path`` at ``target``: a new symlink renamed over the old entry."""
+    temporary = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+    os.symlink(target, temporary)
+    _replace(temporary, path)
+
+
+def _replace(temporary: Path, path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        # rename() cannot replace a directory with a file; a stray directory is not ours to keep.
+        shutil.rmtree(path)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _make_directory(path: Path) -> None:
+    path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    path.chmod(DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
+
+
+def _snapshot(path: Path) -> _Snapshot:
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        return _Absent()
+    if stat.S_ISLNK(status.st_mode):
+        return _Link(os.readlink(path))
+    if stat.S_ISDIR(status.st_mode):
+        return _Tree(
+            {
+                entry.name: _File(entry.read_bytes(), stat.S_IMODE(entry.stat().st_mode))
+                for entry in path.iterdir()
+                if entry.is_file() and not entry.is_symlink()
+            }
+        )
+    return _File(path.read_bytes(), stat.S_IMODE(status.st_mode))
+
+
+def _restore(path: Path, snapshot: _Snapshot) -> None:
+    if isinstance(snapshot, _CreatedDirectory):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            path.rmdir()  # only if empty: something else may live there by now
+        return
+    if isinstance(snapshot, _File):
+        write_file(path, snapshot.content, snapshot.mode)
+    elif isinstance(snapshot, _Link):
+        replace_symlink(path, snapshot.target)
+    elif isinstance(snapshot, _Tree):
+        _remove(path)
+        _make_directory(path)
+        for name, file in snapshot.files.items():
+            write_file(path / name, file.content, file.mode)
+    else:
+        _remove(path)
+
+
+def _sync_directories(directories: Iterable[Path]) -> None:
+    """fsync each directory once, making its renames durable: once per batch, not per file."""
+    for directory in directories:
+        with contextlib.suppress(FileNotFoundError):
+            descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+
+def _conf_entries(directory: Path) -> Iterator[Path]:
+    for entry in directory.iterdir():
+        if entry.name.endswith(_CONF_SUFFIX) and not entry.name.startswith("."):
+            yield entry
+
+
+def _subdirectories(directory: Path) -> Iterator[Path]:
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            yield entry

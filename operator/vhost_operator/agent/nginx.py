@@ -1,0 +1,147 @@
+"""Talking to nginx: ``nginx -t`` and a reload that is confirmed, not assumed. Process I/O.
+
+A reload is SIGHUP to the master process named in the pid file. nginx answers a SIGHUP
+asynchronously: it parses the configuration again and, only if that works, starts new worker
+processes and retires the old ones; if it fails (a port it cannot bind, a file gone since the
+test) it logs the error and keeps running the old configuration. So the agent does not trust the
+signal: it waits until the master has a child process it did not have before, the sign that the
+new configuration is live, and reports a failed reload otherwise. This needs the master's process
+to be visible (same PID namespace: ``shareProcessNamespace: true`` in a pod) and
+``master_process on`` (nginx's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+TEST_TIMEOUT_SECONDS = 120.0
+"""An ``nginx -t`` that takes longer is stuck (thousands of hosts test in a few seconds)."""
+
+_POLL_SECONDS = 0.02
+_LOG_PREFIX = re.compile(r"^(?:\d{4}/\d\d/\d\d \d\d:\d\d:\d\d |nginx: )?\[(\w+)\] (?:\d+#\d+: )?")
+_SERIOUS = ("emerg", "alert", "crit", "error")
+
+
+class NginxError(Exception):
+    """nginx did not do what the agent asked; the message says what nginx said."""
+
+
+class ConfigRejected(NginxError):
+    """``nginx -t`` refused the configuration on disk."""
+
+
+class ReloadFailed(NginxError):
+    """nginx could not be told to reload, or did not start running the new configuration."""
+
+
+class NginxControl:
+    """``nginx -t`` and confirmed reloads of one nginx master."""
+
+    def __init__(
+        self, binary: str, conf: Path, pid_file: Path, *, reload_timeout: float = 10.0
+    ) -> None:
+        self.binary = binary
+        self.conf = conf
+        self.pid_file = pid_file
+        self.reload_timeout = reload_timeout
+
+    async def test(self) -> None:
+        """Run ``nginx -t``; raise :class:`ConfigRejected` with nginx's complaint if it fails.
+
+        ``-e stderr`` keeps nginx from opening its compiled-in error log while it parses (it may
+        not be writable for the agent) and puts its verdict where we read it.
+        """
+        argv = [self.binary, "-t", "-q", "-c", str(self.conf), "-e", "stderr"]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as error:
+            raise NginxError(f"cannot run {self.binary}: {error.strerror or error}") from error
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), TEST_TIMEOUT_SECONDS)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise NginxError(
+                f"nginx -t did not finish within {TEST_TIMEOUT_SECONDS:.0f}s"
+            ) from None
+        if process.returncode != 0:
+            output = (stderr or stdout).decode(errors="replace")
+            raise ConfigRejected(nginx_complaint(output))
+
+    async def reload(self) -> None:
+        """SIGHUP the master, then wait until it runs a new generation of workers."""
+        pid = self._master_pid()
+        before = children(pid)
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            raise ReloadFailed(
+                f"nginx is not running (no process {pid} from {self.pid_file})"
+            ) from None
+        except PermissionError as error:
+            raise ReloadFailed(f"not allowed to signal nginx (pid {pid}): {error}") from error
+        deadline = time.monotonic() + self.reload_timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_SECONDS)
+            if not Path(f"/proc/{pid}").exists():
+                raise ReloadFailed(f"nginx (pid {pid}) exited during the reload")
+            if children(pid) - before:
+                return
+        raise ReloadFailed(
+            f"nginx (pid {pid}) started no new workers within {self.reload_timeout:g}s of the "
+            "reload signal, so it still runs the old configuration; its error log says why"
+        )
+
+    def _master_pid(self) -> int:
+        try:
+            text = self.pid_file.read_text().strip()
+        except OSError as error:
+            raise ReloadFailed(
+                f"cannot read nginx's pid file {self.pid_file} ({error.strerror or error}): "
+                "is nginx running?"
+            ) from error
+        if not text.isdigit():
+            raise ReloadFailed(f"nginx's pid file {self.pid_file} holds no pid: {text[:40]!r}")
+        return int(text)
+
+
+def nginx_complaint(output: str) -> str:
+    """nginx's error lines without timestamps and pids: the same failure reads the same each time
+    (the text ends up in an annotation; changing text would look like news)."""
+    lines = []
+    for line in output.splitlines():
+        match = _LOG_PREFIX.match(line)
+        if match and match[1] in _SERIOUS:
+            lines.append(f"[{match[1]}] {line[match.end() :].strip()}")
+    if lines:
+        return "; ".join(lines)
+    return " ".join(output.split()) or "nginx -t failed without a message"
+
+
+def children(pid: int) -> set[int]:
+    """Child process ids of ``pid``, from /proc."""
+    listing = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        return {int(child) for child in listing.read_text().split()}
+    # Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # The command name in parentheses may contain spaces: parse after its last ")".
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.add(int(entry.name))
+    return found

@@ -1,0 +1,211 @@
+"""Desired sites vs. what is on disk → file operations per host; and what to report. Pure.
+
+The on-disk layout under the agent's root directory (the agent owns everything in it)::
+
+    sites-available/<hostname>.conf     every site's server block, enabled or not
+    sites-enabled/<hostname>.conf       symlink to ../sites-available/<hostname>.conf, enabled only
+    certs/<hostname>/tls.crt, tls.key   the certificate the config refers to (key mode 0600)
+
+nginx's main config includes ``<root>/sites-enabled/*.conf``, so disabling a site drops only its
+link: the config stays, and enabling it again is one symlink.
+
+Paths here are relative to the root; ``files`` resolves and writes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping
+from pathlib import PurePosixPath
+
+from vhost_operator.agent.desired import (
+    CERTIFICATE_KEY,
+    PRIVATE_KEY_KEY,
+    DesiredState,
+    Site,
+    SiteRequest,
+    certificate_serial,
+)
+from vhost_operator.nginx import config_hash
+from vhost_operator.resources import labels
+
+AVAILABLE_DIR = "sites-available"
+ENABLED_DIR = "sites-enabled"
+CERTS_DIR = "certs"
+LAYOUT_DIRS = (AVAILABLE_DIR, ENABLED_DIR, CERTS_DIR)
+
+MAX_ERROR_LENGTH = 1024
+"""Characters of an ``apply-error`` value kept: enough for nginx's message, far below the
+256 KiB all annotations of an object may take together."""
+
+
+def config_path(hostname: str) -> PurePosixPath:
+    return PurePosixPath(AVAILABLE_DIR, f"{hostname}.conf")
+
+
+def enabled_path(hostname: str) -> PurePosixPath:
+    return PurePosixPath(ENABLED_DIR, f"{hostname}.conf")
+
+
+def link_target(hostname: str) -> str:
+    """Relative, so the layout keeps working wherever the directory is mounted."""
+    return f"../{AVAILABLE_DIR}/{hostname}.conf"
+
+
+def certificate_dir(hostname: str) -> PurePosixPath:
+    return PurePosixPath(CERTS_DIR, hostname)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskState:
+    """What the layout directories hold, by hostname (the file or directory name)."""
+
+    configs: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    """``sites-available/<hostname>.conf`` contents."""
+    links: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    """``sites-enabled/<hostname>.conf``: the symlink's target, ``None`` if not a symlink."""
+    certificates: Mapping[str, Mapping[str, bytes]] = dataclasses.field(default_factory=dict)
+    """``certs/<hostname>/``: file name → contents."""
+
+    @property
+    def hostnames(self) -> set[str]:
+        return set(self.configs) | set(self.links) | set(self.certificates)
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteFile:
+    path: PurePosixPath
+    content: bytes
+    private: bool = False
+    """Mode 0600 instead of 0644: private keys."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Symlink:
+    path: PurePosixPath
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Remove:
+    """Remove a file, a symlink or a whole directory."""
+
+    path: PurePosixPath
+
+
+Operation = WriteFile | Symlink | Remove
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """Everything that changes for one host: the unit nginx accepts or rejects."""
+
+    hostname: str
+    operations: tuple[Operation, ...]
+    fingerprint: str | None
+    """``Site.fingerprint`` of what this change puts in place; ``None`` when it removes the host."""
+
+
+def plan(sites: Mapping[str, Site], disk: DiskState, *, keep: Collection[str] = ()) -> list[Change]:
+    """The changes that make the disk match ``sites``, one per host that differs, by hostname.
+
+    Hosts on disk without a site are removed, except those in ``keep`` (held or rejected hosts,
+    whose last good files must stay).
+    """
+    changes = []
+    for hostname in sorted(set(sites) | disk.hostnames):
+        if hostname in keep:
+            continue
+        site = sites.get(hostname)
+        operations = site_operations(site, disk) if site else removal_operations(hostname, disk)
+        if operations:
+            fingerprint = site.fingerprint if site else None
+            changes.append(Change(hostname, operations, fingerprint))
+    return changes
+
+
+def site_operations(site: Site, disk: DiskState) -> tuple[Operation, ...]:
+    """Certificate first, then config, then the link: the order a crash can interrupt safely
+    (a config never points at a certificate that is not there yet)."""
+    hostname = site.hostname
+    operations: list[Operation] = []
+    on_disk = disk.certificates.get(hostname)
+    if site.certificate is not None:
+        directory = certificate_dir(hostname)
+        wanted = {
+            CERTIFICATE_KEY: (site.certificate.chain_pem, False),
+            PRIVATE_KEY_KEY: (site.certificate.key_pem, True),
+        }
+        for name, (content, private) in wanted.items():
+            if (on_disk or {}).get(name) != content:
+                operations.append(WriteFile(directory / name, content, private=private))
+    config = site.config.encode()
+    if disk.configs.get(hostname) != config:
+        operations.append(WriteFile(config_path(hostname), config))
+    linked = hostname in disk.links
+    if site.enabled and (not linked or disk.links[hostname] != link_target(hostname)):
+        operations.append(Symlink(enabled_path(hostname), link_target(hostname)))
+    if not site.enabled and linked:
+        operations.append(Remove(enabled_path(hostname)))
+    if site.certificate is None and on_disk is not None:
+        operations.append(Remove(certificate_dir(hostname)))
+    return tuple(operations)
+
+
+def removal_operations(hostname: str, disk: DiskState) -> tuple[Operation, ...]:
+    """Link first, certificate last: the reverse of the order they are put in place."""
+    operations: list[Operation] = []
+    if hostname in disk.links:
+        operations.append(Remove(enabled_path(hostname)))
+    if hostname in disk.configs:
+        operations.append(Remove(config_path(hostname)))
+    if hostname in disk.certificates:
+        operations.append(Remove(certificate_dir(hostname)))
+    return tuple(operations)
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+Report = dict[str, str | None]
+"""Annotation → value for a site ConfigMap; ``None`` removes the annotation."""
+
+
+def report(request: SiteRequest, disk: DiskState, error: str | None) -> Report:
+    """The annotations that tell the operator what nginx runs for this ConfigMap.
+
+    Call only while ``disk`` is what nginx has loaded (after a confirmed reload): the applied
+    values are read from the files, so they are true whatever the ConfigMap says now.
+    ``error`` is why this ConfigMap's current config is not applied, if it is not (the
+    request's problem or nginx's verdict; the caller decides which to show when).
+    """
+    hostname = request.hostname
+    config = disk.configs.get(hostname) if hostname else None
+    chain = disk.certificates.get(hostname, {}).get(CERTIFICATE_KEY) if hostname else None
+    return {
+        labels.APPLIED_CONFIG_HASH: config_hash(config.decode(errors="replace"))
+        if config is not None
+        else None,
+        labels.APPLIED_CERTIFICATE_SERIAL: certificate_serial(chain) if chain else None,
+        labels.APPLY_ERROR: apply_error(request.config_hash, error) if error else None,
+    }
+
+
+def apply_error(config_hash: str | None, message: str) -> str:
+    """``<config-hash>: <message>``: the hash says which config the error is about, so the
+    operator can tell a fresh verdict on the config it just wrote from a stale one."""
+    text = f"{config_hash or 'unknown'}: {message}"
+    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 3] + "..."
+
+
+def report_patch(current: Mapping[str, str], wanted: Report) -> Report:
+    """Only the annotations whose value differs from ``current``: no patch, no event, no load."""
+    return {key: value for key, value in wanted.items() if current.get(key) != value}
+
+
+def summary(desired: DesiredState) -> tuple[int, int]:
+    """(sites, enabled sites), for the metrics."""
+    sites = desired.sites
+    return len(sites), sum(site.enabled for site in sites.values())

@@ -1,0 +1,61 @@
+"""The nginx agent's settings, read once from environment variables prefixed ``VHOST_AGENT_``.
+
+Separate from the operator's settings: the agent runs in another container (next to nginx), with
+other permissions, and needs none of the operator's ACME or upstream settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    """The agent's configuration. Tests pass values as keyword arguments instead."""
+
+    model_config = SettingsConfigDict(env_prefix="VHOST_AGENT_", frozen=True)
+
+    namespace: str = "vhost-operator"
+    """Namespace of the site ConfigMaps and TLS Secrets (the operator's ``nginx_namespace``).
+    The agent watches this one namespace only."""
+
+    root_dir: Path = Path("/etc/nginx/vhost-operator")
+    """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/`` and
+    ``certs/`` into. ``<root_dir>/certs`` must be the operator's ``nginx_certificate_dir``
+    (the default pair matches), because the configs name certificate paths there."""
+
+    nginx_binary: str = "nginx"
+    """nginx executable used for ``nginx -t`` (looked up on PATH unless absolute)."""
+
+    nginx_conf: Path = Path("/etc/nginx/nginx.conf")
+    """The main nginx config, provided by whoever deploys nginx. Its ``http {}`` block must
+    include ``<root_dir>/sites-enabled/*.conf`` and set ``server_names_hash_bucket_size 512``."""
+
+    nginx_pid_file: Path = Path("/run/nginx.pid")
+    """nginx's pid file (its ``pid`` directive): the master process the agent sends SIGHUP.
+    Debian's and the official image's default."""
+
+    quiet_window: float = Field(default=0.5, gt=0)
+    """Seconds without further changes after which a burst is applied (one ``nginx -t``, one
+    reload for all of it)."""
+
+    max_delay: float = Field(default=3.0, gt=0)
+    """Seconds after the first change of a burst by which it is applied even if changes keep
+    coming: a steady trickle still gets served within this delay."""
+
+    reload_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for nginx to start new workers after the reload signal before the reload
+    counts as failed (nginx then still runs the old configuration)."""
+
+    health_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of ``/healthz`` (liveness), ``/readyz`` (synced and nginx reloaded once) and
+    ``/metrics`` (Prometheus). 0 switches the endpoint off."""
+
+    @model_validator(mode="after")
+    def _delays_in_order(self) -> Self:
+        if self.max_delay < self.quiet_window:
+            raise ValueError("max_delay must not be shorter than quiet_window")
+        return self

@@ -1,0 +1,77 @@
+"""Validating webhook handlers: kopf's admission requests → ``admission.rules``.
+
+failurePolicy is Ignore (``ignore_failures=True``): the CRD schema refuses malformed objects even
+while the operator is down, and what the webhook adds (uniqueness, the 409 on a stray retry) the
+operator checks again when it handles the object. Fail would instead block every VirtualHost
+and MailDomain edit whenever the operator is unavailable. Rules cover only this API group, so a
+stopped operator never touches other API traffic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
+from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION, VIRTUALHOSTS
+
+
+@kopf.index(GROUP, VERSION, VIRTUALHOSTS)
+def virtualhosts_by_hostname(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
+    return {spec.get("hostname", ""): name}
+
+
+@kopf.index(GROUP, VERSION, MAILDOMAINS)
+def maildomains_by_domain(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
+    return {spec.get("name", ""): name}
+
+
+@kopf.on.validate(
+    GROUP,
+    VERSION,
+    VIRTUALHOSTS,
+    id="virtualhosts",
+    operations=["CREATE", "UPDATE"],
+    ignore_failures=True,
+)
+def validate_virtualhost(
+    *,
+    body: kopf.Body,
+    name: str,
+    old: kopf.Body | None = None,
+    operation: str | None = None,
+    virtualhosts_by_hostname: kopf.Index[str, str] | None = None,
+    **_: Any,
+) -> None:
+    hostname = body.get("spec", {}).get("hostname", "")
+    owners = list((virtualhosts_by_hostname or {}).get(hostname, []))
+    try:
+        review_virtualhost(
+            body, old if operation == "UPDATE" else None, name=name, hostname_owners=owners
+        )
+    except Refusal as refusal:
+        raise kopf.AdmissionError(refusal.message, code=refusal.code) from None
+
+
+@kopf.on.validate(
+    GROUP,
+    VERSION,
+    MAILDOMAINS,
+    id="maildomains",
+    operations=["CREATE", "UPDATE"],
+    ignore_failures=True,
+)
+def validate_maildomain(
+    *,
+    body: kopf.Body,
+    name: str,
+    maildomains_by_domain: kopf.Index[str, str] | None = None,
+    **_: Any,
+) -> None:
+    domain = body.get("spec", {}).get("name", "")
+    owners = list((maildomains_by_domain or {}).get(domain, []))
+    try:
+        review_maildomain(body, name=name, domain_owners=owners)
+    except Refusal as refusal:
+        raise kopf.AdmissionError(refusal.message, code=refusal.code) from None

@@ -1,0 +1,70 @@
+"""The nginx agent's API calls: watch the site ConfigMaps and TLS Secrets of one namespace, and
+annotate site ConfigMaps with what nginx applied.
+
+RBAC (namespaced, in the nginx namespace): configmaps get/list/watch/patch, secrets
+get/list/watch. The agent never creates or deletes objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import kubernetes
+
+from vhost_operator.errors import ApiError
+from vhost_operator.kube.api import call
+from vhost_operator.kube.watching import ObjectWatch
+from vhost_operator.resources import labels
+
+FIELD_MANAGER = "vhost-operator-nginx-agent"
+"""Field manager of the agent's annotations: distinct from the operator's, so the operator's
+server-side apply of a site ConfigMap leaves them alone."""
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _selector(component: str) -> str:
+    return f"{labels.COMPONENT}={component}"
+
+
+class SiteObjects:
+    """Site ConfigMaps and TLS Secrets in the agent's namespace."""
+
+    def __init__(self, client: kubernetes.client.ApiClient, namespace: str) -> None:
+        self._core = kubernetes.client.CoreV1Api(client)
+        self.namespace = namespace
+
+    def watch_configmaps(self) -> ObjectWatch:
+        return ObjectWatch(
+            self._core.list_namespaced_config_map,
+            self.namespace,
+            label_selector=_selector(labels.SITE_COMPONENT),
+            what=f"site ConfigMaps in {self.namespace}",
+        )
+
+    def watch_secrets(self) -> ObjectWatch:
+        return ObjectWatch(
+            self._core.list_namespaced_secret,
+            self.namespace,
+            label_selector=_selector(labels.TLS_COMPONENT),
+            what=f"TLS Secrets in {self.namespace}",
+        )
+
+    async def annotate_configmap(self, name: str, annotations: Mapping[str, str | None]) -> bool:
+        """Set (or, for ``None``, remove) annotations; ``False`` if the ConfigMap is gone."""
+        body = {"metadata": {"annotations": dict(annotations)}}
+        try:
+            await call(
+                lambda: self._core.patch_namespaced_config_map(
+                    name,
+                    self.namespace,
+                    body,
+                    field_manager=FIELD_MANAGER,
+                    _content_type=MERGE_PATCH,
+                ),
+                what=f"annotating ConfigMap {self.namespace}/{name}",
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True

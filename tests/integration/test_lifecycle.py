@@ -1,0 +1,162 @@
+"""Admission, retry, enable/disable and deletion, through the real ``kubectl`` as a user types it.
+
+The operator runs with its validating webhook (the API server calls it over TLS on 127.0.0.1),
+ACME against a real pebble and the nginx steps on.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import kube
+from tests.harness.clusters import Cluster
+from tests.harness.pebble import Pebble
+from tests.harness.processes import free_port
+from tests.harness.waiting import get_object, phase_of, wait_for
+from tests.integration.conftest import OperatorFactory
+
+pytestmark = pytest.mark.cluster
+
+
+def settled(obj: dict[str, object]) -> bool:
+    return phase_of(obj) in ("Ready", "Failed")
+
+
+def start_with_webhook(start_operator: OperatorFactory, cluster: Cluster, **overrides: str) -> None:
+    start_operator(
+        webhook_enabled="true", webhook_host="127.0.0.1", webhook_port=str(free_port()), **overrides
+    )
+    # kopf registers the webhook configuration at start-up; wait until the API server has it.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = cluster.kubectl(
+            "get", "validatingwebhookconfiguration", "vhost-operator.io", "--ignore-not-found"
+        ).stdout
+        if found:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the operator did not register its ValidatingWebhookConfiguration")
+
+
+def test_mixed_case_hostname_is_refused(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    start_with_webhook(start_operator, cluster)
+    manifest = tmp_path / "mixed.yaml"
+    manifest.write_text(
+        "apiVersion: vhost-operator.io/v1alpha1\nkind: VirtualHost\n"
+        "metadata: {name: mixed-case}\nspec: {hostname: Mail.Example.COM}\n"
+    )
+    refused = cluster.kubectl("apply", "-f", str(manifest), check=False)
+    print(f"\n$ kubectl apply -f mixed.yaml\n{refused.stderr.strip()}")
+    assert refused.returncode != 0
+    assert "hostname Mail.Example.COM must be lowercase (use mail.example.com)" in refused.stderr
+
+
+def test_duplicate_hostname_is_refused(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    start_with_webhook(start_operator, cluster)
+    kube.apply_manifests(cluster, [kube.virtualhost("first", "shared.example.com")], tmp_path)
+    wait_for(cluster, "vh", "first", settled, what="a settled phase", timeout=60)
+    path = tmp_path / "second.yaml"
+    path.write_text(
+        "apiVersion: vhost-operator.io/v1alpha1\nkind: VirtualHost\n"
+        "metadata: {name: second}\nspec: {hostname: shared.example.com}\n"
+    )
+    refused = cluster.kubectl("apply", "-f", str(path), check=False)
+    print(f"\n$ kubectl apply -f second.yaml\n{refused.stderr.strip()}")
+    assert refused.returncode != 0
+    assert "hostname shared.example.com is already used by VirtualHost first" in refused.stderr
+    assert get_object(cluster, "vh", "second") is None
+
+
+def test_retry_on_a_ready_host_is_a_conflict(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    start_with_webhook(start_operator, cluster)
+    kube.apply_manifests(cluster, [kube.virtualhost("healthy", "healthy.example.com")], tmp_path)
+    ready = wait_for(cluster, "vh", "healthy", settled, what="Ready", timeout=60)
+    assert phase_of(ready) == "Ready", ready["status"]
+    refused = cluster.kubectl(
+        "annotate", "vh", "healthy", "vhost-operator.io/retry=1", "--overwrite", check=False
+    )
+    command = "kubectl annotate vh healthy vhost-operator.io/retry=1 --overwrite"
+    print(f"\n$ {command}\n{refused.stderr.strip()}")
+    assert refused.returncode != 0
+    assert "(Conflict)" in refused.stderr
+    assert "VirtualHost healthy is Ready" in refused.stderr
+
+
+def test_retry_after_the_acme_directory_comes_back(
+    cluster: Cluster, start_operator: OperatorFactory, responder_port: int, tmp_path: Path
+) -> None:
+    late_port = free_port()
+    late = Pebble(http_port=responder_port, acme_port=late_port, workdir=tmp_path / "late-ca")
+    late.ca_bundle_path.write_bytes(b"")  # pebble writes it on start; the setting must name a file
+    start_with_webhook(
+        start_operator,
+        cluster,
+        acme_directory_url=late.directory_url,
+        acme_ca_bundle=str(late.ca_bundle_path),
+    )
+    kube.apply_manifests(cluster, [kube.virtualhost("late", "late.example.com")], tmp_path)
+    failed = wait_for(cluster, "vh", "late", settled, what="Failed", timeout=60)
+    assert phase_of(failed) == "Failed"
+    assert failed["status"]["error"]["step"] == "certificate"
+    with late:
+        cluster.kubectl("annotate", "vh", "late", "vhost-operator.io/retry=1", "--overwrite")
+        ready = wait_for(
+            cluster, "vh", "late", lambda o: phase_of(o) == "Ready", what="Ready", timeout=60
+        )
+    assert "error" not in ready["status"]
+    assert ready["status"]["failedAttempts"] == 1
+    assert ready["status"]["observedRetry"] == "1"
+
+
+def test_disable_enable_and_deletion_leave_nothing_behind(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    start_with_webhook(start_operator, cluster)
+    kube.apply_manifests(cluster, [kube.virtualhost("toggle", "toggle.example.com")], tmp_path)
+    wait_for(cluster, "vh", "toggle", lambda o: phase_of(o) == "Ready", what="Ready", timeout=60)
+
+    def enabled_flag() -> str:
+        return cluster.kubectl(
+            "get",
+            "configmap",
+            "vhost-toggle",
+            "-n",
+            kube.NAMESPACE,
+            "-o",
+            "jsonpath={.metadata.annotations.vhost-operator\\.io/enabled}",
+        ).stdout
+
+    assert enabled_flag() == "true"
+    cluster.kubectl("patch", "vh", "toggle", "--type=merge", "-p", '{"spec":{"enabled":false}}')
+    wait_for(
+        cluster,
+        "vh",
+        "toggle",
+        lambda o: o["status"]["observedGeneration"] == 2,
+        what="generation 2",
+    )
+    assert enabled_flag() == "false"
+    cluster.kubectl("patch", "vh", "toggle", "--type=merge", "-p", '{"spec":{"enabled":true}}')
+    wait_for(
+        cluster,
+        "vh",
+        "toggle",
+        lambda o: o["status"]["observedGeneration"] == 3,
+        what="generation 3",
+    )
+    assert enabled_flag() == "true"
+
+    cluster.kubectl("delete", "vh", "toggle", "--timeout=30s")
+    leftovers = cluster.kubectl(
+        "get", "configmaps,secrets", "-n", kube.NAMESPACE, "-o", "name"
+    ).stdout.split()
+    assert not [name for name in leftovers if "toggle" in name], leftovers
