@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     """Renew once this fraction of the certificate's actual lifetime remains (Let's Encrypt's
     advice; lifetimes are shrinking, so no fixed number of days)."""
 
+    renewal_interval: float = Field(default=86400.0, gt=0)
+    """Seconds between two renewal scans (default: daily, as in the original product). A scan
+    reads memory only; it writes nothing for hosts that are not due."""
+
+    renewal_spacing: float = Field(default=2.0, ge=0)
+    """Seconds between two renewal requests within a scan, so that thousands of hosts issued on
+    one day are not all renewed in one burst (2 s: 10,000 hosts in under 6 hours)."""
+
     # -- admission webhook -------------------------------------------------------------------
 
     webhook_enabled: bool = False

@@ -4,6 +4,7 @@ import pytest
 
 from vhost_operator.provisioning.decisions import Action, decide
 from vhost_operator.resources.models import (
+    RENEW_ANNOTATION,
     RETRY_ANNOTATION,
     Phase,
     VirtualHost,
@@ -19,12 +20,16 @@ def host(
     observed_retry: str | None = None,
     generation: int = 1,
     observed_generation: int | None = 1,
+    renew: str | None = None,
 ) -> VirtualHost:
+    annotations = {RETRY_ANNOTATION: retry} if retry else {}
+    if renew:
+        annotations[RENEW_ANNOTATION] = renew
     return VirtualHost(
         name="h",
         uid="u",
         generation=generation,
-        annotations={RETRY_ANNOTATION: retry} if retry else {},
+        annotations=annotations,
         spec=VirtualHostSpec(hostname="h.example.com"),
         status=VirtualHostStatus(
             phase=phase, observed_retry=observed_retry, observed_generation=observed_generation
@@ -44,6 +49,8 @@ def host(
         (host(Phase.READY, retry="2", observed_retry="1"), Action.REFUSE_RETRY),
         (host(Phase.READY, generation=2), Action.OBSERVE),
         (host(Phase.READY), Action.NOTHING),
+        (host(Phase.READY, renew="t1"), Action.RENEW),
+        (host(Phase.FAILED, renew="t1"), Action.NOTHING),
     ],
 )
 def test_decide(subject: VirtualHost, action: Action) -> None:

@@ -7,9 +7,9 @@ handlers but no webhook server).
 
 import importlib
 
-from vhost_operator.handlers import lifecycle, virtualhosts
+from vhost_operator.handlers import lifecycle, renewal, virtualhosts
 
-__all__ = ["enable_admission", "lifecycle", "virtualhosts"]
+__all__ = ["enable_admission", "lifecycle", "renewal", "virtualhosts"]
 
 
 def enable_admission() -> None:

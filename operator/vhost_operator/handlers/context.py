@@ -10,7 +10,7 @@ from vhost_operator.acme import AcmeClient, AcmeConfig, ChallengeStore
 from vhost_operator.kube.api import connect
 from vhost_operator.kube.objects import NamespacedObjects
 from vhost_operator.kube.virtualhosts import VirtualHostApi
-from vhost_operator.provisioning.certificates import AcmeAccount
+from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
 from vhost_operator.provisioning.chain import Step
 from vhost_operator.provisioning.steps import StepServices, plan_steps
 from vhost_operator.settings import Settings
@@ -25,6 +25,8 @@ class OperatorContext:
     objects: NamespacedObjects
     challenges: ChallengeStore
     steps: list[Step]
+    certificates: CertificateStep | None
+    """The certificate step, also used alone for renewals; ``None`` when ACME is disabled."""
 
     def as_memo(self) -> kopf.Memo:
         # kopf copies the memo per object; a plain Memo holding one shared context copies cleanly.
@@ -35,11 +37,14 @@ def build_context(settings: Settings) -> OperatorContext:
     client = connect()
     objects = NamespacedObjects(client)
     challenges = ChallengeStore()
-    account = None
+    certificates = None
     if settings.acme_enabled:
         account = AcmeAccount(AcmeClient(acme_config(settings)), objects, settings)
-    steps = plan_steps(StepServices(settings, objects, challenges, account))
-    return OperatorContext(settings, VirtualHostApi(client), objects, challenges, steps)
+        certificates = CertificateStep(account, challenges, objects, settings)
+    steps = plan_steps(StepServices(settings, objects, certificates))
+    return OperatorContext(
+        settings, VirtualHostApi(client), objects, challenges, steps, certificates
+    )
 
 
 def acme_config(settings: Settings) -> AcmeConfig:

@@ -14,7 +14,9 @@ import kopf
 from vhost_operator.acme import ChallengeResponder
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.handlers.context import context_of
+from vhost_operator.handlers.renewal import start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
+from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.resources.models import GROUP
 from vhost_operator.settings import Settings
 
@@ -26,6 +28,7 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 """Annotation prefix of kopf's bookkeeping (progress and last handled configuration)."""
 
 _responder: ChallengeResponder | None = None
+_scanner: asyncio.Task[None] | None = None
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -43,8 +46,14 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    global _responder
+async def start(
+    *,
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    renewal_candidates: kopf.Index[str, RenewalCandidate] | None = None,
+    **_: Any,
+) -> None:
+    global _responder, _scanner
     configure_kopf(settings)
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
@@ -55,6 +64,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if context.settings.acme_enabled:
         _responder = ChallengeResponder(context.challenges)
         await _responder.start("0.0.0.0", context.settings.challenge_listen_port)
+        # kopf creates every index before start-up handlers run, and fills it while watching.
+        assert renewal_candidates is not None, "the renewal index is registered in handlers"
+        _scanner = start_scanner(context, renewal_candidates)
 
 
 def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
@@ -83,5 +95,7 @@ def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) ->
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
+    if _scanner is not None:
+        _scanner.cancel()
     if _responder is not None:
         await _responder.stop()

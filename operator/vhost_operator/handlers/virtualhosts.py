@@ -8,9 +8,10 @@ from typing import Any, cast
 import kopf
 
 from vhost_operator.handlers.context import OperatorContext, context_of
-from vhost_operator.provisioning.chain import run_chain
+from vhost_operator.provisioning.chain import run_chain, utc_now
 from vhost_operator.provisioning.cleanup import release
 from vhost_operator.provisioning.decisions import Action, decide
+from vhost_operator.provisioning.renewal import renew_certificate
 from vhost_operator.provisioning.sites import publish_enabled
 from vhost_operator.resources.models import (
     GROUP,
@@ -75,6 +76,9 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             reason="RetryRefused",
             message=f"retry is only accepted for Failed hosts; this one is {phase}",
         )
+    elif action == Action.RENEW and context.certificates is not None:
+        status = await renew_certificate(host, context.certificates, recorder, clock=utc_now)
+        logger.info("VirtualHost %s: renewal ended %s", host.name, status.phase)
     elif action == Action.OBSERVE:
         if context.settings.nginx_enabled:
             await publish_enabled(host, context.objects, context.settings)

@@ -26,3 +26,13 @@ class VirtualHostApi:
             )
 
         await call(send, what=f"writing status of VirtualHost {name}")
+
+    async def annotate(self, name: str, annotations: dict[str, str]) -> None:
+        patch = {"metadata": {"annotations": annotations}}
+
+        def send() -> Any:
+            return self._objects.patch_cluster_custom_object(
+                GROUP, VERSION, VIRTUALHOSTS, name, patch
+            )
+
+        await call(send, what=f"annotating VirtualHost {name}")

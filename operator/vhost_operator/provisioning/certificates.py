@@ -101,6 +101,12 @@ class CertificateStep:
         reusable = self._reusable(current, host)
         if reusable is not None:
             return StepOutcome(message="current certificate kept", certificate=reusable)
+        return await self.renew(host)
+
+    async def renew(self, host: VirtualHost) -> StepOutcome:
+        """Order a new certificate even if the current one is still good. The current Secret
+        keeps serving until the new pair, checked against each other, replaces it."""
+        namespace = self._settings.nginx_namespace
         key, order_url = await self._next_key(host)
         await self._account.ensure_registered()
         issued = await self._issue(host, key, order_url)

@@ -102,7 +102,7 @@ async def run_chain(
             "observed_retry": host.retry_request,
         }
     )
-    status = _with_conditions(status, host, clock())
+    status = with_conditions(status, host, clock())
     for index, step in enumerate(steps):
         entry = status.chain[index]
         if entry.state == StepState.SUCCEEDED:
@@ -115,7 +115,7 @@ async def run_chain(
             outcome = await step.run(host.model_copy(update={"status": status}))
         except VhostOperatorError as failure:
             status = _failed(status, index, str(failure), clock())
-            status = _with_conditions(status, host, clock())
+            status = with_conditions(status, host, clock())
             await recorder.write_status(host, status)
             await recorder.event(
                 host, warning=True, reason="StepFailed", message=f"{step.name}: {failure}"
@@ -132,7 +132,7 @@ async def run_chain(
             status = status.model_copy(update={"certificate": outcome.certificate})
         await recorder.event(host, warning=False, reason="StepSucceeded", message=step.name)
     status = status.model_copy(update={"phase": Phase.READY})
-    status = _with_conditions(status, host, clock())
+    status = with_conditions(status, host, clock())
     await recorder.write_status(host, status)
     await recorder.event(
         host, warning=False, reason="Ready", message=f"{host.spec.hostname} is ready"
@@ -160,7 +160,7 @@ def _failed(
     )
 
 
-def _with_conditions(
+def with_conditions(
     status: VirtualHostStatus, host: VirtualHost, now: datetime
 ) -> VirtualHostStatus:
     """Derive the Ready, Provisioned and CertificateValid conditions from the phase."""

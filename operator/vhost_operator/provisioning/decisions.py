@@ -14,6 +14,8 @@ class Action(enum.Enum):
     """A Failed host whose retry annotation changed: run the whole chain again."""
     REFUSE_RETRY = "refuse-retry"
     """The retry annotation changed on a host that is not Failed: record it, do nothing else."""
+    RENEW = "renew"
+    """A Ready host with a new renewal request (from the scanner): order a new certificate."""
     OBSERVE = "observe"
     """Only the generation moved (e.g. domains edited): record observedGeneration."""
     NOTHING = "nothing"
@@ -28,4 +30,9 @@ def decide(host: VirtualHost) -> Action:
         return Action.RETRY if status.phase == Phase.FAILED else Action.REFUSE_RETRY
     if status.observed_generation != host.generation:
         return Action.OBSERVE
+    renewal_requested = (
+        host.renewal_request is not None and host.renewal_request != status.observed_renewal
+    )
+    if renewal_requested and status.phase == Phase.READY:
+        return Action.RENEW
     return Action.NOTHING

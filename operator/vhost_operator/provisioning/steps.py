@@ -14,9 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-from vhost_operator.acme import ChallengeStore
 from vhost_operator.kube.objects import NamespacedObjects
-from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
+from vhost_operator.provisioning.certificates import CertificateStep
 from vhost_operator.provisioning.chain import Step, StepFailed, StepOutcome
 from vhost_operator.provisioning.sites import BootstrapStep, FinalStep
 from vhost_operator.resources.models import VirtualHost
@@ -59,8 +58,7 @@ class StepServices:
 
     settings: Settings
     objects: NamespacedObjects
-    challenges: ChallengeStore
-    account: AcmeAccount | None
+    certificate: CertificateStep | None
     """``None`` when ACME is disabled."""
 
 
@@ -71,9 +69,9 @@ def plan_steps(services: StepServices) -> list[Step]:
     if settings.nginx_enabled:
         steps.append(BootstrapStep(objects, settings))
     if settings.acme_enabled:
-        if services.account is None:
-            raise ValueError("ACME is enabled but no ACME account was given")
-        steps.append(CertificateStep(services.account, services.challenges, objects, settings))
+        if services.certificate is None:
+            raise ValueError("ACME is enabled but no certificate step was given")
+        steps.append(services.certificate)
     if settings.nginx_enabled:
         steps.append(FinalStep(objects, settings))
     if steps:

@@ -21,6 +21,8 @@ VERSION = "v1alpha1"
 VIRTUALHOSTS = "virtualhosts"
 MAILDOMAINS = "maildomains"
 RETRY_ANNOTATION = f"{GROUP}/retry"
+RENEW_ANNOTATION = f"{GROUP}/renew"
+"""Set by the renewal scanner (any new value asks for a renewal); users may set it too."""
 
 
 class _WireModel(BaseModel):
@@ -128,6 +130,8 @@ class VirtualHostStatus(_WireModel):
     observed_generation: int | None = None
     observed_retry: str | None = None
     """The retry annotation value last acted on (or refused), so each value is handled once."""
+    observed_renewal: str | None = None
+    """The renew annotation value last acted on."""
 
     def to_merge_patch(self) -> dict[str, Any]:
         """The status as a JSON merge patch: fields that are unset now are removed explicitly
@@ -178,3 +182,7 @@ class VirtualHost(_WireModel):
     @property
     def retry_request(self) -> str | None:
         return self.annotations.get(RETRY_ANNOTATION)
+
+    @property
+    def renewal_request(self) -> str | None:
+        return self.annotations.get(RENEW_ANNOTATION)

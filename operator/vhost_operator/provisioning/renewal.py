@@ -1,0 +1,183 @@
+"""Certificate renewal: which hosts are due, and the scanner that asks for their renewal.
+
+The scanner reads an in-memory view of every host (kept current by the watch), so a scan of
+10,000 hosts costs no API call at all; only a host that is due gets one write, the request that
+makes its own handler renew it. Requests are paced (``renewal_spacing``) so that thousands of
+hosts issued together on a migration day are not renewed in one burst on the same day later.
+Disabled hosts are skipped: nginx does not serve their challenge, so a renewal would fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import Protocol
+
+from vhost_operator.errors import VhostOperatorError
+from vhost_operator.provisioning.chain import ChainRecorder, StepOutcome, with_conditions
+from vhost_operator.resources.conditions import set_condition
+from vhost_operator.resources.models import (
+    ConditionStatus,
+    Phase,
+    StepError,
+    VirtualHost,
+    VirtualHostStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenewalCandidate:
+    """What the scanner needs to know of a host that holds a certificate."""
+
+    name: str
+    enabled: bool
+    phase: Phase | None
+    renewal_time: datetime
+    not_after: datetime
+    requested: str | None
+    """The renewal request already pending on the host, if any."""
+
+    @classmethod
+    def of(cls, host: VirtualHost) -> RenewalCandidate | None:
+        certificate = host.status.certificate
+        if certificate is None:
+            return None
+        pending = host.renewal_request
+        if pending is not None and pending == host.status.observed_renewal:
+            pending = None
+        return cls(
+            name=host.name,
+            enabled=host.spec.enabled,
+            phase=host.status.phase,
+            renewal_time=certificate.renewal_time,
+            not_after=certificate.not_after,
+            requested=pending,
+        )
+
+
+def due_for_renewal(
+    candidates: Iterable[RenewalCandidate], now: datetime
+) -> list[RenewalCandidate]:
+    """Enabled, Ready hosts past their renewal time with no request pending, earliest first."""
+    due = [
+        c
+        for c in candidates
+        if c.enabled and c.phase == Phase.READY and c.renewal_time <= now and c.requested is None
+    ]
+    return sorted(due, key=lambda c: c.renewal_time)
+
+
+RequestRenewal = Callable[[str, datetime], Awaitable[None]]
+
+
+async def scan_once(
+    candidates: Iterable[RenewalCandidate],
+    request_renewal: RequestRenewal,
+    *,
+    now: datetime,
+    spacing: float,
+) -> int:
+    """Ask each due host for a renewal, ``spacing`` seconds apart; return how many were asked."""
+    due = due_for_renewal(candidates, now)
+    for index, candidate in enumerate(due):
+        if index:
+            await asyncio.sleep(spacing)
+        try:
+            await request_renewal(candidate.name, now)
+        except Exception:  # one host's API error must not stop the others' renewals
+            logger.exception("could not request the renewal of VirtualHost %s", candidate.name)
+    if due:
+        logger.info("renewal scan: %d host(s) due", len(due))
+    return len(due)
+
+
+async def run_scanner(
+    candidates: Callable[[], Iterable[RenewalCandidate]],
+    request_renewal: RequestRenewal,
+    *,
+    interval: float,
+    spacing: float,
+    clock: Callable[[], datetime],
+) -> None:
+    """Scan every ``interval`` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        await scan_once(list(candidates()), request_renewal, now=clock(), spacing=spacing)
+
+
+RENEWAL_CONDITION = "CertificateRenewal"
+"""Condition on the outcome of the last renewal: a failed one leaves the host Ready and serving
+its current certificate, so the phase alone would hide it."""
+
+
+class CertificateRenewer(Protocol):
+    async def renew(self, host: VirtualHost) -> StepOutcome: ...
+
+
+async def renew_certificate(
+    host: VirtualHost,
+    renewer: CertificateRenewer,
+    recorder: ChainRecorder,
+    *,
+    clock: Callable[[], datetime],
+) -> VirtualHostStatus:
+    """Renew ``host``'s certificate on request. A failure keeps the current certificate (and the
+    host Ready) unless that certificate has expired, which makes the host Failed."""
+    status = host.status.model_copy(update={"observed_renewal": host.renewal_request})
+    try:
+        outcome = await renewer.renew(host.model_copy(update={"status": status}))
+    except VhostOperatorError as failure:
+        status = _renewal_failed(status, host, str(failure), clock())
+        await recorder.write_status(host, status)
+        await recorder.event(host, warning=True, reason="RenewalFailed", message=str(failure))
+        return status
+    now = clock()
+    status = status.model_copy(update={"certificate": outcome.certificate})
+    status = with_conditions(status, host, now)
+    status = _renewal_condition(status, host, ConditionStatus.TRUE, "Renewed", outcome.message, now)
+    await recorder.write_status(host, status)
+    await recorder.event(host, warning=False, reason="Renewed", message=outcome.message)
+    return status
+
+
+def _renewal_failed(
+    status: VirtualHostStatus, host: VirtualHost, message: str, now: datetime
+) -> VirtualHostStatus:
+    expired = status.certificate is None or status.certificate.not_after <= now
+    update: dict[str, object] = {
+        "failed_attempts": status.failed_attempts + 1,
+        "last_failure_time": now,
+    }
+    if expired:
+        update |= {
+            "phase": Phase.FAILED,
+            "error": StepError(step="certificate", message=message, at=now),
+        }
+    status = status.model_copy(update=update)
+    status = with_conditions(status, host, now)
+    return _renewal_condition(status, host, ConditionStatus.FALSE, "RenewalFailed", message, now)
+
+
+def _renewal_condition(
+    status: VirtualHostStatus,
+    host: VirtualHost,
+    state: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> VirtualHostStatus:
+    conditions = set_condition(
+        status.conditions,
+        type=RENEWAL_CONDITION,
+        status=state,
+        reason=reason,
+        message=message,
+        now=now,
+        observed_generation=host.generation,
+    )
+    return status.model_copy(update={"conditions": conditions})

@@ -1,0 +1,156 @@
+"""Which hosts the renewal scanner asks to renew, and what a renewal writes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from vhost_operator.errors import VhostOperatorError
+from vhost_operator.provisioning.chain import StepOutcome
+from vhost_operator.provisioning.renewal import (
+    RenewalCandidate,
+    due_for_renewal,
+    renew_certificate,
+    scan_once,
+)
+from vhost_operator.resources.models import (
+    RENEW_ANNOTATION,
+    CertificateStatus,
+    Phase,
+    VirtualHost,
+    VirtualHostSpec,
+    VirtualHostStatus,
+)
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def candidate(
+    name: str,
+    *,
+    due_in: float,
+    enabled: bool = True,
+    phase: Phase = Phase.READY,
+    requested: str | None = None,
+) -> RenewalCandidate:
+    renewal = NOW + timedelta(hours=due_in)
+    return RenewalCandidate(
+        name=name,
+        enabled=enabled,
+        phase=phase,
+        renewal_time=renewal,
+        not_after=renewal + timedelta(days=20),
+        requested=requested,
+    )
+
+
+def test_only_enabled_ready_hosts_past_their_time_are_due() -> None:
+    hosts = [
+        candidate("late", due_in=-5),
+        candidate("early", due_in=5),
+        candidate("disabled", due_in=-5, enabled=False),
+        candidate("failed", due_in=-5, phase=Phase.FAILED),
+        candidate("already-asked", due_in=-5, requested="t"),
+        candidate("later", due_in=-1),
+    ]
+    assert [c.name for c in due_for_renewal(hosts, NOW)] == ["late", "later"]
+
+
+def test_a_scan_of_ten_thousand_hosts_not_due_writes_nothing() -> None:
+    requests: list[str] = []
+
+    async def request(name: str, now: datetime) -> None:
+        requests.append(name)
+
+    hosts = [candidate(f"h{i}", due_in=1 + i % 500) for i in range(10_000)]
+    asked = asyncio.run(scan_once(hosts, request, now=NOW, spacing=0))
+    assert asked == 0 and requests == []
+
+
+def test_a_scan_asks_each_due_host_once_in_order() -> None:
+    requests: list[str] = []
+
+    async def request(name: str, now: datetime) -> None:
+        requests.append(name)
+
+    hosts = [candidate("b", due_in=-1), candidate("a", due_in=-2), candidate("c", due_in=3)]
+    asyncio.run(scan_once(hosts, request, now=NOW, spacing=0))
+    assert requests == ["a", "b"]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.status: VirtualHostStatus | None = None
+
+    async def write_status(self, host: VirtualHost, status: VirtualHostStatus) -> None:
+        self.status = status
+
+    async def event(self, host: VirtualHost, *, warning: bool, reason: str, message: str) -> None:
+        self.events.append(reason)
+
+
+class Renewer:
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+
+    async def renew(self, host: VirtualHost) -> StepOutcome:
+        if self.fails:
+            raise VhostOperatorError("the CA is down")
+        return StepOutcome(message="renewed", certificate=certificate(NOW, days=90))
+
+
+def certificate(start: datetime, *, days: int) -> CertificateStatus:
+    return CertificateStatus(
+        secret_name="s",
+        not_before=start,
+        not_after=start + timedelta(days=days),
+        serial="ab",
+        renewal_time=start + timedelta(days=days * 2 // 3),
+    )
+
+
+def host_with(cert: CertificateStatus) -> VirtualHost:
+    return VirtualHost(
+        name="h",
+        uid="u",
+        generation=1,
+        annotations={RENEW_ANNOTATION: "r1"},
+        spec=VirtualHostSpec(hostname="h.example.com"),
+        status=VirtualHostStatus(phase=Phase.READY, certificate=cert, observed_generation=1),
+    )
+
+
+def test_a_failed_renewal_keeps_the_host_ready_while_its_certificate_is_valid() -> None:
+    recorder = Recorder()
+    current = certificate(NOW - timedelta(days=80), days=90)
+    status = asyncio.run(
+        renew_certificate(host_with(current), Renewer(True), recorder, clock=lambda: NOW)
+    )
+    assert status.phase == Phase.READY and status.certificate == current
+    assert status.observed_renewal == "r1" and status.failed_attempts == 1
+    renewal = next(c for c in status.conditions if c.type == "CertificateRenewal")
+    assert renewal.status.value == "False" and renewal.message == "the CA is down"
+    assert recorder.events == ["RenewalFailed"]
+
+
+def test_a_failed_renewal_of_an_expired_certificate_fails_the_host() -> None:
+    expired = certificate(NOW - timedelta(days=100), days=90)
+    status = asyncio.run(
+        renew_certificate(host_with(expired), Renewer(True), Recorder(), clock=lambda: NOW)
+    )
+    assert status.phase == Phase.FAILED
+    assert status.error is not None and status.error.step == "certificate"
+
+
+def test_a_renewal_records_the_new_certificate() -> None:
+    status = asyncio.run(
+        renew_certificate(
+            host_with(certificate(NOW - timedelta(days=80), days=90)),
+            Renewer(False),
+            Recorder(),
+            clock=lambda: NOW,
+        )
+    )
+    assert status.certificate == certificate(NOW, days=90)
+    assert {c.type: c.status.value for c in status.conditions}["CertificateRenewal"] == "True"
