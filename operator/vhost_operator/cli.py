@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
 import kopf
@@ -19,10 +18,8 @@ def run(settings: Settings, *, verbose: bool) -> None:
     if settings.webhook_enabled:
         vhost_operator.handlers.enable_admission()
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=verbose, log_format=log_format)
     context = build_context(settings)
     kopf.run(
         clusterwide=True,

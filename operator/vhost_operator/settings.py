@@ -7,6 +7,7 @@ checked against this class by a test, so a new setting must be documented there 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -126,3 +127,10 @@ class Settings(BaseSettings):
 
     liveness_port: int = Field(default=8080, ge=1, le=65535)
     """Port of the ``/healthz`` liveness endpoint kopf serves."""
+
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Port of the Prometheus ``/metrics`` endpoint; 0 turns it off."""
+
+    log_format: Literal["text", "json"] = "text"
+    """``json`` writes one JSON object per log line (with the object's name for object logs),
+    for log pipelines; ``text`` is for people."""

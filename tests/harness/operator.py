@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.harness.processes import ManagedProcess, free_port, http_ok
@@ -16,6 +17,7 @@ class OperatorProcess:
         self.workdir = workdir
         self.settings = settings
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
         self._process: ManagedProcess | None = None
         self.log_path = workdir / "operator.log"
 
@@ -23,6 +25,7 @@ class OperatorProcess:
         env = {
             "KUBECONFIG": str(self.kubeconfig),
             "VHOST_OPERATOR_LIVENESS_PORT": str(self.liveness_port),
+            "VHOST_OPERATOR_METRICS_PORT": str(self.metrics_port),
             **self.settings,
         }
         argv = [sys.executable, "-m", "vhost_operator", "run", "--verbose"]
@@ -33,6 +36,13 @@ class OperatorProcess:
             what="liveness endpoint",
         )
         return self
+
+    def metrics(self) -> str:
+        """The operator's ``/metrics`` page, as Prometheus would scrape it."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+            return text
 
     def kill(self) -> None:
         assert self._process is not None

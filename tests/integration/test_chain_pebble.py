@@ -50,7 +50,7 @@ def verify_chain(chain_pem: bytes, root_pem: bytes, hostname: str) -> x509.Certi
 def test_host_goes_pending_to_ready_with_a_verified_certificate(
     cluster: Cluster, start_operator: OperatorFactory, pebble: Pebble, tmp_path: Path
 ) -> None:
-    start_operator()
+    operator = start_operator()
     started = time.monotonic()
     kube.apply_manifests(cluster, [kube.virtualhost("one", "one.example.com")], tmp_path)
     ready = wait_for(cluster, "vh", "one", settled, what="Ready or Failed", timeout=60)
@@ -90,6 +90,15 @@ def test_host_goes_pending_to_ready_with_a_verified_certificate(
     assert "ssl_certificate /etc/nginx/vhost-operator/certs/one.example.com/tls.crt;" in config
     assert "location ^~ /.well-known/acme-challenge/" in config
     print(f"\napply -> Ready for 1 host: {elapsed:.2f}s")
+
+    scraped = operator.metrics()
+    assert 'vhost_operator_virtualhosts{phase="Ready"} 1.0' in scraped
+    assert 'vhost_operator_acme_orders_total{outcome="issued"} 1.0' in scraped
+    assert (
+        'vhost_operator_step_duration_seconds_count{result="succeeded",step="certificate"} 1.0'
+        in scraped
+    )
+    assert 'vhost_operator_certificate_expiry_timestamp_seconds{virtualhost="one"}' in scraped
 
 
 def test_fifty_hosts_at_once(

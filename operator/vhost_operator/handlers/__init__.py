@@ -7,9 +7,9 @@ handlers but no webhook server).
 
 import importlib
 
-from vhost_operator.handlers import lifecycle, renewal, virtualhosts
+from vhost_operator.handlers import lifecycle, observability, renewal, virtualhosts
 
-__all__ = ["enable_admission", "lifecycle", "renewal", "virtualhosts"]
+__all__ = ["enable_admission", "lifecycle", "observability", "renewal", "virtualhosts"]
 
 
 def enable_admission() -> None:

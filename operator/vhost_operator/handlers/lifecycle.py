@@ -14,8 +14,10 @@ import kopf
 from vhost_operator.acme import ChallengeResponder
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.handlers.context import context_of
+from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
+from vhost_operator.metrics import HostView
 from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.resources.models import GROUP
 from vhost_operator.settings import Settings
@@ -51,6 +53,7 @@ async def start(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
     renewal_candidates: kopf.Index[str, RenewalCandidate] | None = None,
+    host_views: kopf.Index[str, HostView] | None = None,
     **_: Any,
 ) -> None:
     global _responder, _scanner
@@ -59,6 +62,9 @@ async def start(
         concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
     )
     context = context_of(memo)
+    if context.settings.metrics_port:
+        assert host_views is not None, "the host index is registered in handlers"
+        serve_metrics(context.settings.metrics_port, host_views)
     if context.settings.webhook_enabled:
         serve_admission(settings, context.settings)
     if context.settings.acme_enabled:

@@ -25,7 +25,9 @@ from vhost_operator.acme import (
     self_checker,
 )
 from vhost_operator.acme.client import ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.errors import VhostOperatorError
 from vhost_operator.kube.objects import SecretData
+from vhost_operator.metrics import ACME_ORDERS
 from vhost_operator.provisioning.chain import StepFailed, StepOutcome, utc_now
 from vhost_operator.resources import labels
 from vhost_operator.resources.models import CertificateStatus, VirtualHost
@@ -179,10 +181,20 @@ class CertificateStep:
             manifest = self._next_key_manifest(host, url)
             await self._secrets.apply_secret(namespace, manifest, {"tls.key": key})
 
+        try:
+            issued = await self._order(host, key, order_url, remember_order)
+        except VhostOperatorError as failure:
+            ACME_ORDERS.labels(type(failure).__name__).inc()
+            raise
+        ACME_ORDERS.labels("issued").inc()
+        return issued
+
+    async def _order(
+        self, host: VirtualHost, key: bytes, order_url: str | None, remember_order: OrderHook
+    ) -> IssuedCertificate:
         check: ChallengeHook | None = None
         if self._settings.self_check_enabled:
             check = self_checker(host.spec.hostname, self._settings.self_check_address)
-        on_created: OrderHook = remember_order
         try:
             return await self._account.client.issue(
                 host.spec.hostname,
@@ -191,7 +203,7 @@ class CertificateStep:
                 unpublish=self._challenges.unpublish,
                 self_check=check,
                 order_url=order_url,
-                on_order_created=on_created,
+                on_order_created=remember_order,
             )
         except KeyMaterialError as error:
             raise StepFailed(f"the stored private key is unusable: {error}") from error

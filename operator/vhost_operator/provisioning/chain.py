@@ -10,11 +10,13 @@ failures write identical status and so do not wake the watch loop again.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 from vhost_operator.errors import VhostOperatorError
+from vhost_operator.metrics import STEP_DURATION
 from vhost_operator.resources import conditions
 from vhost_operator.resources.conditions import set_condition
 from vhost_operator.resources.models import (
@@ -111,9 +113,11 @@ async def run_chain(
             update={"state": StepState.RUNNING, "started_at": clock(), "finished_at": None}
         )
         await recorder.write_status(host, status)
+        started = time.monotonic()
         try:
             outcome = await step.run(host.model_copy(update={"status": status}))
         except VhostOperatorError as failure:
+            STEP_DURATION.labels(step.name, "failed").observe(time.monotonic() - started)
             status = _failed(status, index, str(failure), clock())
             status = with_conditions(status, host, clock())
             await recorder.write_status(host, status)
@@ -121,6 +125,7 @@ async def run_chain(
                 host, warning=True, reason="StepFailed", message=f"{step.name}: {failure}"
             )
             return status
+        STEP_DURATION.labels(step.name, "succeeded").observe(time.monotonic() - started)
         status.chain[index] = status.chain[index].model_copy(
             update={
                 "state": StepState.SUCCEEDED,

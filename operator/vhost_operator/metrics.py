@@ -1,0 +1,74 @@
+"""The operator's Prometheus metrics. In-memory counters only; ``/metrics`` is served by
+:func:`serve` (started with the operator, on ``settings.metrics_port``).
+
+Per-host gauges (phase counts, certificate expiry) are not updated on events: a collector reads
+them from the operator's in-memory index when Prometheus scrapes, so thousands of hosts cost
+nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "vhost_operator"
+
+STEP_DURATION = Histogram(
+    f"{PREFIX}_step_duration_seconds",
+    "Duration of provisioning steps, by step and result (succeeded, failed).",
+    ["step", "result"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+ACME_ORDERS = Counter(
+    f"{PREFIX}_acme_orders_total",
+    "ACME issuances and renewals, by outcome (issued, or the error class that ended them).",
+    ["outcome"],
+)
+RENEWAL_REQUESTS = Counter(
+    f"{PREFIX}_renewal_requests_total",
+    "Renewals the scanner asked for.",
+)
+
+
+class HostView:
+    """One host as the scrape-time collector sees it."""
+
+    def __init__(self, name: str, phase: str, not_after_timestamp: float | None) -> None:
+        self.name = name
+        self.phase = phase
+        self.not_after_timestamp = not_after_timestamp
+
+
+class HostCollector(Collector):
+    """Hosts by phase and each certificate's expiry, read from memory at scrape time."""
+
+    def __init__(self, hosts: Callable[[], Iterable[HostView]]) -> None:
+        self._hosts = hosts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        phases = GaugeMetricFamily(
+            f"{PREFIX}_virtualhosts", "VirtualHosts by phase.", labels=["phase"]
+        )
+        expiry = GaugeMetricFamily(
+            f"{PREFIX}_certificate_expiry_timestamp_seconds",
+            "When each host's certificate expires (Unix time).",
+            labels=["virtualhost"],
+        )
+        counts = {"Pending": 0, "Ready": 0, "Failed": 0}
+        for host in self._hosts():
+            counts[host.phase] = counts.get(host.phase, 0) + 1
+            if host.not_after_timestamp is not None:
+                expiry.add_metric([host.name], host.not_after_timestamp)
+        for phase, count in sorted(counts.items()):
+            phases.add_metric([phase], count)
+        yield phases
+        yield expiry
+
+
+def serve(port: int, hosts: Callable[[], Iterable[HostView]]) -> None:
+    """Start the ``/metrics`` endpoint (a daemon thread) with the per-host collector."""
+    REGISTRY.register(HostCollector(hosts))
+    start_http_server(port)
