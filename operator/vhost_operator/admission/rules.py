@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from vhost_operator.resources.hostnames import hostname_problem
 from vhost_operator.resources.models import RETRY_ANNOTATION, Phase, VirtualHostSpec
+from vhost_operator.tenancy.themes import check_color, check_logo_url
 
 INVALID = 422
 CONFLICT = 409
@@ -82,11 +83,26 @@ def _check_hostname(value: str, *, what: str) -> None:
 
 def _check_spec(spec: Mapping[str, Any]) -> None:
     try:
-        VirtualHostSpec.model_validate(dict(spec))
+        parsed = VirtualHostSpec.model_validate(dict(spec))
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise Refusal(f"spec.{where}: {first['msg']}", INVALID) from error
+    _check_theme(parsed)
+
+
+def _check_theme(spec: VirtualHostSpec) -> None:
+    """The gate's allow-lists, so a value the gate would drop is refused at ``kubectl apply``."""
+    checks = (
+        ("colors", spec.theme.colors.to_wire(), check_color),
+        ("logos", spec.theme.logos.to_wire(), check_logo_url),
+    )
+    for group, values, check in checks:
+        for field, value in values.items():
+            try:
+                check(value)
+            except ValueError as error:
+                raise Refusal(f"spec.theme.{group}.{field}: {error}", INVALID) from None
 
 
 def _check_retry(new: Body, old: Body, *, name: str) -> None:

@@ -1,0 +1,94 @@
+"""The webhook's rules, object in, refusal out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
+
+
+def vh(
+    hostname: str, *, phase: str | None = None, retry: str | None = None, **spec: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"metadata": {"annotations": {}}, "spec": {"hostname": hostname, **spec}}
+    if retry is not None:
+        body["metadata"]["annotations"]["vhost-operator.io/retry"] = retry
+    if phase is not None:
+        body["status"] = {"phase": phase}
+    return body
+
+
+def refusal(call: Any) -> Refusal:
+    with pytest.raises(Refusal) as caught:
+        call()
+    return caught.value
+
+
+def test_a_valid_host_passes() -> None:
+    review_virtualhost(vh("mail.example.com"), None, name="m", hostname_owners=["m"])
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (vh("Mail.Example.com"), "must be lowercase (use 'mail.example.com')"),
+        (vh("mail..example.com"), "not a valid hostname"),
+        (vh("a.example.com", theme={"colors": {"primary": "red"}}), "spec.theme.colors.primary"),
+        (
+            vh("a.example.com", theme={"logos": {"login": 'https://x.example/a.svg" onload="'}}),
+            "spec.theme.logos.login",
+        ),
+        (vh("a.example.com", theme={"logos": {"menu": "http://x.example/a.svg"}}), "https://"),
+    ],
+)
+def test_invalid_hosts_are_refused_with_422(body: dict[str, Any], fragment: str) -> None:
+    refused = refusal(lambda: review_virtualhost(body, None, name="x", hostname_owners=[]))
+    assert refused.code == 422 and fragment in refused.message
+
+
+def test_a_taken_hostname_is_a_conflict() -> None:
+    refused = refusal(
+        lambda: review_virtualhost(vh("a.example.com"), None, name="b", hostname_owners=["a"])
+    )
+    assert refused.code == 409
+    assert refused.message == "hostname a.example.com is already used by VirtualHost a"
+
+
+def test_the_hostname_is_immutable() -> None:
+    refused = refusal(
+        lambda: review_virtualhost(
+            vh("b.example.com"), vh("a.example.com"), name="a", hostname_owners=[]
+        )
+    )
+    assert refused.code == 422 and "immutable" in refused.message
+
+
+@pytest.mark.parametrize("phase", ["Ready", "Pending", None])
+def test_retry_on_a_host_that_is_not_failed_is_a_conflict(phase: str | None) -> None:
+    old = vh("a.example.com", phase=phase)
+    new = vh("a.example.com", phase=phase, retry="1")
+    refused = refusal(lambda: review_virtualhost(new, old, name="a", hostname_owners=["a"]))
+    assert refused.code == 409 and f"is {phase or 'Pending'}" in refused.message
+
+
+def test_retry_on_a_failed_host_passes_and_other_edits_are_not_retries() -> None:
+    failed = vh("a.example.com", phase="Failed")
+    review_virtualhost(
+        vh("a.example.com", phase="Failed", retry="1"), failed, name="a", hostname_owners=["a"]
+    )
+    ready = vh("a.example.com", phase="Ready", retry="1")
+    review_virtualhost(
+        vh("a.example.com", phase="Ready", retry="1", enabled=False),
+        ready,
+        name="a",
+        hostname_owners=["a"],
+    )
+
+
+def test_a_domain_is_described_once() -> None:
+    body = {"spec": {"name": "example.com", "virtualHost": "mail.example.com"}}
+    review_maildomain(body, name="example-com", domain_owners=["example-com"])
+    refused = refusal(lambda: review_maildomain(body, name="other", domain_owners=["example-com"]))
+    assert refused.code == 409 and "MailDomain example-com" in refused.message
