@@ -38,9 +38,11 @@ def _describe(error: ApiException) -> str:
     return f"Kubernetes API answered {error.status} {reason}"
 
 
-async def call(function: Callable[[], T], *, what: str) -> T:
+async def call(
+    function: Callable[[], T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS
+) -> T:
     """Run one blocking API call in a thread; retry transient failures, then map the error."""
-    for delay in (*RETRY_DELAYS, None):
+    for delay in (*delays, None):
         try:
             return await asyncio.to_thread(function)
         except ApiException as error:
