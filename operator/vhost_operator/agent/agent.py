@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vhost_operator.agent import files
-from vhost_operator.agent.apply import BaselineRejected, Outcome, Undo, apply_batch
+from vhost_operator.agent.apply import BaselineRejected, Outcome, Undo, apply_batch, quarantine
 from vhost_operator.agent.desired import (
     DesiredState,
     SiteRequest,
@@ -32,7 +32,18 @@ from vhost_operator.agent.desired import (
 )
 from vhost_operator.agent.metrics import AgentStats, serve
 from vhost_operator.agent.nginx import ConfigRejected, NginxControl, NginxError, ReloadFailed
-from vhost_operator.agent.plan import Change, DiskState, plan, report, report_patch, summary
+from vhost_operator.agent.plan import (
+    Change,
+    DiskState,
+    Symlink,
+    enabled_path,
+    link_target,
+    plan,
+    report,
+    report_patch,
+    site_operations,
+    summary,
+)
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.kube.watching import WatchEvent
@@ -46,14 +57,9 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """Seconds before retrying a batch after consecutive failures (nginx down, API unreachable);
 the last one repeats."""
 
-MISSING_SECRET_GRACE = 10.0
-"""Seconds a ConfigMap may name a TLS Secret the agent has not seen before that is reported as
-an error: the two watches are independent streams, so the Secret, written first, may still
-arrive a moment after the ConfigMap."""
-
 REPORT_CONCURRENCY = 10
-"""Annotation patches in flight at once: 200 hosts reported in a fraction of a second without
-flooding the API server."""
+"""Annotation patches in flight at once: a burst of hundreds of hosts is reported in a second or
+two without flooding the API server."""
 
 
 class EventSource(Protocol):
@@ -118,8 +124,10 @@ class DiskWorkspace:
         self._stats = stats
 
     async def apply(self, changes: Sequence[Change]) -> Undo:
-        operations = [operation for change in changes for operation in change.operations]
-        undo = await asyncio.to_thread(files.apply_operations, self._root, operations)
+        groups = [change.operations for change in changes]
+        started = time.monotonic()
+        undo = await asyncio.to_thread(files.apply_changes, self._root, groups)
+        logger.debug("wrote %d hosts (%.2fs)", len(groups), time.monotonic() - started)
 
         async def restore() -> None:
             await asyncio.to_thread(undo.restore)
@@ -128,10 +136,13 @@ class DiskWorkspace:
 
     async def test(self) -> str | None:
         self._stats.nginx_tests_total += 1
+        started = time.monotonic()
         try:
             await self._nginx.test()
         except ConfigRejected as rejection:
             return str(rejection)
+        finally:
+            logger.debug("nginx -t (%.2fs)", time.monotonic() - started)
         return None
 
 
@@ -235,16 +246,71 @@ class NginxAgent:
     async def apply_once(self) -> None:
         """Make disk and nginx match the current state of the watched objects, then report."""
         self.stats.batches_total += 1
+        started = time.monotonic()
         desired = desired_state(self._configmaps.objects.values(), self._secrets.objects)
         self.stats.sites, self.stats.enabled_sites = summary(desired)
+        logger.debug(
+            "desired state: %d sites (%.2fs)", self.stats.sites, time.monotonic() - started
+        )
+        try:
+            try:
+                outcome = await self._apply(desired)
+            except BaselineRejected as error:
+                logger.error("nginx rejects the files on disk as they are (%s); isolating", error)
+                await self._quarantine(desired)
+                outcome = await self._apply(desired)
+        except BaseException:
+            # Part of the batch (or the quarantine) may be on disk already: the next batch must
+            # reload even if it finds nothing to write.
+            self._live = False
+            raise
+        if outcome.accepted:
+            self._live = False
+        self._record(desired, outcome)
+        logger.debug("applied and tested (%.2fs)", time.monotonic() - started)
+        if not self._live:
+            await self._reload(outcome, started)
+        disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
+        patched = await self._report(desired, disk)
+        if patched:
+            logger.info(
+                "annotated %d site ConfigMaps, %.2fs after the batch started",
+                patched,
+                time.monotonic() - started,
+            )
+
+    async def _apply(self, desired: DesiredState) -> Outcome:
+        """Apply what differs; ends with a tested disk state (or raises BaselineRejected)."""
         disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
         changes = plan(desired.sites, disk, keep=self._hosts_to_keep(desired))
-        outcome = await apply_batch(changes, self._workspace)
-        self._record(desired, outcome)
-        if outcome.accepted or not self._live:
-            await self._reload(outcome)
+        if changes:
+            return await apply_batch(changes, self._workspace)
+        if not self._live:
+            # Nothing to write, but nginx is to be reloaded (start-up, or a reload that failed):
+            # nginx -t comes before every reload all the same.
+            failure = await self._workspace.test()
+            if failure is not None:
+                raise BaselineRejected(failure)
+            return Outcome(tests=1)
+        return Outcome()
+
+    async def _quarantine(self, desired: DesiredState) -> None:
+        """Unlink the enabled sites that break nginx (see ``apply.quarantine``); a site whose
+        files are what its ConfigMap asks for is remembered as rejected, so it stays unlinked
+        until its ConfigMap changes."""
         disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
-        await self._report(desired, disk)
+        links = {host: target for host, target in disk.links.items() if target is not None}
+        outcome = await quarantine(links, self._workspace)
+        self._live = False  # unlinked sites: nginx must reload even if nothing else changes
+        disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
+        sites = desired.sites
+        for hostname, message in outcome.rejected.items():
+            self.stats.hosts_rejected_total += 1
+            logger.error("unlinked %s: nginx rejects it: %s", hostname, message)
+            site = sites.get(hostname)
+            relink = (Symlink(enabled_path(hostname), link_target(hostname)),)
+            if site is not None and site_operations(site, disk) == relink:
+                self._rejections[hostname] = Rejection(site.fingerprint, message)
 
     def _hosts_to_keep(self, desired: DesiredState) -> Collection[str]:
         """Held hosts (their ConfigMap cannot be applied now) and hosts whose current version
@@ -281,13 +347,15 @@ class NginxAgent:
                 message,
             )
 
-    async def _reload(self, outcome: Outcome) -> None:
-        self._live = self.stats.ready = False
+    async def _reload(self, outcome: Outcome, started: float) -> None:
+        self._live = False
         try:
             await self._nginx.reload()
         except ReloadFailed:
             self.stats.reload_failures_total += 1
             raise
+        # Ready stays true from here on: a later failed reload leaves nginx serving the last
+        # good config, and flapping readiness would take the whole nginx pod out of service.
         self._live = self.stats.ready = True
         changed = len(outcome.accepted)
         self.stats.reloads_total += 1
@@ -295,17 +363,21 @@ class NginxAgent:
         self.stats.last_reload_hosts = changed
         self.stats.last_reload_timestamp_seconds = time.time()
         logger.info(
-            "nginx reloaded: %d hosts changed, %d rejected, %d nginx -t runs",
+            "nginx reloaded: %d hosts changed, %d rejected, %d nginx -t runs, %.2fs after the "
+            "batch started",
             changed,
             len(outcome.rejected),
             outcome.tests,
+            time.monotonic() - started,
         )
 
     # -- reporting -------------------------------------------------------------------------------
 
-    async def _report(self, desired: DesiredState, disk: DiskState) -> None:
+    async def _report(self, desired: DesiredState, disk: DiskState) -> int:
         """Annotate every ConfigMap whose report changed; raise if any patch failed (the batch
-        is then retried, which reports again)."""
+        is then retried, which reports again). Returns the number of patches."""
+        waiting = {r.configmap for r in desired.requests if r.waiting_for_secret}
+        self._missing_since = {k: v for k, v in self._missing_since.items() if k in waiting}
         patches = []
         errors = 0
         for request in desired.requests:
@@ -332,12 +404,12 @@ class NginxAgent:
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
             raise failures[0]
+        return len(patches)
 
     def _error_for(self, request: SiteRequest) -> tuple[str | None, bool]:
         """Why this ConfigMap's config is not applied (``None``: it is), and whether that is
         known yet (``False`` while a missing Secret may just be late)."""
         if request.site is not None:
-            self._missing_since.pop(request.configmap, None)
             rejection = self._rejections.get(request.site.hostname)
             if rejection and rejection.fingerprint == request.site.fingerprint:
                 return rejection.message, True
@@ -345,7 +417,7 @@ class NginxAgent:
         if request.waiting_for_secret:
             loop = asyncio.get_running_loop()
             since = self._missing_since.setdefault(request.configmap, loop.time())
-            remaining = since + MISSING_SECRET_GRACE - loop.time()
+            remaining = since + self._settings.missing_secret_grace - loop.time()
             if remaining > 0:
                 self._recheck(request.configmap, remaining)
                 return None, False

@@ -2,22 +2,31 @@
 writing files and running ``nginx -t`` are passed in (see :class:`Workspace`).
 
 The whole batch is written and tested at once, which is the common case and costs one
-``nginx -t``. If nginx rejects it, the batch is rolled back to the last good files and the culprits
+``nginx -t``. If nginx rejects it, the batch is rolled back to the last good files, the last good
+state is tested on its own (if nginx rejects that too, no host can be blamed), and the culprits
 are isolated: first the host nginx's message names (its config or certificate path), else by
-halving the failing group. Accepted parts stay on disk as the new last
-good state, so k bad hosts among n cost about k·2·log2(n) tests instead of n. A change rejected
-together with a sibling but accepted alone is accepted: the verdict is always "this host on top of
-everything accepted so far".
+halving the failing group. Accepted parts stay on disk as the new last good state, so a named
+culprit costs two more tests and k unnamed ones among n about k·2·log2(n), instead of n. A change
+rejected together with a sibling but accepted alone is accepted: the verdict is always "this host
+on top of everything accepted so far".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
-from vhost_operator.agent.plan import AVAILABLE_DIR, CERTS_DIR, ENABLED_DIR, Change
+from vhost_operator.agent.plan import (
+    AVAILABLE_DIR,
+    CERTS_DIR,
+    ENABLED_DIR,
+    Change,
+    Remove,
+    Symlink,
+    enabled_path,
+)
 
 Undo = Callable[[], Awaitable[None]]
 
@@ -64,6 +73,37 @@ async def apply_batch(changes: Sequence[Change], workspace: Workspace) -> Outcom
     if baseline_failure is not None:
         raise BaselineRejected(baseline_failure)
     await isolation.isolate(list(changes), failure)
+    return outcome
+
+
+async def quarantine(links: Mapping[str, str], workspace: Workspace) -> Outcome:
+    """Recover from a rejected baseline: find the enabled sites that break it, and unlink them.
+
+    The files on disk should always be a tested state, but an agent killed between writing a
+    batch and rolling it back, or a hand edit, can leave a broken one, and then nginx would not
+    even start again. Every site is unlinked (nginx loads neither its config nor its
+    certificate then); if nginx accepts that, the links (``links``: hostname → target) are put
+    back as one batch, isolating the ones nginx refuses, which stay unlinked. If nginx refuses
+    even no sites at all, its main config is broken: :class:`BaselineRejected`, nothing changed.
+    """
+    hostnames = sorted(links)
+    undo = await workspace.apply(
+        [Change(hostname, (Remove(enabled_path(hostname)),), None) for hostname in hostnames]
+    )
+    try:
+        failure = await workspace.test()
+    except BaseException:
+        await undo()
+        raise
+    if failure is not None:
+        await undo()
+        raise BaselineRejected(f"nginx rejects its configuration even with no site: {failure}")
+    relinks = [
+        Change(hostname, (Symlink(enabled_path(hostname), links[hostname]),), None)
+        for hostname in hostnames
+    ]
+    outcome = await apply_batch(relinks, workspace)
+    outcome.tests += 1
     return outcome
 
 

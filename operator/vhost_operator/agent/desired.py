@@ -125,6 +125,7 @@ def desired_state(configmaps: Iterable[Object], secrets: Mapping[str, Object]) -
 
 
 def site_request(configmap: Object, secrets: Mapping[str, Object]) -> SiteRequest:
+    """What one site ConfigMap asks for; checks run in the order a human would fix them."""
     name = _name(configmap)
     annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
     data: Mapping[str, str] = configmap.get("data") or {}
@@ -145,21 +146,34 @@ def site_request(configmap: Object, secrets: Mapping[str, Object]) -> SiteReques
     if enabled not in ("true", "false"):
         message = f"annotation {labels.ENABLED} must be 'true' or 'false', not {enabled!r}"
         return dataclasses.replace(request, problem=message)
-    certificate: Certificate | None = None
     secret_name = annotations.get(labels.TLS_SECRET)
-    if secret_name:
-        secret = secrets.get(secret_name)
-        if secret is None:
-            message = (
-                f"TLS Secret {secret_name} not found (it must carry the label "
-                f"{labels.COMPONENT}={labels.TLS_COMPONENT})"
-            )
-            return dataclasses.replace(request, problem=message, waiting_for_secret=True)
-        try:
-            certificate = secret_certificate(secret)
-        except KeyMaterialError as error:
-            return dataclasses.replace(request, problem=f"TLS Secret {secret_name}: {error}")
-    site = Site(name, hostname, config, enabled == "true", certificate)
+    if not secret_name:
+        return dataclasses.replace(
+            request, site=Site(name, hostname, config, enabled == "true", None)
+        )
+    return _with_certificate(request, config, enabled == "true", secret_name, secrets)
+
+
+def _with_certificate(
+    request: SiteRequest,
+    config: str,
+    enabled: bool,
+    secret_name: str,
+    secrets: Mapping[str, Object],
+) -> SiteRequest:
+    assert request.hostname is not None
+    secret = secrets.get(secret_name)
+    if secret is None:
+        message = (
+            f"TLS Secret {secret_name} not found (it must carry the label "
+            f"{labels.COMPONENT}={labels.TLS_COMPONENT})"
+        )
+        return dataclasses.replace(request, problem=message, waiting_for_secret=True)
+    try:
+        certificate = secret_certificate(secret)
+    except KeyMaterialError as error:
+        return dataclasses.replace(request, problem=f"TLS Secret {secret_name}: {error}")
+    site = Site(request.configmap, request.hostname, config, enabled, certificate)
     return dataclasses.replace(request, site=site)
 
 

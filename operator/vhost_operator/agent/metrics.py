@@ -39,7 +39,7 @@ class AgentStats:
     synced: bool = False
     """Both watches delivered their first list."""
     ready: bool = False
-    """Synced, and nginx confirmed a reload of what is on disk."""
+    """Synced, and nginx confirmed a reload of what the agent wrote (once: it stays true)."""
 
     def render(self) -> str:
         """The Prometheus text exposition of every field."""

@@ -2,10 +2,12 @@
 
 A reload is SIGHUP to the master process named in the pid file. nginx answers a SIGHUP
 asynchronously: it parses the configuration again and, only if that works, starts new worker
-processes and retires the old ones; if it fails (a port it cannot bind, a file gone since the
-test) it logs the error and keeps running the old configuration. So the agent does not trust the
-signal: it waits until the master has a child process it did not have before, the sign that the
-new configuration is live, and reports a failed reload otherwise. This needs the master's process
+processes and asks the old ones to stop accepting; if it fails (a port it cannot bind, a file gone
+since the test) it logs the error and keeps running the old configuration. So the agent does not
+trust the signal: it waits until the master has a child it did not have before (the new
+configuration runs) and every old worker has exited or retitled itself "shutting down" (it no
+longer accepts, so no client can still get the old configuration), and reports a failed reload
+otherwise. This needs the master's process
 to be visible (same PID namespace: ``shareProcessNamespace: true`` in a pod) and
 ``master_process on`` (nginx's default).
 """
@@ -44,7 +46,7 @@ class NginxControl:
     """``nginx -t`` and confirmed reloads of one nginx master."""
 
     def __init__(
-        self, binary: str, conf: Path, pid_file: Path, *, reload_timeout: float = 10.0
+        self, binary: str, conf: Path, pid_file: Path, *, reload_timeout: float = 30.0
     ) -> None:
         self.binary = binary
         self.conf = conf
@@ -54,8 +56,8 @@ class NginxControl:
     async def test(self) -> None:
         """Run ``nginx -t``; raise :class:`ConfigRejected` with nginx's complaint if it fails.
 
-        ``-e stderr`` keeps nginx from opening its compiled-in error log while it parses (it may
-        not be writable for the agent) and puts its verdict where we read it.
+        ``-e stderr`` (nginx >= 1.19.5) keeps nginx from opening its compiled-in error log while
+        it parses (it may not be writable for the agent) and puts its verdict where we read it.
         """
         argv = [self.binary, "-t", "-q", "-c", str(self.conf), "-e", "stderr"]
         try:
@@ -97,7 +99,7 @@ class NginxControl:
             await asyncio.sleep(_POLL_SECONDS)
             if not Path(f"/proc/{pid}").exists():
                 raise ReloadFailed(f"nginx (pid {pid}) exited during the reload")
-            if children(pid) - before:
+            if children(pid) - before and all(_retired(child) for child in before):
                 return
         raise ReloadFailed(
             f"nginx (pid {pid}) started no new workers within {self.reload_timeout:g}s of the "
@@ -128,6 +130,17 @@ def nginx_complaint(output: str) -> str:
     if lines:
         return "; ".join(lines)
     return " ".join(output.split()) or "nginx -t failed without a message"
+
+
+def _retired(pid: int) -> bool:
+    """Whether an old child no longer accepts connections: it exited, or it is a worker that
+    set its title to "shutting down" (nginx does so right before closing its listening sockets),
+    or it is no worker at all (cache manager and loader never accept connections)."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # gone (or not ours to look at: nothing better to wait for)
+    return b"worker process" not in title or b"shutting down" in title
 
 
 def children(pid: int) -> set[int]:

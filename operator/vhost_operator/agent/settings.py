@@ -46,9 +46,16 @@ class AgentSettings(BaseSettings):
     """Seconds after the first change of a burst by which it is applied even if changes keep
     coming: a steady trickle still gets served within this delay."""
 
-    reload_timeout: float = Field(default=10.0, gt=0)
+    reload_timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for nginx to start new workers after the reload signal before the reload
-    counts as failed (nginx then still runs the old configuration)."""
+    counts as failed (nginx then still runs the old configuration). nginx parses everything
+    again first, which takes seconds with thousands of certificates."""
+
+    missing_secret_grace: float = Field(default=10.0, ge=0)
+    """Seconds a site ConfigMap may name a TLS Secret the agent has not seen before that is
+    reported as its ``apply-error``. The Secret is written first, but the two watches are
+    separate streams, so it can arrive a moment after the ConfigMap; meanwhile the host keeps
+    its previous files."""
 
     health_port: int = Field(default=8081, ge=0, le=65535)
     """Port of ``/healthz`` (liveness), ``/readyz`` (synced and nginx reloaded once) and

@@ -1,0 +1,73 @@
+"""The nginx agent as a real process (``python -m vhost_operator nginx-agent``), next to a real
+nginx, as it runs as a sidecar in a cluster."""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.harness.nginx import NginxServer
+from tests.harness.processes import ManagedProcess, free_port, http_ok
+
+
+class AgentProcess:
+    """Starts the agent for ``nginx`` against a kubeconfig, watching ``namespace``."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        nginx: NginxServer,
+        namespace: str,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.health_port = free_port()
+        self.log_path = workdir / "nginx-agent.log"
+        self.settings = {
+            "VHOST_AGENT_NAMESPACE": namespace,
+            "VHOST_AGENT_ROOT_DIR": str(nginx.root),
+            "VHOST_AGENT_NGINX_BINARY": nginx.binary,
+            "VHOST_AGENT_NGINX_CONF": str(nginx.conf),
+            "VHOST_AGENT_NGINX_PID_FILE": str(nginx.pid_file),
+            "VHOST_AGENT_HEALTH_PORT": str(self.health_port),
+            **(settings or {}),
+        }
+        self._process: ManagedProcess | None = None
+
+    def start(self) -> AgentProcess:
+        env = {"KUBECONFIG": str(self.kubeconfig), **self.settings}
+        argv = [sys.executable, "-m", "vhost_operator", "nginx-agent", "--verbose"]
+        self._process = ManagedProcess("nginx-agent", argv, self.log_path, env)
+        # Ready: both watches listed and nginx confirmed a reload of what the agent wrote.
+        self._process.wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{self.health_port}/readyz"),
+            timeout=60,
+            what="readiness",
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+    def metrics(self) -> dict[str, float]:
+        """The agent's ``/metrics``, name → value."""
+        url = f"http://127.0.0.1:{self.health_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def reloads(self) -> int:
+        return int(self.metrics()["vhost_agent_reloads_total"])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,434 @@
+"""The nginx agent's pure layers: objects → desired sites, sites vs. disk → operations, reports,
+and the isolation of rejected hosts (with an in-memory stand-in for disk + ``nginx -t``; the
+real thing is tests/integration/test_nginx_agent.py). Plus the file primitives on a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import stat
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from tests.harness.nginx import self_signed_certificate
+from vhost_operator.acme.keys import inspect_certificate
+from vhost_operator.agent import files
+from vhost_operator.agent.apply import (
+    BaselineRejected,
+    Undo,
+    apply_batch,
+    named_host,
+    quarantine,
+)
+from vhost_operator.agent.desired import (
+    Certificate,
+    Site,
+    desired_state,
+    relevant_configmap,
+)
+from vhost_operator.agent.nginx import nginx_complaint
+from vhost_operator.agent.plan import (
+    Change,
+    DiskState,
+    Remove,
+    Symlink,
+    WriteFile,
+    apply_error,
+    plan,
+    report,
+    report_patch,
+)
+from vhost_operator.nginx import config_hash
+from vhost_operator.resources import labels
+
+CONFIG = "server { listen 8080; server_name a.example.com; }\n"
+
+
+def configmap(
+    name: str = "vhost-a",
+    hostname: str | None = "a.example.com",
+    config: str | None = CONFIG,
+    **annotations: str,
+) -> dict[str, Any]:
+    metadata_annotations = {labels.HOSTNAME: hostname} if hostname is not None else {}
+    metadata_annotations.update({getattr(labels, key.upper()): v for key, v in annotations.items()})
+    data = {f"{hostname}.conf": config} if config is not None else {}
+    return {"metadata": {"name": name, "annotations": metadata_annotations}, "data": data}
+
+
+def tls_secret(name: str, chain: bytes, key: bytes) -> dict[str, Any]:
+    encoded = {
+        "tls.crt": base64.b64encode(chain).decode(),
+        "tls.key": base64.b64encode(key).decode(),
+    }
+    return {"metadata": {"name": name}, "data": encoded}
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[bytes, bytes]:
+    return self_signed_certificate(["a.example.com"])
+
+
+def site(
+    hostname: str = "a.example.com",
+    config: str = CONFIG,
+    *,
+    enabled: bool = True,
+    certificate: Certificate | None = None,
+) -> Site:
+    return Site(f"vhost-{hostname}", hostname, config, enabled, certificate)
+
+
+# -- desired state ---------------------------------------------------------------------------
+
+
+def test_a_configmap_with_its_secret_becomes_a_site(pair: tuple[bytes, bytes]) -> None:
+    chain, key = pair
+    desired = desired_state(
+        [configmap(tls_secret="vhost-a-tls", enabled="false")],
+        {"vhost-a-tls": tls_secret("vhost-a-tls", chain, key)},
+    )
+    [request] = desired.requests
+    assert request.problem is None and request.config_hash == config_hash(CONFIG)
+    assert desired.sites["a.example.com"] == Site(
+        "vhost-a",
+        "a.example.com",
+        CONFIG,
+        False,
+        Certificate(chain, key, inspect_certificate(chain).serial),
+    )
+    assert not desired.held
+
+
+@pytest.mark.parametrize(
+    ("cm", "problem"),
+    [
+        (configmap(hostname=None), "annotation vhost-operator.io/hostname is missing"),
+        (configmap(hostname="A.example.com"), "must be lowercase"),
+        (configmap(hostname="../../etc/passwd"), "is not a valid hostname"),
+        (configmap(hostname="a.example.com\n"), "is not a valid hostname"),
+        (configmap(config=None), "no data key a.example.com.conf"),
+        (configmap(enabled="yes"), "must be 'true' or 'false'"),
+    ],
+)
+def test_configmaps_that_cannot_be_applied_say_why(cm: dict[str, Any], problem: str) -> None:
+    [request] = desired_state([cm], {}).requests
+    assert request.site is None
+    assert request.problem is not None and problem in request.problem
+
+
+def test_a_missing_secret_holds_the_host_instead_of_removing_it() -> None:
+    desired = desired_state([configmap(tls_secret="vhost-a-tls")], {})
+    [request] = desired.requests
+    assert request.waiting_for_secret
+    assert request.problem is not None and "vhost-operator.io/component=tls" in request.problem
+    assert desired.held == {"a.example.com"}
+    assert (
+        plan(desired.sites, DiskState(configs={"a.example.com": b"old"}), keep=desired.held) == []
+    )
+
+
+def test_a_secret_whose_key_does_not_match_is_refused(pair: tuple[bytes, bytes]) -> None:
+    chain, _ = pair
+    _, other_key = self_signed_certificate(["a.example.com"])
+    secrets = {"s": tls_secret("s", chain, other_key)}
+    [request] = desired_state([configmap(tls_secret="s")], secrets).requests
+    assert request.problem == "TLS Secret s: tls.key does not belong to the certificate"
+    assert not request.waiting_for_secret
+
+
+def test_the_first_configmap_by_name_keeps_a_contested_hostname() -> None:
+    desired = desired_state([configmap("vhost-b"), configmap("vhost-a")], {})
+    first, second = desired.requests
+    assert (first.configmap, first.problem) == ("vhost-a", None)
+    assert second.problem == "hostname a.example.com is already served from ConfigMap vhost-a"
+    assert second.hostname is None, "it owns no files, so it reports none as applied"
+    assert desired.sites["a.example.com"].configmap == "vhost-a"
+
+
+def test_the_agents_own_annotations_are_not_a_change() -> None:
+    before = configmap()
+    after = configmap(applied_config_hash="abc", apply_error="x: y")
+    assert relevant_configmap(before) == relevant_configmap(after)
+    assert relevant_configmap(before) != relevant_configmap(configmap(enabled="false"))
+
+
+# -- planning --------------------------------------------------------------------------------
+
+AVAILABLE = PurePosixPath("sites-available/a.example.com.conf")
+ENABLED = PurePosixPath("sites-enabled/a.example.com.conf")
+LINK = "../sites-available/a.example.com.conf"
+CERTS = PurePosixPath("certs/a.example.com")
+
+
+def test_a_new_site_is_written_certificate_first_then_config_then_link(
+    pair: tuple[bytes, bytes],
+) -> None:
+    chain, key = pair
+    new = site(certificate=Certificate(chain, key, "1"))
+    [change] = plan({"a.example.com": new}, DiskState())
+    assert change.hostname == "a.example.com" and change.fingerprint == new.fingerprint
+    assert change.operations == (
+        WriteFile(CERTS / "tls.crt", chain),
+        WriteFile(CERTS / "tls.key", key, private=True),
+        WriteFile(AVAILABLE, CONFIG.encode()),
+        Symlink(ENABLED, LINK),
+    )
+
+
+def test_a_site_already_on_disk_needs_nothing(pair: tuple[bytes, bytes]) -> None:
+    chain, key = pair
+    disk = DiskState(
+        configs={"a.example.com": CONFIG.encode()},
+        links={"a.example.com": LINK},
+        certificates={"a.example.com": {"tls.crt": chain, "tls.key": key}},
+    )
+    assert plan({"a.example.com": site(certificate=Certificate(chain, key, "1"))}, disk) == []
+
+
+def test_only_what_differs_is_written(pair: tuple[bytes, bytes]) -> None:
+    chain, key = pair
+    renewed, _ = self_signed_certificate(["a.example.com"])
+    disk = DiskState(
+        configs={"a.example.com": CONFIG.encode()},
+        links={"a.example.com": "elsewhere.conf"},
+        certificates={"a.example.com": {"tls.crt": chain, "tls.key": key}},
+    )
+    [change] = plan({"a.example.com": site(certificate=Certificate(renewed, key, "2"))}, disk)
+    assert change.operations == (WriteFile(CERTS / "tls.crt", renewed), Symlink(ENABLED, LINK))
+
+
+def test_disabling_drops_only_the_link_and_enabling_puts_it_back() -> None:
+    on_disk = DiskState(configs={"a.example.com": CONFIG.encode()}, links={"a.example.com": LINK})
+    [disable] = plan({"a.example.com": site(enabled=False)}, on_disk)
+    assert disable.operations == (Remove(ENABLED),)
+    disabled = DiskState(configs={"a.example.com": CONFIG.encode()})
+    [enable] = plan({"a.example.com": site()}, disabled)
+    assert enable.operations == (Symlink(ENABLED, LINK),)
+    [new_disabled] = plan({"a.example.com": site(enabled=False)}, DiskState())
+    assert new_disabled.operations == (WriteFile(AVAILABLE, CONFIG.encode()),)
+
+
+def test_a_site_back_to_http_only_loses_its_certificate_files() -> None:
+    disk = DiskState(
+        configs={"a.example.com": CONFIG.encode()},
+        links={"a.example.com": LINK},
+        certificates={"a.example.com": {"tls.crt": b"x", "tls.key": b"y"}},
+    )
+    [change] = plan({"a.example.com": site()}, disk)
+    assert change.operations == (Remove(CERTS),)
+
+
+def test_hosts_without_a_configmap_are_removed_link_first_unless_kept() -> None:
+    disk = DiskState(
+        configs={"a.example.com": b"x", "b.example.com": b"y"},
+        links={"a.example.com": LINK},
+        certificates={"a.example.com": {"tls.crt": b"x"}},
+    )
+    [change] = plan({}, disk, keep={"b.example.com"})
+    assert change == Change(
+        "a.example.com", (Remove(ENABLED), Remove(AVAILABLE), Remove(CERTS)), None
+    )
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+def test_the_report_reads_what_is_on_disk(pair: tuple[bytes, bytes]) -> None:
+    chain, key = pair
+    [request] = desired_state([configmap()], {}).requests
+    disk = DiskState(
+        configs={"a.example.com": b"older config"},
+        certificates={"a.example.com": {"tls.crt": chain, "tls.key": key}},
+    )
+    assert report(request, disk, "[emerg] broken") == {
+        labels.APPLIED_CONFIG_HASH: config_hash("older config"),
+        labels.APPLIED_CERTIFICATE_SERIAL: inspect_certificate(chain).serial,
+        labels.APPLY_ERROR: f"{config_hash(CONFIG)}: [emerg] broken",
+    }
+    assert report(request, DiskState(), None) == {
+        labels.APPLIED_CONFIG_HASH: None,
+        labels.APPLIED_CERTIFICATE_SERIAL: None,
+        labels.APPLY_ERROR: None,
+    }
+
+
+def test_long_errors_are_cut_and_patches_carry_only_differences() -> None:
+    assert len(apply_error("abc", "x" * 5000)) == 1024
+    current = {labels.APPLIED_CONFIG_HASH: "h", labels.APPLY_ERROR: "old"}
+    wanted: dict[str, str | None] = {
+        labels.APPLIED_CONFIG_HASH: "h",
+        labels.APPLIED_CERTIFICATE_SERIAL: None,
+        labels.APPLY_ERROR: None,
+    }
+    assert report_patch(current, wanted) == {labels.APPLY_ERROR: None}
+
+
+def test_nginx_complaints_read_the_same_each_time() -> None:
+    output = (
+        '2026/11/25 15:12:15 [warn] 99#99: the "user" directive makes sense only as root\n'
+        '2026/11/25 15:12:15 [emerg] 24841#24841: unknown directive "x" in /r/a.conf:1\n'
+        "nginx: configuration file /r/nginx.conf test failed\n"
+    )
+    assert nginx_complaint(output) == '[emerg] unknown directive "x" in /r/a.conf:1'
+    assert nginx_complaint("odd\noutput") == "odd output"
+
+
+# -- isolating rejected hosts ------------------------------------------------------------------
+
+
+class FakeWorkspace:
+    """Disk and ``nginx -t`` in memory: nginx refuses the hosts in ``bad`` unless unlinked."""
+
+    def __init__(self, bad: set[str], *, named: bool = True, broken_baseline: bool = False) -> None:
+        self.bad = bad
+        self.named = named
+        self.broken_baseline = broken_baseline
+        self.applied: dict[str, Change] = {}
+        self.tests = 0
+
+    async def apply(self, changes: Sequence[Change]) -> Undo:
+        before = dict(self.applied)
+        self.applied.update({change.hostname: change for change in changes})
+
+        async def undo() -> None:
+            self.applied = before
+
+        return undo
+
+    async def test(self) -> str | None:
+        self.tests += 1
+        if self.broken_baseline:
+            return "[emerg] the main config is broken"
+        broken = sorted(
+            hostname
+            for hostname, change in self.applied.items()
+            if hostname in self.bad
+            and not all(isinstance(operation, Remove) for operation in change.operations)
+        )
+        if not broken:
+            return None
+        if self.named:
+            return f'[emerg] unknown directive "x" in /r/sites-enabled/{broken[0]}.conf:3'
+        return "[emerg] duplicate something"
+
+
+def changes(count: int) -> list[Change]:
+    return [
+        Change(f"h{i}.example.com", (Symlink(PurePosixPath(f"sites-enabled/h{i}"), "t"),), "f")
+        for i in range(count)
+    ]
+
+
+def test_a_good_batch_costs_one_test() -> None:
+    workspace = FakeWorkspace(set())
+    outcome = asyncio.run(apply_batch(changes(200), workspace))
+    assert len(outcome.accepted) == 200 and not outcome.rejected
+    assert outcome.tests == workspace.tests == 1
+
+
+def test_a_host_named_by_nginx_is_isolated_in_a_few_tests() -> None:
+    workspace = FakeWorkspace({"h57.example.com"})
+    outcome = asyncio.run(apply_batch(changes(200), workspace))
+    assert set(outcome.rejected) == {"h57.example.com"}
+    assert "h57.example.com.conf:3" in outcome.rejected["h57.example.com"]
+    assert len(outcome.accepted) == 199 and "h57.example.com" not in workspace.applied
+    assert workspace.tests == 3, "the batch, the baseline, the batch without the named host"
+
+
+def test_unnamed_culprits_are_found_by_halving() -> None:
+    bad = {"h3.example.com", "h150.example.com"}
+    workspace = FakeWorkspace(bad, named=False)
+    outcome = asyncio.run(apply_batch(changes(200), workspace))
+    assert set(outcome.rejected) == bad
+    assert len(outcome.accepted) == 198
+    assert set(workspace.applied) == {f"h{i}.example.com" for i in range(200)} - bad
+    assert workspace.tests <= 2 + 2 * 2 * 8, "about 2·log2(n) tests per bad host"
+
+
+def test_several_named_culprits() -> None:
+    bad = {"h1.example.com", "h2.example.com", "h9.example.com"}
+    outcome = asyncio.run(apply_batch(changes(10), FakeWorkspace(bad)))
+    assert set(outcome.rejected) == bad and len(outcome.accepted) == 7
+
+
+def test_a_broken_baseline_blames_no_host() -> None:
+    workspace = FakeWorkspace(set(), broken_baseline=True)
+    with pytest.raises(BaselineRejected, match="main config is broken"):
+        asyncio.run(apply_batch(changes(3), workspace))
+    assert workspace.applied == {}, "rolled back"
+
+
+def test_quarantine_unlinks_only_the_sites_that_break_nginx() -> None:
+    workspace = FakeWorkspace({"b.example.com"})
+    linked = (Symlink(PurePosixPath("sites-enabled/x.conf"), "../x"),)
+    workspace.applied = {h: Change(h, linked, None) for h in ("a.example.com", "b.example.com")}
+    links = {"a.example.com": "../a", "b.example.com": "../b"}
+    outcome = asyncio.run(quarantine(links, workspace))
+    assert set(outcome.rejected) == {"b.example.com"}
+    assert workspace.applied["b.example.com"].operations == (
+        Remove(PurePosixPath("sites-enabled/b.example.com.conf")),
+    )
+    assert workspace.applied["a.example.com"].operations[0] == Symlink(
+        PurePosixPath("sites-enabled/a.example.com.conf"), "../a"
+    )
+
+
+def test_named_host_reads_config_and_certificate_paths() -> None:
+    group = changes(3)
+    message = 'cannot load certificate "/x/certs/h2.example.com/tls.crt": BIO_new_file() failed'
+    assert named_host(message, group) == group[2]
+    assert named_host("in /x/sites-available/h1.example.com.conf:2", group) == group[1]
+    assert named_host("in /x/sites-enabled/other.example.com.conf:2", group) is None
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def test_files_are_written_with_their_modes_and_undone(
+    tmp_path: Path, pair: tuple[bytes, bytes]
+) -> None:
+    chain, key = pair
+    files.prepare(tmp_path)
+    (tmp_path / "sites-available" / ".tmp-left-by-a-crash").write_text("x")
+    files.prepare(tmp_path)
+    assert not (tmp_path / "sites-available" / ".tmp-left-by-a-crash").exists()
+    [change] = plan({"a.example.com": site(certificate=Certificate(chain, key, "1"))}, DiskState())
+    undo = files.apply_operations(tmp_path, change.operations)
+
+    assert files.read_disk(tmp_path) == DiskState(
+        configs={"a.example.com": CONFIG.encode()},
+        links={"a.example.com": LINK},
+        certificates={"a.example.com": {"tls.crt": chain, "tls.key": key}},
+    )
+
+    def mode(path: PurePosixPath) -> int:
+        return stat.S_IMODE((tmp_path / path).stat().st_mode)
+
+    assert mode(CERTS / "tls.key") == 0o600
+    assert mode(CERTS / "tls.crt") == mode(AVAILABLE) == 0o644
+    assert mode(CERTS) == 0o755
+    assert (tmp_path / ENABLED).read_text() == CONFIG, "the relative link resolves"
+
+    undo.restore()
+    assert files.read_disk(tmp_path) == DiskState()
+    assert not (tmp_path / CERTS).exists(), "the directory the change created is gone too"
+
+
+def test_undo_puts_back_replaced_and_removed_files(tmp_path: Path) -> None:
+    files.prepare(tmp_path)
+    first = plan({"a.example.com": site()}, DiskState())
+    files.apply_operations(tmp_path, [op for change in first for op in change.operations])
+    (tmp_path / CERTS).mkdir()
+    files.write_file(tmp_path / CERTS / "tls.key", b"secret", 0o600)
+    before = files.read_disk(tmp_path)
+
+    second = plan({"a.example.com": site(config="other\n", enabled=False)}, before)
+    undo = files.apply_operations(tmp_path, [op for change in second for op in change.operations])
+    assert files.read_disk(tmp_path) == DiskState(configs={"a.example.com": b"other\n"})
+    undo.restore()
+    assert files.read_disk(tmp_path) == before
+    assert stat.S_IMODE((tmp_path / CERTS / "tls.key").stat().st_mode) == 0o600
