@@ -117,6 +117,17 @@ class Settings(BaseSettings):
     nginx_https_port: int = Field(default=443, ge=1, le=65535)
     """Port nginx listens on for HTTPS."""
 
+    nginx_wait_for_agent: bool = True
+    """Finish the nginx steps only once the nginx agent reports that nginx loaded the config
+    (and certificate). Off: publishing the ConfigMap is enough (nginx fed by other means)."""
+
+    nginx_apply_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a step waits for the agent's report before it fails."""
+
+    nginx_probe_address: str | None = None
+    """``host:port`` of nginx's HTTPS listener (e.g. its Service). When set, the final step ends
+    with a TLS handshake for the hostname and requires the newly issued certificate."""
+
     nginx_certificate_dir: str = "/etc/nginx/vhost-operator/certs"
     """Where the nginx agent writes each host's certificate, as ``<dir>/<hostname>/tls.crt`` and
     ``tls.key``; the final config points nginx there."""

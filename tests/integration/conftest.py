@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +16,27 @@ from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 
 OperatorFactory = Callable[..., OperatorProcess]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[int]:
+    """The mail web app stand-in: answers every request with the Host it was asked for."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"upstream for {self.headers['Host']}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +66,8 @@ def operator_settings(pebble: Pebble, responder_port: int, **overrides: str) -> 
         "CHALLENGE_UPSTREAM": f"127.0.0.1:{responder_port}",
         "SELF_CHECK_ADDRESS": f"http://127.0.0.1:{responder_port}",
         "UPSTREAM": "http://127.0.0.1:8000",
+        # No nginx agent in these tests unless one overrides this: publishing is enough.
+        "NGINX_WAIT_FOR_AGENT": "false",
         **{key.upper(): value for key, value in overrides.items()},
     }
     return {f"VHOST_OPERATOR_{key}": value for key, value in settings.items()}

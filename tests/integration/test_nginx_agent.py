@@ -8,9 +8,7 @@ disk and what it reported in the ConfigMaps' annotations.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,27 +44,6 @@ SECRET_GRACE = 2.0
 
 
 # -- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[int]:
-    """The mail web app stand-in: answers every request with the Host it was asked for."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = f"upstream for {self.headers['Host']}\n".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +165,7 @@ class Sites:
             for item in json.loads(listed.stdout)["items"]
         }
 
-    def wait_applied(self, *names: str, timeout: float = 20) -> dict[str, dict[str, str]]:
+    def wait_applied(self, *names: str, timeout: float = 60) -> dict[str, dict[str, str]]:
         """Until each ConfigMap's applied-config-hash equals its config-hash."""
 
         def applied() -> dict[str, dict[str, str]] | None:
@@ -202,7 +179,7 @@ class Sites:
 
         return eventually(applied, timeout=timeout, what=f"applied {names[:3]}...")
 
-    def wait_error(self, name: str, timeout: float = 20) -> str:
+    def wait_error(self, name: str, timeout: float = 60) -> str:
         """Until the ConfigMap carries an apply-error about its current config."""
 
         def error() -> str | None:
@@ -253,7 +230,7 @@ def test_new_site_is_served_over_https_with_its_certificate(
     written = time.monotonic()
     eventually(
         lambda: serves_certificate(nginx, hostname, chain),
-        timeout=15,
+        timeout=45,
         what="the certificate over TLS with SNI",
     )
     served = time.monotonic()
@@ -298,14 +275,14 @@ def test_disabled_site_falls_to_the_default_server_and_comes_back(
     set_enabled("false")
     eventually(
         lambda: http_request(nginx.http_port, hostname)[:2] == (404, "no such site\n"),
-        timeout=15,
+        timeout=45,
         what="the default server's 404",
     )
     assert (nginx.root / "sites-available" / f"{hostname}.conf").exists(), "the config stays"
     assert not (nginx.root / "sites-enabled" / f"{hostname}.conf").exists()
 
     set_enabled("true")
-    eventually(lambda: http_status(nginx.http_port, hostname) == 200, timeout=15, what="200")
+    eventually(lambda: http_status(nginx.http_port, hostname) == 200, timeout=45, what="200")
     assert (nginx.root / "sites-enabled" / f"{hostname}.conf").is_symlink()
 
 
@@ -325,7 +302,7 @@ def test_deleted_site_is_removed_from_disk_and_nginx(
             served_certificate(nginx.https_port, hostname) is None
             and http_status(nginx.http_port, hostname) == 404
         ),
-        timeout=15,
+        timeout=45,
         what="the TLS handshake refused and HTTP answered by the default server",
     )
     root = nginx.root
@@ -343,13 +320,13 @@ def test_renewed_certificate_is_served_and_reported(sites: Sites, nginx: NginxSe
 
     renewed, key = self_signed_certificate([hostname])
     sites.apply([sites.secret("vhost-renew-tls", renewed, key)])  # same config, new certificate
-    eventually(lambda: serves_certificate(nginx, hostname, renewed), timeout=15, what="the renewal")
+    eventually(lambda: serves_certificate(nginx, hostname, renewed), timeout=45, what="the renewal")
 
     def reported() -> dict[str, str] | None:
         found = sites.annotations()["vhost-renew"]
         return found if found[labels.APPLIED_CERTIFICATE_SERIAL] == serial_of(renewed) else None
 
-    after = eventually(reported, timeout=15, what="the new serial reported")
+    after = eventually(reported, timeout=45, what="the new serial reported")
     assert after[labels.APPLIED_CONFIG_HASH] == before[labels.APPLIED_CONFIG_HASH]
 
 

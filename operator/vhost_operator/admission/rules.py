@@ -32,11 +32,17 @@ class Refusal(Exception):
 
 
 def review_virtualhost(
-    new: Body, old: Body | None, *, name: str, hostname_owners: Collection[str]
+    new: Body,
+    old: Body | None,
+    *,
+    name: str,
+    hostname_owners: Collection[str],
+    domain_owners: Mapping[str, Collection[str]] | None = None,
 ) -> None:
     """Refuse an invalid VirtualHost create or update.
 
-    ``hostname_owners`` are the names of the VirtualHosts that already use the new hostname.
+    ``hostname_owners`` are the names of the VirtualHosts that already use the new hostname;
+    ``domain_owners`` maps a domain to the names of the VirtualHosts listing it.
     """
     spec = new.get("spec") or {}
     hostname = spec.get("hostname", "")
@@ -54,6 +60,7 @@ def review_virtualhost(
     others = sorted(set(hostname_owners) - {name})
     if others:
         raise Refusal(f"hostname {hostname} is already used by VirtualHost {others[0]}", CONFLICT)
+    _check_domains(spec, old, name=name, domain_owners=domain_owners or {})
 
 
 def review_maildomain(new: Body, *, name: str, domain_owners: Collection[str]) -> None:
@@ -71,6 +78,27 @@ def review_maildomain(new: Body, *, name: str, domain_owners: Collection[str]) -
             "at most one virtual host",
             CONFLICT,
         )
+
+
+def _check_domains(
+    spec: Mapping[str, Any],
+    old: Body | None,
+    *,
+    name: str,
+    domain_owners: Mapping[str, Collection[str]],
+) -> None:
+    """A domain links to at most one host. Only domains this change adds are checked: a
+    duplicate that predates the rule must not block unrelated edits (or its own removal)."""
+    before = set(((old or {}).get("spec") or {}).get("domains") or ())
+    for domain in spec.get("domains") or ():
+        others = sorted(set(domain_owners.get(domain, ())) - {name})
+        if domain not in before and others:
+            raise Refusal(
+                f"domain {domain} is already linked to VirtualHost {others[0]}; a domain links "
+                "to at most one virtual host (remove it there first, or set the MailDomain's "
+                "virtualHost, which moves it)",
+                CONFLICT,
+            )
 
 
 def _check_hostname(value: str, *, what: str) -> None:

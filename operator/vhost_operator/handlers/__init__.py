@@ -7,9 +7,16 @@ handlers but no webhook server).
 
 import importlib
 
-from vhost_operator.handlers import lifecycle, observability, renewal, virtualhosts
+from vhost_operator.handlers import lifecycle, maildomains, observability, renewal, virtualhosts
 
-__all__ = ["enable_admission", "lifecycle", "observability", "renewal", "virtualhosts"]
+__all__ = [
+    "enable_admission",
+    "lifecycle",
+    "maildomains",
+    "observability",
+    "renewal",
+    "virtualhosts",
+]
 
 
 def enable_admission() -> None:

@@ -42,13 +42,21 @@ def validate_virtualhost(
     old: kopf.Body | None = None,
     operation: str | None = None,
     virtualhosts_by_hostname: kopf.Index[str, str] | None = None,
+    hosts_by_domain: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     hostname = body.get("spec", {}).get("hostname", "")
     owners = list((virtualhosts_by_hostname or {}).get(hostname, []))
+    # hosts_by_domain is registered by handlers.maildomains (always loaded): domain → VH names.
+    domains = body.get("spec", {}).get("domains") or []
+    domain_owners = {d: list((hosts_by_domain or {}).get(d, [])) for d in domains}
     try:
         review_virtualhost(
-            body, old if operation == "UPDATE" else None, name=name, hostname_owners=owners
+            body,
+            old if operation == "UPDATE" else None,
+            name=name,
+            hostname_owners=owners,
+            domain_owners=domain_owners,
         )
     except Refusal as refusal:
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None

@@ -5,13 +5,19 @@ from __future__ import annotations
 import dataclasses
 
 import kopf
+import kubernetes
 
 from vhost_operator.acme import AcmeClient, AcmeConfig, ChallengeStore
 from vhost_operator.kube.api import connect
+from vhost_operator.kube.hostdomains import HostDomainsApi
+from vhost_operator.kube.maildomains import MailDomainApi
 from vhost_operator.kube.objects import NamespacedObjects
 from vhost_operator.kube.virtualhosts import VirtualHostApi
 from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
 from vhost_operator.provisioning.chain import Step
+from vhost_operator.provisioning.renewal import CertificateRenewer, ServedRenewal
+from vhost_operator.provisioning.serving import SiteApplications
+from vhost_operator.provisioning.sites import FINAL
 from vhost_operator.provisioning.steps import StepServices, plan_steps
 from vhost_operator.settings import Settings
 
@@ -25,8 +31,14 @@ class OperatorContext:
     objects: NamespacedObjects
     challenges: ChallengeStore
     steps: list[Step]
-    certificates: CertificateStep | None
-    """The certificate step, also used alone for renewals; ``None`` when ACME is disabled."""
+    renewer: CertificateRenewer | None
+    """Renews a host's certificate (and waits for nginx to serve it); ``None`` without ACME."""
+    applications: SiteApplications | None
+    """The nginx agent's reports, fed by a watch; ``None`` when nginx is disabled."""
+    client: kubernetes.client.ApiClient
+    maildomains: MailDomainApi
+    hostdomains: HostDomainsApi
+    """VirtualHost calls of MailDomain linking (conditional writes of ``spec.domains``)."""
 
     def as_memo(self) -> kopf.Memo:
         # kopf copies the memo per object; a plain Memo holding one shared context copies cleanly.
@@ -41,9 +53,23 @@ def build_context(settings: Settings) -> OperatorContext:
     if settings.acme_enabled:
         account = AcmeAccount(AcmeClient(acme_config(settings)), objects, settings)
         certificates = CertificateStep(account, challenges, objects, settings)
-    steps = plan_steps(StepServices(settings, objects, certificates))
+    applications = SiteApplications() if settings.nginx_enabled else None
+    steps = plan_steps(StepServices(settings, objects, certificates, applications))
+    renewer: CertificateRenewer | None = certificates
+    final = next((step for step in steps if step.name == FINAL), None)
+    if certificates is not None and final is not None:
+        renewer = ServedRenewal(certificates, final)
     return OperatorContext(
-        settings, VirtualHostApi(client), objects, challenges, steps, certificates
+        settings,
+        VirtualHostApi(client),
+        objects,
+        challenges,
+        steps,
+        renewer,
+        applications,
+        client,
+        maildomains=MailDomainApi(client),
+        hostdomains=HostDomainsApi(client),
     )
 
 

@@ -13,10 +13,11 @@ import kopf
 
 from vhost_operator.acme import ChallengeResponder
 from vhost_operator.admission.tls import make_serving_material
-from vhost_operator.handlers.context import context_of
+from vhost_operator.handlers.context import OperatorContext, context_of
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
+from vhost_operator.kube.sites import SiteObjects
 from vhost_operator.metrics import HostView
 from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.resources.models import GROUP
@@ -31,6 +32,7 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 
 _responder: ChallengeResponder | None = None
 _scanner: asyncio.Task[None] | None = None
+_watch: asyncio.Task[None] | None = None
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -56,7 +58,7 @@ async def start(
     host_views: kopf.Index[str, HostView] | None = None,
     **_: Any,
 ) -> None:
-    global _responder, _scanner
+    global _responder, _scanner, _watch
     configure_kopf(settings)
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
@@ -67,12 +69,22 @@ async def start(
         serve_metrics(context.settings.metrics_port, host_views)
     if context.settings.webhook_enabled:
         serve_admission(settings, context.settings)
+    if context.applications is not None:
+        _watch = asyncio.create_task(follow_sites(context), name="site-applications")
     if context.settings.acme_enabled:
         _responder = ChallengeResponder(context.challenges)
         await _responder.start("0.0.0.0", context.settings.challenge_listen_port)
         # kopf creates every index before start-up handlers run, and fills it while watching.
         assert renewal_candidates is not None, "the renewal index is registered in handlers"
         _scanner = start_scanner(context, renewal_candidates)
+
+
+async def follow_sites(context: OperatorContext) -> None:
+    """Feed the nginx agent's reports (site ConfigMap annotations) to the waiting steps."""
+    assert context.applications is not None
+    sites = SiteObjects(context.client, context.settings.nginx_namespace)
+    async for event in sites.watch_configmaps().events():
+        context.applications.handle(event)
 
 
 def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
@@ -101,7 +113,8 @@ def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) ->
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    if _scanner is not None:
-        _scanner.cancel()
+    for task in (_scanner, _watch):
+        if task is not None:
+            task.cancel()
     if _responder is not None:
         await _responder.stop()

@@ -8,9 +8,11 @@ from typing import Any, cast
 import kopf
 
 from vhost_operator.handlers.context import OperatorContext, context_of
+from vhost_operator.handlers.maildomains import announce_unlinked
 from vhost_operator.provisioning.chain import run_chain, utc_now
 from vhost_operator.provisioning.cleanup import release
 from vhost_operator.provisioning.decisions import Action, decide
+from vhost_operator.provisioning.linking import unlink_maildomains_of
 from vhost_operator.provisioning.renewal import renew_certificate
 from vhost_operator.provisioning.sites import publish_enabled
 from vhost_operator.resources.models import (
@@ -76,8 +78,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             reason="RetryRefused",
             message=f"retry is only accepted for Failed hosts; this one is {phase}",
         )
-    elif action == Action.RENEW and context.certificates is not None:
-        status = await renew_certificate(host, context.certificates, recorder, clock=utc_now)
+    elif action == Action.RENEW and context.renewer is not None:
+        status = await renew_certificate(host, context.renewer, recorder, clock=utc_now)
         logger.info("VirtualHost %s: renewal ended %s", host.name, status.phase)
     elif action == Action.OBSERVE:
         if context.settings.nginx_enabled:
@@ -93,4 +95,8 @@ async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     context = context_of(memo)
     host = VirtualHost.from_body(body)
     removed = await release(host, context.objects, context.settings)
+    # Linked MailDomains stay; only their association goes (and the host is not re-created).
+    await unlink_maildomains_of(
+        host.spec.hostname, host.name, context.maildomains, announce=announce_unlinked
+    )
     logger.info("VirtualHost %s deleted; removed %s", host.name, ", ".join(removed))

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from vhost_operator.errors import VhostOperatorError
-from vhost_operator.provisioning.chain import ChainRecorder, StepOutcome, with_conditions
+from vhost_operator.provisioning.chain import ChainRecorder, Step, StepOutcome, with_conditions
 from vhost_operator.resources.conditions import set_condition
 from vhost_operator.resources.models import (
     ConditionStatus,
@@ -117,6 +117,23 @@ its current certificate, so the phase alone would hide it."""
 
 class CertificateRenewer(Protocol):
     async def renew(self, host: VirtualHost) -> StepOutcome: ...
+
+
+class ServedRenewal:
+    """A renewal that ends, like the chain, only when nginx serves the new certificate: the
+    final step runs again with it (same config, new serial to wait for)."""
+
+    def __init__(self, certificates: CertificateRenewer, final: Step) -> None:
+        self._certificates = certificates
+        self._final = final
+
+    async def renew(self, host: VirtualHost) -> StepOutcome:
+        renewed = await self._certificates.renew(host)
+        status = host.status.model_copy(update={"certificate": renewed.certificate})
+        served = await self._final.run(host.model_copy(update={"status": status}))
+        return StepOutcome(
+            message=f"{renewed.message}; {served.message}", certificate=renewed.certificate
+        )
 
 
 async def renew_certificate(

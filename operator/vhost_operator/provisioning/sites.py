@@ -11,7 +11,9 @@ import posixpath
 from typing import Protocol
 
 from vhost_operator.nginx import SiteConfig, config_hash, render_bootstrap, render_final
+from vhost_operator.probes import ProbeFailed, served_certificate_serial
 from vhost_operator.provisioning.chain import StepFailed, StepOutcome
+from vhost_operator.provisioning.serving import SiteApplications
 from vhost_operator.resources import labels
 from vhost_operator.resources.models import VirtualHost
 from vhost_operator.resources.naming import site_configmap_name, tls_secret_name
@@ -84,20 +86,65 @@ async def publish_enabled(
     )
 
 
+class SitePublisher:
+    """Publishes a site ConfigMap and, when configured, waits until nginx serves it."""
+
+    def __init__(
+        self,
+        configmaps: ConfigMapWriter,
+        settings: Settings,
+        applications: SiteApplications | None,
+    ) -> None:
+        self._configmaps = configmaps
+        self._settings = settings
+        self._applications = applications
+
+    async def publish(self, host: VirtualHost, stage: str, config: str, *, tls: bool) -> str:
+        """Apply the ConfigMap, wait for the agent; returns what happened, for the chain."""
+        manifest = site_manifest(host, stage, config, tls=tls)
+        await self._configmaps.apply_configmap(self._settings.nginx_namespace, manifest)
+        digest = config_hash(config)
+        if self._applications is None or not self._settings.nginx_wait_for_agent:
+            return f"{stage} config {digest} published"
+        serial = host.status.certificate.serial if tls and host.status.certificate else None
+        await self._applications.wait_applied(
+            site_configmap_name(host.name),
+            config_hash=digest,
+            serial=serial,
+            timeout=self._settings.nginx_apply_timeout,
+        )
+        if serial is not None and host.spec.enabled and self._settings.nginx_probe_address:
+            await self._require_serving(host, serial)
+            return f"{stage} config {digest} served with certificate {serial}"
+        return f"{stage} config {digest} applied by nginx"
+
+    async def _require_serving(self, host: VirtualHost, serial: str) -> None:
+        address = self._settings.nginx_probe_address
+        assert address is not None
+        try:
+            served = await served_certificate_serial(address, host.spec.hostname)
+        except ProbeFailed as failure:
+            raise StepFailed(str(failure)) from None
+        if served != serial:
+            raise StepFailed(
+                f"nginx at {address} presents certificate {served} for {host.spec.hostname}, "
+                f"not the new {serial}"
+            )
+
+
 class BootstrapStep:
     """Publish the port-80 config that answers ACME challenges and holds everything else."""
 
     name = BOOTSTRAP
 
-    def __init__(self, configmaps: ConfigMapWriter, settings: Settings) -> None:
-        self._configmaps = configmaps
+    def __init__(self, publisher: SitePublisher, settings: Settings) -> None:
+        self._publisher = publisher
         self._settings = settings
 
     async def run(self, host: VirtualHost) -> StepOutcome:
         config = render_bootstrap(site_config(host, self._settings, with_certificate=False))
-        manifest = site_manifest(host, BOOTSTRAP, config, tls=False)
-        await self._configmaps.apply_configmap(self._settings.nginx_namespace, manifest)
-        return StepOutcome(message=f"bootstrap config {config_hash(config)} published")
+        message = await self._publisher.publish(host, BOOTSTRAP, config, tls=False)
+        return StepOutcome(message=message)
 
 
 class FinalStep:
@@ -105,13 +152,12 @@ class FinalStep:
 
     name = FINAL
 
-    def __init__(self, configmaps: ConfigMapWriter, settings: Settings) -> None:
-        self._configmaps = configmaps
+    def __init__(self, publisher: SitePublisher, settings: Settings) -> None:
+        self._publisher = publisher
         self._settings = settings
 
     async def run(self, host: VirtualHost) -> StepOutcome:
         tls = self._settings.acme_enabled
         config = render_final(site_config(host, self._settings, with_certificate=tls))
-        manifest = site_manifest(host, FINAL, config, tls=tls)
-        await self._configmaps.apply_configmap(self._settings.nginx_namespace, manifest)
-        return StepOutcome(message=f"final config {config_hash(config)} published")
+        message = await self._publisher.publish(host, FINAL, config, tls=tls)
+        return StepOutcome(message=message)

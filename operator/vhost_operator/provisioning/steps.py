@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from vhost_operator.kube.objects import NamespacedObjects
 from vhost_operator.provisioning.certificates import CertificateStep
 from vhost_operator.provisioning.chain import Step, StepFailed, StepOutcome
-from vhost_operator.provisioning.sites import BootstrapStep, FinalStep
+from vhost_operator.provisioning.serving import SiteApplications
+from vhost_operator.provisioning.sites import BootstrapStep, FinalStep, SitePublisher
 from vhost_operator.resources.models import VirtualHost
 from vhost_operator.resources.naming import site_configmap_name, tls_secret_name
 from vhost_operator.settings import Settings
@@ -60,20 +61,23 @@ class StepServices:
     objects: NamespacedObjects
     certificate: CertificateStep | None
     """``None`` when ACME is disabled."""
+    applications: SiteApplications | None
+    """The nginx agent's reports; ``None`` when nginx is disabled."""
 
 
 def plan_steps(services: StepServices) -> list[Step]:
     """The steps for these settings, in chain order."""
     settings, objects = services.settings, services.objects
     steps: list[Step] = []
+    publisher = SitePublisher(objects, settings, services.applications)
     if settings.nginx_enabled:
-        steps.append(BootstrapStep(objects, settings))
+        steps.append(BootstrapStep(publisher, settings))
     if settings.acme_enabled:
         if services.certificate is None:
             raise ValueError("ACME is enabled but no certificate step was given")
         steps.append(services.certificate)
     if settings.nginx_enabled:
-        steps.append(FinalStep(objects, settings))
+        steps.append(FinalStep(publisher, settings))
     if steps:
         steps.append(ReadyStep(objects, settings))
     return steps

@@ -1,0 +1,97 @@
+"""Waiting until nginx serves what a step published, as the nginx agent reports it.
+
+The agent annotates each site ConfigMap with the config hash and certificate serial nginx has
+loaded (or the error nginx gave). One watch of those ConfigMaps feeds :class:`SiteApplications`;
+a step waits on it for its own ConfigMap. Nothing polls per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from vhost_operator.kube.watching import WatchEvent
+from vhost_operator.provisioning.chain import StepFailed
+from vhost_operator.resources import labels
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """A site ConfigMap's published config and what the agent reported for it."""
+
+    config_hash: str | None
+    applied_hash: str | None
+    applied_serial: str | None
+    error: str | None
+
+    @classmethod
+    def of(cls, annotations: Mapping[str, str]) -> Applied:
+        return cls(
+            config_hash=annotations.get(labels.CONFIG_HASH),
+            applied_hash=annotations.get(labels.APPLIED_CONFIG_HASH),
+            applied_serial=annotations.get(labels.APPLIED_CERTIFICATE_SERIAL),
+            error=annotations.get(labels.APPLY_ERROR),
+        )
+
+
+class SiteApplications:
+    """The agent's reports, by ConfigMap name, and waiting for one to match."""
+
+    def __init__(self) -> None:
+        self._sites: dict[str, Applied] = {}
+        self._changed = asyncio.Event()
+
+    def handle(self, event: WatchEvent) -> None:
+        if event.type == "SYNC":
+            self._sites = {_name(o): Applied.of(_annotations(o)) for o in event.objects}
+        elif event.object is not None and event.type == "DELETED":
+            self._sites.pop(_name(event.object), None)
+        elif event.object is not None:
+            self._sites[_name(event.object)] = Applied.of(_annotations(event.object))
+        # Wake every waiter; each checks its own site and waits again on a fresh event.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def get(self, configmap: str) -> Applied | None:
+        return self._sites.get(configmap)
+
+    async def wait_applied(
+        self, configmap: str, *, config_hash: str, serial: str | None, timeout: float
+    ) -> None:
+        """Return once nginx serves ``config_hash`` (and certificate ``serial``, if given).
+
+        Raises :class:`StepFailed` when nginx rejected that config, or after ``timeout``.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            site = self._sites.get(configmap)
+            serial_matches = site is not None and serial in (None, site.applied_serial)
+            if site is not None and site.applied_hash == config_hash and serial_matches:
+                return
+            # The agent prefixes its error with the hash of the config it refused, so an error
+            # left over from an earlier config does not fail this one.
+            prefix = f"{config_hash}: "
+            if site is not None and site.error and site.error.startswith(prefix):
+                raise StepFailed(f"nginx rejected the config: {site.error.removeprefix(prefix)}")
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise StepFailed(
+                    f"nginx did not apply the config within {timeout:g}s; is the nginx agent "
+                    "running in the nginx namespace?"
+                )
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                continue
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    name: str = obj["metadata"]["name"]
+    return name
+
+
+def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict(obj.get("metadata", {}).get("annotations") or {})

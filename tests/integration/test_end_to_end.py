@@ -1,0 +1,178 @@
+"""The whole product on real parts: operator + nginx agent + Debian's nginx + pebble, on the
+local control plane.
+
+pebble validates HTTP-01 *through nginx* (its HTTP port is nginx's), nginx proxies the challenge
+to the operator's responder, the certificate is issued, the agent loads it into nginx, and the
+test's TLS client verifies the chain against pebble's root with SNI, as a browser would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.harness import kube
+from tests.harness.agent import AgentProcess
+from tests.harness.clusters import Cluster
+from tests.harness.nginx import (
+    NginxServer,
+    http_request,
+    http_status,
+    https_request,
+    served_certificate,
+)
+from tests.harness.operator import OperatorProcess
+from tests.harness.pebble import Pebble
+from tests.harness.processes import free_port
+from tests.harness.waiting import get_object, phase_of, wait_for
+from tests.integration.conftest import OperatorFactory
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    with NginxServer(tmp_path_factory.mktemp("nginx"), free_port(), free_port()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pebble(nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """Overrides conftest's: this CA validates through nginx's HTTP port."""
+    with Pebble(http_port=nginx.http_port, workdir=tmp_path_factory.mktemp("pebble")) as ca:
+        yield ca
+
+
+@pytest.fixture(scope="module")
+def agent(
+    cluster: Cluster, nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    kube.ensure_namespace(cluster)
+    process = AgentProcess(
+        cluster.kubeconfig, tmp_path_factory.mktemp("agent"), nginx, kube.NAMESPACE
+    )
+    yield process.start()
+    process.stop()
+
+
+@pytest.fixture
+def serving_operator(
+    start_operator: OperatorFactory, nginx: NginxServer, agent: AgentProcess, upstream: int
+) -> OperatorFactory:
+    """Starts the operator wired to this nginx: challenges and self-checks go through it, and
+    the chain waits for the agent and for nginx to present the new certificate."""
+
+    def start(**overrides: str) -> OperatorProcess:
+        return start_operator(
+            nginx_http_port=str(nginx.http_port),
+            nginx_https_port=str(nginx.https_port),
+            nginx_certificate_dir=str(nginx.root / "certs"),
+            self_check_address=f"http://127.0.0.1:{nginx.http_port}",
+            upstream=f"http://127.0.0.1:{upstream}",
+            nginx_wait_for_agent="true",
+            nginx_probe_address=f"127.0.0.1:{nginx.https_port}",
+            **overrides,
+        )
+
+    return start
+
+
+def ready(obj: dict[str, object]) -> bool:
+    return phase_of(obj) in ("Ready", "Failed")
+
+
+def test_apply_to_served_over_https_with_the_issued_certificate(
+    cluster: Cluster,
+    serving_operator: OperatorFactory,
+    nginx: NginxServer,
+    pebble: Pebble,
+    tmp_path: Path,
+) -> None:
+    serving_operator()
+    hostname = "shop.example.com"
+    started = time.monotonic()
+    kube.apply_manifests(cluster, [kube.virtualhost("shop", hostname)], tmp_path)
+    host = wait_for(cluster, "vh", "shop", ready, what="Ready", timeout=90)
+    elapsed = time.monotonic() - started
+    assert phase_of(host) == "Ready", host["status"]
+    final = next(e for e in host["status"]["chain"] if e["step"] == "final")
+    serial = host["status"]["certificate"]["serial"]
+    assert final["message"].endswith(f"served with certificate {serial}")
+
+    root = pebble.root_pem()
+    status, body = https_request(nginx.https_port, hostname, root)
+    assert (status, body) == (200, f"upstream for {hostname}\n")
+    leaf = served_certificate(nginx.https_port, hostname)
+    assert leaf is not None and format(leaf.serial_number, "x") == serial
+    assert hostname in leaf.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
+    redirect, _, headers = http_request(nginx.http_port, hostname)
+    assert redirect == 301
+    assert headers["Location"] == f"https://{hostname}:{nginx.https_port}/"
+    print(f"\napply -> Ready (served over HTTPS) for one host: {elapsed:.2f}s")
+
+
+def test_disable_and_enable_in_nginx_then_delete(
+    cluster: Cluster,
+    serving_operator: OperatorFactory,
+    nginx: NginxServer,
+    pebble: Pebble,
+    tmp_path: Path,
+) -> None:
+    serving_operator()
+    hostname = "toggle.example.com"
+    kube.apply_manifests(cluster, [kube.virtualhost("toggle", hostname)], tmp_path)
+    assert phase_of(wait_for(cluster, "vh", "toggle", ready, what="Ready", timeout=90)) == "Ready"
+    assert https_request(nginx.https_port, hostname, pebble.root_pem())[0] == 200
+
+    cluster.kubectl("patch", "vh", "toggle", "--type=merge", "-p", '{"spec":{"enabled":false}}')
+    eventually(lambda: served_certificate(nginx.https_port, hostname) is None, "site dropped")
+    assert (nginx.root / "sites-available" / f"{hostname}.conf").exists(), "its config stays"
+    cluster.kubectl("patch", "vh", "toggle", "--type=merge", "-p", '{"spec":{"enabled":true}}')
+    eventually(lambda: served_certificate(nginx.https_port, hostname) is not None, "site back")
+    assert https_request(nginx.https_port, hostname, pebble.root_pem())[0] == 200
+
+    cluster.kubectl("delete", "vh", "toggle", "--timeout=60s")
+    eventually(lambda: http_status(nginx.http_port, hostname) == 404, "default server")
+    assert not (nginx.root / "sites-available" / f"{hostname}.conf").exists()
+    assert not (nginx.root / "certs" / hostname).exists()
+    leftovers = cluster.kubectl("get", "configmaps,secrets", "-n", kube.NAMESPACE, "-o", "name")
+    assert "toggle" not in leftovers.stdout
+
+
+def test_renewal_is_served_by_nginx(
+    cluster: Cluster,
+    serving_operator: OperatorFactory,
+    nginx: NginxServer,
+    pebble: Pebble,
+    tmp_path: Path,
+) -> None:
+    serving_operator(renewal_fraction="0.99999999", renewal_interval="1", renewal_spacing="0")
+    hostname = "renew.example.com"
+    kube.apply_manifests(cluster, [kube.virtualhost("renew", hostname)], tmp_path)
+    host = wait_for(cluster, "vh", "renew", ready, what="Ready", timeout=90)
+    first = host["status"]["certificate"]["serial"]
+
+    def renewed_and_served() -> bool:
+        current = get_object(cluster, "vh", "renew")
+        serial = ((current or {}).get("status", {}).get("certificate") or {}).get("serial")
+        leaf = served_certificate(nginx.https_port, hostname)
+        return serial != first and leaf is not None and format(leaf.serial_number, "x") == serial
+
+    eventually(renewed_and_served, "nginx serving the renewed certificate", timeout=60)
+    assert https_request(nginx.https_port, hostname, pebble.root_pem())[0] == 200
+
+
+def eventually(probe: object, what: str, timeout: float = 30) -> None:
+    assert callable(probe)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout}s")
