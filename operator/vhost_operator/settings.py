@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """The operator's configuration. Tests pass values as keyword arguments instead."""
 
-    model_config = SettingsConfigDict(env_prefix="VHOST_OPERATOR_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="VHOST_OPERATOR_", frozen=True, use_attribute_docstrings=True
+    )
 
     acme_enabled: bool = False
     """Order certificates over ACME (the ``certificate`` step). Off by default: with both ACME

@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class AgentSettings(BaseSettings):
     """The agent's configuration. Tests pass values as keyword arguments instead."""
 
-    model_config = SettingsConfigDict(env_prefix="VHOST_AGENT_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="VHOST_AGENT_", frozen=True, use_attribute_docstrings=True
+    )
 
     namespace: str = "vhost-operator"
     """Namespace of the site ConfigMaps and TLS Secrets (the operator's ``nginx_namespace``).

@@ -17,7 +17,9 @@ from vhost_operator.tenancy.names import normalise_hostname
 class GateSettings(BaseSettings):
     """The gate's configuration. Tests pass values as keyword arguments instead."""
 
-    model_config = SettingsConfigDict(env_prefix="VHOST_GATE_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="VHOST_GATE_", frozen=True, use_attribute_docstrings=True
+    )
 
     listen_address: str = "0.0.0.0"
     """Address the HTTP server binds to. All interfaces by default, as a Pod's Service needs."""
