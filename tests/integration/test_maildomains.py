@@ -375,11 +375,10 @@ def test_a_second_maildomain_for_one_domain_never_takes_it(
     host_with(cluster, f"mail.seven.{ZONE}", [])
 
 
+@pytest.mark.parametrize("operator", ["webhook"], indirect=True)  # a rule of the webhook
 def test_the_webhook_refuses_a_domain_another_host_lists(
-    cluster: Cluster, operator: OperatorProcess, webhook_on: bool, tmp_path: Path
+    cluster: Cluster, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    if not webhook_on:
-        pytest.skip("a rule of the admission webhook")
     apply(cluster, tmp_path, maildomain("listed", "listed.test", f"mail.nine.{ZONE}"))
     host_with(cluster, f"mail.nine.{ZONE}", ["listed.test"])
     path = tmp_path / "other.yaml"
