@@ -20,7 +20,7 @@ from typing import Final, Self
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vhost_operator.resources.hostnames import hostname_problem
+from vhost_operator.resources.hostnames import Hostname
 
 SERVER_NAMES_HASH_BUCKET_SIZE: Final = 512
 """What the ``http {}`` context that includes these server blocks must set as
@@ -31,7 +31,6 @@ a hostname longer than about 50 characters; a 253-character hostname, the RFC 11
 CONFIG_HASH_LENGTH: Final = 16
 """Hex digits kept from the sha256 of a config: 64 bits, plenty to tell configs apart in status."""
 
-_HOSTNAME_CHARS = re.compile(r"[a-z0-9.-]+")
 _DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 # Upstream hosts may be single-label (``localhost``, a Service name in the same namespace), unlike
 # the public hostname, which must be fully qualified.
@@ -84,7 +83,7 @@ class SiteConfig(BaseModel):
     # field name fails loudly instead of rendering a default.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    hostname: str
+    hostname: Hostname
     """The public hostname (``server_name``): lowercase, fully qualified, RFC 1123."""
     challenge_upstream: str
     """``host:port`` of the operator's HTTP-01 challenge responder."""
@@ -99,18 +98,6 @@ class SiteConfig(BaseModel):
     max_body_size_mib: int = Field(default=50, ge=1, le=10_240)
     """``client_max_body_size`` towards the web app. nginx's default of 1 MiB would refuse most
     mail attachments with a bare 413."""
-
-    @field_validator("hostname")
-    @classmethod
-    def _valid_hostname(cls, hostname: str) -> str:
-        problem = hostname_problem(hostname)
-        if problem:
-            raise ValueError(problem)
-        # hostname_problem matches labels with "^...$", which lets a trailing newline through;
-        # an allow-list on the whole string closes that gap before the name reaches nginx.
-        if not _HOSTNAME_CHARS.fullmatch(hostname):
-            raise ValueError(f"hostname {hostname!r} may contain only a-z, 0-9, '.' and '-'")
-        return hostname
 
     @field_validator("challenge_upstream")
     @classmethod

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 MAX_HOSTNAME_LENGTH = 253
 """RFC 1123: a full name is at most 253 characters (without a trailing dot)."""
@@ -35,3 +38,15 @@ def hostname_problem(hostname: str) -> str | None:
     if hostname != hostname.lower():
         return f"hostname {hostname!r} must be lowercase (use {hostname.lower()!r})"
     return None
+
+
+def _checked(hostname: str) -> str:
+    problem = hostname_problem(hostname)
+    if problem is not None:
+        raise ValueError(problem)
+    return hostname
+
+
+Hostname = Annotated[str, AfterValidator(_checked)]
+"""A pydantic field type: a valid, lowercase, fully qualified hostname (see
+:func:`hostname_problem`), refused with that function's message otherwise."""

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from vhost_operator.resources.hostnames import hostname_problem
+from vhost_operator.resources.hostnames import Hostname
 
 GROUP = "vhost-operator.io"
 VERSION = "v1alpha1"
@@ -54,18 +54,10 @@ class Theme(_WireModel):
 
 
 class VirtualHostSpec(_WireModel):
-    hostname: str
+    hostname: Hostname
     domains: list[str] = Field(default_factory=list)
     enabled: bool = True
     theme: Theme = Field(default_factory=Theme)
-
-    @field_validator("hostname")
-    @classmethod
-    def _valid_hostname(cls, hostname: str) -> str:
-        problem = hostname_problem(hostname)
-        if problem:
-            raise ValueError(problem)
-        return hostname
 
 
 class Phase(enum.StrEnum):
