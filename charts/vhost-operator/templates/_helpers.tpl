@@ -1,0 +1,174 @@
+{{/*
+vhost-operator.name is the chart name, or nameOverride.
+*/}}
+{{- define "vhost-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+vhost-operator.fullname prefixes every resource name. Kubernetes names that are DNS labels
+(Services, and so the webhook's host name) may hold 63 characters at most, hence trunc 63. A
+release whose name already contains the chart name is not repeated ("vhost-operator", not
+"vhost-operator-vhost-operator").
+*/}}
+{{- define "vhost-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+vhost-operator.componentName is "<fullname>-<component>" for the chart's other objects. The
+fullname is cut to 50 characters first, so that the longest suffix ("-acme-account", 13) still
+fits a 63-character DNS label. Call with (dict "root" $ "component" "webhook").
+*/}}
+{{- define "vhost-operator.componentName" -}}
+{{- printf "%s-%s" (include "vhost-operator.fullname" .root | trunc 50 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{/*
+vhost-operator.chart is the chart label value: name and version.
+*/}}
+{{- define "vhost-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+vhost-operator.labels are the common labels of every object. Call with
+(dict "root" $ "component" "operator").
+*/}}
+{{- define "vhost-operator.labels" -}}
+helm.sh/chart: {{ include "vhost-operator.chart" .root }}
+{{ include "vhost-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: vhost-operator
+{{- end -}}
+
+{{/*
+vhost-operator.selectorLabels select one component's pods. Call with
+(dict "root" $ "component" "operator").
+*/}}
+{{- define "vhost-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vhost-operator.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+vhost-operator.imageRef renders "repository:tag" or "repository@digest" from an image block.
+Call with (dict "image" .Values.image "tag" "<default tag>").
+*/}}
+{{- define "vhost-operator.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .tag .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+vhost-operator.image is the operator image (Dockerfile target "operator").
+*/}}
+{{- define "vhost-operator.image" -}}
+{{- include "vhost-operator.imageRef" (dict "image" .Values.image "tag" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/*
+vhost-operator.agentImage is the nginx agent's image (Dockerfile target "agent": the operator
+image plus Debian's nginx, which the agent runs for `nginx -t`).
+*/}}
+{{- define "vhost-operator.agentImage" -}}
+{{- include "vhost-operator.imageRef" (dict "image" .Values.agentImage "tag" (printf "%s-agent" .Chart.AppVersion)) -}}
+{{- end -}}
+
+{{/*
+vhost-operator.nginxImage is the image of the nginx container: the agent's image unless
+nginx.image.repository is set, so that `nginx -t` in the agent tests with the very nginx that
+serves.
+*/}}
+{{- define "vhost-operator.nginxImage" -}}
+{{- if .Values.nginx.image.repository -}}
+{{- if not (or .Values.nginx.image.tag .Values.nginx.image.digest) -}}
+{{- fail "nginx.image.repository needs nginx.image.tag or nginx.image.digest: pin the nginx image" -}}
+{{- end -}}
+{{- include "vhost-operator.imageRef" (dict "image" .Values.nginx.image "tag" "") -}}
+{{- else -}}
+{{- include "vhost-operator.agentImage" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+vhost-operator.nginxNamespace is where the per-host ConfigMaps and TLS Secrets live, and where
+nginx and its agent run: nginx.namespace, else the release namespace.
+*/}}
+{{- define "vhost-operator.nginxNamespace" -}}
+{{- default .Release.Namespace .Values.nginx.namespace -}}
+{{- end -}}
+
+{{/*
+vhost-operator.serviceAccountName is the operator's ServiceAccount.
+*/}}
+{{- define "vhost-operator.serviceAccountName" -}}
+{{- include "vhost-operator.fullname" . -}}
+{{- end -}}
+
+{{/*
+vhost-operator.agentServiceAccountName is the nginx agent's ServiceAccount.
+*/}}
+{{- define "vhost-operator.agentServiceAccountName" -}}
+{{- include "vhost-operator.componentName" (dict "root" . "component" "nginx") -}}
+{{- end -}}
+
+{{/*
+vhost-operator.gateServiceAccountName is the tenancy gate's ServiceAccount.
+*/}}
+{{- define "vhost-operator.gateServiceAccountName" -}}
+{{- include "vhost-operator.componentName" (dict "root" . "component" "gate") -}}
+{{- end -}}
+
+{{/*
+vhost-operator.accountSecretName is the Secret (release namespace) with the ACME account key.
+*/}}
+{{- define "vhost-operator.accountSecretName" -}}
+{{- default (include "vhost-operator.componentName" (dict "root" . "component" "acme-account")) .Values.acme.accountSecretName -}}
+{{- end -}}
+
+{{/*
+vhost-operator.webhookHost is the name the API server calls the webhook at: webhook.host, else
+the webhook Service's DNS name. kopf builds the webhook URL from it and the listening port.
+*/}}
+{{- define "vhost-operator.webhookHost" -}}
+{{- if .Values.webhook.host -}}
+{{- .Values.webhook.host -}}
+{{- else -}}
+{{- printf "%s.%s.svc" (include "vhost-operator.componentName" (dict "root" . "component" "webhook")) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+vhost-operator.challengeUpstream is the host:port nginx proxies ACME HTTP-01 challenges to: the
+challenge responder's Service.
+*/}}
+{{- define "vhost-operator.challengeUpstream" -}}
+{{- printf "%s.%s.svc:%d" (include "vhost-operator.componentName" (dict "root" . "component" "challenges")) .Release.Namespace (int .Values.acme.challengePort) -}}
+{{- end -}}
+
+{{/*
+vhost-operator.podSecurityContext and vhost-operator.securityContext: the hardened defaults
+every pod and container of the chart runs with (values podSecurityContext/securityContext).
+*/}}
+{{- define "vhost-operator.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext -}}
+{{- end -}}
+
+{{- define "vhost-operator.securityContext" -}}
+{{- toYaml .Values.securityContext -}}
+{{- end -}}
