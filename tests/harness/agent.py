@@ -21,8 +21,11 @@ class AgentProcess:
         nginx: NginxServer,
         namespace: str,
         settings: dict[str, str] | None = None,
+        *,
+        verbose: bool = True,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.verbose = verbose
         self.workdir = workdir
         self.health_port = free_port()
         self.log_path = workdir / "nginx-agent.log"
@@ -39,7 +42,9 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         env = {"KUBECONFIG": str(self.kubeconfig), **self.settings}
-        argv = [sys.executable, "-m", "vhost_operator", "nginx-agent", "--verbose"]
+        argv = [sys.executable, "-m", "vhost_operator", "nginx-agent"]
+        if self.verbose:
+            argv.append("--verbose")
         self._process = ManagedProcess("nginx-agent", argv, self.log_path, env)
         # Ready: both watches listed and nginx confirmed a reload of what the agent wrote.
         self._process.wait_until(
@@ -53,6 +58,11 @@ class AgentProcess:
         if self._process is not None:
             self._process.stop()
             self._process = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.process.pid
 
     def metrics(self) -> dict[str, float]:
         """The agent's ``/metrics``, name → value."""

@@ -12,10 +12,19 @@ from tests.harness.processes import ManagedProcess, free_port, http_ok
 class OperatorProcess:
     """Starts the operator against a kubeconfig with ``VHOST_OPERATOR_*`` settings."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, settings: dict[str, str]) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        settings: dict[str, str],
+        *,
+        verbose: bool = True,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.settings = settings
+        self.verbose = verbose
+        """Debug logging (the tests read it); the benchmark runs without, as in production."""
         self.liveness_port = free_port()
         self.metrics_port = free_port()
         self._process: ManagedProcess | None = None
@@ -28,7 +37,9 @@ class OperatorProcess:
             "VHOST_OPERATOR_METRICS_PORT": str(self.metrics_port),
             **self.settings,
         }
-        argv = [sys.executable, "-m", "vhost_operator", "run", "--verbose"]
+        argv = [sys.executable, "-m", "vhost_operator", "run"]
+        if self.verbose:
+            argv.append("--verbose")
         self._process = ManagedProcess("vhost-operator", argv, self.log_path, env)
         self._process.wait_until(
             lambda: http_ok(f"http://127.0.0.1:{self.liveness_port}/healthz"),
@@ -43,6 +54,11 @@ class OperatorProcess:
         with urllib.request.urlopen(url, timeout=5) as response:
             text: str = response.read().decode()
             return text
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.process.pid
 
     def kill(self) -> None:
         assert self._process is not None

@@ -371,11 +371,13 @@ class _OrderSession:
     ) -> None:
         """Complete every pending authorization of ``order`` over HTTP-01."""
         published: list[tuple[str, str]] = []
+        # A new order comes with its authorizations fetched (the acme library does that); only
+        # a resumed one needs them fetched here.
+        fetched = {authzr.uri: authzr.body for authzr in order.authorizations or ()}
         try:
             for authz_url in order.body.authorizations:
-                authz, _ = await self._call(
-                    "fetching the authorization", _fetch_authz, self._client, authz_url
-                )
+                known = fetched.get(authz_url)
+                authz = known if known is not None else await self._fetch_authz(authz_url)
                 if authz.status == messages.STATUS_VALID:
                     continue
                 if authz.status != messages.STATUS_PENDING:
@@ -399,6 +401,12 @@ class _OrderSession:
         finally:
             await _unpublish_all(unpublish, published)
 
+    async def _fetch_authz(self, authz_url: str) -> messages.Authorization:
+        authz, _ = await self._call(
+            "fetching the authorization", _fetch_authz, self._client, authz_url
+        )
+        return authz
+
     def _http01(
         self, authz: messages.Authorization
     ) -> tuple[messages.ChallengeBody, acme_challenges.HTTP01]:
@@ -408,8 +416,12 @@ class _OrderSession:
         raise AcmeRefused(f"the CA offered no http-01 challenge for {self._hostname}")
 
     async def _wait_for_validation(self, authz_url: str) -> None:
+        # The first look comes after the first delay: asked at once, a CA has never validated
+        # yet, and the request would only tell so.
         polls = _Backoff()
+        retry_after = None
         while True:
+            await self._sleep(polls.next(retry_after), "validate the challenge")
             authz, retry_after = await self._call(
                 "waiting for validation", _fetch_authz, self._client, authz_url
             )
@@ -417,7 +429,6 @@ class _OrderSession:
                 return
             if authz.status != messages.STATUS_PENDING:
                 raise self._challenge_failed(authz)
-            await self._sleep(polls.next(retry_after), "validate the challenge")
 
     def _challenge_failed(self, authz: messages.Authorization) -> ChallengeFailed:
         problem = next((c.error for c in authz.challenges if c.error is not None), None)
@@ -432,22 +443,36 @@ class _OrderSession:
         )
 
     async def finalize(self, order: messages.OrderResource) -> bytes:
-        """Finalize ``order`` with our CSR once it is ready; return the checked chain PEM."""
+        """Finalize ``order`` with our CSR once it is ready; return the checked chain PEM.
+
+        An order whose authorizations were just validated is finalized straight away, without
+        asking first whether it is ready (a CA that disagrees answers orderNotReady, and the
+        order is then polled); the finalization's answer is the order itself, often already
+        valid, so the certificate is downloaded without polling in between.
+        """
         polls = _Backoff()
-        finalized = False
+        body, retry_after = order.body, None
+        finalized = tried_early = False
         while True:
-            body, retry_after = await self._call(
-                "polling the order", _fetch_order, self._client, order.uri
-            )
             if body.status == messages.STATUS_VALID and body.certificate is not None:
                 return self._checked(await self._download(body.certificate))
             if body.status == messages.STATUS_INVALID:
                 raise self._issuance_refused(body)
-            if body.status == messages.STATUS_READY and not finalized:
-                await self._call("finalizing the order", _begin_finalization, self._client, order)
-                finalized = True
-                continue
+            # "pending" here is our copy from before the authorizations were validated: try
+            # once; the CA's own view decides (orderNotReady: poll until it says "ready").
+            early = body.status == messages.STATUS_PENDING and not tried_early
+            if not finalized and (body.status == messages.STATUS_READY or early):
+                tried_early = True
+                answer = await self._call(
+                    "finalizing the order", _begin_finalization, self._client, order
+                )
+                if answer is not None:
+                    finalized, body = True, answer
+                    continue
             await self._sleep(polls.next(retry_after), "issue the certificate")
+            body, retry_after = await self._call(
+                "polling the order", _fetch_order, self._client, order.uri
+            )
 
     async def _download(self, url: str) -> bytes:
         return await self._call("downloading the certificate", _download, self._client, url)
@@ -544,12 +569,14 @@ def _retry_after(response: requests.Response) -> float | None:
     return max(0.0, (when - datetime.now()).total_seconds())
 
 
-def _begin_finalization(client: ClientV2, order: messages.OrderResource) -> None:
+def _begin_finalization(client: ClientV2, order: messages.OrderResource) -> messages.Order | None:
+    """The order as the CA answers the finalization; ``None`` if it is not ready for it yet."""
     try:
-        client.begin_finalization(order)
+        return client.begin_finalization(order).body
     except messages.Error as error:
         if error.code != "orderNotReady":  # not ready yet: the polling loop tries again
             raise
+        return None
 
 
 class _Backoff:

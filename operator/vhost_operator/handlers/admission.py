@@ -1,5 +1,9 @@
 """Validating webhook handlers: kopf's admission requests → ``admission.rules``.
 
+The handlers are coroutines although they never wait: kopf runs a plain function in a thread
+pool, and the hop there and back costs more than the checks themselves (milliseconds of latency
+for the API server's call). They read the indexes ``handlers.maildomains`` keeps (always loaded).
+
 failurePolicy is Ignore (``ignore_failures=True``): the CRD schema refuses malformed objects even
 while the operator is down, and what the webhook adds (uniqueness, the 409 on a stray retry) the
 operator checks again when it handles the object. Fail would instead block every VirtualHost
@@ -14,17 +18,8 @@ from typing import Any
 import kopf
 
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
+from vhost_operator.resources.maildomains import Claim
 from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION, VIRTUALHOSTS
-
-
-@kopf.index(GROUP, VERSION, VIRTUALHOSTS)
-def virtualhosts_by_hostname(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
-    return {spec.get("hostname", ""): name}
-
-
-@kopf.index(GROUP, VERSION, MAILDOMAINS)
-def maildomains_by_domain(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
-    return {spec.get("name", ""): name}
 
 
 @kopf.on.validate(
@@ -35,19 +30,18 @@ def maildomains_by_domain(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str
     operations=["CREATE", "UPDATE"],
     ignore_failures=True,
 )
-def validate_virtualhost(
+async def validate_virtualhost(
     *,
     body: kopf.Body,
     name: str,
     old: kopf.Body | None = None,
     operation: str | None = None,
-    virtualhosts_by_hostname: kopf.Index[str, str] | None = None,
+    hosts_by_hostname: kopf.Index[str, str] | None = None,
     hosts_by_domain: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     hostname = body.get("spec", {}).get("hostname", "")
-    owners = list((virtualhosts_by_hostname or {}).get(hostname, []))
-    # hosts_by_domain is registered by handlers.maildomains (always loaded): domain → VH names.
+    owners = list((hosts_by_hostname or {}).get(hostname, []))
     domains = body.get("spec", {}).get("domains") or []
     domain_owners = {d: list((hosts_by_domain or {}).get(d, [])) for d in domains}
     try:
@@ -70,15 +64,15 @@ def validate_virtualhost(
     operations=["CREATE", "UPDATE"],
     ignore_failures=True,
 )
-def validate_maildomain(
+async def validate_maildomain(
     *,
     body: kopf.Body,
     name: str,
-    maildomains_by_domain: kopf.Index[str, str] | None = None,
+    maildomain_claims: kopf.Index[str, Claim] | None = None,
     **_: Any,
 ) -> None:
     domain = body.get("spec", {}).get("name", "")
-    owners = list((maildomains_by_domain or {}).get(domain, []))
+    owners = [claim.name for claim in (maildomain_claims or {}).get(domain, [])]
     try:
         review_maildomain(body, name=name, domain_owners=owners)
     except Refusal as refusal:

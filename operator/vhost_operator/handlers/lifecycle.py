@@ -6,14 +6,16 @@ import asyncio
 import concurrent.futures
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kopf
 
 from vhost_operator.acme import ChallengeResponder
 from vhost_operator.admission.tls import make_serving_material
-from vhost_operator.handlers.context import OperatorContext, context_of
+from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
@@ -23,9 +25,12 @@ from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.resources.models import GROUP
 from vhost_operator.settings import Settings
 
-BLOCKING_CALL_THREADS = 64
-"""Threads for the blocking Kubernetes and ACME client calls. asyncio's default (CPU count + 4)
-would let six hosts provision at a time on a 2-core node while the rest wait for a thread."""
+KOPF_CONNECTIONS = 32
+"""Connections kopf's own API client may have open at once (kopf's default: no limit). kopf
+patches every object it handles, so a thousand hosts at once meant a thousand concurrent TLS
+connections (handshakes, memory), and the API server's priority-and-fairness queues answered the
+overflow with 429 Too Many Requests, which kopf retries a second or more later. Its few watches
+hold one connection each; the requests queue for the rest."""
 
 KOPF_PREFIX = f"kopf.{GROUP}"
 """Annotation prefix of kopf's bookkeeping (progress and last handled configuration)."""
@@ -47,6 +52,36 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "vhost-operator"
+
+
+@kopf.on.login()
+async def login(
+    *,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    settings: kopf.OperatorSettings,
+    **_: Any,
+) -> kopf.AiohttpSession | None:
+    """kopf's own login (in-cluster service account, else kubeconfig), with a session that
+    keeps at most ``KOPF_CONNECTIONS`` connections."""
+    info = kopf.login_via_client(logger=logger, settings=settings)
+    if info is None:
+        return None
+    with warnings.catch_warnings():  # aiohttp deprecates BasicAuth on sessions; kopf does too
+        warnings.simplefilter("ignore", DeprecationWarning)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=KOPF_CONNECTIONS, ssl=info.as_ssl_context()),
+            headers=info.as_http_headers(),
+            auth=info.as_aiohttp_basic_auth(),
+            proxy=info.proxy_url,
+            trust_env=info.trust_env,
+        )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+        aiohttp_session=session,
+    )
 
 
 @kopf.on.startup()

@@ -1,8 +1,10 @@
 """MailDomain events → ``provisioning.linking``; and the indexes linking looks things up in.
 
-The indexes are registered whatever the settings (the admission webhook uses
-``hosts_by_domain`` too). kopf fills them before any handler runs and keeps them current from
-its watches; linking reads every hint again from the API server before writing.
+The indexes are registered whatever the settings (the admission webhook uses them too). kopf
+fills them before any handler runs and keeps them current from its watches; linking reads every
+hint again from the API server before writing. They are coroutines although they never wait:
+kopf runs a plain function in a thread, for every watch event, and the hop costs more than the
+function itself.
 """
 
 from __future__ import annotations
@@ -47,17 +49,19 @@ one is deleted, this one links."""
 
 
 @kopf.index(GROUP, VERSION, VIRTUALHOSTS)
-def hosts_by_hostname(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
+async def hosts_by_hostname(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
     return {spec.get("hostname", ""): name}
 
 
 @kopf.index(GROUP, VERSION, VIRTUALHOSTS)
-def hosts_by_domain(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
+async def hosts_by_domain(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
     return dict.fromkeys(spec.get("domains") or (), name)
 
 
 @kopf.index(GROUP, VERSION, MAILDOMAINS)
-def maildomain_claims(spec: kopf.Spec, name: str, meta: kopf.Meta, **_: Any) -> dict[str, Claim]:
+async def maildomain_claims(
+    spec: kopf.Spec, name: str, meta: kopf.Meta, **_: Any
+) -> dict[str, Claim]:
     return {spec.get("name", ""): Claim(meta.get("creationTimestamp", ""), name)}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +21,8 @@ from vhost_operator.resources.models import (
 )
 
 
-@kopf.index(GROUP, VERSION, VIRTUALHOSTS)
-def renewal_candidates(body: kopf.Body, **_: Any) -> dict[str, RenewalCandidate] | None:
+@kopf.index(GROUP, VERSION, VIRTUALHOSTS)  # a coroutine: kopf runs plain functions in a thread
+async def renewal_candidates(body: kopf.Body, **_: Any) -> dict[str, RenewalCandidate] | None:
     candidate = RenewalCandidate.of(VirtualHost.from_body(body))
     return None if candidate is None else {candidate.name: candidate}
 
@@ -32,8 +33,9 @@ def start_scanner(
     async def request_renewal(name: str, now: datetime) -> None:
         await context.virtualhosts.annotate(name, {RENEW_ANNOTATION: now.isoformat()})
 
-    def candidates() -> list[RenewalCandidate]:
-        return [candidate for store in index.values() for candidate in store]
+    def candidates() -> Iterator[RenewalCandidate]:
+        # Walked once, synchronously, by the scan: the index cannot change under it.
+        return (candidate for store in index.values() for candidate in store)
 
     return asyncio.create_task(
         run_scanner(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import kubernetes
 import urllib3.exceptions
@@ -23,13 +24,44 @@ RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 """Seconds between attempts of one call: bounded, so a step fails in seconds, not forever."""
 
 
-def connect() -> kubernetes.client.ApiClient:
-    """An API client from the in-cluster service account, or else from the kubeconfig."""
+CONNECTIONS = 10
+"""Default size of the client's connection pool (the ``kubernetes`` client's own default is
+CPU count x 5). A call that finds every pooled connection busy opens one of its own and throws
+it away afterwards: a TLS handshake per call. Size it to the threads that make calls."""
+
+
+def connect(connections: int = CONNECTIONS) -> kubernetes.client.ApiClient:
+    """An API client from the in-cluster service account, or else from the kubeconfig, keeping
+    up to ``connections`` connections open (one per thread that calls it at the same time)."""
+    configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    return kubernetes.client.ApiClient(configuration)
+
+
+def json_body(response: Any) -> Any:
+    """The JSON document of a response fetched with ``_preload_content=False``.
+
+    Reads and writes go that way: the client's own deserialization into model classes (every
+    field validated, every timestamp parsed) costs more CPU than the request itself, and the
+    operator only needs the plain JSON, or nothing at all for a write.
+    """
+    return json.loads(response.data) if response.data else None
+
+
+def drained(response: Any) -> None:
+    """Read and drop the body of a write made with ``_preload_content=False``: only a body read
+    to its end hands the connection back to the pool."""
+    response.read()
+
+
+async def write(function: Callable[[], Any], *, what: str) -> None:
+    """:func:`call` for a write whose answer nobody reads: ``function`` makes the request with
+    ``_preload_content=False``; the body is read and dropped, never deserialized."""
+    await call(lambda: drained(function()), what=what)
 
 
 def _describe(error: ApiException) -> str:

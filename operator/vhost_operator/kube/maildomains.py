@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes
 
 from vhost_operator.errors import ApiError
-from vhost_operator.kube.api import call
+from vhost_operator.kube.api import call, write
 from vhost_operator.kube.preconditions import conditional_call
 from vhost_operator.resources.maildomains import MailDomain, MailDomainStatus
 from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION
@@ -73,11 +73,17 @@ class MailDomainApi:
 
         def send() -> Any:
             return self._objects.patch_cluster_custom_object_status(
-                GROUP, VERSION, MAILDOMAINS, name, patch, _content_type=MERGE_PATCH
+                GROUP,
+                VERSION,
+                MAILDOMAINS,
+                name,
+                patch,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
             )
 
         try:
-            await call(send, what=f"writing status of MailDomain {name}")
+            await write(send, what=f"writing status of MailDomain {name}")
         except ApiError as error:
             if error.status != 404:
                 raise

@@ -13,18 +13,19 @@ from typing import Any
 import kubernetes
 
 from vhost_operator.errors import ApiError
-from vhost_operator.kube.api import call
+from vhost_operator.kube.api import call, json_body, write
 
 FIELD_MANAGER = "vhost-operator"
 APPLY = "application/apply-patch+yaml"
 
 
 class SecretData:
-    """Decoded Secret contents and metadata."""
+    """Decoded Secret contents and metadata, from the Secret's JSON."""
 
-    def __init__(self, body: Any) -> None:
-        self.data = {k: base64.b64decode(v) for k, v in (body.data or {}).items()}
-        self.annotations: dict[str, str] = dict(body.metadata.annotations or {})
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.data = {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
+        metadata = body.get("metadata") or {}
+        self.annotations: dict[str, str] = dict(metadata.get("annotations") or {})
 
 
 class NamespacedObjects:
@@ -36,7 +37,7 @@ class NamespacedObjects:
     async def apply_configmap(self, namespace: str, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
         body = {"apiVersion": "v1", "kind": "ConfigMap", **manifest}
-        await call(
+        await write(
             lambda: self._core.patch_namespaced_config_map(
                 name,
                 namespace,
@@ -44,6 +45,7 @@ class NamespacedObjects:
                 field_manager=FIELD_MANAGER,
                 force=True,
                 _content_type=APPLY,
+                _preload_content=False,
             ),
             what=f"writing ConfigMap {namespace}/{name}",
         )
@@ -54,8 +56,10 @@ class NamespacedObjects:
         """Merge ``annotations`` into a ConfigMap; ``False`` when it does not exist."""
         patch = {"metadata": {"annotations": annotations}}
         try:
-            await call(
-                lambda: self._core.patch_namespaced_config_map(name, namespace, patch),
+            await write(
+                lambda: self._core.patch_namespaced_config_map(
+                    name, namespace, patch, _preload_content=False
+                ),
                 what=f"annotating ConfigMap {namespace}/{name}",
             )
         except ApiError as error:
@@ -64,9 +68,12 @@ class NamespacedObjects:
             raise
         return True
 
-    async def read_configmap(self, namespace: str, name: str) -> Any | None:
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap's JSON, or ``None`` when it does not exist."""
         return await self._read(
-            lambda: self._core.read_namespaced_config_map(name, namespace),
+            lambda: json_body(
+                self._core.read_namespaced_config_map(name, namespace, _preload_content=False)
+            ),
             what=f"reading ConfigMap {namespace}/{name}",
         )
 
@@ -76,7 +83,7 @@ class NamespacedObjects:
         name = manifest["metadata"]["name"]
         encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
         body = {"apiVersion": "v1", "kind": "Secret", **manifest, "data": encoded}
-        await call(
+        await write(
             lambda: self._core.patch_namespaced_secret(
                 name,
                 namespace,
@@ -84,26 +91,31 @@ class NamespacedObjects:
                 field_manager=FIELD_MANAGER,
                 force=True,
                 _content_type=APPLY,
+                _preload_content=False,
             ),
             what=f"writing Secret {namespace}/{name}",
         )
 
     async def read_secret(self, namespace: str, name: str) -> SecretData | None:
         body = await self._read(
-            lambda: self._core.read_namespaced_secret(name, namespace),
+            lambda: json_body(
+                self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+            ),
             what=f"reading Secret {namespace}/{name}",
         )
         return None if body is None else SecretData(body)
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         await self._delete(
-            lambda: self._core.delete_namespaced_secret(name, namespace),
+            lambda: self._core.delete_namespaced_secret(name, namespace, _preload_content=False),
             what=f"deleting Secret {namespace}/{name}",
         )
 
     async def delete_configmap(self, namespace: str, name: str) -> None:
         await self._delete(
-            lambda: self._core.delete_namespaced_config_map(name, namespace),
+            lambda: self._core.delete_namespaced_config_map(
+                name, namespace, _preload_content=False
+            ),
             what=f"deleting ConfigMap {namespace}/{name}",
         )
 
@@ -119,7 +131,7 @@ class NamespacedObjects:
     @staticmethod
     async def _delete(function: Any, *, what: str) -> None:
         try:
-            await call(function, what=what)
+            await write(function, what=what)
         except ApiError as error:
             if error.status != 404:
                 raise

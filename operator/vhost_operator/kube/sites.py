@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import kubernetes
 
 from vhost_operator.errors import ApiError
-from vhost_operator.kube.api import call
+from vhost_operator.kube.api import write
 from vhost_operator.kube.watching import ObjectWatch
 from vhost_operator.resources import labels
 
@@ -53,13 +53,14 @@ class SiteObjects:
         """Set (or, for ``None``, remove) annotations; ``False`` if the ConfigMap is gone."""
         body = {"metadata": {"annotations": dict(annotations)}}
         try:
-            await call(
+            await write(
                 lambda: self._core.patch_namespaced_config_map(
                     name,
                     self.namespace,
                     body,
                     field_manager=FIELD_MANAGER,
                     _content_type=MERGE_PATCH,
+                    _preload_content=False,
                 ),
                 what=f"annotating ConfigMap {self.namespace}/{name}",
             )

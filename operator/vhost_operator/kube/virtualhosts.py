@@ -7,7 +7,7 @@ from typing import Any
 
 import kubernetes
 
-from vhost_operator.kube.api import call
+from vhost_operator.kube.api import write
 from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS, VirtualHostStatus
 
 
@@ -22,17 +22,17 @@ class VirtualHostApi:
 
         def send() -> Any:
             return self._objects.patch_cluster_custom_object_status(
-                GROUP, VERSION, VIRTUALHOSTS, name, patch
+                GROUP, VERSION, VIRTUALHOSTS, name, patch, _preload_content=False
             )
 
-        await call(send, what=f"writing status of VirtualHost {name}")
+        await write(send, what=f"writing status of VirtualHost {name}")
 
     async def annotate(self, name: str, annotations: dict[str, str]) -> None:
         patch = {"metadata": {"annotations": annotations}}
 
         def send() -> Any:
             return self._objects.patch_cluster_custom_object(
-                GROUP, VERSION, VIRTUALHOSTS, name, patch
+                GROUP, VERSION, VIRTUALHOSTS, name, patch, _preload_content=False
             )
 
-        await call(send, what=f"annotating VirtualHost {name}")
+        await write(send, what=f"annotating VirtualHost {name}")

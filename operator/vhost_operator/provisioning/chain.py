@@ -51,7 +51,11 @@ class StepOutcome:
 
 
 class Step(Protocol):
-    """One idempotent unit of provisioning. Running it twice must be harmless."""
+    """One idempotent unit of provisioning. Running it twice must be harmless.
+
+    A step that only checks things and takes no time may set a class attribute ``quick = True``:
+    its start is then not written on its own, only its outcome (one status write less per host).
+    """
 
     @property
     def name(self) -> str: ...
@@ -112,7 +116,8 @@ async def run_chain(
         status.chain[index] = entry.model_copy(
             update={"state": StepState.RUNNING, "started_at": clock(), "finished_at": None}
         )
-        await recorder.write_status(host, status)
+        if index == 0 or not getattr(step, "quick", False):
+            await recorder.write_status(host, status)
         started = time.monotonic()
         try:
             outcome = await step.run(host.model_copy(update={"status": status}))

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Protocol
 
 from vhost_operator.errors import VhostOperatorError
+from vhost_operator.metrics import RENEWAL_SCAN_SECONDS
 from vhost_operator.provisioning.chain import ChainRecorder, Step, StepOutcome, with_conditions
 from vhost_operator.resources.conditions import set_condition
 from vhost_operator.resources.models import (
@@ -83,7 +85,9 @@ async def scan_once(
     spacing: float,
 ) -> int:
     """Ask each due host for a renewal, ``spacing`` seconds apart; return how many were asked."""
+    started = time.perf_counter()
     due = due_for_renewal(candidates, now)
+    RENEWAL_SCAN_SECONDS.observe(time.perf_counter() - started)
     for index, candidate in enumerate(due):
         if index:
             await asyncio.sleep(spacing)
@@ -107,7 +111,7 @@ async def run_scanner(
     """Scan every ``interval`` seconds until cancelled."""
     while True:
         await asyncio.sleep(interval)
-        await scan_once(list(candidates()), request_renewal, now=clock(), spacing=spacing)
+        await scan_once(candidates(), request_renewal, now=clock(), spacing=spacing)
 
 
 RENEWAL_CONDITION = "CertificateRenewal"

@@ -35,24 +35,39 @@ class Applied:
             error=annotations.get(labels.APPLY_ERROR),
         )
 
+    def serves(self, config_hash: str, serial: str | None) -> bool:
+        """Whether nginx runs ``config_hash`` (and, if given, certificate ``serial``)."""
+        return self.applied_hash == config_hash and serial in (None, self.applied_serial)
+
 
 class SiteApplications:
-    """The agent's reports, by ConfigMap name, and waiting for one to match."""
+    """The agent's reports, by ConfigMap name, and waiting for one to match.
+
+    A waiter is woken only by events about its own ConfigMap (or a relist): with a thousand
+    hosts provisioning at once, waking every waiter on every event would be a million wake-ups.
+    """
 
     def __init__(self) -> None:
         self._sites: dict[str, Applied] = {}
-        self._changed = asyncio.Event()
+        self._wakers: dict[str, asyncio.Event] = {}
+        """ConfigMap name -> the event its waiters wait on; set (and dropped) on a change."""
 
     def handle(self, event: WatchEvent) -> None:
         if event.type == "SYNC":
             self._sites = {_name(o): Applied.of(_annotations(o)) for o in event.objects}
-        elif event.object is not None and event.type == "DELETED":
-            self._sites.pop(_name(event.object), None)
-        elif event.object is not None:
-            self._sites[_name(event.object)] = Applied.of(_annotations(event.object))
-        # Wake every waiter; each checks its own site and waits again on a fresh event.
-        self._changed.set()
-        self._changed = asyncio.Event()
+            wakers, self._wakers = self._wakers, {}
+            for waker in wakers.values():
+                waker.set()
+            return
+        if event.object is None:
+            return
+        name = _name(event.object)
+        if event.type == "DELETED":
+            self._sites.pop(name, None)
+        else:
+            self._sites[name] = Applied.of(_annotations(event.object))
+        if name in self._wakers:
+            self._wakers.pop(name).set()
 
     def get(self, configmap: str) -> Applied | None:
         return self._sites.get(configmap)
@@ -67,23 +82,24 @@ class SiteApplications:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             site = self._sites.get(configmap)
-            serial_matches = site is not None and serial in (None, site.applied_serial)
-            if site is not None and site.applied_hash == config_hash and serial_matches:
+            if site is not None and site.serves(config_hash, serial):
                 return
             # The agent prefixes its error with the hash of the config it refused, so an error
             # left over from an earlier config does not fail this one.
             prefix = f"{config_hash}: "
             if site is not None and site.error and site.error.startswith(prefix):
                 raise StepFailed(f"nginx rejected the config: {site.error.removeprefix(prefix)}")
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
+            if asyncio.get_running_loop().time() >= deadline:
                 raise StepFailed(
                     f"nginx did not apply the config within {timeout:g}s; is the nginx agent "
                     "running in the nginx namespace?"
                 )
-            changed = self._changed
+            waker = self._wakers.get(configmap)
+            if waker is None:
+                waker = self._wakers[configmap] = asyncio.Event()
             try:
-                await asyncio.wait_for(changed.wait(), remaining)
+                async with asyncio.timeout_at(deadline):
+                    await waker.wait()
             except TimeoutError:
                 continue
 

@@ -1,0 +1,115 @@
+"""Measuring tools without servers: the machine, a process's memory and CPU, percentiles."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpus: int
+    cpu_model: str
+    memory_gib: float
+
+    @classmethod
+    def here(cls) -> Machine:
+        model = "unknown"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        return cls(os.cpu_count() or 1, model, _meminfo_kib("MemTotal") / 2**20)
+
+    def describe(self) -> str:
+        return f"{self.cpus} CPUs ({self.cpu_model}), {self.memory_gib:.1f} GiB memory"
+
+
+def _meminfo_kib(field: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """Resident memory of ``pid`` now and at its peak (VmRSS, VmHWM), in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Latency samples in seconds."""
+
+    samples: tuple[float, ...]
+
+    def percentile(self, p: int) -> float:
+        if len(self.samples) == 1:
+            return self.samples[0]
+        return statistics.quantiles(self.samples, n=100, method="inclusive")[p - 1]
+
+    @property
+    def p50_ms(self) -> float:
+        return 1000 * self.percentile(50)
+
+    @property
+    def p99_ms(self) -> float:
+        return 1000 * self.percentile(99)
+
+    @property
+    def max_ms(self) -> float:
+        return 1000 * max(self.samples)
+
+    def describe(self) -> str:
+        return (
+            f"p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms, max {self.max_ms:.2f} ms "
+            f"({len(self.samples)} requests)"
+        )
+
+
+def at_fixed_rate(rate: float, seconds: float, call: Callable[[int], None]) -> Latencies:
+    """Call ``call(i)`` ``rate`` times a second for ``seconds``, one after another; each latency
+    is measured from the moment the request was *due*, so a slow answer that delays the next
+    request counts against that one too (no coordinated omission)."""
+    count = max(1, round(rate * seconds))
+    samples = []
+    started = time.perf_counter()
+    for number in range(count):
+        due = started + number / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        call(number)
+        samples.append(time.perf_counter() - due)
+    return Latencies(tuple(samples))
+
+
+def sequential(count: int, call: Callable[[int], None]) -> Latencies:
+    """Call ``call(i)`` ``count`` times back to back; the latency of each call."""
+    samples = []
+    for number in range(count):
+        started = time.perf_counter()
+        call(number)
+        samples.append(time.perf_counter() - started)
+    return Latencies(tuple(samples))

@@ -1,0 +1,168 @@
+"""``make bench``: start real servers, measure, print one summary table.
+
+Items (see ``bench/README.md``): 1. N VirtualHosts applied at once through the whole product;
+2. webhook latency at a fixed rate; 3. the renewal scan over 10,000 hosts; 4. operator memory at
+1,000 and 10,000 hosts; 5. the nginx agent applying 1,000 changes; 6. tenancy gate latency.
+
+Two local control planes: one for the serving stack (items 1, 2, 5, 6), a fresh one for the
+10,000-host items (3, 4), so neither set of objects slows the other down. Every process started
+here is stopped on the way out, also on Ctrl-C or an error.
+
+    python -m bench.run                       # the full run (~15 minutes on 2 cores)
+    python -m bench.run --quick               # small N everywhere, a couple of minutes
+    python -m bench.run --only 1,2 --hosts 50 # some items, other sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench import agent, gate, provisioning, scale
+from bench.cluster import Client, audited_cluster
+from bench.measure import Machine, load
+from bench.report import Figure, say, table
+
+ITEMS = ("1", "2", "3", "4", "5", "6")
+
+
+def _counts(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--hosts", default="100,1000", help="item 1: rounds of N hosts")
+    parser.add_argument("--memory-hosts", default="1000,10000", help="item 4: host counts")
+    parser.add_argument("--scan-hosts", type=int, default=10_000, help="item 3 in-process")
+    parser.add_argument("--agent-sites", type=int, default=1000, help="item 5: sites")
+    parser.add_argument("--webhook-rate", type=float, default=50, help="item 2: requests/s")
+    parser.add_argument("--webhook-seconds", type=float, default=10, help="item 2: duration")
+    parser.add_argument("--gate-requests", type=int, default=2000, help="item 6: per endpoint")
+    parser.add_argument("--only", default=",".join(ITEMS), help="comma-separated items to run")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: 20 hosts, 200/1000 for memory, ..."
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here")
+    arguments = parser.parse_args(argv)
+    if arguments.quick:
+        arguments.hosts, arguments.memory_hosts = "20", "200,1000"
+        arguments.scan_hosts, arguments.agent_sites = 1000, 100
+        arguments.webhook_seconds, arguments.gate_requests = 3, 300
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse(argv)
+    only = set(arguments.only.split(","))
+    machine = Machine.here()
+    workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="vhost-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    say(f"machine: {machine.describe()}; load average {load()}; logs in {workdir}")
+    started = time.monotonic()
+    figures: list[Figure] = []
+    try:
+        if only & {"1", "2", "5", "6"}:
+            figures += serving_items(arguments, only, workdir / "serving")
+        if only & {"3", "4"}:
+            figures += scale_items(arguments, only, workdir / "scale")
+    except KeyboardInterrupt:
+        say("interrupted; the figures so far:")
+    finally:
+        say(f"\n== summary ({time.monotonic() - started:.0f}s) ==")
+        say(f"machine: {machine.describe()}; load average at the end {load()}")
+        say(table(figures))
+    if arguments.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if all(f.met is not False for f in figures) else 1
+
+
+def serving_items(arguments: argparse.Namespace, only: set[str], workdir: Path) -> list[Figure]:
+    figures: list[Figure] = []
+    say("\nstarting a control plane (etcd, kube-apiserver with an audit log)...")
+    with audited_cluster(workdir / "plane") as plane:
+        client = Client(plane.kubeconfig)
+        if "5" in only:
+            figures += guarded(
+                "5. nginx agent",
+                lambda: agent.agent_burst(
+                    plane, client, workdir / "agent", arguments.agent_sites, timeout=300
+                ),
+            )
+        if only & {"1", "2"}:
+            stack = provisioning.ServingStack(plane, workdir / "stack")
+            try:
+                stack.start()
+                rounds = _counts(arguments.hosts) if "1" in only else []
+                for number, count in enumerate(rounds):
+                    name = f"round{number}"
+                    measure = functools.partial(
+                        provisioning.provision,
+                        stack,
+                        client,
+                        count,
+                        round_name=name,
+                        timeout=max(120, count * 0.6),
+                    )
+                    figures += guarded(f"1. provision {count} hosts", measure)
+                    if number < len(rounds) - 1:
+                        provisioning.delete_round(plane, name)
+                if "2" in only:
+                    figures += guarded(
+                        "2. webhook",
+                        lambda: provisioning.webhook_latency(
+                            stack,
+                            client,
+                            rate=arguments.webhook_rate,
+                            seconds=arguments.webhook_seconds,
+                        ),
+                    )
+            finally:
+                stack.stop()
+        if "6" in only:
+            figures += guarded(
+                "6. tenancy gate",
+                lambda: gate.gate_latency(plane, client, workdir / "gate", arguments.gate_requests),
+            )
+    return figures
+
+
+def guarded(item: str, measure: Callable[[], list[Figure]]) -> list[Figure]:
+    """One item's figures; an item that fails is reported as failed, and the run goes on."""
+    try:
+        return measure()
+    except Exception as error:
+        traceback.print_exc()
+        return [Figure(item, "error", f"{type(error).__name__}: {error}"[:80], "", False)]
+
+
+def scale_items(arguments: argparse.Namespace, only: set[str], workdir: Path) -> list[Figure]:
+    figures: list[Figure] = []
+    if "3" in only:
+        count = arguments.scan_hosts
+        figures += scale.scan_in_process(count)
+        figures += scale.scan_in_process(count, due=count // 100)[1:]
+    say("\nstarting a fresh control plane for the scale items...")
+    with audited_cluster(workdir / "plane") as plane:
+        client = Client(plane.kubeconfig, threads=24)
+        run = scale.ScaleRun(plane, client, workdir)
+        try:
+            run.start_operator()
+            for count in _counts(arguments.memory_hosts):
+                grow = functools.partial(run.grow_to, count, timeout=max(120, count * 0.06))
+                figures += guarded(f"4. operator memory, {count} hosts", grow)
+            if "3" in only:
+                figures += guarded("3. renewal scan in the operator", run.renewal_scan)
+        finally:
+            run.stop()
+    return figures
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
