@@ -30,9 +30,10 @@ def gate_latency(
     )
     gate = GateProcess(
         identity(plane, "gate"), workdir, {"VHOST_GATE_PRIMARY_HOSTNAMES": json.dumps([PRIMARY])}
-    ).start()
-    connection = gate.client()
+    )
     try:
+        gate.start()
+        connection = gate.client()
         emails = ["alice@acme.test", "gina@globex.test"]
 
         def check(answer: Answer) -> None:
@@ -55,8 +56,8 @@ def gate_latency(
                 count, lambda n: check(connection.theme("mail.acme.test"))
             ),
         }
-    finally:
         connection.close()
+    finally:
         gate.stop()
     figures = []
     for route, latencies in results.items():

@@ -53,9 +53,55 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time ``pid`` has used so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _process_name(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    words = [word.decode(errors="replace") for word in argv if word]
+    if "vhost_operator" in words:  # python -m vhost_operator <command>
+        return f"vhost-operator {words[words.index('vhost_operator') + 1]}"
+    return Path(words[0]).name.removesuffix(":") if words else "?"
+
+
+def descendants_cpu() -> dict[str, float]:
+    """CPU seconds used so far by every process this one started (and theirs: nginx workers),
+    summed by program name (``kube-apiserver``, ``vhost-operator run``, ``nginx``, ...).
+    Processes that have exited are not counted: take differences over a window."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    ours: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - ours
+        ours |= frontier
+    usage: dict[str, float] = {}
+    for pid in ours:
+        try:
+            name = _process_name(pid)
+            used = cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+        usage[name] = usage.get(name, 0.0) + used
+    return usage
+
+
+def cpu_used_since(before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per program since ``before`` (a :func:`descendants_cpu`), largest first."""
+    now = descendants_cpu()
+    spent = {name: now[name] - before.get(name, 0.0) for name in now}
+    return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,13 @@ from bench.cluster import (
     virtualhost,
     webhook_client_config,
 )
-from bench.measure import at_fixed_rate, cpu_seconds, rss_mib
+from bench.measure import (
+    at_fixed_rate,
+    cpu_seconds,
+    cpu_used_since,
+    descendants_cpu,
+    rss_mib,
+)
 from bench.report import Figure, say
 from tests.harness.agent import AgentProcess
 from tests.harness.audit import AuditedControlPlane
@@ -65,14 +71,17 @@ class ServingStack:
         self.pebble.start()
         agent_dir = self.workdir / "agent"
         agent_dir.mkdir(exist_ok=True)
+        # Each kept before it starts: a start that fails still leaves a process to stop.
         self.agent = AgentProcess(
             identity(self.plane, "agent"), agent_dir, self.nginx, NAMESPACE, verbose=False
-        ).start()
+        )
+        self.agent.start()
         operator_dir = self.workdir / "operator"
         operator_dir.mkdir(exist_ok=True)
         self.operator = OperatorProcess(
             identity(self.plane, "operator"), operator_dir, self._settings(), verbose=False
-        ).start()
+        )
+        self.operator.start()
         self._wait_for_webhook()
         return self
 
@@ -145,6 +154,7 @@ def provision(
     mark, acme_before = audit.mark(), stack.acme_requests()
     reloads_before = stack.agent.reloads()
     cpu_before = cpu_seconds(stack.operator.pid)
+    all_cpu_before = descendants_cpu()
     started = time.monotonic()
     apply_seconds = client.create_virtualhosts(manifests)
     say(f"created {count} VirtualHosts in {apply_seconds:.1f}s ({client.threads} threads)")
@@ -154,6 +164,7 @@ def provision(
     ready = tracker.count(names, lambda obj: phase(obj) == "Ready")
     failed = tracker.count(names, lambda obj: phase(obj) == "Failed")
     operator_cpu = cpu_seconds(stack.operator.pid) - cpu_before
+    all_cpu = cpu_used_since(all_cpu_before)
     time.sleep(1)  # the last requests reach the audit log
     requests = audit.since(mark)
     acme = stack.acme_requests() - acme_before
@@ -176,6 +187,10 @@ def provision(
     say("  operator: " + ", ".join(f"{k} {v}" for k, v in operator_requests.most_common(12)))
     say("  agent:    " + ", ".join(f"{k} {v}" for k, v in agent_requests.most_common(6)))
     say(f"ACME requests (pebble): {acme} ({acme / count:.1f}/host)")
+    say(
+        f"CPU seconds in those {elapsed:.0f}s (2 cores = {2 * elapsed:.0f} CPU-s): "
+        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in all_cpu.items() if seconds >= 0.5)
+    )
     if failed:
         say("  first failure: " + _first_failure(tracker, names))
     figures = [

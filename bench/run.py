@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -58,8 +59,16 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return arguments
 
 
+def _interrupt(signum: int, _: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse(argv)
+    # SIGTERM (and SIGINT, which a background job ignores otherwise) end the run like Ctrl-C:
+    # the finally blocks stop every server this run started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     only = set(arguments.only.split(","))
     machine = Machine.here()
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="vhost-bench-"))

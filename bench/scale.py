@@ -78,10 +78,11 @@ class ScaleRun:
     def start_operator(self, **overrides: str) -> OperatorProcess:
         directory = self.workdir / f"operator-{time.monotonic_ns()}"
         directory.mkdir(parents=True)
+        # Kept before it starts: a start that fails still leaves a process to stop.
         self.operator = OperatorProcess(
             self.kubeconfig, directory, _operator_settings(**overrides), verbose=False
-        ).start()
-        return self.operator
+        )
+        return self.operator.start()
 
     def stop(self) -> None:
         self.tracker.stop()

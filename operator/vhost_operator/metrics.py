@@ -8,6 +8,7 @@ nothing between scrapes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
@@ -38,13 +39,13 @@ RENEWAL_SCAN_SECONDS = Histogram(
 )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class HostView:
     """One host as the scrape-time collector sees it."""
 
-    def __init__(self, name: str, phase: str, not_after_timestamp: float | None) -> None:
-        self.name = name
-        self.phase = phase
-        self.not_after_timestamp = not_after_timestamp
+    name: str
+    phase: str
+    not_after_timestamp: float | None
 
 
 class HostCollector(Collector):

@@ -140,3 +140,27 @@ def test_retry_reruns_everything_and_clears_the_error() -> None:
     assert log == ["bootstrap"]
     assert status.phase == Phase.READY and status.error is None
     assert status.to_merge_patch()["error"] is None, "a merge patch must remove the old error"
+
+
+class QuickStep(RecordingStep):
+    quick = True
+
+
+def test_a_quick_step_is_recorded_with_the_chain_outcome() -> None:
+    log: list[str] = []
+    recorder = MemoryRecorder()
+    steps = [RecordingStep("bootstrap", log), RecordingStep("final", log), QuickStep("ready", log)]
+    status = run(new_host(), steps, recorder)
+    assert log == ["bootstrap", "final", "ready"]
+    # Written: bootstrap running, final running, Ready; no write for "ready running" alone.
+    assert [[e.state for e in s.chain] for s in recorder.statuses] == [
+        [StepState.RUNNING, StepState.PENDING, StepState.PENDING],
+        [StepState.SUCCEEDED, StepState.RUNNING, StepState.PENDING],
+        [StepState.SUCCEEDED] * 3,
+    ]
+    assert status.phase == Phase.READY
+    assert [reason for _, reason, _ in recorder.events] == [
+        "StepSucceeded",
+        "StepSucceeded",
+        "Ready",
+    ]

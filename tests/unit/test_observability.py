@@ -15,7 +15,7 @@ def test_scrapes_from_a_thread_while_the_loop_changes_the_index() -> None:
     failures: list[BaseException] = []
 
     async def churn(loop: asyncio.AbstractEventLoop) -> None:
-        read = read_on_loop(index, loop)
+        read = read_on_loop(lambda: [v for views in index.values() for v in views], loop)
 
         def scrape() -> None:
             try:

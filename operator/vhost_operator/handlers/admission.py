@@ -2,7 +2,7 @@
 
 The handlers are coroutines although they never wait: kopf runs a plain function in a thread
 pool, and the hop there and back costs more than the checks themselves (milliseconds of latency
-for the API server's call). They read the indexes ``handlers.maildomains`` keeps (always loaded).
+for the API server's call). They read the operator's catalogs (``vhost_operator.catalog``).
 
 failurePolicy is Ignore (``ignore_failures=True``): the CRD schema refuses malformed objects even
 while the operator is down, and what the webhook adds (uniqueness, the 409 on a stray retry) the
@@ -18,8 +18,12 @@ from typing import Any
 import kopf
 
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
-from vhost_operator.resources.maildomains import Claim
+from vhost_operator.handlers.context import context_of
 from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION, VIRTUALHOSTS
+
+CATALOG_WAIT = 2.0
+"""Seconds a review waits for the catalogs' first list just after a start; past that it checks
+against what is listed so far (failurePolicy is Ignore anyway, and the operator checks again)."""
 
 
 @kopf.on.validate(
@@ -34,16 +38,17 @@ async def validate_virtualhost(
     *,
     body: kopf.Body,
     name: str,
+    memo: kopf.Memo,
     old: kopf.Body | None = None,
     operation: str | None = None,
-    hosts_by_hostname: kopf.Index[str, str] | None = None,
-    hosts_by_domain: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
+    hosts = context_of(memo).hosts
+    await hosts.wait(CATALOG_WAIT)
     hostname = body.get("spec", {}).get("hostname", "")
-    owners = list((hosts_by_hostname or {}).get(hostname, []))
+    owners = list(hosts.named_for(hostname))
     domains = body.get("spec", {}).get("domains") or []
-    domain_owners = {d: list((hosts_by_domain or {}).get(d, [])) for d in domains}
+    domain_owners = {d: list(hosts.listing(d)) for d in domains}
     try:
         review_virtualhost(
             body,
@@ -64,15 +69,11 @@ async def validate_virtualhost(
     operations=["CREATE", "UPDATE"],
     ignore_failures=True,
 )
-async def validate_maildomain(
-    *,
-    body: kopf.Body,
-    name: str,
-    maildomain_claims: kopf.Index[str, Claim] | None = None,
-    **_: Any,
-) -> None:
+async def validate_maildomain(*, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
+    claims = context_of(memo).claims
+    await claims.wait(CATALOG_WAIT)
     domain = body.get("spec", {}).get("name", "")
-    owners = [claim.name for claim in (maildomain_claims or {}).get(domain, [])]
+    owners = [claim.name for claim in claims.claims(domain)]
     try:
         review_maildomain(body, name=name, domain_owners=owners)
     except Refusal as refusal:

@@ -8,6 +8,7 @@ import kopf
 import kubernetes
 
 from vhost_operator.acme import AcmeClient, AcmeConfig, ChallengeStore
+from vhost_operator.catalog import ClaimCatalog, HostCatalog
 from vhost_operator.kube.api import connect
 from vhost_operator.kube.hostdomains import HostDomainsApi
 from vhost_operator.kube.maildomains import MailDomainApi
@@ -46,6 +47,10 @@ class OperatorContext:
     maildomains: MailDomainApi
     hostdomains: HostDomainsApi
     """VirtualHost calls of MailDomain linking (conditional writes of ``spec.domains``)."""
+    hosts: HostCatalog = dataclasses.field(default_factory=HostCatalog)
+    """Every VirtualHost, fed by a watch from start-up on (``handlers.lifecycle``)."""
+    claims: ClaimCatalog = dataclasses.field(default_factory=ClaimCatalog)
+    """Every MailDomain's claim on its domain, fed likewise."""
 
     def as_memo(self) -> kopf.Memo:
         # kopf copies the memo per object; a plain Memo holding one shared context copies cleanly.

@@ -7,6 +7,7 @@ import concurrent.futures
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,13 @@ import kopf
 
 from vhost_operator.acme import ChallengeResponder
 from vhost_operator.admission.tls import make_serving_material
-from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
+from vhost_operator.catalog import slim_host, slim_maildomain
+from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, context_of
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
 from vhost_operator.kube.sites import SiteObjects
-from vhost_operator.metrics import HostView
-from vhost_operator.provisioning.renewal import RenewalCandidate
+from vhost_operator.kube.watching import ObjectWatch, WatchEvent
 from vhost_operator.resources.models import GROUP
 from vhost_operator.settings import Settings
 
@@ -32,17 +33,33 @@ connections (handshakes, memory), and the API server's priority-and-fairness que
 overflow with 429 Too Many Requests, which kopf retries a second or more later. Its few watches
 hold one connection each; the requests queue for the rest."""
 
+WORKER_LIMIT = 200
+"""Objects kopf handles at the same time (kopf's default: no limit, one worker per object with
+anything to do). A burst of 10,000 new hosts had 10,000 workers, each holding its object and
+handler state, waiting for the same few connections: hundreds of megabytes at the peak, which
+Python keeps as its own afterwards. 200 keep the API server as busy as it gets on a small node;
+a chain waiting for nginx or the CA holds its slot, so this also bounds chains in flight.
+(No kopf indexes: with them, a limit below the number of objects deadlocks kopf's start-up.)"""
+
+WORKER_IDLE_TIMEOUT = 0.5
+"""Seconds a worker waits for its object's next event before freeing its slot (kopf: 5 s,
+which with a limit makes every object hold a slot for 5 s after its last event)."""
+
+LIST_CHUNK_SIZE = 500
+"""Objects per page when kopf lists a kind (its default: everything in one response)."""
+
 KOPF_PREFIX = f"kopf.{GROUP}"
 """Annotation prefix of kopf's bookkeeping (progress and last handled configuration)."""
 
 _responder: ChallengeResponder | None = None
-_scanner: asyncio.Task[None] | None = None
-_watch: asyncio.Task[None] | None = None
+_tasks: list[asyncio.Task[None]] = []
+"""The catalogs' and the site reports' watches, and the renewal scanner."""
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """Keep kopf's bookkeeping out of ``.status`` (annotations under our own prefix), and keep
-    kopf's own Events to warnings: our steps post theirs, and each post is an API call."""
+    """Keep kopf's bookkeeping out of ``.status`` (annotations under our own prefix), keep
+    kopf's own Events to warnings (our steps post theirs, and each post is an API call), and
+    bound how many objects kopf handles at once."""
     # A prefix of kopf's own: kopf leaves every annotation under its prefix out of the object's
     # diff, and our retry annotation (vhost-operator.io/retry) must show up there.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
@@ -52,6 +69,9 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "vhost-operator"
+    settings.queueing.worker_limit = WORKER_LIMIT
+    settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
 
 
 @kopf.on.login()
@@ -85,41 +105,39 @@ async def login(
 
 
 @kopf.on.startup()
-async def start(
-    *,
-    settings: kopf.OperatorSettings,
-    memo: kopf.Memo,
-    renewal_candidates: kopf.Index[str, RenewalCandidate] | None = None,
-    host_views: kopf.Index[str, HostView] | None = None,
-    **_: Any,
-) -> None:
-    global _responder, _scanner, _watch
+async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    global _responder
     configure_kopf(settings)
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
     )
     context = context_of(memo)
+    # The catalogs list everything before kopf's watches start handlers (start-up handlers
+    # run first); whoever needs a complete catalog waits for its first list.
+    _tasks.append(follow(context.virtualhosts.watch_all(slim_host), context.hosts.apply))
+    _tasks.append(follow(context.maildomains.watch_all(slim_maildomain), context.claims.apply))
     if context.settings.metrics_port:
-        assert host_views is not None, "the host index is registered in handlers"
-        serve_metrics(context.settings.metrics_port, host_views)
+        serve_metrics(context.settings.metrics_port, context.hosts.views)
     if context.settings.webhook_enabled:
         serve_admission(settings, context.settings)
     if context.applications is not None:
-        _watch = asyncio.create_task(follow_sites(context), name="site-applications")
+        # The nginx agent's reports (site ConfigMap annotations), for the waiting steps.
+        sites = SiteObjects(context.client, context.settings.nginx_namespace)
+        _tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
     if context.settings.acme_enabled:
         _responder = ChallengeResponder(context.challenges)
         await _responder.start("0.0.0.0", context.settings.challenge_listen_port)
-        # kopf creates every index before start-up handlers run, and fills it while watching.
-        assert renewal_candidates is not None, "the renewal index is registered in handlers"
-        _scanner = start_scanner(context, renewal_candidates)
+        _tasks.append(start_scanner(context))
 
 
-async def follow_sites(context: OperatorContext) -> None:
-    """Feed the nginx agent's reports (site ConfigMap annotations) to the waiting steps."""
-    assert context.applications is not None
-    sites = SiteObjects(context.client, context.settings.nginx_namespace)
-    async for event in sites.watch_configmaps().events():
-        context.applications.handle(event)
+def follow(watch: ObjectWatch, apply: Callable[[WatchEvent], None]) -> asyncio.Task[None]:
+    """Hand every event of ``watch`` to ``apply``, until cancelled."""
+
+    async def run() -> None:
+        async for event in watch.events():
+            apply(event)
+
+    return asyncio.create_task(run(), name=f"follow {watch!r}")
 
 
 def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
@@ -148,8 +166,8 @@ def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) ->
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    for task in (_scanner, _watch):
-        if task is not None:
-            task.cancel()
+    for task in _tasks:
+        task.cancel()
+    _tasks.clear()
     if _responder is not None:
         await _responder.stop()

@@ -1,17 +1,13 @@
-"""MailDomain events → ``provisioning.linking``; and the indexes linking looks things up in.
+"""MailDomain events → ``provisioning.linking``.
 
-The indexes are registered whatever the settings (the admission webhook uses them too). kopf
-fills them before any handler runs and keeps them current from its watches; linking reads every
-hint again from the API server before writing. They are coroutines although they never wait:
-kopf runs a plain function in a thread, for every watch event, and the hop costs more than the
-function itself.
+Where a domain is listed and which MailDomain claims it come from the operator's catalogs
+(``vhost_operator.catalog``), which may lag by a watch event; linking reads every hint again
+from the API server before writing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Collection, Mapping
 from typing import Any, cast
 
 import kopf
@@ -27,12 +23,11 @@ from vhost_operator.provisioning.linking import (
 )
 from vhost_operator.resources.maildomains import (
     LINKED,
-    Claim,
     MailDomain,
     status_after,
     status_failed,
 )
-from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION, VIRTUALHOSTS
+from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -45,42 +40,15 @@ CLAIM_RETRY_DELAY = 60.0
 one is deleted, this one links."""
 
 
-# -- indexes -----------------------------------------------------------------------------------
+CATALOG_WAIT = 30.0
+"""Seconds a MailDomain handler waits for the catalogs' first list after a start (linking
+reads where a domain is listed, and which MailDomain claims it, from them)."""
 
 
-@kopf.index(GROUP, VERSION, VIRTUALHOSTS)
-async def hosts_by_hostname(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
-    return {spec.get("hostname", ""): name}
-
-
-@kopf.index(GROUP, VERSION, VIRTUALHOSTS)
-async def hosts_by_domain(spec: kopf.Spec, name: str, **_: Any) -> dict[str, str]:
-    return dict.fromkeys(spec.get("domains") or (), name)
-
-
-@kopf.index(GROUP, VERSION, MAILDOMAINS)
-async def maildomain_claims(
-    spec: kopf.Spec, name: str, meta: kopf.Meta, **_: Any
-) -> dict[str, Claim]:
-    return {spec.get("name", ""): Claim(meta.get("creationTimestamp", ""), name)}
-
-
-@dataclasses.dataclass(frozen=True)
-class IndexHints:
-    """``linking.HostHints`` over kopf's indexes (key → collection of VirtualHost names)."""
-
-    by_hostname: Mapping[str, Collection[str]]
-    by_domain: Mapping[str, Collection[str]]
-
-    def named_for(self, hostname: str) -> Collection[str]:
-        return list(self.by_hostname.get(hostname, ()))
-
-    def listing(self, domain: str) -> Collection[str]:
-        return list(self.by_domain.get(domain, ()))
-
-
-def _claims_on(domain: str, index: kopf.Index[str, Claim] | None) -> list[Claim]:
-    return list(index.get(domain, ())) if index is not None else []
+async def _catalogs(context: OperatorContext) -> None:
+    synced = await context.hosts.wait(CATALOG_WAIT) and await context.claims.wait(CATALOG_WAIT)
+    if not synced:
+        raise kopf.TemporaryError("VirtualHosts and MailDomains not listed yet", delay=10)
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -89,21 +57,13 @@ def _claims_on(domain: str, index: kopf.Index[str, Claim] | None) -> list[Claim]
 @kopf.on.resume(GROUP, VERSION, MAILDOMAINS)
 @kopf.on.create(GROUP, VERSION, MAILDOMAINS)
 @kopf.on.update(GROUP, VERSION, MAILDOMAINS)
-async def reconcile(
-    *,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    hosts_by_hostname: kopf.Index[str, str] | None = None,
-    hosts_by_domain: kopf.Index[str, str] | None = None,
-    maildomain_claims: kopf.Index[str, Claim] | None = None,
-    **_: Any,
-) -> None:
+async def reconcile(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     context = context_of(memo)
+    await _catalogs(context)
     domain = MailDomain.from_body(body)
-    hints = IndexHints(hosts_by_hostname or {}, hosts_by_domain or {})
-    claims = _claims_on(domain.spec.name, maildomain_claims)
+    claims = context.claims.claims(domain.spec.name)
     try:
-        outcome = await reconcile_maildomain(domain, context.hostdomains, hints, claims)
+        outcome = await reconcile_maildomain(domain, context.hostdomains, context.hosts, claims)
     except DomainClaimed as claimed:
         await _failed(context, domain, reason="DomainClaimed", message=str(claimed))
         raise kopf.TemporaryError(str(claimed), delay=CLAIM_RETRY_DELAY) from None
@@ -116,22 +76,14 @@ async def reconcile(
 
 
 @kopf.on.delete(GROUP, VERSION, MAILDOMAINS)
-async def delete(
-    *,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    hosts_by_hostname: kopf.Index[str, str] | None = None,
-    hosts_by_domain: kopf.Index[str, str] | None = None,
-    maildomain_claims: kopf.Index[str, Claim] | None = None,
-    **_: Any,
-) -> None:
+async def delete(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The finalizer's work: take the domain off its host before the MailDomain goes."""
     context = context_of(memo)
+    await _catalogs(context)
     domain = MailDomain.from_body(body)
-    hints = IndexHints(hosts_by_hostname or {}, hosts_by_domain or {})
-    claims = _claims_on(domain.spec.name, maildomain_claims)
+    claims = context.claims.claims(domain.spec.name)
     try:
-        outcome = await release_maildomain(domain, context.hostdomains, hints, claims)
+        outcome = await release_maildomain(domain, context.hostdomains, context.hosts, claims)
     except VhostOperatorError as failure:
         raise kopf.TemporaryError(str(failure), delay=LINK_RETRY_DELAY) from None
     _announce(domain, outcome)

@@ -3,6 +3,7 @@ maildomains/status patch, events create."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -10,6 +11,8 @@ import kubernetes
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import call, write
 from vhost_operator.kube.preconditions import conditional_call
+from vhost_operator.kube.virtualhosts import LIST_PAGE_SIZE
+from vhost_operator.kube.watching import Object, ObjectWatch
 from vhost_operator.resources.maildomains import MailDomain, MailDomainStatus
 from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION
 
@@ -21,6 +24,18 @@ class MailDomainApi:
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self._objects = kubernetes.client.CustomObjectsApi(client)
+
+    def watch_all(self, slim: Callable[[Object], Object]) -> ObjectWatch:
+        """Every MailDomain, listed in pages, then watched; each reduced by ``slim``."""
+        return ObjectWatch(
+            self._objects.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            MAILDOMAINS,
+            what="MailDomains",
+            page_size=LIST_PAGE_SIZE,
+            slim=slim,
+        )
 
     async def list_all(self) -> list[MailDomain]:
         def send() -> Any:

@@ -14,9 +14,9 @@ import kubernetes
 
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import call, json_body, write
+from vhost_operator.kube.core import CoreObjects
 
 FIELD_MANAGER = "vhost-operator"
-APPLY = "application/apply-patch+yaml"
 
 
 class SecretData:
@@ -32,21 +32,13 @@ class NamespacedObjects:
     """The calls the operator makes on ConfigMaps and Secrets, and nothing else."""
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
-        self._core = kubernetes.client.CoreV1Api(client)
+        self._core = CoreObjects(client)
 
     async def apply_configmap(self, namespace: str, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
         body = {"apiVersion": "v1", "kind": "ConfigMap", **manifest}
         await write(
-            lambda: self._core.patch_namespaced_config_map(
-                name,
-                namespace,
-                body,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY,
-                _preload_content=False,
-            ),
+            lambda: self._core.apply("configmaps", namespace, name, body, manager=FIELD_MANAGER),
             what=f"writing ConfigMap {namespace}/{name}",
         )
 
@@ -57,9 +49,7 @@ class NamespacedObjects:
         patch = {"metadata": {"annotations": annotations}}
         try:
             await write(
-                lambda: self._core.patch_namespaced_config_map(
-                    name, namespace, patch, _preload_content=False
-                ),
+                lambda: self._core.merge_patch("configmaps", namespace, name, patch),
                 what=f"annotating ConfigMap {namespace}/{name}",
             )
         except ApiError as error:
@@ -71,9 +61,7 @@ class NamespacedObjects:
     async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ConfigMap's JSON, or ``None`` when it does not exist."""
         return await self._read(
-            lambda: json_body(
-                self._core.read_namespaced_config_map(name, namespace, _preload_content=False)
-            ),
+            lambda: json_body(self._core.read("configmaps", namespace, name)),
             what=f"reading ConfigMap {namespace}/{name}",
         )
 
@@ -84,38 +72,26 @@ class NamespacedObjects:
         encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
         body = {"apiVersion": "v1", "kind": "Secret", **manifest, "data": encoded}
         await write(
-            lambda: self._core.patch_namespaced_secret(
-                name,
-                namespace,
-                body,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY,
-                _preload_content=False,
-            ),
+            lambda: self._core.apply("secrets", namespace, name, body, manager=FIELD_MANAGER),
             what=f"writing Secret {namespace}/{name}",
         )
 
     async def read_secret(self, namespace: str, name: str) -> SecretData | None:
         body = await self._read(
-            lambda: json_body(
-                self._core.read_namespaced_secret(name, namespace, _preload_content=False)
-            ),
+            lambda: json_body(self._core.read("secrets", namespace, name)),
             what=f"reading Secret {namespace}/{name}",
         )
         return None if body is None else SecretData(body)
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         await self._delete(
-            lambda: self._core.delete_namespaced_secret(name, namespace, _preload_content=False),
+            lambda: self._core.delete("secrets", namespace, name),
             what=f"deleting Secret {namespace}/{name}",
         )
 
     async def delete_configmap(self, namespace: str, name: str) -> None:
         await self._delete(
-            lambda: self._core.delete_namespaced_config_map(
-                name, namespace, _preload_content=False
-            ),
+            lambda: self._core.delete("configmaps", namespace, name),
             what=f"deleting ConfigMap {namespace}/{name}",
         )
 

@@ -13,13 +13,13 @@ import kubernetes
 
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import write
+from vhost_operator.kube.core import CoreObjects
 from vhost_operator.kube.watching import ObjectWatch
 from vhost_operator.resources import labels
 
 FIELD_MANAGER = "vhost-operator-nginx-agent"
 """Field manager of the agent's annotations: distinct from the operator's, so the operator's
 server-side apply of a site ConfigMap leaves them alone."""
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def _selector(component: str) -> str:
@@ -30,12 +30,12 @@ class SiteObjects:
     """Site ConfigMaps and TLS Secrets in the agent's namespace."""
 
     def __init__(self, client: kubernetes.client.ApiClient, namespace: str) -> None:
-        self._core = kubernetes.client.CoreV1Api(client)
+        self._core = CoreObjects(client)
         self.namespace = namespace
 
     def watch_configmaps(self) -> ObjectWatch:
         return ObjectWatch(
-            self._core.list_namespaced_config_map,
+            self._core.lister("configmaps"),
             self.namespace,
             label_selector=_selector(labels.SITE_COMPONENT),
             what=f"site ConfigMaps in {self.namespace}",
@@ -43,7 +43,7 @@ class SiteObjects:
 
     def watch_secrets(self) -> ObjectWatch:
         return ObjectWatch(
-            self._core.list_namespaced_secret,
+            self._core.lister("secrets"),
             self.namespace,
             label_selector=_selector(labels.TLS_COMPONENT),
             what=f"TLS Secrets in {self.namespace}",
@@ -54,13 +54,8 @@ class SiteObjects:
         body = {"metadata": {"annotations": dict(annotations)}}
         try:
             await write(
-                lambda: self._core.patch_namespaced_config_map(
-                    name,
-                    self.namespace,
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
+                lambda: self._core.merge_patch(
+                    "configmaps", self.namespace, name, body, manager=FIELD_MANAGER
                 ),
                 what=f"annotating ConfigMap {self.namespace}/{name}",
             )

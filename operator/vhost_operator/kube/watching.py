@@ -62,14 +62,28 @@ class ObjectWatch:
     """Lists, then watches, the objects ``list_function(*arguments, **filters)`` returns."""
 
     def __init__(
-        self, list_function: Callable[..., Any], *arguments: Any, what: str, **filters: Any
+        self,
+        list_function: Callable[..., Any],
+        *arguments: Any,
+        what: str,
+        page_size: int | None = None,
+        slim: Callable[[Object], Object] | None = None,
+        **filters: Any,
     ) -> None:
+        """``page_size`` lists in pages of that many objects; ``slim`` keeps only what the
+        consumer reads of each object, in the watch thread (a consumer of thousands of objects
+        then never holds thousands of whole objects at once)."""
         self._list = list_function
         self._arguments = arguments
         self._filters = filters
         self._what = what
+        self._page_size = page_size
+        self._slim = slim or (lambda obj: obj)
         self._stopped = threading.Event()
         self._watch = kubernetes.watch.Watch()
+
+    def __repr__(self) -> str:
+        return f"ObjectWatch({self._what})"
 
     async def events(self) -> AsyncIterator[WatchEvent]:
         loop = asyncio.get_running_loop()
@@ -121,10 +135,20 @@ class ObjectWatch:
                 return
 
     def _list_all(self, deliver: Callable[[WatchEvent | BaseException], None]) -> str:
-        response = self._list(*self._arguments, _preload_content=False, **self._filters)
-        body = json.loads(response.data)
-        deliver(WatchEvent("SYNC", objects=tuple(body.get("items") or ())))
-        version: str = body["metadata"]["resourceVersion"]
+        objects: list[Object] = []
+        pages: dict[str, Any] = {"limit": self._page_size} if self._page_size else {}
+        while True:
+            response = self._list(
+                *self._arguments, _preload_content=False, **pages, **self._filters
+            )
+            body = json.loads(response.data)
+            objects += [self._slim(obj) for obj in body.get("items") or ()]
+            version: str = body["metadata"]["resourceVersion"]
+            token = body["metadata"].get("continue")
+            if not (token and self._page_size):
+                break
+            pages["_continue"] = token
+        deliver(WatchEvent("SYNC", objects=tuple(objects)))
         return version
 
     def _watch_from(
@@ -144,7 +168,7 @@ class ObjectWatch:
                 kind, obj = event["type"], event["raw_object"]
                 version = obj.get("metadata", {}).get("resourceVersion", version)
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    deliver(WatchEvent(kind, object=obj))
+                    deliver(WatchEvent(kind, object=self._slim(obj)))
                 elif kind == "ERROR":
                     raise (
                         _Relist()

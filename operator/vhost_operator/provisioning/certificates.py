@@ -36,6 +36,13 @@ from vhost_operator.settings import Settings
 
 CERTIFICATE = "certificate"
 
+CONCURRENT_ORDERS = 16
+"""ACME orders in progress at once; the other hosts' certificate steps wait their turn. A burst
+of a thousand new hosts would otherwise open a thousand orders at once: the CA's rate limits
+(Let's Encrypt: 300 new orders per account per 3 hours, per-IP request limits) and the HTTP-01
+path (nginx's connections, the challenge responder, the self-check) take the brunt, and orders
+time out. 16 at a time keep a test CA busy and the challenge path far from its limits."""
+
 
 class SecretStore(Protocol):
     async def read_secret(self, namespace: str, name: str) -> SecretData | None: ...
@@ -96,6 +103,7 @@ class CertificateStep:
         self._secrets = secrets
         self._settings = settings
         self._clock = clock
+        self._orders = asyncio.Semaphore(CONCURRENT_ORDERS)
 
     async def run(self, host: VirtualHost) -> StepOutcome:
         namespace = self._settings.nginx_namespace
@@ -182,7 +190,8 @@ class CertificateStep:
             await self._secrets.apply_secret(namespace, manifest, {"tls.key": key})
 
         try:
-            issued = await self._order(host, key, order_url, remember_order)
+            async with self._orders:
+                issued = await self._order(host, key, order_url, remember_order)
         except VhostOperatorError as failure:
             ACME_ORDERS.labels(type(failure).__name__).inc()
             raise

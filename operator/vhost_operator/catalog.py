@@ -1,0 +1,241 @@
+"""The operator's in-memory catalogs of VirtualHosts and MailDomains. State only, no I/O.
+
+Each is kept current from one list-then-watch stream of its kind (``kube.watching``, started by
+``handlers.lifecycle``): the stream's ``SYNC`` replaces everything at once, so a catalog knows
+when it holds every object (``synced``), and later events change one entry each. Everything
+that looks across objects reads them: the webhook (a hostname or domain already taken), MailDomain
+linking (where a domain is listed), the renewal scanner (whose certificate is due) and
+``/metrics`` (hosts by phase).
+
+These were kopf indexes before. kopf holds every handler of every object back until all objects
+are indexed, and wakes every waiting object each time one more is indexed: a restart with 10,000
+hosts took over five minutes of CPU doing little else. Those waits also made a limit on kopf's
+concurrent workers deadlock at start-up (the waiting workers keep the slots the others need to
+be indexed), and without a limit a burst of thousands of new hosts had thousands of workers in
+memory at once. A catalog entry is a few small strings per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Collection, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import pydantic
+
+from vhost_operator.kube.watching import WatchEvent
+from vhost_operator.metrics import HostView
+from vhost_operator.provisioning.renewal import RenewalCandidate
+from vhost_operator.resources.maildomains import Claim
+from vhost_operator.resources.models import RENEW_ANNOTATION, RETRY_ANNOTATION, VirtualHost
+
+logger = logging.getLogger(__name__)
+
+Object = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostRecord:
+    """What the catalog keeps of one VirtualHost."""
+
+    name: str
+    hostname: str
+    domains: tuple[str, ...]
+    view: HostView
+    candidate: RenewalCandidate | None
+    """Set when the host holds a certificate (see ``provisioning.renewal``)."""
+
+
+_HOST_ANNOTATIONS = (RENEW_ANNOTATION, RETRY_ANNOTATION)
+_HOST_STATUS = ("phase", "certificate", "observedRenewal", "observedRetry", "observedGeneration")
+
+
+def slim_host(body: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a raw VirtualHost a :class:`HostRecord` is made of (``kube.watching``'s
+    ``slim``): no managed fields, chain, conditions or kopf's copy of the spec."""
+    metadata = body.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    status = body.get("status") or {}
+    return {
+        "metadata": {
+            **{key: metadata[key] for key in ("name", "uid", "generation") if key in metadata},
+            "annotations": {k: annotations[k] for k in _HOST_ANNOTATIONS if k in annotations},
+        },
+        "spec": body.get("spec") or {},
+        "status": {key: status[key] for key in _HOST_STATUS if key in status},
+    }
+
+
+def slim_maildomain(body: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a raw MailDomain a :class:`Claim` is made of."""
+    metadata = body.get("metadata") or {}
+    return {
+        "metadata": {k: metadata[k] for k in ("name", "creationTimestamp") if k in metadata},
+        "spec": {"name": (body.get("spec") or {}).get("name", "")},
+    }
+
+
+def host_record(body: Object) -> HostRecord:
+    """The record of a raw (or slimmed) VirtualHost."""
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    name = str(metadata.get("name", ""))
+    certificate = status.get("certificate") or {}
+    try:
+        not_after = certificate.get("notAfter")
+        expiry = datetime.fromisoformat(not_after).timestamp() if not_after else None
+        candidate = RenewalCandidate.of(VirtualHost.from_body(body)) if certificate else None
+    except (pydantic.ValidationError, ValueError, KeyError) as error:
+        # The CRD's schema makes this rare; such a host keeps its name in the catalog.
+        logger.warning("VirtualHost %s: unreadable for the catalog: %s", name, error)
+        expiry, candidate = None, None
+    return HostRecord(
+        name=name,
+        hostname=str(spec.get("hostname", "")),
+        domains=tuple(str(domain) for domain in spec.get("domains") or ()),
+        view=HostView(name, str(status.get("phase") or "Pending"), expiry),
+        candidate=candidate,
+    )
+
+
+class _Synced:
+    """The "listed once" flag of a catalog, awaitable."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+        self.synced = False
+
+    def set(self) -> None:
+        self.synced = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Whether the catalog holds every object, waiting up to ``timeout`` seconds for it."""
+        if not self.synced:
+            if self._event is None:
+                self._event = asyncio.Event()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
+            except TimeoutError:
+                pass
+        return self.synced
+
+
+class HostCatalog(_Synced):
+    """Every VirtualHost by name, hostname and listed domain (``linking.HostHints`` too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hosts: dict[str, HostRecord] = {}
+        self._by_hostname: dict[str, tuple[str, ...]] = {}
+        self._by_domain: dict[str, tuple[str, ...]] = {}
+
+    def apply(self, event: WatchEvent) -> None:
+        if event.type == "SYNC":
+            self._hosts.clear()
+            self._by_hostname.clear()
+            self._by_domain.clear()
+            for obj in event.objects:
+                self._put(obj)
+            self.set()
+        elif event.object is not None:
+            self._drop(str(event.object["metadata"]["name"]))
+            if event.type != "DELETED":
+                self._put(event.object)
+
+    def _put(self, obj: Object) -> None:
+        record = host_record(obj)
+        self._hosts[record.name] = record
+        _add(self._by_hostname, record.hostname, record.name)
+        for domain in record.domains:
+            _add(self._by_domain, domain, record.name)
+
+    def _drop(self, name: str) -> None:
+        record = self._hosts.pop(name, None)
+        if record is not None:
+            _remove(self._by_hostname, record.hostname, name)
+            for domain in record.domains:
+                _remove(self._by_domain, domain, name)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def get(self, name: str) -> HostRecord | None:
+        return self._hosts.get(name)
+
+    def named_for(self, hostname: str) -> Collection[str]:
+        """Names of the VirtualHosts with this hostname."""
+        return self._by_hostname.get(hostname, ())
+
+    def listing(self, domain: str) -> Collection[str]:
+        """Names of the VirtualHosts whose ``spec.domains`` lists this domain."""
+        return self._by_domain.get(domain, ())
+
+    def views(self) -> list[HostView]:
+        return [record.view for record in self._hosts.values()]
+
+    def candidates(self) -> Iterator[RenewalCandidate]:
+        """The hosts holding a certificate. Walk it without awaiting in between."""
+        return (record.candidate for record in self._hosts.values() if record.candidate)
+
+
+class ClaimCatalog(_Synced):
+    """Every MailDomain's claim on its domain, by domain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._claims: dict[str, tuple[str, Claim]] = {}  # MailDomain name -> (domain, claim)
+        self._by_domain: dict[str, tuple[Claim, ...]] = {}
+
+    def apply(self, event: WatchEvent) -> None:
+        if event.type == "SYNC":
+            self._claims.clear()
+            self._by_domain.clear()
+            for obj in event.objects:
+                self._put(obj)
+            self.set()
+        elif event.object is not None:
+            self._drop(str(event.object["metadata"]["name"]))
+            if event.type != "DELETED":
+                self._put(event.object)
+
+    def _put(self, obj: Object) -> None:
+        metadata = obj.get("metadata") or {}
+        domain = str((obj.get("spec") or {}).get("name", ""))
+        claim = Claim(str(metadata.get("creationTimestamp", "")), str(metadata["name"]))
+        self._claims[claim.name] = (domain, claim)
+        self._by_domain[domain] = (*self._by_domain.get(domain, ()), claim)
+
+    def _drop(self, name: str) -> None:
+        found = self._claims.pop(name, None)
+        if found is not None:
+            domain, claim = found
+            rest = tuple(c for c in self._by_domain.get(domain, ()) if c != claim)
+            if rest:
+                self._by_domain[domain] = rest
+            else:
+                self._by_domain.pop(domain, None)
+
+    def claims(self, domain: str) -> list[Claim]:
+        """The MailDomains describing ``domain`` (usually one; the oldest one counts)."""
+        return list(self._by_domain.get(domain, ()))
+
+
+def _add(index: dict[str, tuple[str, ...]], key: str, name: str) -> None:
+    present = index.get(key, ())
+    if name not in present:
+        index[key] = (*present, name)
+
+
+def _remove(index: dict[str, tuple[str, ...]], key: str, name: str) -> None:
+    rest = tuple(other for other in index.get(key, ()) if other != name)
+    if rest:
+        index[key] = rest
+    else:
+        index.pop(key, None)

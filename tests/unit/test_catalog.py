@@ -1,0 +1,134 @@
+"""The operator's catalogs of VirtualHosts and MailDomains (``vhost_operator.catalog``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from vhost_operator.catalog import ClaimCatalog, HostCatalog, slim_host, slim_maildomain
+from vhost_operator.kube.watching import WatchEvent
+from vhost_operator.resources.maildomains import Claim
+
+CERTIFICATE = {
+    "secretName": "a-tls",
+    "notBefore": "2026-01-01T00:00:00+00:00",
+    "notAfter": "2026-04-01T00:00:00+00:00",
+    "serial": "1f",
+    "renewalTime": "2026-03-01T00:00:00+00:00",
+}
+
+
+def host(name: str, hostname: str, *domains: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "annotations": {"kopf.vhost-operator.io/last-handled-configuration": "{...}"},
+            "managedFields": [{"manager": "kubectl"}],
+        },
+        "spec": {"hostname": hostname, "domains": list(domains)},
+        "status": {"chain": [{"step": "bootstrap"}], **status},
+    }
+
+
+def maildomain(name: str, domain: str, created: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "creationTimestamp": created, "uid": "x"},
+        "spec": {"name": domain, "virtualHost": f"mail.{domain}"},
+    }
+
+
+def test_hosts_by_hostname_and_domain_follow_the_events() -> None:
+    hosts = HostCatalog()
+    assert not hosts.synced
+    hosts.apply(WatchEvent("SYNC", objects=(host("a", "mail.a.test", "a.test", "b.test"),)))
+    assert hosts.synced and len(hosts) == 1
+    assert list(hosts.named_for("mail.a.test")) == ["a"]
+    assert list(hosts.listing("b.test")) == ["a"]
+
+    hosts.apply(WatchEvent("ADDED", object=host("dup", "mail.a.test")))
+    assert sorted(hosts.named_for("mail.a.test")) == ["a", "dup"]
+
+    hosts.apply(WatchEvent("MODIFIED", object=host("a", "mail.a.test", "a.test")))
+    assert list(hosts.listing("b.test")) == []
+    assert list(hosts.listing("a.test")) == ["a"]
+
+    hosts.apply(WatchEvent("DELETED", object=host("dup", "mail.a.test")))
+    assert list(hosts.named_for("mail.a.test")) == ["a"]
+
+    # A relist replaces everything: what it does not show is gone.
+    hosts.apply(WatchEvent("SYNC", objects=(host("c", "mail.c.test"),)))
+    assert list(hosts.named_for("mail.a.test")) == [] and len(hosts) == 1
+
+
+def test_views_and_renewal_candidates() -> None:
+    hosts = HostCatalog()
+    hosts.apply(
+        WatchEvent(
+            "SYNC",
+            objects=(
+                host("new", "mail.new.test"),
+                host("served", "mail.served.test", phase="Ready", certificate=CERTIFICATE),
+            ),
+        )
+    )
+    views = {view.name: (view.phase, view.not_after_timestamp) for view in hosts.views()}
+    assert views["new"] == ("Pending", None)
+    assert views["served"][0] == "Ready" and views["served"][1] is not None
+    candidates = list(hosts.candidates())
+    assert [c.name for c in candidates] == ["served"]
+    assert candidates[0].renewal_time.isoformat() == CERTIFICATE["renewalTime"]
+
+
+def test_slimmed_hosts_make_the_same_records() -> None:
+    body = host("served", "mail.served.test", "served.test", phase="Ready", certificate=CERTIFICATE)
+    body["metadata"]["annotations"]["vhost-operator.io/renew"] = "2026-03-02T00:00:00+00:00"
+    slim = slim_host(body)
+    assert "managedFields" not in slim["metadata"] and "chain" not in slim["status"]
+    assert slim["metadata"]["annotations"] == {
+        "vhost-operator.io/renew": "2026-03-02T00:00:00+00:00"
+    }
+    full, thin = HostCatalog(), HostCatalog()
+    full.apply(WatchEvent("SYNC", objects=(body,)))
+    thin.apply(WatchEvent("SYNC", objects=(slim,)))
+    assert full.get("served") == thin.get("served")
+    record = thin.get("served")
+    assert record is not None and record.candidate is not None
+    assert record.candidate.requested == "2026-03-02T00:00:00+00:00"
+
+
+def test_claims_by_domain() -> None:
+    claims = ClaimCatalog()
+    claims.apply(
+        WatchEvent(
+            "SYNC",
+            objects=(
+                slim_maildomain(maildomain("first", "a.test", "2026-01-01T00:00:00Z")),
+                maildomain("second", "a.test", "2026-01-02T00:00:00Z"),
+            ),
+        )
+    )
+    assert sorted(claims.claims("a.test")) == [
+        Claim("2026-01-01T00:00:00Z", "first"),
+        Claim("2026-01-02T00:00:00Z", "second"),
+    ]
+    claims.apply(
+        WatchEvent("MODIFIED", object=maildomain("first", "b.test", "2026-01-01T00:00:00Z"))
+    )
+    assert claims.claims("a.test") == [Claim("2026-01-02T00:00:00Z", "second")]
+    claims.apply(WatchEvent("DELETED", object=maildomain("second", "a.test", "")))
+    assert claims.claims("a.test") == []
+    assert claims.claims("b.test") == [Claim("2026-01-01T00:00:00Z", "first")]
+
+
+def test_waiting_for_the_first_list() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        hosts = HostCatalog()
+        early = await hosts.wait(0.01)
+        waiting = asyncio.create_task(hosts.wait(5))
+        await asyncio.sleep(0)
+        hosts.apply(WatchEvent("SYNC", objects=()))
+        return early, await waiting
+
+    assert asyncio.run(scenario()) == (False, True)
