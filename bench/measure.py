@@ -65,6 +65,8 @@ def _stat_fields(pid: int) -> list[str]:
 def _process_name(pid: int) -> str:
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     words = [word.decode(errors="replace") for word in argv if word]
+    if words and words[0].startswith("nginx:"):  # nginx rewrites its command line
+        return "nginx"
     if "vhost_operator" in words:  # python -m vhost_operator <command>
         return f"vhost-operator {words[words.index('vhost_operator') + 1]}"
     return Path(words[0]).name.removesuffix(":") if words else "?"

@@ -8,7 +8,7 @@ Two local control planes: one for the serving stack (items 1, 2, 5, 6), a fresh 
 10,000-host items (3, 4), so neither set of objects slows the other down. Every process started
 here is stopped on the way out, also on Ctrl-C or an error.
 
-    python -m bench.run                       # the full run (~15 minutes on 2 cores)
+    python -m bench.run                       # the full run (~10 minutes on 2 cores)
     python -m bench.run --quick               # small N everywhere, a couple of minutes
     python -m bench.run --only 1,2 --hosts 50 # some items, other sizes
 """

@@ -27,6 +27,9 @@ from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS, Virtua
 LABEL = "bench.vhost-operator.io/scale"
 SCAN_INTERVAL = 5.0
 """Seconds between the operator's renewal scans in the in-operator measurement."""
+STEADY_AFTER_IDLE = 15.0
+"""Seconds after the operator went idle at which its memory counts as steady (it hands memory
+freed after a burst back to the kernel every 10 s)."""
 RESTART_TIMEOUT = 300.0
 """Seconds the restarted operator gets to list and resume every host before the scans are
 counted (they are counted anyway: the scanner reads whatever the index holds by then)."""
@@ -107,6 +110,7 @@ class ScaleRun:
         elapsed = (finished or time.monotonic()) - started
         ready = self.tracker.count(self.names, lambda obj: phase(obj) == "Ready")
         idle_after = wait_idle(self.operator.pid)
+        time.sleep(STEADY_AFTER_IDLE)
         rss, peak = rss_mib(self.operator.pid)
         requests = breakdown(audit.since(mark), user_of("operator"))
         used = cpu_seconds(self.operator.pid) - cpu
@@ -172,6 +176,7 @@ class ScaleRun:
         startup_mark = audit.mark()
         wait_idle(operator.pid, timeout=RESTART_TIMEOUT)
         restart = time.monotonic() - started
+        time.sleep(STEADY_AFTER_IDLE)
         say(f"operator restarted, idle after {restart:.0f}s (at most {RESTART_TIMEOUT:.0f}s)")
         scans_before = _metrics(operator).get("vhost_operator_renewal_scan_seconds_count", 0.0)
         mark, cpu = audit.mark(), cpu_seconds(operator.pid)
@@ -272,7 +277,7 @@ def scan_in_process(count: int, *, due: int = 0, repeats: int = 5) -> list[Figur
         Figure(item, "scan CPU time", f"{1000 * scan_cpu:.2f} ms"),
         Figure(
             item,
-            "API writes for hosts not due",
+            f"API writes for hosts not due ({due} due)",
             str(len(requested) - due),
             "0",
             len(requested) == due,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 
 import kopf
@@ -20,6 +21,9 @@ def run(settings: Settings, *, verbose: bool) -> None:
 
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=verbose, log_format=log_format)
+    if not verbose:
+        # A line per webhook review, challenge request and probe: noise, and CPU under load.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     context = build_context(settings)
     kopf.run(
         clusterwide=True,

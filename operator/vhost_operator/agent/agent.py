@@ -13,6 +13,7 @@ anything behind, and a failed batch is simply retried.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import signal
@@ -57,9 +58,13 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """Seconds before retrying a batch after consecutive failures (nginx down, API unreachable);
 the last one repeats."""
 
-REPORT_CONCURRENCY = 10
+REPORT_CONCURRENCY = 16
 """Annotation patches in flight at once: a burst of hundreds of hosts is reported in a second or
 two without flooding the API server."""
+
+BLOCKING_CALL_THREADS = REPORT_CONCURRENCY + 4
+"""Threads for blocking calls (the reports, disk work), and connections kept to the API server.
+asyncio's default on a 2-core node (6 threads) held the reports to 6 at a time."""
 
 
 class EventSource(Protocol):
@@ -456,7 +461,10 @@ async def run_agent(settings: AgentSettings) -> None:
     from vhost_operator.kube.api import connect
     from vhost_operator.kube.sites import SiteObjects
 
-    api = SiteObjects(connect(), settings.namespace)
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
+    )
+    api = SiteObjects(connect(connections=BLOCKING_CALL_THREADS), settings.namespace)
     nginx = NginxControl(
         settings.nginx_binary,
         settings.nginx_conf,

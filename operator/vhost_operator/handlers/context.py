@@ -31,6 +31,9 @@ client keeps open (one per thread, so no call pays for a TLS handshake). asyncio
 for a thread; many more than 32 only add memory and lock contention: the API server on the
 same cores answers no faster."""
 
+WATCHES = 3
+"""Watches on the same client, one connection each: VirtualHosts, MailDomains, site ConfigMaps."""
+
 
 @dataclasses.dataclass(frozen=True)
 class OperatorContext:
@@ -58,7 +61,7 @@ class OperatorContext:
 
 
 def build_context(settings: Settings) -> OperatorContext:
-    client = connect(connections=BLOCKING_CALL_THREADS)
+    client = connect(connections=BLOCKING_CALL_THREADS + WATCHES)
     objects = NamespacedObjects(client)
     challenges = ChallengeStore()
     certificates = None
