@@ -51,10 +51,14 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used so far (its threads included)."""
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU time ``pid`` has used so far (its threads included), and with
+    ``reaped_children`` that of the children it has waited for (the agent's ``nginx -t`` runs,
+    the nginx master's retired workers)."""
     fields = _stat_fields(pid)
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -74,8 +78,9 @@ def _process_name(pid: int) -> str:
 
 def descendants_cpu() -> dict[str, float]:
     """CPU seconds used so far by every process this one started (and theirs: nginx workers),
-    summed by program name (``kube-apiserver``, ``vhost-operator run``, ``nginx``, ...).
-    Processes that have exited are not counted: take differences over a window."""
+    summed by program name (``kube-apiserver``, ``vhost-operator run``, ``nginx``, ...). A
+    program's figure includes the children it reaped (the agent's includes its ``nginx -t``
+    runs); processes that have exited are not counted: take differences over a window."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -92,7 +97,7 @@ def descendants_cpu() -> dict[str, float]:
     for pid in ours:
         try:
             name = _process_name(pid)
-            used = cpu_seconds(pid)
+            used = cpu_seconds(pid, reaped_children=True)
         except (OSError, IndexError, ValueError):
             continue
         usage[name] = usage.get(name, 0.0) + used

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import ssl
 import time
 import uuid
@@ -187,8 +188,10 @@ def provision(
     say("  operator: " + ", ".join(f"{k} {v}" for k, v in operator_requests.most_common(12)))
     say("  agent:    " + ", ".join(f"{k} {v}" for k, v in agent_requests.most_common(6)))
     say(f"ACME requests (pebble): {acme} ({acme / count:.1f}/host)")
+    cores = os.cpu_count() or 1
     say(
-        f"CPU seconds in those {elapsed:.0f}s (2 cores = {2 * elapsed:.0f} CPU-s): "
+        f"CPU seconds in those {elapsed:.0f}s ({cores} cores = {cores * elapsed:.0f} CPU-s; "
+        "the agent's include its nginx -t runs): "
         + ", ".join(f"{name} {seconds:.1f}" for name, seconds in all_cpu.items() if seconds >= 0.5)
     )
     if failed:

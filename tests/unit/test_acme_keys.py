@@ -69,13 +69,22 @@ def info(lifetime: timedelta) -> CertificateInfo:
 # -- keys -----------------------------------------------------------------------------------
 
 
-def test_new_private_key_is_an_unencrypted_p256_pkcs8_pem() -> None:
+def test_new_private_key_is_an_unencrypted_p256_sec1_pem() -> None:
     pem = new_private_key_pem()
-    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert pem.startswith(b"-----BEGIN EC PRIVATE KEY-----")
     key = load_private_key(pem)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert key.curve.name == "secp256r1"
     assert new_private_key_pem() != pem
+
+
+def test_pkcs8_keys_stored_by_earlier_versions_still_load() -> None:
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    assert isinstance(load_private_key(pem), ec.EllipticCurvePrivateKey)
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,8 @@ class NginxAgent:
         self._changed = asyncio.Event()
         self._first_change: float | None = None
         self._last_change = 0.0
+        self._paced_until = 0.0
+        """Loop time before which no batch starts (``reload_pacing``)."""
         self._rejections: dict[str, Rejection] = {}
         self._missing_since: dict[str, float] = {}
         self._recheck_scheduled: set[str] = set()
@@ -236,6 +238,7 @@ class NginxAgent:
                 self._last_change + self._settings.quiet_window,
                 self._first_change + self._settings.max_delay,
             )
+            due = max(due, self._paced_until)
             if loop.time() >= due:
                 return
             await asyncio.sleep(due - loop.time())
@@ -275,6 +278,10 @@ class NginxAgent:
         logger.debug("applied and tested (%.2fs)", time.monotonic() - started)
         if not self._live:
             await self._reload(outcome, started)
+            busy = time.monotonic() - started
+            self._paced_until = asyncio.get_running_loop().time() + (
+                self._settings.reload_pacing * busy
+            )
         disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
         patched = await self._report(desired, disk)
         if patched:
