@@ -20,7 +20,7 @@ demo: venv system-packages control-plane
 test: lint system-packages control-plane delivery-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Benchmarks (not part of `make test`): real servers, ~15 minutes; prints one summary table.
+# Benchmarks (not part of `make test`): real servers, ~10 minutes; prints one summary table.
 # `make bench BENCH_ARGS=--quick` runs small sizes in a couple of minutes; see bench/README.md.
 bench: venv system-packages control-plane
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -102,12 +102,33 @@ def host_record(body: Object) -> HostRecord:
     )
 
 
-class _Synced:
-    """The "listed once" flag of a catalog, awaitable."""
+class _Catalog:
+    """What every catalog shares: applying watch events through ``_clear``/``_put``/``_drop``,
+    and the "listed once" flag, awaitable."""
 
     def __init__(self) -> None:
         self._event: asyncio.Event | None = None
         self.synced = False
+
+    def apply(self, event: WatchEvent) -> None:
+        if event.type == "SYNC":
+            self._clear()
+            for obj in event.objects:
+                self._put(obj)
+            self.set()
+        elif event.object is not None:
+            self._drop(str(event.object["metadata"]["name"]))
+            if event.type != "DELETED":
+                self._put(event.object)
+
+    def _clear(self) -> None:
+        raise NotImplementedError
+
+    def _put(self, obj: Object) -> None:
+        raise NotImplementedError
+
+    def _drop(self, name: str) -> None:
+        raise NotImplementedError
 
     def set(self) -> None:
         self.synced = True
@@ -127,7 +148,7 @@ class _Synced:
         return self.synced
 
 
-class HostCatalog(_Synced):
+class HostCatalog(_Catalog):
     """Every VirtualHost by name, hostname and listed domain (``linking.HostHints`` too)."""
 
     def __init__(self) -> None:
@@ -136,18 +157,10 @@ class HostCatalog(_Synced):
         self._by_hostname: dict[str, tuple[str, ...]] = {}
         self._by_domain: dict[str, tuple[str, ...]] = {}
 
-    def apply(self, event: WatchEvent) -> None:
-        if event.type == "SYNC":
-            self._hosts.clear()
-            self._by_hostname.clear()
-            self._by_domain.clear()
-            for obj in event.objects:
-                self._put(obj)
-            self.set()
-        elif event.object is not None:
-            self._drop(str(event.object["metadata"]["name"]))
-            if event.type != "DELETED":
-                self._put(event.object)
+    def _clear(self) -> None:
+        self._hosts.clear()
+        self._by_hostname.clear()
+        self._by_domain.clear()
 
     def _put(self, obj: Object) -> None:
         record = host_record(obj)
@@ -185,7 +198,7 @@ class HostCatalog(_Synced):
         return (record.candidate for record in self._hosts.values() if record.candidate)
 
 
-class ClaimCatalog(_Synced):
+class ClaimCatalog(_Catalog):
     """Every MailDomain's claim on its domain, by domain."""
 
     def __init__(self) -> None:
@@ -193,17 +206,9 @@ class ClaimCatalog(_Synced):
         self._claims: dict[str, tuple[str, Claim]] = {}  # MailDomain name -> (domain, claim)
         self._by_domain: dict[str, tuple[Claim, ...]] = {}
 
-    def apply(self, event: WatchEvent) -> None:
-        if event.type == "SYNC":
-            self._claims.clear()
-            self._by_domain.clear()
-            for obj in event.objects:
-                self._put(obj)
-            self.set()
-        elif event.object is not None:
-            self._drop(str(event.object["metadata"]["name"]))
-            if event.type != "DELETED":
-                self._put(event.object)
+    def _clear(self) -> None:
+        self._claims.clear()
+        self._by_domain.clear()
 
     def _put(self, obj: Object) -> None:
         metadata = obj.get("metadata") or {}

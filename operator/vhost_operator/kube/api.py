@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
@@ -30,14 +31,22 @@ CPU count x 5). A call that finds every pooled connection busy opens one of its 
 it away afterwards: a TLS handshake per call. Size it to the threads that make calls."""
 
 
-def connect(connections: int = CONNECTIONS) -> kubernetes.client.ApiClient:
-    """An API client from the in-cluster service account, or else from the kubeconfig, keeping
-    up to ``connections`` connections open (one per thread that calls it at the same time)."""
+def connect(
+    connections: int = CONNECTIONS, *, kubeconfig: Path | None = None
+) -> kubernetes.client.ApiClient:
+    """An API client from ``kubeconfig`` if given, else from the in-cluster service account, else
+    from the default kubeconfig, keeping up to ``connections`` connections open (one per thread
+    that calls it at the same time)."""
     configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=configuration)
+    if kubeconfig is not None:
+        kubernetes.config.load_kube_config(
+            config_file=str(kubeconfig), client_configuration=configuration
+        )
+    else:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = connections
     return kubernetes.client.ApiClient(configuration)
 

@@ -11,8 +11,7 @@ import kubernetes
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import call, write
 from vhost_operator.kube.preconditions import conditional_call
-from vhost_operator.kube.virtualhosts import LIST_PAGE_SIZE
-from vhost_operator.kube.watching import Object, ObjectWatch
+from vhost_operator.kube.watching import Object, ObjectWatch, watch_cluster_objects
 from vhost_operator.resources.maildomains import MailDomain, MailDomainStatus
 from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION
 
@@ -27,15 +26,7 @@ class MailDomainApi:
 
     def watch_all(self, slim: Callable[[Object], Object]) -> ObjectWatch:
         """Every MailDomain, listed in pages, then watched; each reduced by ``slim``."""
-        return ObjectWatch(
-            self._objects.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            MAILDOMAINS,
-            what="MailDomains",
-            page_size=LIST_PAGE_SIZE,
-            slim=slim,
-        )
+        return watch_cluster_objects(self._objects, MAILDOMAINS, what="MailDomains", slim=slim)
 
     async def list_all(self) -> list[MailDomain]:
         def send() -> Any:

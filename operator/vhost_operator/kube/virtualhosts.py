@@ -9,12 +9,8 @@ from typing import Any
 import kubernetes
 
 from vhost_operator.kube.api import write
-from vhost_operator.kube.watching import Object, ObjectWatch
+from vhost_operator.kube.watching import Object, ObjectWatch, watch_cluster_objects
 from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS, VirtualHostStatus
-
-LIST_PAGE_SIZE = 500
-"""VirtualHosts per page when the catalog lists them all (a restart with 10,000 hosts lists 20
-pages instead of one response of tens of megabytes)."""
 
 
 class VirtualHostApi:
@@ -25,15 +21,7 @@ class VirtualHostApi:
 
     def watch_all(self, slim: Callable[[Object], Object]) -> ObjectWatch:
         """Every VirtualHost, listed in pages, then watched; each reduced by ``slim``."""
-        return ObjectWatch(
-            self._objects.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            VIRTUALHOSTS,
-            what="VirtualHosts",
-            page_size=LIST_PAGE_SIZE,
-            slim=slim,
-        )
+        return watch_cluster_objects(self._objects, VIRTUALHOSTS, what="VirtualHosts", slim=slim)
 
     async def write_status(self, name: str, status: VirtualHostStatus) -> None:
         patch = {"status": status.to_merge_patch()}
