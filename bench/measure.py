@@ -62,6 +62,25 @@ def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def wait_idle(pid: int, *, timeout: float = 90, quiet: float = 3, threshold: float = 0.05) -> float:
+    """Wait until ``pid`` used under ``threshold`` CPU-seconds per second for ``quiet`` seconds
+    in a row; returns the seconds waited."""
+    started = time.monotonic()
+    calm_since = None
+    previous = cpu_seconds(pid)
+    while time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        current = cpu_seconds(pid)
+        if (current - previous) / 0.5 < threshold:
+            calm_since = calm_since or time.monotonic()
+            if time.monotonic() - calm_since >= quiet:
+                break
+        else:
+            calm_since = None
+        previous = current
+    return time.monotonic() - started
+
+
 def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 

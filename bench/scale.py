@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.cluster import AuditLog, Client, Tracker, breakdown, identity, phase, user_of
 from bench.cluster import virtualhost as virtualhost_manifest
-from bench.measure import cpu_seconds, rss_mib
+from bench.measure import cpu_seconds, rss_mib, wait_idle
 from bench.report import Figure, say
 from tests.harness.audit import AuditedControlPlane
 from tests.harness.operator import OperatorProcess
@@ -33,25 +33,6 @@ freed after a burst back to the kernel every 10 s)."""
 RESTART_TIMEOUT = 300.0
 """Seconds the restarted operator gets to list and resume every host before the scans are
 counted (they are counted anyway: the scanner reads whatever the index holds by then)."""
-
-
-def wait_idle(pid: int, *, timeout: float = 90, quiet: float = 3, threshold: float = 0.05) -> float:
-    """Wait until ``pid`` used under ``threshold`` CPU-seconds per second for ``quiet`` seconds
-    in a row; returns the seconds waited."""
-    started = time.monotonic()
-    calm_since = None
-    previous = cpu_seconds(pid)
-    while time.monotonic() - started < timeout:
-        time.sleep(0.5)
-        current = cpu_seconds(pid)
-        if (current - previous) / 0.5 < threshold:
-            calm_since = calm_since or time.monotonic()
-            if time.monotonic() - calm_since >= quiet:
-                break
-        else:
-            calm_since = None
-        previous = current
-    return time.monotonic() - started
 
 
 def _operator_settings(**overrides: str) -> dict[str, str]:

@@ -3,16 +3,17 @@ nginx, as it runs as a sidecar in a cluster."""
 
 from __future__ import annotations
 
-import sys
 import urllib.request
 from pathlib import Path
 
 from tests.harness.nginx import NginxServer
-from tests.harness.processes import ManagedProcess, free_port, http_ok
+from tests.harness.processes import ComponentProcess, free_port
 
 
-class AgentProcess:
+class AgentProcess(ComponentProcess):
     """Starts the agent for ``nginx`` against a kubeconfig, watching ``namespace``."""
+
+    command = "nginx-agent"
 
     def __init__(
         self,
@@ -24,11 +25,9 @@ class AgentProcess:
         *,
         verbose: bool = True,
     ) -> None:
-        self.kubeconfig = kubeconfig
-        self.verbose = verbose
+        super().__init__(kubeconfig, workdir / "nginx-agent.log", verbose=verbose)
         self.workdir = workdir
         self.health_port = free_port()
-        self.log_path = workdir / "nginx-agent.log"
         self.settings = {
             "VHOST_AGENT_NAMESPACE": namespace,
             "VHOST_AGENT_ROOT_DIR": str(nginx.root),
@@ -38,31 +37,11 @@ class AgentProcess:
             "VHOST_AGENT_HEALTH_PORT": str(self.health_port),
             **(settings or {}),
         }
-        self._process: ManagedProcess | None = None
 
     def start(self) -> AgentProcess:
-        env = {"KUBECONFIG": str(self.kubeconfig), **self.settings}
-        argv = [sys.executable, "-m", "vhost_operator", "nginx-agent"]
-        if self.verbose:
-            argv.append("--verbose")
-        self._process = ManagedProcess("nginx-agent", argv, self.log_path, env)
         # Ready: both watches listed and nginx confirmed a reload of what the agent wrote.
-        self._process.wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{self.health_port}/readyz"),
-            timeout=60,
-            what="readiness",
-        )
+        self._launch(self.settings, f"http://127.0.0.1:{self.health_port}/readyz", what="readiness")
         return self
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-            self._process = None
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None, "not started"
-        return self._process.process.pid
 
     def metrics(self) -> dict[str, float]:
         """The agent's ``/metrics``, name → value."""

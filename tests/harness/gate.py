@@ -5,25 +5,24 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness.processes import ManagedProcess, free_port, http_ok
+from tests.harness.processes import ComponentProcess, free_port
 
 
-class GateProcess:
+class GateProcess(ComponentProcess):
     """Starts the gate against a kubeconfig with ``VHOST_GATE_*`` settings; ready once it has
     listed the VirtualHosts (``/readyz``)."""
 
+    command = "tenancy-gate"
+
     def __init__(self, kubeconfig: Path, workdir: Path, settings: Mapping[str, str]) -> None:
-        self.kubeconfig = kubeconfig
+        super().__init__(kubeconfig, workdir / "tenancy-gate.log")
         self.settings = dict(settings)
         self.port = free_port()
-        self.log_path = workdir / "tenancy-gate.log"
-        self._process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -31,7 +30,6 @@ class GateProcess:
 
     def start(self) -> GateProcess:
         env = {
-            "KUBECONFIG": str(self.kubeconfig),
             "VHOST_GATE_LISTEN_ADDRESS": "127.0.0.1",
             "VHOST_GATE_LISTEN_PORT": str(self.port),
             # Straight to the local apiserver, never through a proxy the environment may set.
@@ -39,20 +37,8 @@ class GateProcess:
             "no_proxy": "127.0.0.1,localhost",
             **self.settings,
         }
-        argv = [sys.executable, "-m", "vhost_operator", "tenancy-gate"]
-        self._process = ManagedProcess("tenancy-gate", argv, self.log_path, env)
-        self._process.wait_until(
-            lambda: http_ok(f"{self.url}/readyz"), timeout=60, what="ready tenancy gate"
-        )
+        self._launch(env, f"{self.url}/readyz", what="ready tenancy gate")
         return self
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-            self._process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def client(self) -> GateClient:
         return GateClient(self.port)

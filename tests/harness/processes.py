@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -86,3 +87,48 @@ def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+class ComponentProcess:
+    """One of our own commands (``python -m vhost_operator <command>``) as a real process
+    against a kubeconfig, as it runs in a cluster: started, waited for until ``ready_url``
+    answers 200, killed or stopped. Subclasses say which command, settings and URL."""
+
+    command: str
+    """The CLI subcommand (``run``, ``nginx-agent``, ``tenancy-gate``)."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, *, verbose: bool = False) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.verbose = verbose
+        """Debug logging (the tests read it); the benchmark runs without, as in production."""
+        self._process: ManagedProcess | None = None
+
+    def _launch(self, env: dict[str, str], ready_url: str, *, what: str) -> None:
+        argv = [sys.executable, "-m", "vhost_operator", self.command]
+        if self.verbose:
+            argv.append("--verbose")
+        self._process = ManagedProcess(
+            f"vhost-operator {self.command}",
+            argv,
+            self.log_path,
+            {"KUBECONFIG": str(self.kubeconfig), **env},
+        )
+        self._process.wait_until(lambda: http_ok(ready_url), timeout=60, what=what)
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.process.pid
+
+    def kill(self) -> None:
+        assert self._process is not None, "not started"
+        self._process.kill()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
