@@ -3,7 +3,12 @@
 A burst (thousands of new hosts, or a restart that lists them all) fills the heap with objects
 that are all freed again minutes later; glibc's allocator keeps most of that freed memory
 mapped, so the resident size stays at the burst's peak. ``malloc_trim`` returns the free pages
-to the kernel. It takes milliseconds, and on a C library without it this does nothing.
+to the kernel. On a C library without it this does nothing.
+
+A trim is not free: it walks the whole heap holding the allocator's lock, tens of milliseconds
+for a heap of a hundred megabytes, during which the event loop (webhook answers included)
+waits. So it runs only around bursts: when the resident size has grown since the last trim, and
+then a few more times while what the burst left behind is freed. A steady operator never trims.
 """
 
 from __future__ import annotations
@@ -11,11 +16,43 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
+import os
 from collections.abc import Callable
 
 TRIM_INTERVAL = 10.0
-"""Seconds between two trims."""
+"""Seconds between two looks at the resident size."""
+
+GROWTH = 16 * 2**20
+"""Bytes the resident size must have grown since the last trim to count as a burst."""
+
+SETTLING_TRIMS = 6
+"""Trims after a burst's growth stopped (one per interval): the objects of a burst are freed
+over the following minute (kopf's workers end after their idle timeout)."""
+
+
+@dataclasses.dataclass
+class TrimPolicy:
+    """Decides, from the resident size alone (cheap to read), whether to trim now."""
+
+    growth: int = GROWTH
+    settling_trims: int = SETTLING_TRIMS
+    baseline: int | None = None
+    settling: int = 0
+
+    def should_trim(self, resident: int) -> bool:
+        if self.baseline is None or resident > self.baseline + self.growth:
+            self.settling = self.settling_trims
+            return True
+        if self.settling > 0:
+            self.settling -= 1
+            return True
+        return False
+
+    def trimmed(self, resident: int) -> None:
+        """Record the resident size right after a trim: growth is measured from here."""
+        self.baseline = resident
 
 
 @functools.cache
@@ -39,10 +76,25 @@ def release_freed_memory() -> bool:
     return trim is not None and trim(0) == 1
 
 
-async def release_periodically(interval: float = TRIM_INTERVAL) -> None:
-    """Trim every ``interval`` seconds until cancelled (in a thread: it holds no Python lock)."""
+def resident_bytes() -> int:
+    """This process's resident size (``/proc/self/statm``), 0 where there is no such file."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+async def release_periodically(
+    interval: float = TRIM_INTERVAL, policy: TrimPolicy | None = None
+) -> None:
+    """Look every ``interval`` seconds and trim when ``policy`` says so, until cancelled (the
+    trim runs in a thread: it holds no Python lock)."""
     if _malloc_trim() is None:
         return
+    policy = policy or TrimPolicy()
     while True:
         await asyncio.sleep(interval)
-        await asyncio.to_thread(release_freed_memory)
+        if policy.should_trim(resident_bytes()):
+            await asyncio.to_thread(release_freed_memory)
+            policy.trimmed(resident_bytes())
