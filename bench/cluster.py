@@ -26,6 +26,7 @@ import yaml
 from tests.harness.audit import AuditedControlPlane
 from tests.harness.clusters import install_crds
 from tests.harness.identities import service_account_kubeconfig
+from vhost_operator.kube.api import connect
 from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS
 
 Object = dict[str, Any]
@@ -135,13 +136,8 @@ class Client:
     """The kubernetes client with a connection per thread, for parallel writes."""
 
     def __init__(self, kubeconfig: Path, threads: int = 16) -> None:
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(
-            config_file=str(kubeconfig), client_configuration=configuration
-        )
-        configuration.connection_pool_maxsize = threads * 2
         self.threads = threads
-        self.api = kubernetes.client.ApiClient(configuration)
+        self.api = connect(threads * 2, kubeconfig=kubeconfig)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
         self.core = kubernetes.client.CoreV1Api(self.api)
 

@@ -17,6 +17,7 @@ memory at once. A catalog entry is a few small strings per host.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import logging
@@ -102,7 +103,7 @@ def host_record(body: Object) -> HostRecord:
     )
 
 
-class _Catalog:
+class _Catalog(abc.ABC):
     """What every catalog shares: applying watch events through ``_clear``/``_put``/``_drop``,
     and the "listed once" flag, awaitable."""
 
@@ -121,14 +122,17 @@ class _Catalog:
             if event.type != "DELETED":
                 self._put(event.object)
 
+    @abc.abstractmethod
     def _clear(self) -> None:
-        raise NotImplementedError
+        """Part of ``apply``."""
 
+    @abc.abstractmethod
     def _put(self, obj: Object) -> None:
-        raise NotImplementedError
+        """Part of ``apply``."""
 
+    @abc.abstractmethod
     def _drop(self, name: str) -> None:
-        raise NotImplementedError
+        """Part of ``apply``."""
 
     def set(self) -> None:
         self.synced = True
