@@ -27,11 +27,11 @@ from typing import Any
 
 import pydantic
 
-from vhost_operator.kube.watching import WatchEvent
 from vhost_operator.metrics import HostView
 from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.resources.maildomains import Claim
 from vhost_operator.resources.models import RENEW_ANNOTATION, RETRY_ANNOTATION, VirtualHost
+from vhost_operator.resources.watch import WatchEvent
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,10 @@ from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
 from vhost_operator.kube.sites import SiteObjects
-from vhost_operator.kube.watching import ObjectWatch, WatchEvent
+from vhost_operator.kube.watching import ObjectWatch
 from vhost_operator.memory import release_periodically
 from vhost_operator.resources.models import GROUP
+from vhost_operator.resources.watch import WatchEvent
 from vhost_operator.settings import Settings
 
 KOPF_CONNECTIONS = 32

@@ -9,8 +9,9 @@ from typing import Any
 import kubernetes
 
 from vhost_operator.kube.api import write
-from vhost_operator.kube.watching import Object, ObjectWatch, watch_cluster_objects
+from vhost_operator.kube.watching import ObjectWatch, watch_cluster_objects
 from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS, VirtualHostStatus
+from vhost_operator.resources.watch import Object
 
 
 class VirtualHostApi:
