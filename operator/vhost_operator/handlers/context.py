@@ -7,7 +7,8 @@ import dataclasses
 import kopf
 import kubernetes
 
-from vhost_operator.acme import AcmeClient, AcmeConfig, ChallengeStore
+from vhost_operator.acme.challenges import ChallengeStore
+from vhost_operator.acme.client import AcmeClient, AcmeConfig
 from vhost_operator.catalog import ClaimCatalog, HostCatalog
 from vhost_operator.kube.api import connect
 from vhost_operator.kube.hostdomains import HostDomainsApi

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from vhost_operator.acme import ChallengeResponder
+from vhost_operator.acme.challenges import ChallengeResponder
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, context_of

@@ -14,17 +14,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from vhost_operator.acme import (
-    AcmeClient,
-    ChallengeStore,
+from vhost_operator.acme.challenges import ChallengeStore, self_checker
+from vhost_operator.acme.client import AcmeClient, ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.certs import (
     KeyMaterialError,
     certificate_matches_key,
     inspect_certificate,
     new_private_key_pem,
     renewal_time,
-    self_checker,
 )
-from vhost_operator.acme.client import ChallengeHook, IssuedCertificate, OrderHook
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.kube.objects import SecretData
 from vhost_operator.metrics import ACME_ORDERS
