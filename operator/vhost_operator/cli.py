@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import kopf
 
 from vhost_operator import __version__
-from vhost_operator.handlers.context import build_context
 from vhost_operator.settings import Settings
+from vhost_operator.wiring import build_context
 
 
 def run(settings: Settings, *, verbose: bool) -> None:
