@@ -1,12 +1,17 @@
-"""The operator's wiring: everything the kopf handlers are handed, built once at start-up.
+"""The operator process (``vhost-operator run``): its wiring, and kopf started with it.
 
 The one module that knows which concrete class plays which part: it connects to the API server,
 wraps the client for each kind, registers the ACME account, and assembles the provisioning steps
-and the renewal path from the settings. ``cli`` calls :func:`build_context` and passes the result
-to kopf as its memo; the handlers read it with ``handlers.context.context_of``.
+and the renewal path from the settings (:func:`build_context`). :func:`run` registers the
+handlers and hands the context to kopf as its memo; the handlers read it with
+``handlers.context.context_of``.
 """
 
 from __future__ import annotations
+
+import logging
+
+import kopf
 
 from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
 from vhost_operator.acme.client import AcmeClient, AcmeConfig
@@ -25,6 +30,26 @@ from vhost_operator.settings import Settings
 
 WATCHES = 3
 """Watches on the same client, one connection each: VirtualHosts, MailDomains, site ConfigMaps."""
+
+
+def run(settings: Settings, *, verbose: bool) -> None:
+    import vhost_operator.handlers  # registers the handlers with kopf
+
+    if settings.webhook_enabled:
+        vhost_operator.handlers.enable_admission()
+
+    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=verbose, log_format=log_format)
+    if not verbose:
+        # A line per webhook review, challenge request and probe: noise, and CPU under load.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    context = build_context(settings)
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        memo=context.as_memo(),
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+    )
 
 
 def build_context(settings: Settings) -> OperatorContext:
