@@ -3,6 +3,8 @@
 - ``client``: :class:`~vhost_operator.acme.client.AcmeClient`, which registers the account and
   issues certificates, and the error tree every failure is mapped onto (drawn in its docstring).
 - ``challenges``: the HTTP-01 responder nginx forwards to, and the pre-validation self-check.
+- ``fake``: an in-memory CA with the two calls the certificate step makes (its
+  ``CertificateAuthority`` protocol in ``provisioning.certificates``), for unit tests.
 
 Keys, CSRs and certificate inspection are pure and live in ``vhost_operator.certs``.
 
