@@ -1,6 +1,6 @@
 # The two commands that set everything up on a fresh machine:
 #   make demo   the operator on an embedded local control plane, examples applied (Ctrl-C stops)
-#   make test   lint, type checks and the whole test suite against real servers
+#   make test   lint, type checks, import contracts and the whole test suite against real servers
 # Everything they need is installed on the way: Debian packages (nginx, pebble; podman for the
 # images), a Python venv, etcd/kube-apiserver/kubectl built from their Go modules and the
 # Dockerfile's images built with podman, all cached in ~/.cache/vhost-operator.
@@ -37,6 +37,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 venv: $(VENV)/.installed
 
@@ -78,4 +79,4 @@ docs: venv
 	$(BIN)/python -m vhost_operator.reference README.md
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .demo

@@ -7,12 +7,10 @@ that looks across objects reads them: the webhook (a hostname or domain already 
 linking (where a domain is listed), the renewal scanner (whose certificate is due) and
 ``/metrics`` (hosts by phase).
 
-These were kopf indexes before. kopf holds every handler of every object back until all objects
-are indexed, and wakes every waiting object each time one more is indexed: a restart with 10,000
-hosts took over five minutes of CPU doing little else. Those waits also made a limit on kopf's
-concurrent workers deadlock at start-up (the waiting workers keep the slots the others need to
-be indexed), and without a limit a burst of thousands of new hosts had thousands of workers in
-memory at once. A catalog entry is a few small strings per host.
+An entry is a few small strings per object, and an event changes one dict entry. Nothing waits
+for a catalog but the code that asks for it: unlike kopf's indexes, which hold every handler
+back until every object is indexed, they let kopf's workers start at once and be bounded in
+number (``handlers.lifecycle.WORKER_LIMIT``).
 """
 
 from __future__ import annotations
@@ -27,11 +25,11 @@ from typing import Any
 
 import pydantic
 
-from vhost_operator.kube.watching import WatchEvent
 from vhost_operator.metrics import HostView
 from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.resources.maildomains import Claim
 from vhost_operator.resources.models import RENEW_ANNOTATION, RETRY_ANNOTATION, VirtualHost
+from vhost_operator.resources.watch import WatchEvent
 
 logger = logging.getLogger(__name__)
 

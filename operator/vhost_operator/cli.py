@@ -1,40 +1,23 @@
-"""The ``vhost-operator`` command."""
+"""The ``vhost-operator`` command.
+
+Its three subcommands are three different processes, and each imports only what it runs: the
+operator (``run``: kopf, the handlers, the ACME library, via ``wiring``), the tenancy gate
+(``tenancy.service``) and the nginx agent (``agent.agent``). The gate and the agent never load
+kopf or the ACME library (``tests/unit/test_cli_imports.py``), so this module imports none of
+them at the top.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
-import kopf
-
 from vhost_operator import __version__
-from vhost_operator.handlers.context import build_context
-from vhost_operator.settings import Settings
-
-
-def run(settings: Settings, *, verbose: bool) -> None:
-    import vhost_operator.handlers  # registers the handlers with kopf
-
-    if settings.webhook_enabled:
-        vhost_operator.handlers.enable_admission()
-
-    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
-    kopf.configure(verbose=verbose, log_format=log_format)
-    if not verbose:
-        # A line per webhook review, challenge request and probe: noise, and CPU under load.
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    context = build_context(settings)
-    kopf.run(
-        clusterwide=True,
-        standalone=True,
-        memo=context.as_memo(),
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vhost-operator", description=__doc__)
+    summary = (__doc__ or "").split("\n\n")[0]  # the rest is for readers of this file
+    parser = argparse.ArgumentParser(prog="vhost-operator", description=summary)
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser(
@@ -53,17 +36,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     arguments = parser.parse_args(argv)
     if arguments.command == "run":
-        run(Settings(), verbose=arguments.verbose)
+        from vhost_operator import wiring
+        from vhost_operator.settings import Settings
+
+        wiring.run(Settings(), verbose=arguments.verbose)
     elif arguments.command == "tenancy-gate":
-        # Imported here: the operator's own command never needs the gate's server.
         from vhost_operator.tenancy import service
         from vhost_operator.tenancy.settings import GateSettings
 
         service.run(GateSettings(), verbose=arguments.verbose)
     elif arguments.command == "nginx-agent":
-        # Imported here: the sidecar needs neither kopf's handlers nor ACME.
-        from vhost_operator.agent.agent import main as agent_main
+        from vhost_operator.agent import agent
         from vhost_operator.agent.settings import AgentSettings
 
-        agent_main(AgentSettings(), verbose=arguments.verbose)
+        agent.main(AgentSettings(), verbose=arguments.verbose)
     return 0

@@ -2,8 +2,8 @@
 :func:`serve` (started with the operator, on ``settings.metrics_port``).
 
 Per-host gauges (phase counts, certificate expiry) are not updated on events: a collector reads
-them from the operator's in-memory index when Prometheus scrapes, so thousands of hosts cost
-nothing between scrapes.
+them from the operator's catalog (``vhost_operator.catalog``) when Prometheus scrapes, so
+thousands of hosts cost nothing between scrapes.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def _probe_context() -> ssl.SSLContext:
 
 
 async def served_certificate_serial(address: str, hostname: str, timeout: float = 5.0) -> str:
-    """The serial (lowercase hex, as ``acme.keys`` writes it) nginx presents for ``hostname``."""
+    """The serial (lowercase hex, as ``certs`` writes it) nginx presents for ``hostname``."""
     host, _, port = address.rpartition(":")
     try:
         _, writer = await asyncio.wait_for(

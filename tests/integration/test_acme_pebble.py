@@ -19,23 +19,24 @@ from cryptography.x509.verification import PolicyBuilder, Store
 
 from tests.harness.pebble import Pebble, available
 from tests.harness.processes import free_port
-from vhost_operator.acme import (
+from vhost_operator.acme.challenges import (
+    ChallengeResponder,
+    ChallengeStore,
+    SelfCheckFailed,
+    SelfCheckReason,
+    self_check,
+    self_checker,
+)
+from vhost_operator.acme.client import (
     AcmeClient,
     AcmeConfig,
     AcmeError,
     AcmeRefused,
     AcmeUnavailable,
     ChallengeFailed,
-    ChallengeResponder,
-    ChallengeStore,
-    SelfCheckFailed,
-    SelfCheckReason,
-    certificate_matches_key,
-    new_private_key_pem,
-    self_check,
-    self_checker,
+    stable_text,
 )
-from vhost_operator.acme.client import stable_text
+from vhost_operator.certs import certificate_matches_key, new_private_key_pem
 
 LOCALHOST = "127.0.0.1"
 RESPONDER_PORT = free_port()

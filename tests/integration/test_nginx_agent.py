@@ -29,7 +29,7 @@ from tests.harness.nginx import (
     served_certificate,
 )
 from tests.harness.processes import free_port
-from vhost_operator.acme.keys import inspect_certificate
+from vhost_operator.certs import inspect_certificate
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
 

@@ -13,7 +13,8 @@ import pytest
 from tests.harness import kube
 from tests.harness.clusters import Cluster
 from vhost_operator.kube.api import connect
-from vhost_operator.kube.watching import ObjectWatch, WatchEvent
+from vhost_operator.kube.watching import ObjectWatch
+from vhost_operator.resources.watch import WatchEvent
 
 TIMEOUT = 20.0
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from tests.harness.nginx import self_signed_certificate
-from vhost_operator.acme.keys import inspect_certificate
 from vhost_operator.agent import files
 from vhost_operator.agent.apply import (
     BaselineRejected,
@@ -41,6 +40,7 @@ from vhost_operator.agent.plan import (
     report,
     report_patch,
 )
+from vhost_operator.certs import inspect_certificate
 from vhost_operator.nginx import config_hash
 from vhost_operator.resources import labels
 

@@ -40,17 +40,25 @@ def host(
 @pytest.mark.parametrize(
     ("subject", "action"),
     [
-        (host(None, observed_generation=None), Action.PROVISION),
-        (host(Phase.PENDING), Action.PROVISION),
-        (host(Phase.PENDING, retry="1"), Action.PROVISION),
-        (host(Phase.FAILED, retry="1"), Action.RETRY),
-        (host(Phase.FAILED, retry="1", observed_retry="1"), Action.NOTHING),
-        (host(Phase.FAILED), Action.NOTHING),
-        (host(Phase.READY, retry="2", observed_retry="1"), Action.REFUSE_RETRY),
-        (host(Phase.READY, generation=2), Action.OBSERVE),
-        (host(Phase.READY), Action.NOTHING),
-        (host(Phase.READY, renew="t1"), Action.RENEW),
-        (host(Phase.FAILED, renew="t1"), Action.NOTHING),
+        pytest.param(host(None, observed_generation=None), Action.PROVISION, id="new"),
+        pytest.param(host(Phase.PENDING), Action.PROVISION, id="pending"),
+        pytest.param(host(Phase.PENDING, retry="1"), Action.PROVISION, id="pending-retried"),
+        pytest.param(host(Phase.FAILED, retry="1"), Action.RETRY, id="failed-retried"),
+        pytest.param(
+            host(Phase.FAILED, retry="1", observed_retry="1"),
+            Action.NOTHING,
+            id="failed-retry-already-seen",
+        ),
+        pytest.param(host(Phase.FAILED), Action.NOTHING, id="failed"),
+        pytest.param(
+            host(Phase.READY, retry="2", observed_retry="1"),
+            Action.REFUSE_RETRY,
+            id="ready-retried",
+        ),
+        pytest.param(host(Phase.READY, generation=2), Action.OBSERVE, id="ready-spec-changed"),
+        pytest.param(host(Phase.READY), Action.NOTHING, id="ready"),
+        pytest.param(host(Phase.READY, renew="t1"), Action.RENEW, id="ready-renew-asked"),
+        pytest.param(host(Phase.FAILED, renew="t1"), Action.NOTHING, id="failed-renew-asked"),
     ],
 )
 def test_decide(subject: VirtualHost, action: Action) -> None:

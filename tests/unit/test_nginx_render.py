@@ -345,14 +345,22 @@ def test_site_config_is_frozen() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"challenge_upstream": "vhost-operator-challenges.vhost-operator.svc:8089"},
-        {"challenge_upstream": "localhost:65535"},
-        {"challenge_upstream": "10.96.0.10:1"},
-        {"upstream": "https://webmail"},
-        {"upstream": "http://10.0.0.7:8000/mail/app_v2.1~x-y/"},
-        {"hostname": LONGEST_HOSTNAME},
-        {"hostname": "xn--bcher-kva.example"},
-        {"certificate_path": "/etc/nginx/tls/a.b_c-d.pem", "key_path": "/etc/nginx/tls/k.pem"},
+        pytest.param(
+            {"challenge_upstream": "vhost-operator-challenges.vhost-operator.svc:8089"},
+            id="challenge-upstream-service-name",
+        ),
+        pytest.param({"challenge_upstream": "localhost:65535"}, id="challenge-upstream-top-port"),
+        pytest.param({"challenge_upstream": "10.96.0.10:1"}, id="challenge-upstream-ip"),
+        pytest.param({"upstream": "https://webmail"}, id="upstream-https-single-label"),
+        pytest.param(
+            {"upstream": "http://10.0.0.7:8000/mail/app_v2.1~x-y/"}, id="upstream-ip-and-path"
+        ),
+        pytest.param({"hostname": LONGEST_HOSTNAME}, id="hostname-253-characters"),
+        pytest.param({"hostname": "xn--bcher-kva.example"}, id="hostname-punycode"),
+        pytest.param(
+            {"certificate_path": "/etc/nginx/tls/a.b_c-d.pem", "key_path": "/etc/nginx/tls/k.pem"},
+            id="certificate-paths",
+        ),
     ],
 )
 def test_reasonable_values_are_accepted(overrides: dict[str, Any]) -> None:

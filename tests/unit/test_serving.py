@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from vhost_operator.kube.watching import WatchEvent
 from vhost_operator.provisioning.chain import StepFailed
 from vhost_operator.provisioning.serving import SiteApplications
 from vhost_operator.resources import labels
+from vhost_operator.resources.watch import WatchEvent
 
 
 def configmap(name: str, **annotations: str) -> dict[str, Any]:

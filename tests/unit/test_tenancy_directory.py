@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from vhost_operator.kube.watching import WatchEvent
+from vhost_operator.resources.watch import WatchEvent
 from vhost_operator.tenancy.directory import HostDirectory
 from vhost_operator.tenancy.server import BadRequest, login_from_headers
 

@@ -1,66 +1,14 @@
 """ACME: the only package that speaks to a certificate authority.
 
-- ``keys``: private keys, CSRs and certificate inspection (pure, no I/O).
+- ``client``: :class:`~vhost_operator.acme.client.AcmeClient`, which registers the account and
+  issues certificates, and the error tree every failure is mapped onto (drawn in its docstring).
 - ``challenges``: the HTTP-01 responder nginx forwards to, and the pre-validation self-check.
-- ``client``: :class:`AcmeClient`, which registers the account and issues certificates, and
-  the error tree every failure is mapped onto (drawn in ``client``'s docstring).
+- ``fake``: an in-memory CA with the two calls the certificate step makes (its
+  ``CertificateAuthority`` protocol in ``provisioning.certificates``), for unit tests.
 
-Nothing outside this package imports ``acme``, ``josepy`` or ``requests``; callers use the names
-below.
+Keys, CSRs and certificate inspection are pure and live in ``vhost_operator.certs``.
+
+Nothing outside this package imports ``acme``, ``josepy`` or ``requests`` (an import-linter
+contract). Importing this package loads nothing: callers import the module they need, so only
+a process that issues certificates pays for the ACME library.
 """
-
-from vhost_operator.acme.challenges import (
-    CHALLENGE_PATH,
-    ChallengeResponder,
-    ChallengeStore,
-    SelfCheckFailed,
-    SelfCheckReason,
-    self_check,
-    self_checker,
-)
-from vhost_operator.acme.client import (
-    AcmeClient,
-    AcmeConfig,
-    AcmeError,
-    AcmeRefused,
-    AcmeUnavailable,
-    ChallengeFailed,
-    ChallengeHook,
-    IssuedCertificate,
-    OrderHook,
-)
-from vhost_operator.acme.keys import (
-    CertificateInfo,
-    KeyMaterialError,
-    certificate_matches_key,
-    csr_pem,
-    inspect_certificate,
-    new_private_key_pem,
-    renewal_time,
-)
-
-__all__ = [
-    "CHALLENGE_PATH",
-    "AcmeClient",
-    "AcmeConfig",
-    "AcmeError",
-    "AcmeRefused",
-    "AcmeUnavailable",
-    "CertificateInfo",
-    "ChallengeFailed",
-    "ChallengeHook",
-    "ChallengeResponder",
-    "ChallengeStore",
-    "IssuedCertificate",
-    "KeyMaterialError",
-    "OrderHook",
-    "SelfCheckFailed",
-    "SelfCheckReason",
-    "certificate_matches_key",
-    "csr_pem",
-    "inspect_certificate",
-    "new_private_key_pem",
-    "renewal_time",
-    "self_check",
-    "self_checker",
-]

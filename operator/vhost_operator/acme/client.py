@@ -55,7 +55,7 @@ from pydantic import (
 )
 from requests.adapters import HTTPAdapter
 
-from vhost_operator.acme import keys
+from vhost_operator import certs
 from vhost_operator.errors import VhostOperatorError
 
 logger = logging.getLogger(__name__)
@@ -196,9 +196,9 @@ class AcmeClient:
         passes it back next time, so the operator keeps one account instead of creating one per
         start. A given key is first looked up with ``onlyReturnExisting``, so restarts never send
         the External Account Binding again. Raises :class:`AcmeError` subclasses, and
-        :class:`~vhost_operator.acme.keys.KeyMaterialError` for an unusable key.
+        :class:`~vhost_operator.certs.KeyMaterialError` for an unusable key.
         """
-        key_pem = keys.new_private_key_pem() if account_key_pem is None else account_key_pem
+        key_pem = certs.new_private_key_pem() if account_key_pem is None else account_key_pem
         jwk, alg = _jwk_for(key_pem)
         net = self._network(jwk, alg, account=None)
         try:
@@ -258,7 +258,7 @@ class AcmeClient:
         asked, and it is unpublished again however the issuance ends. The downloaded leaf is
         checked against ``private_key_pem``: a mismatched pair is never returned.
         Raises :class:`AcmeError` subclasses (including ``SelfCheckFailed`` from the hook), and
-        :class:`~vhost_operator.acme.keys.KeyMaterialError` for an unusable private key.
+        :class:`~vhost_operator.certs.KeyMaterialError` for an unusable private key.
         """
         session = self._open_session(hostname, private_key_pem)
         try:
@@ -325,7 +325,7 @@ class _OrderSession:
         self._config = config
         self._hostname = hostname
         self._key_pem = private_key_pem
-        self._csr_pem = keys.csr_pem(private_key_pem, hostname)
+        self._csr_pem = certs.csr_pem(private_key_pem, hostname)
         self._deadline = time.monotonic() + config.order_timeout
 
     def close(self) -> None:
@@ -363,8 +363,8 @@ class _OrderSession:
             return False
         chain = await self._download(body.certificate)
         try:
-            return keys.certificate_matches_key(chain, self._key_pem)
-        except keys.KeyMaterialError:  # unreadable: as good as not ours
+            return certs.certificate_matches_key(chain, self._key_pem)
+        except certs.KeyMaterialError:  # unreadable: as good as not ours
             return False
 
     async def create_order(self) -> messages.OrderResource:
@@ -501,12 +501,12 @@ class _OrderSession:
     def _checked(self, chain_pem: bytes) -> bytes:
         """Refuse a chain whose leaf is not for our key and hostname (never store such a pair)."""
         try:
-            info = keys.inspect_certificate(chain_pem)
-        except keys.KeyMaterialError as error:
+            info = certs.inspect_certificate(chain_pem)
+        except certs.KeyMaterialError as error:
             raise AcmeError(
                 f"the CA sent an unreadable certificate for {self._hostname}"
             ) from error
-        if not keys.certificate_matches_key(chain_pem, self._key_pem):
+        if not certs.certificate_matches_key(chain_pem, self._key_pem):
             raise AcmeError(f"the CA issued a certificate for {self._hostname} with another key")
         if self._hostname not in info.dns_names:
             raise AcmeError(f"the CA issued a certificate that does not name {self._hostname}")
@@ -649,12 +649,12 @@ class _TrustingAdapter(HTTPAdapter):
 
 def _jwk_for(key_pem: bytes) -> tuple[JWK, JWASignature]:
     """The account key as a JWK with the JWS algorithm that matches its type and size."""
-    key = keys.load_private_key(key_pem)
+    key = certs.load_private_key(key_pem)
     if isinstance(key, rsa.RSAPrivateKey):
         return JWKRSA(key=key), RS256
     algorithms = {"secp256r1": ES256, "secp384r1": ES384, "secp521r1": ES512}
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in algorithms:
-        raise keys.KeyMaterialError("the ACME account key must be RSA or ECDSA P-256/384/521")
+        raise certs.KeyMaterialError("the ACME account key must be RSA or ECDSA P-256/384/521")
     return JWKEC(key=key), algorithms[key.curve.name]
 
 

@@ -47,8 +47,8 @@ from vhost_operator.agent.plan import (
 )
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.errors import VhostOperatorError
-from vhost_operator.kube.watching import WatchEvent
 from vhost_operator.resources import labels
+from vhost_operator.resources.watch import WatchEvent
 
 logger = logging.getLogger(__name__)
 

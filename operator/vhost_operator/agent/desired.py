@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vhost_operator.acme.keys import KeyMaterialError, certificate_matches_key, inspect_certificate
+from vhost_operator.certs import KeyMaterialError, certificate_matches_key, inspect_certificate
 from vhost_operator.nginx import config_hash
 from vhost_operator.resources import labels
 from vhost_operator.resources.hostnames import hostname_problem
@@ -206,7 +206,7 @@ def _certificate(chain_base64: str, key_base64: str) -> Certificate:
 
 @functools.lru_cache(maxsize=_CACHED_CERTIFICATES)
 def certificate_serial(chain_pem: bytes) -> str | None:
-    """The leaf's serial as ``acme.keys`` formats it, or ``None`` for unusable PEM."""
+    """The leaf's serial as ``certs`` formats it, or ``None`` for unusable PEM."""
     try:
         return inspect_certificate(chain_pem).serial
     except KeyMaterialError:

@@ -1,25 +1,25 @@
-"""What every handler needs, built once at start-up and handed over through kopf's ``memo``."""
+"""What every handler needs, handed over through kopf's ``memo``.
+
+Built once at start-up by ``vhost_operator.wiring``; the handlers only read it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import kopf
-import kubernetes
 
-from vhost_operator.acme import AcmeClient, AcmeConfig, ChallengeStore
+from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
 from vhost_operator.catalog import ClaimCatalog, HostCatalog
-from vhost_operator.kube.api import connect
+from vhost_operator.kube.api import ApiClient
 from vhost_operator.kube.hostdomains import HostDomainsApi
 from vhost_operator.kube.maildomains import MailDomainApi
 from vhost_operator.kube.objects import NamespacedObjects
 from vhost_operator.kube.virtualhosts import VirtualHostApi
-from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
 from vhost_operator.provisioning.chain import Step
-from vhost_operator.provisioning.renewal import CertificateRenewer, ServedRenewal
+from vhost_operator.provisioning.renewal import CertificateRenewer
 from vhost_operator.provisioning.serving import SiteApplications
-from vhost_operator.provisioning.sites import FINAL
-from vhost_operator.provisioning.steps import StepServices, plan_steps
 from vhost_operator.settings import Settings
 
 _KEY = "vhost_operator_context"
@@ -30,9 +30,6 @@ client keeps open (one per thread, so no call pays for a TLS handshake). asyncio
 (CPU count + 4) would let six hosts provision at a time on a 2-core node while the rest wait
 for a thread; many more than 32 only add memory and lock contention: the API server on the
 same cores answers no faster."""
-
-WATCHES = 3
-"""Watches on the same client, one connection each: VirtualHosts, MailDomains, site ConfigMaps."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +43,16 @@ class OperatorContext:
     """Renews a host's certificate (and waits for nginx to serve it); ``None`` without ACME."""
     applications: SiteApplications | None
     """The nginx agent's reports, fed by a watch; ``None`` when nginx is disabled."""
-    client: kubernetes.client.ApiClient
+    client: ApiClient
     maildomains: MailDomainApi
     hostdomains: HostDomainsApi
     """VirtualHost calls of MailDomain linking (conditional writes of ``spec.domains``)."""
+    responder: ChallengeResponder | None = None
+    """The HTTP-01 responder, started and stopped by ``handlers.lifecycle``; ``None`` without
+    ACME."""
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    """What ``handlers.lifecycle`` starts and cancels: the catalogs' and the site reports'
+    watches, the renewal scanner, the memory release."""
     hosts: HostCatalog = dataclasses.field(default_factory=HostCatalog)
     """Every VirtualHost, fed by a watch from start-up on (``handlers.lifecycle``)."""
     claims: ClaimCatalog = dataclasses.field(default_factory=ClaimCatalog)
@@ -58,45 +61,6 @@ class OperatorContext:
     def as_memo(self) -> kopf.Memo:
         # kopf copies the memo per object; a plain Memo holding one shared context copies cleanly.
         return kopf.Memo({_KEY: self})
-
-
-def build_context(settings: Settings) -> OperatorContext:
-    client = connect(connections=BLOCKING_CALL_THREADS + WATCHES)
-    objects = NamespacedObjects(client)
-    challenges = ChallengeStore()
-    certificates = None
-    if settings.acme_enabled:
-        account = AcmeAccount(AcmeClient(acme_config(settings)), objects, settings)
-        certificates = CertificateStep(account, challenges, objects, settings)
-    applications = SiteApplications() if settings.nginx_enabled else None
-    steps = plan_steps(StepServices(settings, objects, certificates, applications))
-    renewer: CertificateRenewer | None = certificates
-    final = next((step for step in steps if step.name == FINAL), None)
-    if certificates is not None and final is not None:
-        renewer = ServedRenewal(certificates, final)
-    return OperatorContext(
-        settings,
-        VirtualHostApi(client),
-        objects,
-        challenges,
-        steps,
-        renewer,
-        applications,
-        client,
-        maildomains=MailDomainApi(client),
-        hostdomains=HostDomainsApi(client),
-    )
-
-
-def acme_config(settings: Settings) -> AcmeConfig:
-    return AcmeConfig(
-        directory_url=settings.acme_directory_url,
-        contact_email=settings.acme_email,
-        eab_kid=settings.acme_eab_kid,
-        eab_hmac_key=settings.acme_eab_hmac_key,
-        ca_bundle_path=settings.acme_ca_bundle,
-        order_timeout=settings.acme_order_timeout,
-    )
 
 
 def context_of(memo: kopf.Memo) -> OperatorContext:

@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import kopf
 
-from vhost_operator.acme import ChallengeResponder
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, context_of
@@ -23,9 +22,10 @@ from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
 from vhost_operator.kube.sites import SiteObjects
-from vhost_operator.kube.watching import ObjectWatch, WatchEvent
+from vhost_operator.kube.watching import ObjectWatch
 from vhost_operator.memory import release_periodically
 from vhost_operator.resources.models import GROUP
+from vhost_operator.resources.watch import WatchEvent
 from vhost_operator.settings import Settings
 
 KOPF_CONNECTIONS = 32
@@ -52,10 +52,6 @@ LIST_CHUNK_SIZE = 500
 
 KOPF_PREFIX = f"kopf.{GROUP}"
 """Annotation prefix of kopf's bookkeeping (progress and last handled configuration)."""
-
-_responder: ChallengeResponder | None = None
-_tasks: list[asyncio.Task[None]] = []
-"""The catalogs' and the site reports' watches, and the renewal scanner."""
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -108,7 +104,6 @@ async def login(
 
 @kopf.on.startup()
 async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    global _responder
     configure_kopf(settings)
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
@@ -116,8 +111,10 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     context = context_of(memo)
     # The catalogs list everything before kopf's watches start handlers (start-up handlers
     # run first); whoever needs a complete catalog waits for its first list.
-    _tasks.append(follow(context.virtualhosts.watch_all(slim_host), context.hosts.apply))
-    _tasks.append(follow(context.maildomains.watch_all(slim_maildomain), context.claims.apply))
+    context.tasks.append(follow(context.virtualhosts.watch_all(slim_host), context.hosts.apply))
+    context.tasks.append(
+        follow(context.maildomains.watch_all(slim_maildomain), context.claims.apply)
+    )
     if context.settings.metrics_port:
         serve_metrics(context.settings.metrics_port, context.hosts.views)
     if context.settings.webhook_enabled:
@@ -125,12 +122,11 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     if context.applications is not None:
         # The nginx agent's reports (site ConfigMap annotations), for the waiting steps.
         sites = SiteObjects(context.client, context.settings.nginx_namespace)
-        _tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
-    if context.settings.acme_enabled:
-        _responder = ChallengeResponder(context.challenges)
-        await _responder.start("0.0.0.0", context.settings.challenge_listen_port)
-        _tasks.append(start_scanner(context))
-    _tasks.append(asyncio.create_task(release_periodically(), name="release-freed-memory"))
+        context.tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
+    if context.responder is not None:
+        await context.responder.start("0.0.0.0", context.settings.challenge_listen_port)
+        context.tasks.append(start_scanner(context))
+    context.tasks.append(asyncio.create_task(release_periodically(), name="release-freed-memory"))
     # Everything alive now (modules, classes, settings) lives as long as the process: out of
     # the garbage collector's sight, its full collections stay short (webhook latency).
     gc.collect()
@@ -172,9 +168,10 @@ def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) ->
 
 
 @kopf.on.cleanup()
-async def stop(**_: Any) -> None:
-    for task in _tasks:
+async def stop(*, memo: kopf.Memo, **_: Any) -> None:
+    context = context_of(memo)
+    for task in context.tasks:
         task.cancel()
-    _tasks.clear()
-    if _responder is not None:
-        await _responder.stop()
+    context.tasks.clear()
+    if context.responder is not None:
+        await context.responder.stop()

@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 SNAPSHOT_TIMEOUT = 10.0
-"""Seconds a scrape waits for the event loop to copy the index."""
+"""Seconds a scrape waits for the event loop to copy the catalog."""
 
 
 def serve_metrics(port: int, hosts: Callable[[], list[metrics.HostView]]) -> None:

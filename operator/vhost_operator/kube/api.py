@@ -25,15 +25,17 @@ RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 """Seconds between attempts of one call: bounded, so a step fails in seconds, not forever."""
 
 
+ApiClient = kubernetes.client.ApiClient
+"""The client :func:`connect` returns, named here so that the code holding one (the operator's
+wiring, the agent, the gate) does not import ``kubernetes`` itself."""
+
 CONNECTIONS = 10
 """Default size of the client's connection pool (the ``kubernetes`` client's own default is
 CPU count x 5). A call that finds every pooled connection busy opens one of its own and throws
 it away afterwards: a TLS handshake per call. Size it to the threads that make calls."""
 
 
-def connect(
-    connections: int = CONNECTIONS, *, kubeconfig: Path | None = None
-) -> kubernetes.client.ApiClient:
+def connect(connections: int = CONNECTIONS, *, kubeconfig: Path | None = None) -> ApiClient:
     """An API client from ``kubeconfig`` if given, else from the in-cluster service account, else
     from the default kubeconfig, keeping up to ``connections`` connections open (one per thread
     that calls it at the same time)."""

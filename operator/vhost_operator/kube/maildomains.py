@@ -11,9 +11,10 @@ import kubernetes
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import call, write
 from vhost_operator.kube.preconditions import conditional_call
-from vhost_operator.kube.watching import Object, ObjectWatch, watch_cluster_objects
+from vhost_operator.kube.watching import ObjectWatch, watch_cluster_objects
 from vhost_operator.resources.maildomains import MailDomain, MailDomainStatus
 from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION
+from vhost_operator.resources.watch import Object
 
 MERGE_PATCH = "application/merge-patch+json"
 

@@ -8,15 +8,16 @@ from typing import Any
 
 import kubernetes
 
-from vhost_operator.kube.api import write
-from vhost_operator.kube.watching import Object, ObjectWatch, watch_cluster_objects
+from vhost_operator.kube.api import ApiClient, write
+from vhost_operator.kube.watching import ObjectWatch, watch_cluster_objects
 from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS, VirtualHostStatus
+from vhost_operator.resources.watch import Object
 
 
 class VirtualHostApi:
     """The calls the operator makes on VirtualHosts, and nothing else."""
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, client: ApiClient) -> None:
         self._objects = kubernetes.client.CustomObjectsApi(client)
 
     def watch_all(self, slim: Callable[[Object], Object]) -> ObjectWatch:
@@ -42,3 +43,12 @@ class VirtualHostApi:
             )
 
         await write(send, what=f"annotating VirtualHost {name}")
+
+
+def watch_virtualhosts(client: ApiClient) -> ObjectWatch:
+    """Every VirtualHost, whole, listed in one response, then watched: the tenancy gate's feed
+    (RBAC: virtualhosts list and watch)."""
+    objects = kubernetes.client.CustomObjectsApi(client)
+    return ObjectWatch(
+        objects.list_cluster_custom_object, GROUP, VERSION, VIRTUALHOSTS, what="virtualhosts"
+    )

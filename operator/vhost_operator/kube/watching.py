@@ -4,10 +4,8 @@ The blocking ``kubernetes`` watch runs in a thread of its own and hands events t
 so one watch costs one thread and one HTTP stream however many objects it covers: the way to keep
 state current for thousands of hosts without polling each one.
 
-Events carry raw dicts (the JSON the API server sent), never client models. The stream starts with a
-``SYNC`` event carrying every object, and sends another ``SYNC`` whenever it had to list again
-(after ``410 Gone`` or a broken connection): a consumer replaces its whole state on ``SYNC``, so
-deletions missed while disconnected are not kept forever.
+The events (``resources.watch``) carry raw dicts, never client models: a ``SYNC`` with every object
+first and after every relist, then ``ADDED``, ``MODIFIED`` and ``DELETED``.
 
 Usage::
 
@@ -21,23 +19,20 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 import kubernetes
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
 from vhost_operator.resources.models import GROUP, VERSION
+from vhost_operator.resources.watch import Object, WatchEvent
 
 logger = logging.getLogger(__name__)
-
-Object = dict[str, Any]
-EventType = Literal["SYNC", "ADDED", "MODIFIED", "DELETED"]
 
 WATCH_TIMEOUT_SECONDS = 240
 """Server-side length of one watch request; the watch resumes from the last version after it.
@@ -45,15 +40,6 @@ Short enough that a stopped watch's thread ends soon, long enough to cost nothin
 
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Seconds before listing again after consecutive failures; the last one repeats."""
-
-
-@dataclasses.dataclass(frozen=True)
-class WatchEvent:
-    type: EventType
-    object: Object | None = None
-    """The object of an ADDED, MODIFIED or DELETED event."""
-    objects: tuple[Object, ...] = ()
-    """Every object, on SYNC."""
 
 
 class _Relist(Exception):

@@ -20,7 +20,7 @@ from typing import Final, Self
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vhost_operator.resources.hostnames import Hostname
+from vhost_operator.resources.hostnames import DNS_LABEL, Hostname
 
 SERVER_NAMES_HASH_BUCKET_SIZE: Final = 512
 """What the ``http {}`` context that includes these server blocks must set as
@@ -31,10 +31,9 @@ a hostname longer than about 50 characters; a 253-character hostname, the RFC 11
 CONFIG_HASH_LENGTH: Final = 16
 """Hex digits kept from the sha256 of a config: 64 bits, plenty to tell configs apart in status."""
 
-_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 # Upstream hosts may be single-label (``localhost``, a Service name in the same namespace), unlike
 # the public hostname, which must be fully qualified.
-_DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_DNS_NAME = re.compile(rf"{DNS_LABEL}(?:\.{DNS_LABEL})*")
 _LOOKS_NUMERIC = re.compile(r"[0-9.]+")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 _HOST_PORT = re.compile(r"(?P<host>[^:]+):(?P<port>[^:]+)")

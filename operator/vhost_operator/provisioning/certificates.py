@@ -14,17 +14,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from vhost_operator.acme import (
-    AcmeClient,
-    ChallengeStore,
+from vhost_operator.acme.challenges import ChallengeStore, self_checker
+from vhost_operator.acme.client import ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.certs import (
     KeyMaterialError,
     certificate_matches_key,
     inspect_certificate,
     new_private_key_pem,
     renewal_time,
-    self_checker,
 )
-from vhost_operator.acme.client import ChallengeHook, IssuedCertificate, OrderHook
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.kube.objects import SecretData
 from vhost_operator.metrics import ACME_ORDERS
@@ -54,10 +52,31 @@ class SecretStore(Protocol):
     async def delete_secret(self, namespace: str, name: str) -> None: ...
 
 
+class CertificateAuthority(Protocol):
+    """The calls this step makes on its CA, and no others: ``acme.client.AcmeClient`` in the
+    operator, ``acme.fake.FakeAcme`` in unit tests. See ``AcmeClient`` for the contract."""
+
+    async def register(self, account_key_pem: bytes | None) -> bytes: ...
+
+    async def issue(
+        self,
+        hostname: str,
+        private_key_pem: bytes,
+        *,
+        publish: ChallengeHook,
+        unpublish: ChallengeHook,
+        self_check: ChallengeHook | None = None,
+        order_url: str | None = None,
+        on_order_created: OrderHook | None = None,
+    ) -> IssuedCertificate: ...
+
+
 class AcmeAccount:
     """The operator's one ACME account: its key lives in a Secret, registered once per process."""
 
-    def __init__(self, client: AcmeClient, secrets: SecretStore, settings: Settings) -> None:
+    def __init__(
+        self, client: CertificateAuthority, secrets: SecretStore, settings: Settings
+    ) -> None:
         self.client = client
         self._secrets = secrets
         self._settings = settings

@@ -16,8 +16,8 @@ nothing here writes what it read without a version check.
 - The domain is first taken off other hosts, then put on its own: the webhook refuses a domain
   listed by two hosts, so the other order would be refused on every move.
 
-Where the domain is listed comes from hints (kopf's indexes, which may lag by a watch event);
-every hint is read again before anything is written.
+Where the domain is listed comes from hints (the operator's catalog, ``vhost_operator.catalog``,
+which may lag by a watch event); every hint is read again before anything is written.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ async def unlink_domain(
 
 
 def _places(domain: str, previous: str | None, hints: HostHints) -> set[str]:
-    # The recorded link covers a lagging index; the index covers a link made by hand, and one
+    # The recorded link covers a lagging catalog; the catalog covers a link made by hand, and one
     # made just before a crash that kept the status from being written.
     return {*hints.listing(domain), *([previous] if previous else [])}
 
@@ -227,7 +227,7 @@ async def _find_host(
 ) -> tuple[HostDomains | None, str | None]:
     """The host with ``hostname``, or else the name to create it under (``None``: none free).
 
-    The derived names come first and are read from the API server, not the index: a host that
+    The derived names come first and are read from the API server, not the catalog: a host that
     another handler created a moment ago is found even before its watch event arrives.
     """
     free: str | None = None

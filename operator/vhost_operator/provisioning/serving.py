@@ -12,9 +12,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from vhost_operator.kube.watching import WatchEvent
 from vhost_operator.provisioning.chain import StepFailed
 from vhost_operator.resources import labels
+from vhost_operator.resources.watch import WatchEvent
 
 
 @dataclasses.dataclass(frozen=True)

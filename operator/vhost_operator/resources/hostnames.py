@@ -10,7 +10,13 @@ from pydantic import AfterValidator
 MAX_HOSTNAME_LENGTH = 253
 """RFC 1123: a full name is at most 253 characters (without a trailing dot)."""
 
-_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+"""One DNS label (RFC 1123): 1-63 lowercase letters, digits or hyphens, no hyphen at either end.
+The one pattern for labels here, in nginx rendering and in the tenancy gate."""
+
+# Letters of either case here: a name in capitals gets the specific "must be lowercase" message.
+# (re.ASCII: with Unicode case folding, [a-z] would also match the Kelvin sign and the long s.)
+_LABEL = re.compile(DNS_LABEL, re.IGNORECASE | re.ASCII)
 
 
 def hostname_problem(hostname: str) -> str | None:

@@ -42,7 +42,7 @@ APPLIED_CONFIG_HASH = f"{GROUP}/applied-config-hash"
 ``config_hash`` of the file nginx loaded. Equal to ``CONFIG_HASH`` means "applied"."""
 APPLIED_CERTIFICATE_SERIAL = f"{GROUP}/applied-certificate-serial"
 """Annotation the nginx agent sets on a site ConfigMap once nginx serves its certificate: the
-leaf's serial in lowercase hex without leading zeros (as ``acme.keys.inspect_certificate``)."""
+leaf's serial in lowercase hex without leading zeros (as ``certs.inspect_certificate``)."""
 APPLY_ERROR = f"{GROUP}/apply-error"
 """Annotation the nginx agent sets on a site ConfigMap it could not apply, removed once it could:
 ``<config-hash>: <reason>``, so a reader can tell whether it is about the config it wrote."""

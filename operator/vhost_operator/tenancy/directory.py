@@ -1,6 +1,6 @@
 """The gate's in-memory view of every VirtualHost: hostname -> ``HostEntry``.
 
-State only, no I/O: it changes when ``apply`` is handed a watch event (``kube.watching``), and
+State only, no I/O: it changes when ``apply`` is handed a watch event (``resources.watch``), and
 each login reads it with one dict lookup. A ``SYNC`` event (every object, after each list)
 replaces the whole state, so deletions missed while the watch was disconnected do not linger.
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import pydantic
 
-from vhost_operator.kube.watching import WatchEvent
 from vhost_operator.resources.models import VirtualHostSpec
+from vhost_operator.resources.watch import WatchEvent
 from vhost_operator.tenancy import themes
 from vhost_operator.tenancy.gate import HostEntry
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from vhost_operator.resources.hostnames import DNS_LABEL
+
 MAX_NAME_LENGTH = 253
 """RFC 1123: a full name is at most 253 characters (without the trailing dot)."""
 
@@ -19,7 +21,7 @@ MAX_EMAIL_LENGTH = 254
 MAX_LOCAL_PART_LENGTH = 64
 """RFC 5321's limit on the part before the ``@``."""
 
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL = re.compile(DNS_LABEL)
 _PORT = re.compile(r"[0-9]{1,5}")
 # A bracketed IPv6 literal as it appears in a Host header; never a VirtualHost, but not malformed.
 _IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]{2,45}\]")

@@ -12,12 +12,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import kubernetes
 from aiohttp import web
 
-from vhost_operator.kube.api import connect
+from vhost_operator.kube.api import ApiClient, connect
+from vhost_operator.kube.virtualhosts import watch_virtualhosts
 from vhost_operator.kube.watching import ObjectWatch
-from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS
 from vhost_operator.tenancy.directory import HostDirectory
 from vhost_operator.tenancy.server import GateApi, create_app
 from vhost_operator.tenancy.settings import GateSettings
@@ -28,9 +27,9 @@ logger = logging.getLogger(__name__)
 class VirtualHostFollower:
     """Keeps a directory current from a watch of every VirtualHost, for the app's lifetime."""
 
-    def __init__(self, directory: HostDirectory, client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, directory: HostDirectory, client: ApiClient) -> None:
         self.directory = directory
-        self._objects = kubernetes.client.CustomObjectsApi(client)
+        self._client = client
         self._task: asyncio.Task[None] | None = None
 
     def alive(self) -> bool:
@@ -40,13 +39,7 @@ class VirtualHostFollower:
 
     async def lifetime(self, _: web.Application) -> AsyncIterator[None]:
         """An aiohttp cleanup context: follow while the app runs."""
-        watch = ObjectWatch(
-            self._objects.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            VIRTUALHOSTS,
-            what="virtualhosts",
-        )
+        watch = watch_virtualhosts(self._client)
         self._task = asyncio.create_task(self._follow(watch), name="follow-virtualhosts")
         yield
         watch.stop()
@@ -64,7 +57,7 @@ class VirtualHostFollower:
             raise
 
 
-def build_app(settings: GateSettings, client: kubernetes.client.ApiClient) -> web.Application:
+def build_app(settings: GateSettings, client: ApiClient) -> web.Application:
     directory = HostDirectory()
     follower = VirtualHostFollower(directory, client)
     api = GateApi(directory, settings.primary_hostnames, settings.global_theme(), follower.alive)

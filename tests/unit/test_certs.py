@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from vhost_operator.acme.keys import (
+from vhost_operator.certs import (
     CertificateInfo,
     KeyMaterialError,
     certificate_matches_key,
