@@ -12,7 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vhost_operator.resources.hostnames import hostname_problem
+from vhost_operator.resources.hostnames import (
+    MAX_HOSTNAME_LENGTH,
+    MAX_NAME_LENGTH,
+    hostname_problem,
+)
 from vhost_operator.resources.models import RETRY_ANNOTATION, Phase, VirtualHostSpec
 from vhost_operator.tenancy.themes import check_color, check_logo_url
 
@@ -102,7 +106,9 @@ def _check_domains(
 
 
 def _check_hostname(value: str, *, what: str) -> None:
-    problem = hostname_problem(value)
+    # A mail domain never names a file: it may use the full length of a DNS name.
+    limit = MAX_HOSTNAME_LENGTH if what == "hostname" else MAX_NAME_LENGTH
+    problem = hostname_problem(value, max_length=limit)
     if problem is not None:
         raise Refusal(
             problem if what == "hostname" else problem.replace("hostname", what, 1), INVALID
