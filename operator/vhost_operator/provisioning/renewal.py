@@ -17,9 +17,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Protocol
 
-from vhost_operator.errors import VhostOperatorError
 from vhost_operator.metrics import RENEWAL_SCAN_SECONDS
-from vhost_operator.provisioning.chain import ChainRecorder, Step, StepOutcome, with_conditions
+from vhost_operator.provisioning.chain import (
+    ChainRecorder,
+    Step,
+    StepOutcome,
+    failure_message,
+    with_conditions,
+)
 from vhost_operator.resources.conditions import set_condition
 from vhost_operator.resources.models import (
     ConditionStatus,
@@ -152,10 +157,11 @@ async def renew_certificate(
     status = host.status.model_copy(update={"observed_renewal": host.renewal_request})
     try:
         outcome = await renewer.renew(host.model_copy(update={"status": status}))
-    except VhostOperatorError as failure:
-        status = _renewal_failed(status, host, str(failure), clock())
+    except Exception as failure:  # an escape would skip the renewal silently
+        message = failure_message("certificate", failure)
+        status = _renewal_failed(status, host, message, clock())
         await recorder.write_status(host, status)
-        await recorder.event(host, warning=True, reason="RenewalFailed", message=str(failure))
+        await recorder.event(host, warning=True, reason="RenewalFailed", message=message)
         return status
     now = clock()
     status = status.model_copy(update={"certificate": outcome.certificate})

@@ -1,0 +1,132 @@
+"""No host stuck, no renewal skipped: restarts, broken key material and interrupted renewals,
+against a real API server and a real ACME CA (pebble), with the operator as a process."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import kube
+from tests.harness.clusters import Cluster
+from tests.harness.waiting import Object, get_object, phase_of, wait_for
+from tests.integration.conftest import OperatorFactory
+from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
+
+pytestmark = pytest.mark.cluster
+
+ACCOUNT_SECRET = "vhost-operator-acme-account"
+"""The operator's default name for the Secret with the ACME account key."""
+
+
+def settled(obj: Object) -> bool:
+    return phase_of(obj) in ("Ready", "Failed")
+
+
+def ready(cluster: Cluster, name: str) -> Object:
+    found = wait_for(cluster, "vh", name, settled, what="Ready or Failed", timeout=60)
+    assert phase_of(found) == "Ready", found["status"]
+    return found
+
+
+def serial(obj: Object) -> str:
+    value: str = obj["status"]["certificate"]["serial"]
+    return value
+
+
+def conditions(obj: Object) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj["status"].get("conditions", [])}
+
+
+def apply_secret(cluster: Cluster, manifest: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / f"secret-{manifest['metadata']['name']}.json"
+    path.write_text(json.dumps(manifest))
+    cluster.kubectl("apply", "-f", str(path))
+
+
+def test_unusable_account_key_fails_the_step_with_a_message(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    kube.ensure_namespace(cluster)
+    corrupted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": ACCOUNT_SECRET, "namespace": kube.NAMESPACE},
+        "type": "Opaque",
+        "data": {"account.key": base64.b64encode(b"-----BEGIN garbage-----\n").decode()},
+    }
+    apply_secret(cluster, corrupted, tmp_path)
+    try:
+        start_operator()
+        kube.apply_manifests(
+            cluster, [kube.virtualhost("bad-key", "bad-key.example.com")], tmp_path
+        )
+        failed = wait_for(cluster, "vh", "bad-key", settled, what="Failed", timeout=45)
+    finally:
+        cluster.kubectl("delete", "secret", ACCOUNT_SECRET, "-n", kube.NAMESPACE)
+    assert phase_of(failed) == "Failed", failed["status"]
+    states = [(e["step"], e["state"]) for e in failed["status"]["chain"]]
+    assert ("certificate", "Failed") in states and ("final", "Cancelled") in states
+    error = failed["status"]["error"]
+    assert error["step"] == "certificate"
+    assert (
+        f"ACME account key in Secret {kube.NAMESPACE}/{ACCOUNT_SECRET} is unusable"
+        in (error["message"])
+    )
+    assert conditions(failed)["Ready"]["reason"] == "StepFailed"
+    events = cluster.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=bad-key"
+    ).stdout
+    assert "StepFailed" in events
+    print(f"\nunusable account key: {error['message']}")
+
+
+def test_renewal_after_a_crash_before_the_pending_key_was_removed_issues_a_new_certificate(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    start_operator()
+    kube.apply_manifests(cluster, [kube.virtualhost("spent", "spent.example.com")], tmp_path)
+    host = ready(cluster, "spent")
+    first = serial(host)
+    step = next(e for e in host["status"]["chain"] if e["step"] == "certificate")
+    order_url = step["message"].rsplit(" ", 1)[-1]
+    assert order_url.startswith("https://"), step["message"]
+    stored = kube.secret_data(cluster, tls_secret_name("spent"))
+    assert stored is not None
+
+    # What a crash between storing the certificate and removing the pending key leaves behind:
+    # the pending key (the one now in the TLS Secret) with the URL of its finished order.
+    leftover = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": next_key_secret_name("spent"),
+            "namespace": kube.NAMESPACE,
+            "annotations": {"vhost-operator.io/order-url": order_url},
+        },
+        "type": "Opaque",
+        "data": {"tls.key": base64.b64encode(stored["tls.key"]).decode()},
+    }
+    apply_secret(cluster, leftover, tmp_path)
+    cluster.kubectl("annotate", "vh", "spent", "vhost-operator.io/renew=after-crash")
+
+    renewed = wait_for(
+        cluster,
+        "vh",
+        "spent",
+        lambda o: (
+            o["status"].get("observedRenewal") == "after-crash"
+            and "CertificateRenewal" in conditions(o)
+        ),
+        what="the renewal's outcome",
+        timeout=60,
+    )
+    assert conditions(renewed)["CertificateRenewal"]["status"] == "True", renewed["status"]
+    assert serial(renewed) != first, "a renewal must end with a new certificate"
+    now_stored = kube.secret_data(cluster, tls_secret_name("spent"))
+    assert now_stored is not None and now_stored["tls.key"] != stored["tls.key"]
+    assert kube.secret_data(cluster, next_key_secret_name("spent")) is None
+    assert get_object(cluster, "vh", "spent") is not None
