@@ -140,6 +140,8 @@ def test_retry_reruns_everything_and_clears_the_error() -> None:
     assert log == ["bootstrap"]
     assert status.phase == Phase.READY and status.error is None
     assert status.to_merge_patch()["error"] is None, "a merge patch must remove the old error"
+    assert status.failed_attempts == 0, "a success resets the count (as cert-manager does)"
+    assert status.last_failure_time == failed.last_failure_time
 
 
 class QuickStep(RecordingStep):

@@ -144,9 +144,11 @@ def test_a_failed_renewal_of_an_expired_certificate_fails_the_host() -> None:
 
 
 def test_a_renewal_records_the_new_certificate() -> None:
+    host = host_with(certificate(NOW - timedelta(days=80), days=90))
+    host.status.failed_attempts = 2  # two renewals failed before this one
     status = asyncio.run(
         renew_certificate(
-            host_with(certificate(NOW - timedelta(days=80), days=90)),
+            host,
             Renewer(False),
             Recorder(),
             clock=lambda: NOW,
@@ -154,3 +156,4 @@ def test_a_renewal_records_the_new_certificate() -> None:
     )
     assert status.certificate == certificate(NOW, days=90)
     assert {c.type: c.status.value for c in status.conditions}["CertificateRenewal"] == "True"
+    assert status.failed_attempts == 0

@@ -148,7 +148,9 @@ async def run_chain(
             status = status.model_copy(update={"certificate": outcome.certificate})
         if not quick:
             await recorder.event(host, warning=False, reason="StepSucceeded", message=step.name)
-    status = status.model_copy(update={"phase": Phase.READY})
+    # failedAttempts counts failures since the last success (cert-manager's
+    # failedIssuanceAttempts): what an automatic retry's backoff grows with.
+    status = status.model_copy(update={"phase": Phase.READY, "failed_attempts": 0})
     status = with_conditions(status, host, clock())
     await recorder.write_status(host, status)
     await recorder.event(

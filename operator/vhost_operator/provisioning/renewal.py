@@ -164,7 +164,7 @@ async def renew_certificate(
         await recorder.event(host, warning=True, reason="RenewalFailed", message=message)
         return status
     now = clock()
-    status = status.model_copy(update={"certificate": outcome.certificate})
+    status = status.model_copy(update={"certificate": outcome.certificate, "failed_attempts": 0})
     status = with_conditions(status, host, now)
     status = _renewal_condition(status, host, ConditionStatus.TRUE, "Renewed", outcome.message, now)
     await recorder.write_status(host, status)
