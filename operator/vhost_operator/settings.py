@@ -135,8 +135,10 @@ class Settings(BaseSettings):
     ``tls.key``; the final config points nginx there."""
 
     primary_hostnames: tuple[str, ...] = ()
-    """The instance's own hostnames: logins through them are never restricted by tenancy.
-    Environment form: a JSON list, e.g. ``["mail.example.net"]``."""
+    """The instance's own hostnames (the tenancy gate's ``VHOST_GATE_PRIMARY_HOSTNAMES``: logins
+    through them are never restricted). No VirtualHost may have one: the webhook refuses it, and
+    without the webhook the host is Failed at its first step. Environment form: a JSON list,
+    e.g. ``["mail.example.net"]``."""
 
     liveness_port: int = Field(default=8080, ge=1, le=65535)
     """Port of the ``/healthz`` liveness endpoint kopf serves."""

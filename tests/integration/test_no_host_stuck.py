@@ -130,3 +130,23 @@ def test_renewal_after_a_crash_before_the_pending_key_was_removed_issues_a_new_c
     assert now_stored is not None and now_stored["tls.key"] != stored["tls.key"]
     assert kube.secret_data(cluster, next_key_secret_name("spent")) is None
     assert get_object(cluster, "vh", "spent") is not None
+
+
+def test_a_primary_hostname_cannot_become_a_virtualhost(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    primary = json.dumps(["webmail.provider.test"])
+    # Without the webhook (or with it down: failurePolicy Ignore) the operator refuses it.
+    start_operator(primary_hostnames=primary)
+    kube.apply_manifests(cluster, [kube.virtualhost("takeover", "webmail.provider.test")], tmp_path)
+    failed = wait_for(cluster, "vh", "takeover", settled, what="Failed", timeout=45)
+    assert phase_of(failed) == "Failed", failed["status"]
+    error = failed["status"]["error"]
+    assert error["step"] == "bootstrap"
+    assert "webmail.provider.test is a primary hostname of this instance" in error["message"]
+    assert all(e["state"] != "Succeeded" for e in failed["status"]["chain"])
+    assert kube.secret_data(cluster, tls_secret_name("takeover")) is None
+    site = cluster.kubectl(
+        "get", "configmap", "-n", kube.NAMESPACE, "-o", "name", "--ignore-not-found"
+    ).stdout
+    assert "takeover" not in site, "nothing is published for a primary hostname"

@@ -103,3 +103,26 @@ def test_a_domain_may_be_longer_than_a_served_hostname() -> None:
     body = {"spec": {"name": "example.com", "virtualHost": long_name}}
     refused = refusal(lambda: review_maildomain(body, name="example-com", domain_owners=[]))
     assert refused.code == 422 and "longer than 248" in refused.message
+
+
+def test_a_primary_hostname_is_no_virtualhost() -> None:
+    primaries = ["webmail.provider.test"]
+    refused = refusal(
+        lambda: review_virtualhost(
+            vh("webmail.provider.test"),
+            None,
+            name="x",
+            hostname_owners=[],
+            primary_hostnames=primaries,
+        )
+    )
+    assert refused.code == 422
+    assert "webmail.provider.test is a primary hostname of this instance" in refused.message
+    body = {"spec": {"name": "example.com", "virtualHost": "webmail.provider.test"}}
+    refused = refusal(
+        lambda: review_maildomain(body, name="m", domain_owners=[], primary_hostnames=primaries)
+    )
+    assert refused.code == 422 and "primary hostname" in refused.message
+    review_virtualhost(
+        vh("mail.provider.test"), None, name="y", hostname_owners=[], primary_hostnames=primaries
+    )

@@ -193,3 +193,16 @@ def test_an_unexpected_exception_fails_the_step_naming_it() -> None:
     assert status.error is not None and status.error.message == expected
     assert recorder.statuses[-1] == status
     assert recorder.events[-1] == (True, "StepFailed", f"certificate: {expected}")
+
+
+def test_a_refused_host_fails_at_its_first_step_without_running_it() -> None:
+    log: list[str] = []
+    steps = [RecordingStep(n, log) for n in ("bootstrap", "certificate")]
+    recorder = MemoryRecorder()
+    status = asyncio.run(
+        run_chain(new_host(), steps, recorder, refused="a primary hostname", clock=lambda: NOW)
+    )
+    assert log == []
+    assert status.phase == Phase.FAILED
+    assert [e.state for e in status.chain] == [StepState.FAILED, StepState.CANCELLED]
+    assert status.error is not None and status.error.message == "a primary hostname"

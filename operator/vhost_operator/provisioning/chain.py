@@ -99,9 +99,15 @@ async def run_chain(
     recorder: ChainRecorder,
     *,
     restart: bool = False,
+    refused: str | None = None,
     clock: Clock = utc_now,
 ) -> VirtualHostStatus:
-    """Run ``steps`` for ``host`` and return the final status (already written)."""
+    """Run ``steps`` for ``host`` and return the final status (already written).
+
+    ``refused``: why this host must not be provisioned at all (a rule the webhook enforces,
+    checked again for when the webhook was absent); its first step then fails with that
+    message before it does anything.
+    """
     chain = fresh_chain(steps) if restart else resumable_chain(host.status, steps)
     status = host.status.model_copy(
         update={
@@ -125,6 +131,8 @@ async def run_chain(
             await recorder.write_status(host, status)
         started = time.monotonic()
         try:
+            if refused is not None:
+                raise StepFailed(refused)
             outcome = await step.run(host.model_copy(update={"status": status}))
         except Exception as failure:  # any escape would leave the step Running forever
             STEP_DURATION.labels(step.name, "failed").observe(time.monotonic() - started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -59,6 +60,23 @@ def hostname_problem(hostname: str, *, max_length: int = MAX_HOSTNAME_LENGTH) ->
         )
     if hostname != hostname.lower():
         return f"hostname {hostname!r} must be lowercase (use {hostname.lower()!r})"
+    return None
+
+
+def primary_hostname_problem(hostname: str, primary_hostnames: Iterable[str]) -> str | None:
+    """Why ``hostname`` cannot be a VirtualHost's: it is one of the instance's own hostnames.
+
+    Their site is the mail web app's own, not the operator's to render or to order certificates
+    for, and the tenancy gate never restricts logins through them: as a VirtualHost it would
+    take the instance's site over and still admit every user.
+    """
+    wanted = hostname.lower().removesuffix(".")
+    if any(primary.lower().removesuffix(".") == wanted for primary in primary_hostnames):
+        return (
+            f"hostname {hostname} is a primary hostname of this instance "
+            "(VHOST_OPERATOR_PRIMARY_HOSTNAMES): its site is the instance's own and logins "
+            "through it are never restricted, so it cannot be a VirtualHost"
+        )
     return None
 
 
