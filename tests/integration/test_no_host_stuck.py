@@ -21,6 +21,9 @@ pytestmark = pytest.mark.cluster
 ACCOUNT_SECRET = "vhost-operator-acme-account"
 """The operator's default name for the Secret with the ACME account key."""
 
+DUE_AT_ONCE = "0.99999999"
+"""A renewal fraction that makes pebble's 5-year certificates due about 1.6 s after issuance."""
+
 
 def settled(obj: Object) -> bool:
     return phase_of(obj) in ("Ready", "Failed")
@@ -45,6 +48,31 @@ def apply_secret(cluster: Cluster, manifest: dict[str, Any], tmp_path: Path) -> 
     path = tmp_path / f"secret-{manifest['metadata']['name']}.json"
     path.write_text(json.dumps(manifest))
     cluster.kubectl("apply", "-f", str(path))
+
+
+def test_renewal_scan_runs_at_start_not_after_a_first_interval(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    # The default daily interval: within the test only a scan at start-up can renew anything.
+    first = start_operator(renewal_fraction=DUE_AT_ONCE)
+    kube.apply_manifests(
+        cluster, [kube.virtualhost("restarted", "restarted.example.com")], tmp_path
+    )
+    issued = serial(ready(cluster, "restarted"))
+    first.stop()  # restarted more often than the interval: upgrades, drains, OOM kills
+
+    second = start_operator(renewal_fraction=DUE_AT_ONCE)
+    renewed = wait_for(
+        cluster,
+        "vh",
+        "restarted",
+        lambda o: serial(o) != issued,
+        what="a renewal right after the restart",
+        timeout=45,
+    )
+    assert phase_of(renewed) == "Ready"
+    assert conditions(renewed)["CertificateRenewal"]["status"] == "True"
+    assert "vhost_operator_renewal_requests_total 1.0" in second.metrics()
 
 
 def test_unusable_account_key_fails_the_step_with_a_message(

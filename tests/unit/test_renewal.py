@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import REGISTRY
+
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.provisioning.chain import StepOutcome
 from vhost_operator.provisioning.renewal import (
     RenewalCandidate,
     due_for_renewal,
     renew_certificate,
+    run_scanner,
     scan_once,
 )
 from vhost_operator.resources.models import (
@@ -23,6 +26,7 @@ from vhost_operator.resources.models import (
 )
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
+REQUESTS_TOTAL = "vhost_operator_renewal_requests_total"
 
 
 def candidate(
@@ -73,9 +77,11 @@ def test_a_scan_asks_each_due_host_once_in_order() -> None:
     async def request(name: str, now: datetime) -> None:
         requests.append(name)
 
+    counted = REGISTRY.get_sample_value(REQUESTS_TOTAL) or 0.0
     hosts = [candidate("b", due_in=-1), candidate("a", due_in=-2), candidate("c", due_in=3)]
     asyncio.run(scan_once(hosts, request, now=NOW, spacing=0))
     assert requests == ["a", "b"]
+    assert REGISTRY.get_sample_value(REQUESTS_TOTAL) == counted + 2
 
 
 class Recorder:
@@ -157,3 +163,26 @@ def test_a_renewal_records_the_new_certificate() -> None:
     assert status.certificate == certificate(NOW, days=90)
     assert {c.type: c.status.value for c in status.conditions}["CertificateRenewal"] == "True"
     assert status.failed_attempts == 0
+
+
+def test_the_scanner_scans_at_start_then_on_the_interval() -> None:
+    requests: list[str] = []
+
+    async def request(name: str, now: datetime) -> None:
+        requests.append(name)
+
+    async def scan_briefly() -> None:
+        task = asyncio.create_task(
+            run_scanner(
+                lambda: [candidate("due", due_in=-1)],
+                request,
+                interval=3600,
+                spacing=0,
+                clock=lambda: NOW,
+            )
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(scan_briefly())
+    assert requests == ["due"], "an operator restarted within the interval must still renew"

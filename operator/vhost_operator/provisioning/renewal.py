@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Protocol
 
-from vhost_operator.metrics import RENEWAL_SCAN_SECONDS
+from vhost_operator.metrics import RENEWAL_REQUESTS, RENEWAL_SCAN_SECONDS
 from vhost_operator.provisioning.chain import (
     ChainRecorder,
     Step,
@@ -100,6 +100,8 @@ async def scan_once(
             await request_renewal(candidate.name, now)
         except Exception:  # one host's API error must not stop the others' renewals
             logger.exception("could not request the renewal of VirtualHost %s", candidate.name)
+        else:
+            RENEWAL_REQUESTS.inc()
     if due:
         logger.info("renewal scan: %d host(s) due", len(due))
     return len(due)
@@ -113,10 +115,15 @@ async def run_scanner(
     spacing: float,
     clock: Callable[[], datetime],
 ) -> None:
-    """Scan every ``interval`` seconds until cancelled."""
+    """Scan now, then every ``interval`` seconds until cancelled.
+
+    The first scan is at start: an operator restarted more often than the interval (upgrades,
+    node drains, OOM kills against a daily interval) would otherwise never renew anything. The
+    caller starts this once the catalog holds every host.
+    """
     while True:
-        await asyncio.sleep(interval)
         await scan_once(candidates(), request_renewal, now=clock(), spacing=spacing)
+        await asyncio.sleep(interval)
 
 
 RENEWAL_CONDITION = "CertificateRenewal"
