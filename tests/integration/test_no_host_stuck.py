@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.harness import kube
 from tests.harness.clusters import Cluster
+from tests.harness.pebble import Pebble
 from tests.harness.waiting import Object, get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
 from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
@@ -158,6 +160,82 @@ def test_renewal_after_a_crash_before_the_pending_key_was_removed_issues_a_new_c
     assert now_stored is not None and now_stored["tls.key"] != stored["tls.key"]
     assert kube.secret_data(cluster, next_key_secret_name("spent")) is None
     assert get_object(cluster, "vh", "spent") is not None
+
+
+def test_certificate_valid_follows_the_clock_on_a_host_that_runs_no_chain(
+    cluster: Cluster, start_operator: OperatorFactory, responder_port: int, tmp_path: Path
+) -> None:
+    # A disabled host is never renewed: nothing but the clock can tell that its certificate
+    # expired. pebble issues 15-second certificates here; the renewal interval stays daily.
+    with Pebble(
+        http_port=responder_port, workdir=tmp_path / "short-ca", certificate_validity=15
+    ) as short:
+        start_operator(
+            acme_directory_url=short.directory_url, acme_ca_bundle=str(short.ca_bundle_path)
+        )
+        host = kube.virtualhost("expiring", "expiring.example.com", enabled=False)
+        kube.apply_manifests(cluster, [host], tmp_path)
+        issued = ready(cluster, "expiring")
+    valid = conditions(issued)["CertificateValid"]
+    assert valid["status"] == "True", valid
+    not_after = datetime.fromisoformat(issued["status"]["certificate"]["notAfter"])
+    expired = wait_for(
+        cluster,
+        "vh",
+        "expiring",
+        lambda o: conditions(o)["CertificateValid"]["status"] == "False",
+        what="CertificateValid=False after notAfter",
+        timeout=40,
+    )
+    noticed = datetime.now(UTC)
+    condition = conditions(expired)["CertificateValid"]
+    assert condition["reason"] == "Expired", condition
+    assert datetime.fromisoformat(condition["lastTransitionTime"]) >= not_after
+    assert serial(expired) == serial(issued), "a disabled host is not renewed"
+    print(f"\nexpiry noticed {(noticed - not_after).total_seconds():.1f}s after notAfter")
+
+
+def test_a_failed_host_is_retried_with_backoff_when_enabled(
+    cluster: Cluster, start_operator: OperatorFactory, responder_port: int, tmp_path: Path
+) -> None:
+    late = Pebble(http_port=responder_port, workdir=tmp_path / "late-ca")
+    late.ca_bundle_path.write_bytes(b"")  # pebble writes it on start; the setting must name a file
+    start_operator(
+        acme_directory_url=late.directory_url,
+        acme_ca_bundle=str(late.ca_bundle_path),
+        retry_backoff_enabled="true",
+        retry_backoff_initial="2",
+        retry_backoff_max="4",
+        retry_backoff_jitter="0.5",
+    )
+    kube.apply_manifests(cluster, [kube.virtualhost("comeback", "comeback.example.com")], tmp_path)
+    # The CA is down: the host fails, is retried by itself, fails again (the backoff grows).
+    twice = wait_for(
+        cluster,
+        "vh",
+        "comeback",
+        lambda o: o.get("status", {}).get("failedAttempts", 0) >= 2 and phase_of(o) == "Failed",
+        what="a second failure after an automatic retry",
+        timeout=60,
+    )
+    retry = twice["metadata"]["annotations"]["vhost-operator.io/retry"]
+    assert retry.startswith("auto-1-"), retry
+    with late:
+        back = wait_for(
+            cluster,
+            "vh",
+            "comeback",
+            lambda o: phase_of(o) == "Ready",
+            what="Ready once the CA is back, with no user action",
+            timeout=60,
+        )
+    status = back["status"]
+    assert status["failedAttempts"] == 0 and "error" not in status
+    assert status["observedRetry"].startswith("auto-"), status["observedRetry"]
+    last_failure = datetime.fromisoformat(status["lastFailureTime"])
+    started = datetime.fromisoformat(status["chain"][0]["startedAt"])
+    # At least the shortest backoff (2 s less up to 50 % jitter) after the last failure.
+    assert (started - last_failure).total_seconds() >= 1, (last_failure, started)
 
 
 def test_a_primary_hostname_cannot_become_a_virtualhost(
