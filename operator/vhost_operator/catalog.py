@@ -4,7 +4,8 @@ Each is kept current from one list-then-watch stream of its kind (``kube.watchin
 ``handlers.lifecycle``): the stream's ``SYNC`` replaces everything at once, so a catalog knows
 when it holds every object (``synced``), and later events change one entry each. Everything
 that looks across objects reads them: the webhook (a hostname or domain already taken), MailDomain
-linking (where a domain is listed), the renewal scanner (whose certificate is due) and
+linking (where a domain is listed), the renewal scanner (whose certificate is due or expired,
+which Failed host is due for a retry; a new such duty wakes it, see ``wait_for_duty``) and
 ``/metrics`` (hosts by phase).
 
 An entry is a few small strings per object, and an event changes one dict entry. Nothing waits
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Collection, Iterator, Mapping
@@ -27,8 +29,15 @@ import pydantic
 
 from vhost_operator.metrics import HostView
 from vhost_operator.provisioning.renewal import RenewalCandidate
+from vhost_operator.provisioning.retries import RetryCandidate
+from vhost_operator.resources.conditions import CERTIFICATE_VALID
 from vhost_operator.resources.maildomains import Claim
-from vhost_operator.resources.models import RENEW_ANNOTATION, RETRY_ANNOTATION, VirtualHost
+from vhost_operator.resources.models import (
+    RENEW_ANNOTATION,
+    RETRY_ANNOTATION,
+    Phase,
+    VirtualHost,
+)
 from vhost_operator.resources.watch import WatchEvent
 
 logger = logging.getLogger(__name__)
@@ -46,10 +55,22 @@ class HostRecord:
     view: HostView
     candidate: RenewalCandidate | None
     """Set when the host holds a certificate (see ``provisioning.renewal``)."""
+    failure: RetryCandidate | None = None
+    """Set when the host is Failed (see ``provisioning.retries``)."""
 
 
 _HOST_ANNOTATIONS = (RENEW_ANNOTATION, RETRY_ANNOTATION)
-_HOST_STATUS = ("phase", "certificate", "observedRenewal", "observedRetry", "observedGeneration")
+_HOST_STATUS = (
+    "phase",
+    "certificate",
+    "observedRenewal",
+    "observedRetry",
+    "observedGeneration",
+    "failedAttempts",
+    "lastFailureTime",
+)
+_HOST_CONDITIONS = (CERTIFICATE_VALID,)
+"""The conditions the scanner compares with the clock; the others stay out of memory."""
 
 
 def slim_host(body: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +85,12 @@ def slim_host(body: dict[str, Any]) -> dict[str, Any]:
             "annotations": {k: annotations[k] for k in _HOST_ANNOTATIONS if k in annotations},
         },
         "spec": body.get("spec") or {},
-        "status": {key: status[key] for key in _HOST_STATUS if key in status},
+        "status": {
+            **{key: status[key] for key in _HOST_STATUS if key in status},
+            "conditions": [
+                c for c in status.get("conditions") or () if c.get("type") in _HOST_CONDITIONS
+            ],
+        },
     }
 
 
@@ -87,17 +113,23 @@ def host_record(body: Object) -> HostRecord:
     try:
         not_after = certificate.get("notAfter")
         expiry = datetime.fromisoformat(not_after).timestamp() if not_after else None
-        candidate = RenewalCandidate.of(VirtualHost.from_body(body)) if certificate else None
+        # Only hosts with a certificate or a failure have duties the scanner needs to know of.
+        host = None
+        if certificate or status.get("phase") == Phase.FAILED:
+            host = VirtualHost.from_body(body)
+        candidate = RenewalCandidate.of(host) if host is not None else None
+        failure = RetryCandidate.of(host) if host is not None else None
     except (pydantic.ValidationError, ValueError, KeyError) as error:
         # The CRD's schema makes this rare; such a host keeps its name in the catalog.
         logger.warning("VirtualHost %s: unreadable for the catalog: %s", name, error)
-        expiry, candidate = None, None
+        expiry, candidate, failure = None, None, None
     return HostRecord(
         name=name,
         hostname=str(spec.get("hostname", "")),
         domains=tuple(str(domain) for domain in spec.get("domains") or ()),
         view=HostView(name, str(status.get("phase") or "Pending"), expiry),
         candidate=candidate,
+        failure=failure,
     )
 
 
@@ -158,11 +190,15 @@ class HostCatalog(_Catalog):
         self._hosts: dict[str, HostRecord] = {}
         self._by_hostname: dict[str, tuple[str, ...]] = {}
         self._by_domain: dict[str, tuple[str, ...]] = {}
+        self._failed: dict[str, RetryCandidate] = {}
+        self._next_wake: datetime | None = None
+        self._duty = asyncio.Event()
 
     def _clear(self) -> None:
         self._hosts.clear()
         self._by_hostname.clear()
         self._by_domain.clear()
+        self._failed.clear()
 
     def _put(self, obj: Object) -> None:
         record = host_record(obj)
@@ -170,8 +206,13 @@ class HostCatalog(_Catalog):
         _add(self._by_hostname, record.hostname, record.name)
         for domain in record.domains:
             _add(self._by_domain, domain, record.name)
+        if record.failure is not None:
+            self._failed[record.name] = record.failure
+        if self._next_wake is not None and _duty_before(record, self._next_wake):
+            self._duty.set()
 
     def _drop(self, name: str) -> None:
+        self._failed.pop(name, None)
         record = self._hosts.pop(name, None)
         if record is not None:
             _remove(self._by_hostname, record.hostname, name)
@@ -198,6 +239,20 @@ class HostCatalog(_Catalog):
     def candidates(self) -> Iterator[RenewalCandidate]:
         """The hosts holding a certificate. Walk it without awaiting in between."""
         return (record.candidate for record in self._hosts.values() if record.candidate)
+
+    def failed(self) -> Iterator[RetryCandidate]:
+        """The Failed hosts. Walk it without awaiting in between."""
+        return iter(self._failed.values())
+
+    def plan_wake(self, at: datetime) -> None:
+        self._next_wake = at
+
+    async def wait_for_duty(self, timeout: float) -> None:
+        if timeout > 0 and not self._duty.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._duty.wait()
+        self._duty.clear()
 
 
 class ClaimCatalog(_Catalog):
@@ -232,6 +287,15 @@ class ClaimCatalog(_Catalog):
     def claims(self, domain: str) -> list[Claim]:
         """The MailDomains describing ``domain`` (usually one; the oldest one counts)."""
         return list(self._by_domain.get(domain, ()))
+
+
+def _duty_before(record: HostRecord, when: datetime) -> bool:
+    """Whether ``record`` brings the scanner work before ``when``: a failure to retry (its
+    backoff is the scanner's to compute), or a certificate called valid that expires sooner."""
+    if record.failure is not None and not record.failure.requested:
+        return True
+    candidate = record.candidate
+    return candidate is not None and candidate.certificate_valid and candidate.not_after < when
 
 
 def _add(index: dict[str, tuple[str, ...]], key: str, name: str) -> None:

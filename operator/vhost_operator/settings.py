@@ -89,6 +89,25 @@ class Settings(BaseSettings):
     """Seconds between two renewal requests within a scan, so that thousands of hosts issued on
     one day are not all renewed in one burst (2 s: 10,000 hosts in under 6 hours)."""
 
+    # -- automatic retry ---------------------------------------------------------------------
+
+    retry_backoff_enabled: bool = False
+    """Retry Failed hosts by themselves, with exponential backoff (off by default, as in the
+    original product: a retry is then always a user's ``vhost-operator.io/retry`` annotation).
+    A success resets the count of failures the backoff grows with (``status.failedAttempts``)."""
+
+    retry_backoff_initial: float = Field(default=300.0, gt=0)
+    """Seconds from a host's first failure to its automatic retry; each further failure in a
+    row doubles it."""
+
+    retry_backoff_max: float = Field(default=21600.0, gt=0)
+    """The cap on the backoff, in seconds (6 hours: a host whose DNS is fixed overnight comes
+    up by itself, without the CA's failed-validation limits being hit)."""
+
+    retry_backoff_jitter: float = Field(default=0.2, ge=0, le=1)
+    """Up to this fraction of each backoff is taken off it, differently per host, so that hosts
+    failing together (a CA outage) are not retried in one burst."""
+
     # -- admission webhook -------------------------------------------------------------------
 
     webhook_enabled: bool = False
@@ -135,8 +154,10 @@ class Settings(BaseSettings):
     ``tls.key``; the final config points nginx there."""
 
     primary_hostnames: tuple[str, ...] = ()
-    """The instance's own hostnames: logins through them are never restricted by tenancy.
-    Environment form: a JSON list, e.g. ``["mail.example.net"]``."""
+    """The instance's own hostnames (the tenancy gate's ``VHOST_GATE_PRIMARY_HOSTNAMES``: logins
+    through them are never restricted). No VirtualHost may have one: the webhook refuses it, and
+    without the webhook the host is Failed at its first step. Environment form: a JSON list,
+    e.g. ``["mail.example.net"]``."""
 
     liveness_port: int = Field(default=8080, ge=1, le=65535)
     """Port of the ``/healthz`` liveness endpoint kopf serves."""

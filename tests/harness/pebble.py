@@ -50,7 +50,8 @@ def available() -> bool:
 class Pebble:
     """Runs pebble and its DNS for the length of a ``with`` block; see the module docstring.
 
-    ``eab_keys`` (key id → base64url MAC key) makes External Account Binding mandatory.
+    ``eab_keys`` (key id → base64url MAC key) makes External Account Binding mandatory;
+    ``certificate_validity`` is how many seconds issued certificates last (default: 5 years).
     """
 
     def __init__(
@@ -60,8 +61,10 @@ class Pebble:
         eab_keys: dict[str, str] | None = None,
         workdir: Path | None = None,
         acme_port: int | None = None,
+        certificate_validity: int | None = None,
     ) -> None:
         self.http_port = http_port
+        self._certificate_validity = certificate_validity
         self.acme_port = acme_port or free_port()
         self.management_port = free_port()
         self._eab_keys = eab_keys
@@ -171,6 +174,8 @@ class Pebble:
         }
         if self._eab_keys is not None:
             settings["externalAccountMACKeys"] = self._eab_keys
+        if self._certificate_validity is not None:
+            settings["certificateValidityPeriod"] = self._certificate_validity
         path = self._workdir / "pebble-config.json"
         path.write_text(json.dumps({"pebble": settings}, indent=2))
         return path

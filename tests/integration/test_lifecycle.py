@@ -113,7 +113,8 @@ def test_retry_after_the_acme_directory_comes_back(
             cluster, "vh", "late", lambda o: phase_of(o) == "Ready", what="Ready", timeout=60
         )
     assert "error" not in ready["status"]
-    assert ready["status"]["failedAttempts"] == 1
+    assert ready["status"]["failedAttempts"] == 0, "a success resets the count of failures"
+    assert ready["status"]["lastFailureTime"] == failed["status"]["lastFailureTime"]
     assert ready["status"]["observedRetry"] == "1"
 
 

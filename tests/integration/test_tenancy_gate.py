@@ -229,6 +229,20 @@ def test_auth_request_refuses_bad_headers_with_400(client: GateClient) -> None:
     assert b"X-User-Superuser" in answer.body
 
 
+def test_a_denial_log_line_cannot_be_forged(gate: GateProcess, client: GateClient) -> None:
+    # Separators and C1 controls in an email's local part would split the line (or restyle a
+    # terminal) and let the requester write a line of their choosing into the gate's log.
+    forged = "eve\u2028login:root@provider.test:superuser\x85\x9b2J@globex.test"
+    answer = client.login_check("mail.acme.test", forged)
+    assert answer.status == 200 and answer.json()["allowed"] is False
+    deadline = time.monotonic() + 5
+    while "eve\\u2028login" not in gate.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = gate.log()
+    assert "eve\\u2028login:root@provider.test:superuser\\x85\\x9b2J@globex.test via" in log
+    assert not any(char in log for char in "\u2028\x85\x9b")
+
+
 def test_probes(client: GateClient) -> None:
     assert client.request("GET", "/healthz").status == 200
     ready = client.request("GET", "/readyz")

@@ -41,6 +41,9 @@ def test_a_valid_host_passes() -> None:
             "spec.theme.logos.login",
         ),
         (vh("a.example.com", theme={"logos": {"menu": "http://x.example/a.svg"}}), "https://"),
+        (vh("192.0.2.7"), "'192.0.2.7' is an IP address"),
+        (vh("2001:db8::7"), "'2001:db8::7' is an IP address"),
+        (vh(".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 57])), "longer than 248"),
     ],
 )
 def test_invalid_hosts_are_refused_with_422(body: dict[str, Any], fragment: str) -> None:
@@ -92,3 +95,34 @@ def test_a_domain_is_described_once() -> None:
     review_maildomain(body, name="example-com", domain_owners=["example-com"])
     refused = refusal(lambda: review_maildomain(body, name="other", domain_owners=["example-com"]))
     assert refused.code == 409 and "MailDomain example-com" in refused.message
+
+
+def test_a_domain_may_be_longer_than_a_served_hostname() -> None:
+    long_name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253: a valid domain
+    review_maildomain({"spec": {"name": long_name}}, name="long", domain_owners=[])
+    body = {"spec": {"name": "example.com", "virtualHost": long_name}}
+    refused = refusal(lambda: review_maildomain(body, name="example-com", domain_owners=[]))
+    assert refused.code == 422 and "longer than 248" in refused.message
+
+
+def test_a_primary_hostname_is_no_virtualhost() -> None:
+    primaries = ["webmail.provider.test"]
+    refused = refusal(
+        lambda: review_virtualhost(
+            vh("webmail.provider.test"),
+            None,
+            name="x",
+            hostname_owners=[],
+            primary_hostnames=primaries,
+        )
+    )
+    assert refused.code == 422
+    assert "webmail.provider.test is a primary hostname of this instance" in refused.message
+    body = {"spec": {"name": "example.com", "virtualHost": "webmail.provider.test"}}
+    refused = refusal(
+        lambda: review_maildomain(body, name="m", domain_owners=[], primary_hostnames=primaries)
+    )
+    assert refused.code == 422 and "primary hostname" in refused.message
+    review_virtualhost(
+        vh("mail.provider.test"), None, name="y", hostname_owners=[], primary_hostnames=primaries
+    )

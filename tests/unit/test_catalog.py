@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from vhost_operator.catalog import ClaimCatalog, HostCatalog, slim_host, slim_maildomain
@@ -132,3 +133,48 @@ def test_waiting_for_the_first_list() -> None:
         return early, await waiting
 
     assert asyncio.run(scenario()) == (False, True)
+
+
+VALID = {"type": "CertificateValid", "status": "True", "reason": "Valid"}
+VALID["lastTransitionTime"] = "2026-01-01T00:00:00+00:00"
+
+
+def test_failed_hosts_and_valid_certificates_are_kept_for_the_scanner() -> None:
+    hosts = HostCatalog()
+    failed = host(
+        "broken",
+        "mail.b.test",
+        phase="Failed",
+        failedAttempts=2,
+        lastFailureTime="2026-03-01T00:00:00+00:00",
+        conditions=[{"type": "Ready", "status": "False", "reason": "StepFailed"}],
+    )
+    served = host(
+        "served", "mail.s.test", phase="Ready", certificate=CERTIFICATE, conditions=[VALID]
+    )
+    hosts.apply(WatchEvent("SYNC", objects=(slim_host(failed), slim_host(served))))
+    assert [(c.name, c.failed_attempts) for c in hosts.failed()] == [("broken", 2)]
+    assert [c.certificate_valid for c in hosts.candidates()] == [True]
+    assert slim_host(served)["status"]["conditions"] == [VALID], "only what the scanner reads"
+    hosts.apply(WatchEvent("MODIFIED", object=host("broken", "mail.b.test", phase="Pending")))
+    assert list(hosts.failed()) == []
+
+
+def test_a_duty_earlier_than_the_planned_wake_wakes_the_scanner() -> None:
+    async def scenario() -> list[bool]:
+        hosts = HostCatalog()
+        hosts.apply(WatchEvent("SYNC", objects=()))
+        hosts.plan_wake(datetime(2026, 6, 1, tzinfo=UTC))
+        woken = []
+        later = dict(CERTIFICATE, notAfter="2026-07-01T00:00:00+00:00")
+        for certificate in (later, CERTIFICATE):  # expires after, then before the planned wake
+            waiting = asyncio.create_task(hosts.wait_for_duty(5))
+            await asyncio.sleep(0)
+            served = host("s", "mail.s.test", certificate=certificate, conditions=[VALID])
+            hosts.apply(WatchEvent("MODIFIED", object=served))
+            await asyncio.sleep(0.01)
+            woken.append(waiting.done())
+            waiting.cancel()
+        return woken
+
+    assert asyncio.run(scenario()) == [False, True]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from vhost_operator.provisioning.chain import StepFailed, StepOutcome, run_chain
+from vhost_operator.provisioning.chain import Step, StepFailed, StepOutcome, run_chain
 from vhost_operator.resources.models import (
     ChainEntry,
     Phase,
@@ -140,6 +140,8 @@ def test_retry_reruns_everything_and_clears_the_error() -> None:
     assert log == ["bootstrap"]
     assert status.phase == Phase.READY and status.error is None
     assert status.to_merge_patch()["error"] is None, "a merge patch must remove the old error"
+    assert status.failed_attempts == 0, "a success resets the count (as cert-manager does)"
+    assert status.last_failure_time == failed.last_failure_time
 
 
 class QuickStep(RecordingStep):
@@ -164,3 +166,43 @@ def test_a_quick_step_is_recorded_with_the_chain_outcome() -> None:
         "StepSucceeded",
         "Ready",
     ]
+
+
+class BrokenStep:
+    """A step with a defect: it raises something that is no ``VhostOperatorError``."""
+
+    name = "certificate"
+
+    async def run(self, host: VirtualHost) -> StepOutcome:
+        raise ValueError("not an unencrypted PEM private key")
+
+
+def test_an_unexpected_exception_fails_the_step_naming_it() -> None:
+    recorder = MemoryRecorder()
+    steps: list[Step] = [RecordingStep("bootstrap", []), BrokenStep(), RecordingStep("final", [])]
+    status = asyncio.run(run_chain(new_host(), steps, recorder, clock=lambda: NOW))
+    assert status.phase == Phase.FAILED
+    assert [e.state for e in status.chain] == [
+        StepState.SUCCEEDED,
+        StepState.FAILED,
+        StepState.CANCELLED,
+    ]
+    expected = (
+        "unexpected error in step certificate: ValueError: not an unencrypted PEM private key"
+    )
+    assert status.error is not None and status.error.message == expected
+    assert recorder.statuses[-1] == status
+    assert recorder.events[-1] == (True, "StepFailed", f"certificate: {expected}")
+
+
+def test_a_refused_host_fails_at_its_first_step_without_running_it() -> None:
+    log: list[str] = []
+    steps = [RecordingStep(n, log) for n in ("bootstrap", "certificate")]
+    recorder = MemoryRecorder()
+    status = asyncio.run(
+        run_chain(new_host(), steps, recorder, refused="a primary hostname", clock=lambda: NOW)
+    )
+    assert log == []
+    assert status.phase == Phase.FAILED
+    assert [e.state for e in status.chain] == [StepState.FAILED, StepState.CANCELLED]
+    assert status.error is not None and status.error.message == "a primary hostname"

@@ -9,7 +9,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from vhost_operator.resources.hostnames import MAX_HOSTNAME_LENGTH
 from vhost_operator.resources.models import VirtualHostSpec, VirtualHostStatus
+from vhost_operator.tenancy.themes import LOGO_URL_PATTERN, MAX_LOGO_URL_LENGTH
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "virtualhosts.yaml"
 
@@ -47,3 +49,18 @@ def test_every_model_field_is_declared() -> None:
     properties = schema()
     assert undeclared(VirtualHostSpec, properties["spec"], "spec") == []
     assert undeclared(VirtualHostStatus, properties["status"], "status") == []
+
+
+def test_crd_limits_come_from_the_code() -> None:
+    """The CRD refuses what the webhook and the models refuse (also while the operator is
+    down): the hostname length a served host can have, and the theme's logo URL pattern."""
+    spec = schema()["spec"]["properties"]
+    assert spec["hostname"]["maxLength"] == MAX_HOSTNAME_LENGTH
+    maildomain = yaml.safe_load(CRD.with_name("maildomains.yaml").read_text())
+    linked = maildomain["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert linked["properties"]["virtualHost"]["maxLength"] == MAX_HOSTNAME_LENGTH
+    logos = spec["theme"]["properties"]["logos"]["properties"]
+    assert set(logos) == {"login", "menu", "creationForm"}
+    for field in logos.values():
+        assert field["pattern"] == LOGO_URL_PATTERN
+        assert field["maxLength"] == MAX_LOGO_URL_LENGTH

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import REGISTRY
 
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.provisioning.chain import StepOutcome
@@ -11,8 +15,10 @@ from vhost_operator.provisioning.renewal import (
     RenewalCandidate,
     due_for_renewal,
     renew_certificate,
+    run_scanner,
     scan_once,
 )
+from vhost_operator.provisioning.retries import RetryCandidate, RetryPolicy
 from vhost_operator.resources.models import (
     RENEW_ANNOTATION,
     CertificateStatus,
@@ -23,6 +29,7 @@ from vhost_operator.resources.models import (
 )
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
+REQUESTS_TOTAL = "vhost_operator_renewal_requests_total"
 
 
 def candidate(
@@ -73,9 +80,11 @@ def test_a_scan_asks_each_due_host_once_in_order() -> None:
     async def request(name: str, now: datetime) -> None:
         requests.append(name)
 
+    counted = REGISTRY.get_sample_value(REQUESTS_TOTAL) or 0.0
     hosts = [candidate("b", due_in=-1), candidate("a", due_in=-2), candidate("c", due_in=3)]
     asyncio.run(scan_once(hosts, request, now=NOW, spacing=0))
     assert requests == ["a", "b"]
+    assert REGISTRY.get_sample_value(REQUESTS_TOTAL) == counted + 2
 
 
 class Recorder:
@@ -144,9 +153,11 @@ def test_a_failed_renewal_of_an_expired_certificate_fails_the_host() -> None:
 
 
 def test_a_renewal_records_the_new_certificate() -> None:
+    host = host_with(certificate(NOW - timedelta(days=80), days=90))
+    host.status.failed_attempts = 2  # two renewals failed before this one
     status = asyncio.run(
         renew_certificate(
-            host_with(certificate(NOW - timedelta(days=80), days=90)),
+            host,
             Renewer(False),
             Recorder(),
             clock=lambda: NOW,
@@ -154,3 +165,92 @@ def test_a_renewal_records_the_new_certificate() -> None:
     )
     assert status.certificate == certificate(NOW, days=90)
     assert {c.type: c.status.value for c in status.conditions}["CertificateRenewal"] == "True"
+    assert status.failed_attempts == 0
+
+
+class Hosts:
+    """The catalog as the scanner reads it, in a list."""
+
+    def __init__(
+        self, candidates: list[RenewalCandidate], failed: list[RetryCandidate] | None = None
+    ) -> None:
+        self.renewal = candidates
+        self.failures = failed or []
+        self.wakes: list[datetime] = []
+
+    def candidates(self) -> list[RenewalCandidate]:
+        return self.renewal
+
+    def failed(self) -> list[RetryCandidate]:
+        return self.failures
+
+    def plan_wake(self, at: datetime) -> None:
+        self.wakes.append(at)
+
+    async def wait_for_duty(self, timeout: float) -> None:
+        await asyncio.sleep(3600)
+
+
+class Actions:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def request_renewal(self, name: str, now: datetime) -> None:
+        self.calls.append(("renew", name))
+
+    async def mark_expired(self, name: str, now: datetime) -> None:
+        self.calls.append(("expired", name))
+
+    async def request_retry(self, name: str, value: str) -> None:
+        self.calls.append(("retry", name))
+
+
+def scan_briefly(hosts: Hosts, actions: Actions, retry: RetryPolicy | None = None) -> None:
+    async def scan() -> None:
+        task = asyncio.create_task(
+            run_scanner(hosts, actions, interval=3600, spacing=0, retry=retry, clock=lambda: NOW)
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(scan())
+
+
+def test_the_scanner_scans_at_start_then_on_the_interval() -> None:
+    hosts, actions = Hosts([candidate("due", due_in=-1)]), Actions()
+    scan_briefly(hosts, actions)
+    assert actions.calls == [("renew", "due")], "an operator restarted often must still renew"
+    assert hosts.wakes == [NOW + timedelta(hours=1)]
+
+
+def test_expiry_turns_certificate_valid_false_whatever_the_phase() -> None:
+    changes: dict[str, dict[str, Any]] = {
+        "disabled": {"enabled": False},
+        "failed": {"phase": Phase.FAILED},
+        "already-false": {"certificate_valid": False},
+    }
+    expired = [
+        dataclasses.replace(candidate(name, due_in=-24 * 30), **{"certificate_valid": True, **c})
+        for name, c in changes.items()
+    ]
+    soon = dataclasses.replace(candidate("soon", due_in=0.5 - 24 * 20), certificate_valid=True)
+    hosts, actions = Hosts([*expired, soon]), Actions()
+    scan_briefly(hosts, actions)
+    expiries = [call for call in actions.calls if call[0] == "expired"]
+    assert expiries == [("expired", "disabled"), ("expired", "failed")]
+    assert hosts.wakes == [soon.not_after], "the scanner wakes when the next one expires"
+
+
+def test_failed_hosts_are_retried_after_their_backoff_when_enabled() -> None:
+    def failure(name: str, minutes_ago: float, requested: bool = False) -> RetryCandidate:
+        return RetryCandidate(name, 1, NOW - timedelta(minutes=minutes_ago), requested)
+
+    policy = RetryPolicy(initial=600, maximum=3600, jitter=0)
+    failed = [failure("due", 11), failure("waiting", 5), failure("asked", 30, requested=True)]
+    hosts, actions = Hosts([], failed), Actions()
+    scan_briefly(hosts, actions)
+    assert actions.calls == [], "off unless enabled"
+    hosts = Hosts([], failed)
+    scan_briefly(hosts, actions, policy)
+    assert actions.calls == [("retry", "due")]
+    assert hosts.wakes == [NOW + timedelta(minutes=5)]

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 
 from vhost_operator.tenancy.gate import Decision, HostEntry, LoginRequest, Reason, evaluate
-from vhost_operator.tenancy.names import normalise_email, normalise_hostname
+from vhost_operator.tenancy.names import loggable, normalise_email, normalise_hostname
 
 PRIMARY = ("webmail.provider.net",)
 
@@ -218,3 +218,18 @@ def test_normalise_hostname_refuses(raw: str) -> None:
 
 def test_normalise_email_splits_at_the_last_at() -> None:
     assert normalise_email('"a@b"@Example.com') == '"a@b"@example.com'
+
+
+@pytest.mark.parametrize(
+    ("raw", "logged"),
+    [
+        ("alice@acme.test", "alice@acme.test"),
+        ("élise@acme.test", "élise@acme.test"),
+        ("eve\u2028x@acme.test", "eve\\u2028x@acme.test"),
+        ("eve\u2029x@acme.test", "eve\\u2029x@acme.test"),
+        ("eve\x85x@acme.test", "eve\\x85x@acme.test"),
+        ("eve\x9b31mx@acme.test", "eve\\x9b31mx@acme.test"),
+    ],
+)
+def test_request_values_are_logged_escaped(raw: str, logged: str) -> None:
+    assert loggable(normalise_email(raw)) == logged

@@ -12,7 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vhost_operator.resources.hostnames import hostname_problem
+from vhost_operator.resources.hostnames import (
+    MAX_HOSTNAME_LENGTH,
+    MAX_NAME_LENGTH,
+    hostname_problem,
+    primary_hostname_problem,
+)
 from vhost_operator.resources.models import RETRY_ANNOTATION, Phase, VirtualHostSpec
 from vhost_operator.tenancy.themes import check_color, check_logo_url
 
@@ -38,15 +43,18 @@ def review_virtualhost(
     name: str,
     hostname_owners: Collection[str],
     domain_owners: Mapping[str, Collection[str]] | None = None,
+    primary_hostnames: Collection[str] = (),
 ) -> None:
     """Refuse an invalid VirtualHost create or update.
 
     ``hostname_owners`` are the names of the VirtualHosts that already use the new hostname;
-    ``domain_owners`` maps a domain to the names of the VirtualHosts listing it.
+    ``domain_owners`` maps a domain to the names of the VirtualHosts listing it;
+    ``primary_hostnames`` are the instance's own, which no VirtualHost may have.
     """
     spec = new.get("spec") or {}
     hostname = spec.get("hostname", "")
     _check_hostname(hostname, what="hostname")
+    _check_not_primary(hostname, primary_hostnames)
     _check_spec(spec)
     if old is not None:
         previous = (old.get("spec") or {}).get("hostname")
@@ -63,14 +71,22 @@ def review_virtualhost(
     _check_domains(spec, old, name=name, domain_owners=domain_owners or {})
 
 
-def review_maildomain(new: Body, *, name: str, domain_owners: Collection[str]) -> None:
-    """Refuse an invalid MailDomain; a domain is described by one MailDomain only."""
+def review_maildomain(
+    new: Body,
+    *,
+    name: str,
+    domain_owners: Collection[str],
+    primary_hostnames: Collection[str] = (),
+) -> None:
+    """Refuse an invalid MailDomain; a domain is described by one MailDomain only, and links to
+    no primary hostname (linking would create a VirtualHost for it)."""
     spec = new.get("spec") or {}
     domain = spec.get("name", "")
     _check_hostname(domain, what="domain")
     virtual_host = spec.get("virtualHost")
     if virtual_host:
         _check_hostname(virtual_host, what="hostname")
+        _check_not_primary(virtual_host, primary_hostnames)
     others = sorted(set(domain_owners) - {name})
     if others:
         raise Refusal(
@@ -102,11 +118,19 @@ def _check_domains(
 
 
 def _check_hostname(value: str, *, what: str) -> None:
-    problem = hostname_problem(value)
+    # A mail domain never names a file: it may use the full length of a DNS name.
+    limit = MAX_HOSTNAME_LENGTH if what == "hostname" else MAX_NAME_LENGTH
+    problem = hostname_problem(value, max_length=limit)
     if problem is not None:
         raise Refusal(
             problem if what == "hostname" else problem.replace("hostname", what, 1), INVALID
         )
+
+
+def _check_not_primary(hostname: str, primary_hostnames: Collection[str]) -> None:
+    problem = primary_hostname_problem(hostname, primary_hostnames)
+    if problem is not None:
+        raise Refusal(problem, INVALID)
 
 
 def _check_spec(spec: Mapping[str, Any]) -> None:

@@ -43,7 +43,8 @@ async def validate_virtualhost(
     operation: str | None = None,
     **_: Any,
 ) -> None:
-    hosts = context_of(memo).hosts
+    context = context_of(memo)
+    hosts = context.hosts
     await hosts.wait(CATALOG_WAIT)
     hostname = body.get("spec", {}).get("hostname", "")
     owners = list(hosts.named_for(hostname))
@@ -56,6 +57,7 @@ async def validate_virtualhost(
             name=name,
             hostname_owners=owners,
             domain_owners=domain_owners,
+            primary_hostnames=context.settings.primary_hostnames,
         )
     except Refusal as refusal:
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None
@@ -70,11 +72,13 @@ async def validate_virtualhost(
     ignore_failures=True,
 )
 async def validate_maildomain(*, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
-    claims = context_of(memo).claims
+    context = context_of(memo)
+    claims = context.claims
     await claims.wait(CATALOG_WAIT)
     domain = body.get("spec", {}).get("name", "")
     owners = [claim.name for claim in claims.claims(domain)]
+    primaries = context.settings.primary_hostnames
     try:
-        review_maildomain(body, name=name, domain_owners=owners)
+        review_maildomain(body, name=name, domain_owners=owners, primary_hostnames=primaries)
     except Refusal as refusal:
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None

@@ -15,6 +15,7 @@ from vhost_operator.provisioning.decisions import Action, decide
 from vhost_operator.provisioning.linking import unlink_maildomains_of
 from vhost_operator.provisioning.renewal import renew_certificate
 from vhost_operator.provisioning.sites import publish_enabled
+from vhost_operator.resources.hostnames import primary_hostname_problem
 from vhost_operator.resources.models import (
     GROUP,
     VERSION,
@@ -65,7 +66,9 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     action = decide(host)
     recorder = KubernetesChainRecorder(context)
     if action in (Action.PROVISION, Action.RETRY):
-        status = await run_chain(host, context.steps, recorder, restart=action == Action.RETRY)
+        refused = primary_hostname_problem(host.spec.hostname, context.settings.primary_hostnames)
+        restart = action == Action.RETRY
+        status = await run_chain(host, context.steps, recorder, restart=restart, refused=refused)
         logger.info("VirtualHost %s: chain ended %s", host.name, status.phase)
     elif action == Action.REFUSE_RETRY:
         phase = host.status.phase

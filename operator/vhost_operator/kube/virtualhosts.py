@@ -8,9 +8,17 @@ from typing import Any
 
 import kubernetes
 
-from vhost_operator.kube.api import ApiClient, write
+from vhost_operator.errors import ApiError
+from vhost_operator.kube.api import ApiClient, call, drained, json_body, write
 from vhost_operator.kube.watching import ObjectWatch, watch_cluster_objects
-from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS, VirtualHostStatus
+from vhost_operator.resources.models import (
+    GROUP,
+    VERSION,
+    VIRTUALHOSTS,
+    Condition,
+    VirtualHost,
+    VirtualHostStatus,
+)
 from vhost_operator.resources.watch import Object
 
 
@@ -23,6 +31,43 @@ class VirtualHostApi:
     def watch_all(self, slim: Callable[[Object], Object]) -> ObjectWatch:
         """Every VirtualHost, listed in pages, then watched; each reduced by ``slim``."""
         return watch_cluster_objects(self._objects, VIRTUALHOSTS, what="VirtualHosts", slim=slim)
+
+    async def read(self, name: str) -> tuple[VirtualHost, str] | None:
+        """The VirtualHost as the API server has it now, with its resourceVersion (for a
+        conditional write); ``None`` once it is gone."""
+
+        def send() -> Any:
+            response = self._objects.get_cluster_custom_object(
+                GROUP, VERSION, VIRTUALHOSTS, name, _preload_content=False
+            )
+            return json_body(response)
+
+        try:
+            found = await call(send, what=f"reading VirtualHost {name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return VirtualHost.from_body(found), str(found["metadata"]["resourceVersion"])
+
+    async def write_conditions(
+        self, name: str, conditions: list[Condition], resource_version: str
+    ) -> None:
+        """Replace ``status.conditions`` only, and only if the object is still at
+        ``resource_version``: a chain writing the host's status meanwhile wins (409)."""
+        patch = {
+            "metadata": {"resourceVersion": resource_version},
+            "status": {"conditions": [condition.to_wire() for condition in conditions]},
+        }
+
+        def send() -> Any:
+            return self._objects.patch_cluster_custom_object_status(
+                GROUP, VERSION, VIRTUALHOSTS, name, patch, _preload_content=False
+            )
+
+        await call(
+            lambda: drained(send()), what=f"writing conditions of VirtualHost {name}", delays=()
+        )
 
     async def write_status(self, name: str, status: VirtualHostStatus) -> None:
         patch = {"status": status.to_merge_patch()}

@@ -3,8 +3,10 @@
 Crash safety, in order: the private key is stored (the next-key Secret) before an order is
 placed; the order URL is stored on that Secret as soon as the CA created the order, so a restart
 resumes the order instead of placing another; the issued chain is checked against the stored key
-before it is written; only then is the next-key Secret removed. A TLS Secret that already holds a
-current certificate for the hostname is reused, so re-running the step never orders again.
+before it is written; only then is the next-key Secret removed (a pending key that the TLS Secret
+already holds is spent and replaced, so a renewal always ends with a new certificate). A TLS
+Secret that already holds a current certificate for the hostname is reused, so re-running the
+step never orders again.
 """
 
 from __future__ import annotations
@@ -90,7 +92,13 @@ class AcmeAccount:
             namespace, name = self._settings.operator_namespace, self._settings.acme_account_secret
             stored = await self._secrets.read_secret(namespace, name)
             stored_key = stored.data.get("account.key") if stored else None
-            key = await self.client.register(stored_key)
+            try:
+                key = await self.client.register(stored_key)
+            except KeyMaterialError as error:
+                raise StepFailed(
+                    f"the ACME account key in Secret {namespace}/{name} is unusable ({error}); "
+                    "restore it, or delete the Secret to register a new account"
+                ) from error
             if key != stored_key:
                 manifest = {
                     "metadata": {
@@ -174,11 +182,21 @@ class CertificateStep:
         return status if self._clock() < status.renewal_time else None
 
     async def _next_key(self, host: VirtualHost) -> tuple[bytes, str | None]:
-        """The key to order with: the stored one after a restart, else a new one, stored first."""
+        """The key to order with: the stored one after a restart, else a new one, stored first.
+
+        A stored key that the TLS Secret already holds is spent: an attempt stored its
+        certificate and crashed before removing the pending key. Resuming its order would
+        "renew" to the very same certificate, so a new key (and a new order) is used instead.
+        """
         namespace, name = self._settings.nginx_namespace, next_key_secret_name(host.name)
         stored = await self._secrets.read_secret(namespace, name)
         if stored is not None and stored.data.get("tls.key"):
-            return stored.data["tls.key"], stored.annotations.get(labels.ORDER_URL)
+            current = await self._secrets.read_secret(namespace, tls_secret_name(host.name))
+            if current is None or current.data.get("tls.key") != stored.data["tls.key"]:
+                return stored.data["tls.key"], stored.annotations.get(labels.ORDER_URL)
+            # Deleted, not overwritten: an apply would leave an order URL written by another
+            # field manager beside the new key.
+            await self._secrets.delete_secret(namespace, name)
         key = new_private_key_pem()
         await self._secrets.apply_secret(
             namespace, self._next_key_manifest(host, None), {"tls.key": key}

@@ -10,6 +10,7 @@ failures write identical status and so do not wake the watch loop again.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ from vhost_operator.resources.models import (
     VirtualHost,
     VirtualHostStatus,
 )
+
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -96,9 +99,15 @@ async def run_chain(
     recorder: ChainRecorder,
     *,
     restart: bool = False,
+    refused: str | None = None,
     clock: Clock = utc_now,
 ) -> VirtualHostStatus:
-    """Run ``steps`` for ``host`` and return the final status (already written)."""
+    """Run ``steps`` for ``host`` and return the final status (already written).
+
+    ``refused``: why this host must not be provisioned at all (a rule the webhook enforces,
+    checked again for when the webhook was absent); its first step then fails with that
+    message before it does anything.
+    """
     chain = fresh_chain(steps) if restart else resumable_chain(host.status, steps)
     status = host.status.model_copy(
         update={
@@ -122,14 +131,17 @@ async def run_chain(
             await recorder.write_status(host, status)
         started = time.monotonic()
         try:
+            if refused is not None:
+                raise StepFailed(refused)
             outcome = await step.run(host.model_copy(update={"status": status}))
-        except VhostOperatorError as failure:
+        except Exception as failure:  # any escape would leave the step Running forever
             STEP_DURATION.labels(step.name, "failed").observe(time.monotonic() - started)
-            status = _failed(status, index, str(failure), clock())
+            message = failure_message(step.name, failure)
+            status = _failed(status, index, message, clock())
             status = with_conditions(status, host, clock())
             await recorder.write_status(host, status)
             await recorder.event(
-                host, warning=True, reason="StepFailed", message=f"{step.name}: {failure}"
+                host, warning=True, reason="StepFailed", message=f"{step.name}: {message}"
             )
             return status
         STEP_DURATION.labels(step.name, "succeeded").observe(time.monotonic() - started)
@@ -144,13 +156,30 @@ async def run_chain(
             status = status.model_copy(update={"certificate": outcome.certificate})
         if not quick:
             await recorder.event(host, warning=False, reason="StepSucceeded", message=step.name)
-    status = status.model_copy(update={"phase": Phase.READY})
+    # failedAttempts counts failures since the last success (cert-manager's
+    # failedIssuanceAttempts): what an automatic retry's backoff grows with.
+    status = status.model_copy(update={"phase": Phase.READY, "failed_attempts": 0})
     status = with_conditions(status, host, clock())
     await recorder.write_status(host, status)
     await recorder.event(
         host, warning=False, reason="Ready", message=f"{host.spec.hostname} is ready"
     )
     return status
+
+
+def failure_message(step: str, failure: Exception) -> str:
+    """The text recorded for an exception that ended ``step``.
+
+    A :class:`VhostOperatorError` carries a message written for users. Anything else is a
+    defect or a library error nobody mapped: it must still end the step (a step left Running
+    keeps the host Pending forever), named by step and type so that it can be reported, and
+    logged with its traceback.
+    """
+    if isinstance(failure, VhostOperatorError):
+        return str(failure)
+    logger.error("step %s raised %s", step, type(failure).__name__, exc_info=failure)
+    detail = str(failure) or "no message"
+    return f"unexpected error in step {step}: {type(failure).__name__}: {detail}"
 
 
 def _failed(

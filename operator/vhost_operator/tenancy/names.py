@@ -34,6 +34,18 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:80] + "...")
 
 
+def loggable(value: str) -> str:
+    """``value`` with every unprintable character escaped (``\\u2028``, ``\\x85``, ``\\n``).
+
+    An email's local part is kept as written, and UTF-8 there may carry line and paragraph
+    separators (U+2028, U+2029, NEL U+0085) and C1 controls (a terminal's CSI U+009B): logged
+    raw, they split a log line or forge a new one in log viewers and pipelines.
+    """
+    if value.isprintable():
+        return value
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in value)
+
+
 def normalise_domain(value: str) -> str:
     """``Example.COM.`` -> ``example.com``: lowercase, one trailing dot removed, syntax checked.
 

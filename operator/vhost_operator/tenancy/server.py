@@ -30,7 +30,7 @@ from vhost_operator.resources.models import Theme
 from vhost_operator.tenancy import themes
 from vhost_operator.tenancy.directory import HostDirectory
 from vhost_operator.tenancy.gate import Decision, LoginRequest, evaluate
-from vhost_operator.tenancy.names import normalise_hostname
+from vhost_operator.tenancy.names import loggable, normalise_hostname
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,9 @@ class GateApi:
         decision = evaluate(login, self.directory.lookup(login.hostname), self.primary_hostnames)
         # Denials are what an operator looks for ("why can't X sign in?"); allows are routine.
         level = logging.DEBUG if decision.allowed else logging.INFO
-        logger.log(level, "login %s via %s: %s", login.email, login.hostname, decision.reason)
+        # The hostname is normalised ASCII; the email's local part is whatever was sent.
+        email = loggable(login.email)
+        logger.log(level, "login %s via %s: %s", email, login.hostname, decision.reason)
         return decision
 
     # -- login ------------------------------------------------------------------------------

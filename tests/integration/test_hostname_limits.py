@@ -1,0 +1,107 @@
+"""What the CRD schema refuses by itself, with no operator (and so no webhook) running: hostnames
+that could never be served and theme values the webhook would refuse, through a real API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.clusters import Cluster
+from tests.harness.waiting import get_object
+
+pytestmark = pytest.mark.cluster
+
+TOO_LONG = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 57])
+"""249 characters: a valid DNS name whose ``<hostname>.conf`` fits no ConfigMap key."""
+
+LONGEST = TOO_LONG[:-1]
+"""248 characters, the longest hostname that can be served."""
+
+
+def apply(cluster: Cluster, manifest: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
+    path = tmp_path / "object.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    done = cluster.kubectl("apply", "-f", str(path), check=False)
+    return done.returncode, done.stderr
+
+
+def virtualhost(name: str, hostname: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "vhost-operator.io/v1alpha1",
+        "kind": "VirtualHost",
+        "metadata": {"name": name},
+        "spec": {"hostname": hostname, **spec},
+    }
+
+
+@pytest.mark.parametrize(
+    ("hostname", "fragment"),
+    [
+        (TOO_LONG, "may not be more than 248"),
+        ("192.0.2.7", "must not end in an all-digit label"),
+        ("2001:db8::7", "should match"),
+        ("[::1]", "should match"),
+    ],
+)
+def test_the_crd_refuses_unservable_hostnames(
+    cluster: Cluster, tmp_path: Path, hostname: str, fragment: str
+) -> None:
+    try:
+        code, error = apply(cluster, virtualhost("unservable", hostname), tmp_path)
+        print(f"\n{hostname[:40]}: {error.strip()}")
+        assert code != 0 and fragment in error, error
+        assert get_object(cluster, "vh", "unservable") is None
+    finally:  # accepted by mistake: gone before the next case (the hostname is immutable)
+        cluster.kubectl("delete", "vh", "unservable", "--ignore-not-found", "--wait=false")
+
+
+def test_the_crd_refuses_a_maildomain_linking_an_unservable_hostname(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    for hostname, fragment in ((TOO_LONG, "may not be more than 248"), ("10.0.0.1", "all-digit")):
+        manifest = {
+            "apiVersion": "vhost-operator.io/v1alpha1",
+            "kind": "MailDomain",
+            "metadata": {"name": "linked-to-nothing"},
+            "spec": {"name": "example.com", "virtualHost": hostname},
+        }
+        try:
+            code, error = apply(cluster, manifest, tmp_path)
+            assert code != 0 and fragment in error, error
+        finally:
+            cluster.kubectl("delete", "md", "linked-to-nothing", "--ignore-not-found")
+
+
+@pytest.mark.parametrize(
+    "logo",
+    [
+        "https://x.example/a(b).svg",  # parentheses close a CSS url()
+        "https://x.example/a!b.svg",
+        "https://x.example/a*b.svg",
+        "https://x.example/a|b.svg",
+        "https://x.example/%zz.svg",  # not an escape
+    ],
+)
+def test_the_crd_refuses_the_logo_urls_the_webhook_refuses(
+    cluster: Cluster, tmp_path: Path, logo: str
+) -> None:
+    host = virtualhost("logo", "logo.example.com", theme={"logos": {"login": logo}})
+    try:
+        code, error = apply(cluster, host, tmp_path)
+        assert code != 0 and "spec.theme.logos.login" in error, error
+        assert get_object(cluster, "vh", "logo") is None
+    finally:
+        cluster.kubectl("delete", "vh", "logo", "--ignore-not-found", "--wait=false")
+
+
+def test_the_longest_servable_hostname_is_accepted(cluster: Cluster, tmp_path: Path) -> None:
+    logo = "https://x.example/logo%20file.svg?v=1&w=2#top"
+    host = virtualhost("longest", LONGEST, theme={"logos": {"login": logo}})
+    try:
+        code, error = apply(cluster, host, tmp_path)
+        assert code == 0, error
+    finally:
+        cluster.kubectl("delete", "vh", "longest", "--ignore-not-found", "--wait=false")
