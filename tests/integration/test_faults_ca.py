@@ -12,16 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.harness.acme_proxy import AcmeFaultProxy, Fault
+from tests.harness import kube
+from tests.harness.acme_proxy import AcmeFaultProxy, Fault, Recorded, Trigger
+from tests.harness.agent import AgentProcess
+from tests.harness.clusters import Cluster
+from tests.harness.nginx import NginxServer, served_certificate
+from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
+from tests.harness.waiting import get_object, phase_of, wait_for
+from tests.integration.conftest import operator_settings
 from vhost_operator.acme import (
     AcmeClient,
     AcmeConfig,
@@ -196,3 +207,335 @@ def test_client_503_with_retry_after_mid_order_keeps_the_order(
     assert time.monotonic() - started >= 1
     assert proxy.orders_created[hostname] == 1
     assert proxy.certificates_issued[hostname] == 1
+
+
+# -- the operator on the control plane ----------------------------------------------------------
+
+StartOperator = Callable[..., OperatorProcess]
+
+
+@pytest.fixture
+def operators(cluster: Cluster, tmp_path: Path) -> Iterator[StartOperator]:
+    """Start operators (one at a time) against a proxy; at the end every VirtualHost is deleted
+    (by the operator still running) and every operator stopped."""
+    kube.ensure_namespace(cluster)
+    started: list[OperatorProcess] = []
+
+    def start(ca: Pebble, proxy: AcmeFaultProxy, **overrides: str) -> OperatorProcess:
+        workdir = tmp_path / f"operator-{len(started)}"
+        workdir.mkdir()
+        settings = operator_settings(
+            ca,
+            ca.http_port,
+            acme_directory_url=proxy.directory_url,
+            acme_ca_bundle=str(proxy.ca_bundle_path),
+            **overrides,
+        )
+        process = OperatorProcess(cluster.kubeconfig, workdir, settings)
+        started.append(process.start())
+        return process
+
+    yield start
+    kube.delete_all_virtualhosts(cluster)
+    for process in started:
+        process.stop()
+
+
+def phases(cluster: Cluster, prefix: str) -> dict[str, str]:
+    listed = cluster.kubectl(
+        "get", "vh", "-o", 'jsonpath={range .items[*]}{.metadata.name}={.status.phase}{"\\n"}{end}'
+    ).stdout
+    return dict(line.split("=", 1) for line in listed.splitlines() if line.startswith(prefix))
+
+
+def wait_settled(cluster: Cluster, names: list[str], prefix: str, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        seen = phases(cluster, prefix)
+        if set(seen) == set(names) and all(p in ("Ready", "Failed") for p in seen.values()):
+            return seen
+        time.sleep(0.5)
+    raise AssertionError(f"not settled within {timeout}s: {seen}")
+
+
+def certificate_step(obj: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = next(e for e in obj["status"]["chain"] if e["step"] == "certificate")
+    return entry
+
+
+def waiting_until(obj: dict[str, Any]) -> datetime | None:
+    """The time the certificate step says it waits for, if it waits for the CA."""
+    status = obj.get("status") or {}
+    if status.get("phase") != "Pending" or not status.get("chain"):
+        return None
+    entry = certificate_step(obj)
+    message = entry.get("message") or ""
+    if entry["state"] != "Pending" or not message.startswith("waiting for the CA until "):
+        return None
+    return datetime.fromisoformat(message.removeprefix("waiting for the CA until ").split(": ")[0])
+
+
+@pytest.mark.cluster
+def test_hostile_pebble_every_host_ready_once(
+    cluster: Cluster, operators: StartOperator, tmp_path: Path
+) -> None:
+    """pebble's own faults on: 30 % of nonces rejected, authorizations reused half of the time,
+    validation after up to 15 s. Every host ends Ready, none Failed, one certificate each."""
+    port = free_port()
+    names = [f"hostile-{i}" for i in range(12)]
+    with (
+        Pebble(port, workdir=tmp_path / "pebble", environment=HOSTILE) as ca,
+        AcmeFaultProxy(ca, tmp_path / "proxy") as proxy,
+    ):
+        operators(ca, proxy, nginx_enabled="false", acme_order_timeout="90")
+        started = time.monotonic()
+        hosts = [kube.virtualhost(n, f"{n}.example.com") for n in names]
+        kube.apply_manifests(cluster, hosts, tmp_path)
+        settled = wait_settled(cluster, names, "hostile-", timeout=240)
+        elapsed = time.monotonic() - started
+        issued = dict(proxy.certificates_issued)
+        rejected = sum(1 for r in proxy.records() if r.status == 400)
+    assert set(settled.values()) == {"Ready"}, settled
+    assert issued == {f"{n}.example.com": 1 for n in names}, issued
+    assert rejected > 0, "no nonce was rejected: the hostile setting is not in effect"
+    print(
+        f"\nhostile pebble: {len(names)} hosts Ready in {elapsed:.1f}s, "
+        f"{rejected} nonces rejected, certificates per host: {sorted(set(issued.values()))}"
+    )
+
+
+def wait_waiting(
+    cluster: Cluster, name: str, timeout: float = 60
+) -> tuple[dict[str, Any], datetime]:
+    obj = wait_for(
+        cluster, "vh", name, lambda o: waiting_until(o) is not None, what="waiting", timeout=timeout
+    )
+    until = waiting_until(obj)
+    assert until is not None
+    return obj, until
+
+
+def calls_between(proxy: AcmeFaultProxy, start: float, end: float) -> list[Recorded]:
+    return [r for r in proxy.records() if start < r.at < end]
+
+
+@pytest.mark.cluster
+def test_ca_pauses_are_waited_for_visibly_and_nothing_is_ordered_twice(
+    cluster: Cluster, operators: StartOperator, tmp_path: Path
+) -> None:
+    port = free_port()
+    with (
+        Pebble(port, workdir=tmp_path / "pebble") as ca,
+        AcmeFaultProxy(ca, tmp_path / "proxy") as proxy,
+    ):
+        operator = operators(ca, proxy, nginx_enabled="false")
+        # 1. The first new order is answered 429 rateLimited, Retry-After 8 s.
+        proxy.add_fault(Fault("new-order", status=429, retry_after=8))
+        kube.apply_manifests(cluster, [kube.virtualhost("wait-0", "wait-0.example.com")], tmp_path)
+        first, until = wait_waiting(cluster, "wait-0")
+        limited = next(r for r in proxy.records() if r.injected)
+        assert limited.until is not None and until.timestamp() >= limited.until
+        message = certificate_step(first)["message"]
+        assert "rateLimited" in message and "creating the order" in message, message
+        # 2. Hosts arriving during the pause wait for the same time without calling the CA;
+        #    one of them will meet a 503 with an HTTP-date at finalization.
+        proxy.add_fault(
+            Fault(
+                "finalize", status=503, retry_after=4, http_date=True, hostname="wait-2.example.com"
+            )
+        )
+        later = [f"wait-{i}" for i in range(1, 4)]
+        kube.apply_manifests(
+            cluster, [kube.virtualhost(n, f"{n}.example.com") for n in later], tmp_path
+        )
+        for name in later:
+            obj, their_until = wait_waiting(cluster, name)
+            assert their_until == until, certificate_step(obj)
+            assert "asked to wait: rateLimited" in certificate_step(obj)["message"]
+        assert time.time() < limited.until, "the pause ended before the check: too slow a machine"
+        settled = wait_settled(cluster, ["wait-0", *later], "wait-", timeout=90)
+        assert set(settled.values()) == {"Ready"}, settled
+        records = proxy.records()
+
+        # Nothing reached the CA during the account's pause ...
+        assert calls_between(proxy, limited.at, limited.until) == []
+        # ... nor for wait-2 during its own, while its order was kept (one order per host).
+        busy = next(r for r in records if r.injected and r.kind == "finalize")
+        assert busy.until is not None
+        assert [
+            r for r in calls_between(proxy, busy.at, busy.until) if r.hostname == busy.hostname
+        ] == []
+        assert [r for r in calls_between(proxy, busy.at, busy.until) if r.kind == "new-order"] == []
+        hostnames = [f"{n}.example.com" for n in ["wait-0", *later]]
+        assert dict(proxy.orders_created) == dict.fromkeys(hostnames, 1)
+        assert dict(proxy.certificates_issued) == dict.fromkeys(hostnames, 1)
+        print(
+            f"\n429 for {limited.until - limited.at:.0f}s and 503 for "
+            f"{busy.until - busy.at:.1f}s honoured; orders and certificates per host: 1"
+        )
+
+        # 3. A pause far in the future is waited for too (visibly), never Failed, also across
+        #    an operator restart: the time is stored with the host's key.
+        proxy.add_fault(Fault("new-order", status=429, retry_after=3600))
+        kube.apply_manifests(
+            cluster, [kube.virtualhost("patient", "patient.example.com")], tmp_path
+        )
+        _, far = wait_waiting(cluster, "patient")
+        assert far.timestamp() > time.time() + 3500
+        asked = len(proxy.records())
+        operator.kill()
+        restarted = operators(ca, proxy, nginx_enabled="false")
+        deadline = time.monotonic() + 30
+        while "VirtualHost patient: chain ended Pending" not in restarted.log():
+            assert time.monotonic() < deadline, "the restarted operator did not resume the host"
+            time.sleep(0.2)
+        obj, still = wait_waiting(cluster, "patient")
+        assert still == far and obj["status"]["phase"] == "Pending"
+        assert "rateLimited" in certificate_step(obj)["message"], "it still says why"
+        assert len(proxy.records()) == asked, "the restarted operator called the CA"
+        assert proxy.orders_created["patient.example.com"] == 0
+
+
+# -- SIGKILL at every step boundary and inside the certificate step ------------------------------
+#
+# The whole serving stack, so that the bootstrap and final steps are real: nginx with the agent,
+# pebble validating through nginx. The kills inside the certificate step come from the proxy's
+# triggers; the boundary after the certificate step is held by freezing the agent (SIGSTOP), so
+# the final step is known to be waiting when the operator dies.
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    with NginxServer(tmp_path_factory.mktemp("nginx"), free_port(), free_port()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def agent(
+    cluster: Cluster, nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    kube.ensure_namespace(cluster)
+    process = AgentProcess(
+        cluster.kubeconfig, tmp_path_factory.mktemp("agent"), nginx, kube.NAMESPACE
+    )
+    yield process.start()
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def served_ca(
+    nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Pebble, AcmeFaultProxy]]:
+    workdir = tmp_path_factory.mktemp("served-ca")
+    with (
+        Pebble(nginx.http_port, workdir=workdir / "pebble") as ca,
+        AcmeFaultProxy(ca, workdir / "proxy") as proxy,
+    ):
+        yield ca, proxy
+
+
+@contextlib.contextmanager
+def frozen(process: AgentProcess) -> Iterator[Callable[[], None]]:
+    """A function that freezes ``process`` (SIGSTOP); it is thawed when the block ends."""
+    try:
+        yield lambda: os.kill(process.pid, signal.SIGSTOP)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+def is_ready(obj: dict[str, Any]) -> bool:
+    return phase_of(obj) == "Ready"
+
+
+def chain_of(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(e["step"], e["state"]) for e in (obj.get("status") or {}).get("chain", [])]
+
+
+KILL_POINTS = {
+    # id: (kind, before or after pebble answered) of the request whose arrival kills
+    "after-bootstrap-before-order": ("new-order", "before"),
+    "order-created-answer-lost": ("new-order", "after"),
+    "after-order-stored": ("challenge", "before"),
+    "after-finalize": ("finalize", "after"),
+    "after-download-before-secret": ("certificate", "after"),
+}
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    "point", [*KILL_POINTS, "after-certificate", "after-final"], ids=lambda p: str(p)
+)
+def test_sigkill_then_restart_ends_ready_with_one_certificate(
+    cluster: Cluster,
+    operators: StartOperator,
+    served_ca: tuple[Pebble, AcmeFaultProxy],
+    nginx: NginxServer,
+    agent: AgentProcess,
+    upstream: int,
+    tmp_path: Path,
+    point: str,
+) -> None:
+    ca, proxy = served_ca
+    name = f"kill-{point}"
+    hostname = f"{name}.example.com"
+    serving = {
+        "nginx_http_port": str(nginx.http_port),
+        "nginx_https_port": str(nginx.https_port),
+        "nginx_certificate_dir": str(nginx.root / "certs"),
+        "self_check_address": f"http://127.0.0.1:{nginx.http_port}",
+        "upstream": f"http://127.0.0.1:{upstream}",
+        "nginx_wait_for_agent": "true",
+        "nginx_probe_address": f"127.0.0.1:{nginx.https_port}",
+    }
+    operator = operators(ca, proxy, **serving)
+    killed = threading.Event()
+
+    def kill() -> None:
+        operator.kill()
+        killed.set()
+
+    with frozen(agent) as freeze:
+        if point in KILL_POINTS:
+            kind, when = KILL_POINTS[point]
+            proxy.add_trigger(Trigger(kind, when, kill, hostname=hostname))  # type: ignore[arg-type]
+        elif point == "after-certificate":
+            proxy.add_trigger(Trigger("certificate", "after", freeze, hostname, drop=False))
+        kube.apply_manifests(cluster, [kube.virtualhost(name, hostname)], tmp_path)
+        if point == "after-certificate":
+            held = wait_for(
+                cluster,
+                "vh",
+                name,
+                lambda o: ("final", "Running") in chain_of(o),
+                what="final step waiting for the frozen agent",
+                timeout=60,
+            )
+            assert ("certificate", "Succeeded") in chain_of(held)
+            kill()
+        elif point == "after-final":
+            before = wait_for(cluster, "vh", name, is_ready, what="Ready", timeout=60)
+            kill()
+        assert killed.wait(60), f"the operator was never killed at {point}"
+    interrupted = get_object(cluster, "vh", name)
+    assert interrupted is not None
+    print(f"\n{point}: killed with chain {chain_of(interrupted)}")
+    if point == "after-bootstrap-before-order":
+        assert chain_of(interrupted)[:2] == [("bootstrap", "Succeeded"), ("certificate", "Running")]
+
+    operators(ca, proxy, **serving)
+    ready = wait_for(cluster, "vh", name, is_ready, what="Ready", timeout=90)
+    if point == "after-final":
+        time.sleep(3)  # the restarted operator has resumed every host by now
+        ready = get_object(cluster, "vh", name) or {}
+        assert ready["status"]["certificate"] == before["status"]["certificate"]
+    serial = ready["status"]["certificate"]["serial"]
+    leaf = served_certificate(nginx.https_port, hostname)
+    assert leaf is not None and format(leaf.serial_number, "x") == serial, "nginx serves it"
+    tls = kube.secret_data(cluster, f"vhost-{name}-tls")
+    assert tls is not None and certificate_matches_key(tls["tls.crt"], tls["tls.key"])
+    assert kube.secret_data(cluster, f"vhost-{name}-next-key") is None
+    orders = proxy.orders_created[hostname]
+    assert orders == (2 if point == "order-created-answer-lost" else 1), orders
+    assert proxy.certificates_issued[hostname] == 1, proxy.certificates_issued
+    print(f"{point}: Ready, orders {orders}, certificates issued 1")

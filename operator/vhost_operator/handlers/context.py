@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 import kopf
 import kubernetes
@@ -20,6 +21,8 @@ from vhost_operator.provisioning.renewal import CertificateRenewer, ServedRenewa
 from vhost_operator.provisioning.serving import SiteApplications
 from vhost_operator.provisioning.sites import FINAL
 from vhost_operator.provisioning.steps import StepServices, plan_steps
+from vhost_operator.provisioning.wakeups import WakeUps
+from vhost_operator.resources.models import WAKE_ANNOTATION
 from vhost_operator.settings import Settings
 
 _KEY = "vhost_operator_context"
@@ -50,6 +53,8 @@ class OperatorContext:
     maildomains: MailDomainApi
     hostdomains: HostDomainsApi
     """VirtualHost calls of MailDomain linking (conditional writes of ``spec.domains``)."""
+    wakeups: WakeUps
+    """Hosts whose chain waits for a time (the CA's ``Retry-After``)."""
     hosts: HostCatalog = dataclasses.field(default_factory=HostCatalog)
     """Every VirtualHost, fed by a watch from start-up on (``handlers.lifecycle``)."""
     claims: ClaimCatalog = dataclasses.field(default_factory=ClaimCatalog)
@@ -74,9 +79,15 @@ def build_context(settings: Settings) -> OperatorContext:
     final = next((step for step in steps if step.name == FINAL), None)
     if certificates is not None and final is not None:
         renewer = ServedRenewal(certificates, final)
+    virtualhosts = VirtualHostApi(client)
+
+    async def wake(name: str, now: datetime) -> None:
+        # A new value every time: an unchanged annotation would be no change, and no event.
+        await virtualhosts.annotate(name, {WAKE_ANNOTATION: now.isoformat()})
+
     return OperatorContext(
         settings,
-        VirtualHostApi(client),
+        virtualhosts,
         objects,
         challenges,
         steps,
@@ -85,6 +96,7 @@ def build_context(settings: Settings) -> OperatorContext:
         client,
         maildomains=MailDomainApi(client),
         hostdomains=HostDomainsApi(client),
+        wakeups=WakeUps(wake, clock=lambda: datetime.now(UTC)),
     )
 
 

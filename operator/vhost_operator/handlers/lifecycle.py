@@ -130,6 +130,7 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         _responder = ChallengeResponder(context.challenges)
         await _responder.start("0.0.0.0", context.settings.challenge_listen_port)
         _tasks.append(start_scanner(context))
+        _tasks.append(asyncio.create_task(context.wakeups.run(), name="wake-ups"))
     _tasks.append(asyncio.create_task(release_periodically(), name="release-freed-memory"))
     # Everything alive now (modules, classes, settings) lives as long as the process: out of
     # the garbage collector's sight, its full collections stay short (webhook latency).

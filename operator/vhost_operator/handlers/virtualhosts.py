@@ -65,7 +65,13 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     action = decide(host)
     recorder = KubernetesChainRecorder(context)
     if action in (Action.PROVISION, Action.RETRY):
-        status = await run_chain(host, context.steps, recorder, restart=action == Action.RETRY)
+        status = await run_chain(
+            host,
+            context.steps,
+            recorder,
+            restart=action == Action.RETRY,
+            on_deferred=context.wakeups.schedule_host,
+        )
         logger.info("VirtualHost %s: chain ended %s", host.name, status.phase)
     elif action == Action.REFUSE_RETRY:
         phase = host.status.phase
