@@ -221,19 +221,23 @@ def operators(cluster: Cluster, tmp_path: Path) -> Iterator[StartOperator]:
     kube.ensure_namespace(cluster)
     started: list[OperatorProcess] = []
 
-    def start(ca: Pebble, proxy: AcmeFaultProxy, **overrides: str) -> OperatorProcess:
+    def start(
+        ca: Pebble, proxy: AcmeFaultProxy, responder: int | None = None, **overrides: str
+    ) -> OperatorProcess:
+        """``responder``: where the challenge responder listens; pebble's HTTP port (it
+        validates there) unless nginx sits in between."""
         workdir = tmp_path / f"operator-{len(started)}"
         workdir.mkdir()
         settings = operator_settings(
             ca,
-            ca.http_port,
+            responder or ca.http_port,
             acme_directory_url=proxy.directory_url,
             acme_ca_bundle=str(proxy.ca_bundle_path),
             **overrides,
         )
         process = OperatorProcess(cluster.kubeconfig, workdir, settings)
-        started.append(process.start())
-        return process
+        started.append(process)  # before it starts: one that never gets ready is stopped too
+        return process.start()
 
     yield start
     kube.delete_all_virtualhosts(cluster)
@@ -473,6 +477,7 @@ def test_sigkill_then_restart_ends_ready_with_one_certificate(
     nginx: NginxServer,
     agent: AgentProcess,
     upstream: int,
+    responder_port: int,
     tmp_path: Path,
     point: str,
 ) -> None:
@@ -488,7 +493,7 @@ def test_sigkill_then_restart_ends_ready_with_one_certificate(
         "nginx_wait_for_agent": "true",
         "nginx_probe_address": f"127.0.0.1:{nginx.https_port}",
     }
-    operator = operators(ca, proxy, **serving)
+    operator = operators(ca, proxy, responder_port, **serving)
     killed = threading.Event()
 
     def kill() -> None:
@@ -523,7 +528,7 @@ def test_sigkill_then_restart_ends_ready_with_one_certificate(
     if point == "after-bootstrap-before-order":
         assert chain_of(interrupted)[:2] == [("bootstrap", "Succeeded"), ("certificate", "Running")]
 
-    operators(ca, proxy, **serving)
+    operators(ca, proxy, responder_port, **serving)
     ready = wait_for(cluster, "vh", name, is_ready, what="Ready", timeout=90)
     if point == "after-final":
         time.sleep(3)  # the restarted operator has resumed every host by now
