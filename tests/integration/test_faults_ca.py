@@ -401,6 +401,53 @@ def test_ca_pauses_are_waited_for_visibly_and_nothing_is_ordered_twice(
         assert proxy.orders_created["patient.example.com"] == 0
 
 
+def renewal_condition(obj: dict[str, Any]) -> dict[str, Any] | None:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "CertificateRenewal"), None)
+
+
+@pytest.mark.cluster
+def test_a_renewal_the_ca_pauses_waits_keeps_serving_and_renews_once(
+    cluster: Cluster, operators: StartOperator, tmp_path: Path
+) -> None:
+    port = free_port()
+    hostname = "renew-wait.example.com"
+    with (
+        Pebble(port, workdir=tmp_path / "pebble") as ca,
+        AcmeFaultProxy(ca, tmp_path / "proxy") as proxy,
+    ):
+        operators(ca, proxy, nginx_enabled="false")
+        kube.apply_manifests(cluster, [kube.virtualhost("renew-wait", hostname)], tmp_path)
+        ready = wait_for(cluster, "vh", "renew-wait", is_ready, what="Ready", timeout=60)
+        first_serial = ready["status"]["certificate"]["serial"]
+        proxy.add_fault(Fault("new-order", status=429, retry_after=6))
+        cluster.kubectl(
+            "annotate", "vh", "renew-wait", "vhost-operator.io/renew=manual-1", "--overwrite"
+        )
+
+        def waiting(obj: dict[str, Any]) -> bool:
+            condition = renewal_condition(obj)
+            return condition is not None and condition["reason"] == "WaitingForCA"
+
+        held = wait_for(cluster, "vh", "renew-wait", waiting, what="renewal waiting", timeout=60)
+        assert phase_of(held) == "Ready", "the current certificate keeps serving"
+        condition = renewal_condition(held)
+        assert condition is not None and "rateLimited" in condition["message"]
+        limited = next(r for r in proxy.records() if r.injected)
+        assert limited.until is not None
+
+        def renewed(obj: dict[str, Any]) -> bool:
+            return bool(obj["status"]["certificate"]["serial"] != first_serial)
+
+        done = wait_for(cluster, "vh", "renew-wait", renewed, what="renewed", timeout=60)
+        assert phase_of(done) == "Ready"
+        assert done["status"]["failedAttempts"] == 0
+        assert calls_between(proxy, limited.at, limited.until) == []
+        assert proxy.orders_created[hostname] == 2, "the first order and the renewal's"
+        assert proxy.certificates_issued[hostname] == 2
+        print(f"\nrenewal paused {limited.until - limited.at:.0f}s by a 429, then renewed once")
+
+
 # -- SIGKILL at every step boundary and inside the certificate step ------------------------------
 #
 # The whole serving stack, so that the bootstrap and final steps are real: nginx with the agent,

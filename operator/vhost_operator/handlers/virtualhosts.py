@@ -85,7 +85,13 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             message=f"retry is only accepted for Failed hosts; this one is {phase}",
         )
     elif action == Action.RENEW and context.renewer is not None:
-        status = await renew_certificate(host, context.renewer, recorder, clock=utc_now)
+        status = await renew_certificate(
+            host,
+            context.renewer,
+            recorder,
+            clock=utc_now,
+            on_deferred=context.wakeups.schedule_host,
+        )
         logger.info("VirtualHost %s: renewal ended %s", host.name, status.phase)
     elif action == Action.OBSERVE:
         if context.settings.nginx_enabled:
