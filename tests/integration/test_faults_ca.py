@@ -335,7 +335,7 @@ def test_ca_pauses_are_waited_for_visibly_and_nothing_is_ordered_twice(
     ):
         operator = operators(ca, proxy, nginx_enabled="false")
         # 1. The first new order is answered 429 rateLimited, Retry-After 8 s.
-        proxy.add_fault(Fault("new-order", status=429, retry_after=8))
+        proxy.add_fault(Fault("new-order", status=429, retry_after=15))
         kube.apply_manifests(cluster, [kube.virtualhost("wait-0", "wait-0.example.com")], tmp_path)
         first, until = wait_waiting(cluster, "wait-0")
         limited = next(r for r in proxy.records() if r.injected)
@@ -575,10 +575,14 @@ def test_sigkill_then_restart_ends_ready_with_one_certificate(
     if point == "after-bootstrap-before-order":
         assert chain_of(interrupted)[:2] == [("bootstrap", "Succeeded"), ("certificate", "Running")]
 
-    operators(ca, proxy, responder_port, **serving)
+    restarted = operators(ca, proxy, responder_port, **serving)
     ready = wait_for(cluster, "vh", name, is_ready, what="Ready", timeout=90)
     if point == "after-final":
-        time.sleep(3)  # the restarted operator has resumed every host by now
+        # The only host: once kopf says its resuming is processed, the restart had its say.
+        deadline = time.monotonic() + 30
+        while "Resuming is processed" not in restarted.log():
+            assert time.monotonic() < deadline, "the restarted operator did not resume the host"
+            time.sleep(0.2)
         ready = get_object(cluster, "vh", name) or {}
         assert ready["status"]["certificate"] == before["status"]["certificate"]
     serial = ready["status"]["certificate"]["serial"]
