@@ -48,8 +48,9 @@ pytestmark = pytest.mark.faults
 LOCALHOST = "127.0.0.1"
 
 HOSTILE = {
-    # pebble's defaults, which the other tests turn off: reject 30 % of good nonces, reuse
-    # valid authorizations half of the time, and validate after a random pause of up to 15 s.
+    # What the other tests turn off, and worse: reject 30 % of good nonces (pebble's default is
+    # 5 %), reuse valid authorizations half of the time and validate after a random pause (0-4 s
+    # in pebble 2.4), both pebble's defaults.
     "PEBBLE_WFE_NONCEREJECT": "30",
     "PEBBLE_AUTHZREUSE": "50",
     "PEBBLE_VA_NOSLEEP": "0",
@@ -284,10 +285,13 @@ def waiting_until(obj: dict[str, Any]) -> datetime | None:
 def test_hostile_pebble_every_host_ready_once(
     cluster: Cluster, operators: StartOperator, tmp_path: Path
 ) -> None:
-    """pebble's own faults on: 30 % of nonces rejected, authorizations reused half of the time,
-    validation after up to 15 s. Every host ends Ready, none Failed, one certificate each."""
+    """pebble's own faults on: 30 % of nonces rejected, valid authorizations reused half of the
+    time, validation after a random pause. Every host ends Ready, none Failed, one certificate
+    per VirtualHost. Half of the hostnames are then ordered again by new VirtualHosts (the old
+    ones deleted), so that pebble has valid authorizations to hand out again."""
     port = free_port()
     names = [f"hostile-{i}" for i in range(12)]
+    again = {f"again-{i}": f"hostile-{i}.example.com" for i in range(6)}
     with (
         Pebble(port, workdir=tmp_path / "pebble", environment=HOSTILE) as ca,
         AcmeFaultProxy(ca, tmp_path / "proxy") as proxy,
@@ -298,14 +302,26 @@ def test_hostile_pebble_every_host_ready_once(
         kube.apply_manifests(cluster, hosts, tmp_path)
         settled = wait_settled(cluster, names, "hostile-", timeout=240)
         elapsed = time.monotonic() - started
+        assert set(settled.values()) == {"Ready"}, settled
+        first_round = dict(proxy.certificates_issued)
+        assert first_round == {f"{n}.example.com": 1 for n in names}, first_round
+
+        cluster.kubectl("delete", "vh", *names[:6], "--wait=true", "--timeout=60s")
+        second = time.time()
+        kube.apply_manifests(cluster, [kube.virtualhost(n, h) for n, h in again.items()], tmp_path)
+        resettled = wait_settled(cluster, list(again), "again-", timeout=240)
+        assert set(resettled.values()) == {"Ready"}, resettled
         issued = dict(proxy.certificates_issued)
-        rejected = sum(1 for r in proxy.records() if r.status == 400)
-    assert set(settled.values()) == {"Ready"}, settled
-    assert issued == {f"{n}.example.com": 1 for n in names}, issued
+        records = proxy.records()
+    assert issued == {h: 2 if h in again.values() else 1 for h in first_round}, issued
+    rejected = sum(1 for r in records if r.status == 400)
     assert rejected > 0, "no nonce was rejected: the hostile setting is not in effect"
+    validated = {r.hostname for r in records if r.kind == "challenge" and r.at > second}
+    reused = len(set(again.values()) - validated)
     print(
-        f"\nhostile pebble: {len(names)} hosts Ready in {elapsed:.1f}s, "
-        f"{rejected} nonces rejected, certificates per host: {sorted(set(issued.values()))}"
+        f"\nhostile pebble: {len(names)} hosts Ready in {elapsed:.1f}s, then {len(again)} "
+        f"hostnames again ({reused} on a reused authorization); {rejected} nonces rejected; "
+        "certificates per VirtualHost: 1"
     )
 
 
