@@ -186,11 +186,10 @@ class CertificateStep:
         namespace, name = self._settings.nginx_namespace, next_key_secret_name(host.name)
         stored = await self._secrets.read_secret(namespace, name)
         if stored is not None and stored.data.get("tls.key"):
-            not_before = stored.annotations.get(labels.CA_NOT_BEFORE)
             return PendingKey(
                 stored.data["tls.key"],
                 stored.annotations.get(labels.ORDER_URL),
-                datetime.fromisoformat(not_before) if not_before else None,
+                _time_or_none(stored.annotations.get(labels.CA_NOT_BEFORE)),
                 stored.annotations.get(labels.CA_WAIT_REASON, ""),
             )
         pending = PendingKey(new_private_key_pem())
@@ -269,3 +268,12 @@ class CertificateStep:
 
 def _deferred(until: datetime, why: str) -> StepDeferred:
     return StepDeferred(f"waiting for the CA until {until.isoformat()}: {why}", until=until)
+
+
+def _time_or_none(text: str | None) -> datetime | None:
+    """A stored time; an unreadable one (edited by hand) counts as none rather than stopping
+    the step for good."""
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
