@@ -10,6 +10,7 @@ handlers and hands the context to kopf as its memo; the handlers read it with
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import kopf
 
@@ -26,6 +27,8 @@ from vhost_operator.provisioning.renewal import CertificateRenewer, ServedRenewa
 from vhost_operator.provisioning.serving import SiteApplications
 from vhost_operator.provisioning.sites import FINAL
 from vhost_operator.provisioning.steps import StepServices, plan_steps
+from vhost_operator.provisioning.wakeups import WakeUps
+from vhost_operator.resources.models import WAKE_ANNOTATION
 from vhost_operator.settings import Settings
 
 WATCHES = 3
@@ -66,9 +69,15 @@ def build_context(settings: Settings) -> OperatorContext:
     final = next((step for step in steps if step.name == FINAL), None)
     if certificates is not None and final is not None:
         renewer = ServedRenewal(certificates, final)
+    virtualhosts = VirtualHostApi(client)
+
+    async def wake(name: str, now: datetime) -> None:
+        # A new value every time: an unchanged annotation would be no change, and no event.
+        await virtualhosts.annotate(name, {WAKE_ANNOTATION: now.isoformat()})
+
     return OperatorContext(
         settings,
-        VirtualHostApi(client),
+        virtualhosts,
         objects,
         challenges,
         steps,
@@ -77,6 +86,7 @@ def build_context(settings: Settings) -> OperatorContext:
         client,
         maildomains=MailDomainApi(client),
         hostdomains=HostDomainsApi(client),
+        wakeups=WakeUps(wake, clock=lambda: datetime.now(UTC)),
         responder=ChallengeResponder(challenges) if settings.acme_enabled else None,
     )
 

@@ -24,6 +24,7 @@ import shutil
 import ssl
 import tempfile
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -52,6 +53,7 @@ class Pebble:
 
     ``eab_keys`` (key id → base64url MAC key) makes External Account Binding mandatory;
     ``certificate_validity`` is how many seconds issued certificates last (default: 5 years).
+    ``environment`` overrides the settings above (the fault suite turns pebble's own faults on).
     """
 
     def __init__(
@@ -62,12 +64,14 @@ class Pebble:
         workdir: Path | None = None,
         acme_port: int | None = None,
         certificate_validity: int | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.http_port = http_port
         self._certificate_validity = certificate_validity
         self.acme_port = acme_port or free_port()
         self.management_port = free_port()
         self._eab_keys = eab_keys
+        self._environment = {**_ENVIRONMENT, **(environment or {})}
         self._workdir = workdir or Path(tempfile.mkdtemp(prefix="vhost-pebble-"))
         self._workdir.mkdir(parents=True, exist_ok=True)
         self._processes: list[ManagedProcess] = []
@@ -101,7 +105,7 @@ class Pebble:
             dns = f"{LOCALHOST}:{free_port()}"
             self._spawn("pebble-challtestsrv", self._challtestsrv_argv(dns), {})
             argv = [PEBBLE, "-config", str(self._write_config()), "-dnsserver", dns]
-            pebble = self._spawn("pebble", argv, _ENVIRONMENT)
+            pebble = self._spawn("pebble", argv, self._environment)
             pebble.wait_until(
                 lambda: http_ok(self.directory_url, self._tls_context()),
                 timeout=15,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from vhost_operator.provisioning.chain import Step, StepFailed, StepOutcome, run_chain
+from vhost_operator.provisioning.chain import (
+    Step,
+    StepDeferred,
+    StepFailed,
+    StepOutcome,
+    run_chain,
+)
 from vhost_operator.resources.models import (
     ChainEntry,
     Phase,
@@ -206,3 +212,50 @@ def test_a_refused_host_fails_at_its_first_step_without_running_it() -> None:
     assert status.phase == Phase.FAILED
     assert [e.state for e in status.chain] == [StepState.FAILED, StepState.CANCELLED]
     assert status.error is not None and status.error.message == "a primary hostname"
+
+
+class DeferringStep:
+    name = "certificate"
+
+    def __init__(self, until: datetime) -> None:
+        self.until = until
+
+    async def run(self, host: VirtualHost) -> StepOutcome:
+        raise StepDeferred(f"waiting for the CA until {self.until.isoformat()}", until=self.until)
+
+
+def test_a_deferring_step_leaves_the_host_pending_and_asks_to_run_again_later() -> None:
+    log: list[str] = []
+    recorder = MemoryRecorder()
+    until = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    woken: list[tuple[str, datetime]] = []
+
+    async def on_deferred(host: VirtualHost, at: datetime) -> None:
+        woken.append((host.name, at))
+
+    steps: list[Step] = [
+        RecordingStep("bootstrap", log),
+        DeferringStep(until),
+        RecordingStep("final", log),
+    ]
+    status = asyncio.run(
+        run_chain(new_host(), steps, recorder, clock=lambda: NOW, on_deferred=on_deferred)
+    )
+    assert status.phase == Phase.PENDING and status.error is None
+    assert [e.state for e in status.chain] == [
+        StepState.SUCCEEDED,
+        StepState.PENDING,
+        StepState.PENDING,
+    ]
+    assert status.chain[1].message == f"waiting for the CA until {until.isoformat()}"
+    assert status.failed_attempts == 0
+    assert recorder.statuses[-1] == status
+    assert woken == [("h", until)]
+    assert log == ["bootstrap"], "nothing after the waiting step runs"
+    assert recorder.events[-1][1] == "StepWaiting"
+
+    # Run again (the wake-up): the chain resumes at the waiting step.
+    steps[1] = RecordingStep("certificate", log)
+    resumed = asyncio.run(run_chain(new_host(status), steps, recorder, clock=lambda: NOW))
+    assert resumed.phase == Phase.READY
+    assert log == ["bootstrap", "certificate", "final"]

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from vhost_operator.errors import VhostOperatorError
-from vhost_operator.provisioning.chain import StepOutcome
+from vhost_operator.provisioning.chain import StepDeferred, StepOutcome
 from vhost_operator.provisioning.renewal import (
     RenewalCandidate,
     due_for_renewal,
@@ -254,3 +254,33 @@ def test_failed_hosts_are_retried_after_their_backoff_when_enabled() -> None:
     scan_briefly(hosts, actions, policy)
     assert actions.calls == [("retry", "due")]
     assert hosts.wakes == [NOW + timedelta(minutes=5)]
+
+
+class PausedRenewer:
+    async def renew(self, host: VirtualHost) -> StepOutcome:
+        raise StepDeferred("waiting for the CA until then", until=NOW + timedelta(minutes=5))
+
+
+def test_a_renewal_the_ca_pauses_stays_requested_and_is_taken_up_at_that_time() -> None:
+    recorder = Recorder()
+    current = certificate(NOW - timedelta(days=80), days=90)
+    woken: list[datetime] = []
+
+    async def on_deferred(host: VirtualHost, until: datetime) -> None:
+        woken.append(until)
+
+    host = host_with(current)
+    status = asyncio.run(
+        renew_certificate(
+            host, PausedRenewer(), recorder, clock=lambda: NOW, on_deferred=on_deferred
+        )
+    )
+    assert status.phase == Phase.READY and status.certificate == current
+    assert status.observed_renewal is None, "the request stays pending"
+    assert status.failed_attempts == 0
+    renewal = next(c for c in status.conditions if c.type == "CertificateRenewal")
+    assert (renewal.status.value, renewal.reason) == ("False", "WaitingForCA")
+    assert renewal.message == "waiting for the CA until then"
+    assert woken == [NOW + timedelta(minutes=5)]
+    assert recorder.events == ["RenewalWaiting"]
+    assert recorder.status == status

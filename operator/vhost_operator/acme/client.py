@@ -8,10 +8,12 @@ Errors raised here, all mapped at this boundary from ``acme``, ``josepy`` and ``
 
     VhostOperatorError
     └── AcmeError                 protocol nonsense, a certificate not matching its key
-        ├── AcmeUnavailable       the CA could not be reached, timed out or answered 5xx;
-        │                         transient-ish: retrying later may help
+        ├── AcmeUnavailable       the CA could not be reached, timed out, answered 5xx or
+        │   │                     kept rejecting nonces; transient-ish: retrying later may help
+        │   └── AcmeRetryLater    the CA answered 429 or 503 with ``Retry-After``: it named
+        │                         the time before which it must not be asked again
         ├── AcmeRefused           the CA answered with an ACME problem (rejectedIdentifier,
-        │                         unauthorized, rateLimited, badNonce after the retry, ...)
+        │                         unauthorized, rateLimited without Retry-After, ...)
         ├── ChallengeFailed       the CA tried to validate and could not; carries its detail
         └── SelfCheckFailed       (challenges.py) our own fetch of the challenge URL failed;
                                   the CA was not asked
@@ -26,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.utils
 import logging
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -68,6 +71,13 @@ ChallengeHook = Callable[[str, str], Awaitable[None]]
 OrderHook = Callable[[str], Awaitable[None]]
 """``(order_url)``: called once a new order exists, before any validation starts."""
 
+BAD_NONCE_ATTEMPTS = 10
+"""Times one request is sent while the CA rejects its replay nonce (``badNonce``). A rejected
+nonce means the CA did not process the request, so sending it again is always safe; CAs may
+reject good nonces at random (pebble rejects 5 % by default, up to any share it is told), and
+the acme library tries only twice: at 30 % that fails 9 % of all requests. Ten tries leave
+0.3 ** 10, about six in a million."""
+
 
 class AcmeError(VhostOperatorError):
     """Base of the ACME errors; its message is meant for ``status.error`` as it is."""
@@ -80,6 +90,22 @@ class AcmeError(VhostOperatorError):
 
 class AcmeUnavailable(AcmeError):
     """The CA could not be reached or did not finish in time; a later retry may succeed."""
+
+
+class AcmeRetryLater(AcmeUnavailable):
+    """The CA asked to be left alone until ``until`` (``429``/``503`` with ``Retry-After``).
+
+    Nothing is wrong with the host: its order waits, and no request may reach the CA before
+    ``until``. ``reason`` is the CA's problem (or HTTP status) without the host or the step, so
+    that hosts that never called the CA can be told why they wait too.
+    """
+
+    def __init__(
+        self, message: str, *, until: datetime, reason: str, problem_type: str | None = None
+    ) -> None:
+        super().__init__(message, problem_type=problem_type)
+        self.until = until
+        self.reason = reason
 
 
 class AcmeRefused(AcmeError):
@@ -174,6 +200,7 @@ class AcmeClient:
     def __init__(self, config: AcmeConfig) -> None:
         self._config = config
         self._account: _Account | None = None
+        self._pause = _Pause()
         # What requests would read from the environment on every request (proxies, a CA
         # bundle), read once: the CA's address never changes, and scanning the environment
         # was a few percent of the operator's CPU while ordering hundreds of certificates.
@@ -200,24 +227,25 @@ class AcmeClient:
         """
         key_pem = certs.new_private_key_pem() if account_key_pem is None else account_key_pem
         jwk, alg = _jwk_for(key_pem)
+        self._pause.check(self._config.ca_origin)
         net = self._network(jwk, alg, account=None)
         try:
             directory = await self._call(
-                "fetching the directory", _get_directory, self._config, net
+                "fetching the directory", net, _get_directory, self._config, net
             )
             client = ClientV2(directory, net)
             url = None
             if account_key_pem is not None:
-                url = await self._call("looking up the account", _find_account, client)
+                url = await self._call("looking up the account", net, _find_account, client)
             if url is None:
-                url = await self._create_account(client, jwk)
+                url = await self._create_account(client, net, jwk)
         finally:
             net.session.close()
         self._account = _Account(jwk, alg, url, directory)
         logger.info("using ACME account %s", url)
         return key_pem
 
-    async def _create_account(self, client: ClientV2, jwk: JWK) -> str:
+    async def _create_account(self, client: ClientV2, net: _Network, jwk: JWK) -> str:
         eab = None
         if self._config.eab_kid is not None and self._config.eab_hmac_key is not None:
             eab = messages.ExternalAccountBinding.from_data(
@@ -236,7 +264,7 @@ class AcmeClient:
             terms_of_service_agreed=True,
             external_account_binding=eab,
         )
-        return await self._call("creating the account", _create_account, client, registration)
+        return await self._call("creating the account", net, _create_account, client, registration)
 
     async def issue(
         self,
@@ -257,9 +285,15 @@ class AcmeClient:
         starts. The challenge is published, ``self_check`` (if any) must pass before the CA is
         asked, and it is unpublished again however the issuance ends. The downloaded leaf is
         checked against ``private_key_pem``: a mismatched pair is never returned.
+
+        Once the CA asked for a pause (:class:`AcmeRetryLater`, from any issuance), no new
+        issuance starts before its end: this raises the same error without asking the CA.
+        Issuances already under way go on (their orders exist; breaking off in the middle of a
+        validation would waste it); each stops at its own next ``Retry-After``.
         Raises :class:`AcmeError` subclasses (including ``SelfCheckFailed`` from the hook), and
         :class:`~vhost_operator.certs.KeyMaterialError` for an unusable private key.
         """
+        self._pause.check(self._config.ca_origin)
         session = self._open_session(hostname, private_key_pem)
         try:
             order = await session.resume(order_url) if order_url else None
@@ -284,14 +318,15 @@ class AcmeClient:
             client=ClientV2(account.directory, net),
             account=account,
             config=self._config,
+            pause=self._pause,
             hostname=hostname,
             private_key_pem=private_key_pem,
         )
 
     def _network(
         self, jwk: JWK, alg: JWASignature, account: messages.RegistrationResource | None
-    ) -> ClientNetwork:
-        net = ClientNetwork(
+    ) -> _Network:
+        net = _Network(
             jwk,
             account=account,
             alg=alg,
@@ -304,8 +339,8 @@ class AcmeClient:
             net.session.mount("https://", _TrustingAdapter(self._ca_bundle))
         return net
 
-    async def _call(self, step: str, function: Callable[..., T], *args: Any) -> T:
-        return await _blocking(self._config, step, "", function, *args)
+    async def _call(self, step: str, net: _Network, function: Callable[..., T], *args: Any) -> T:
+        return await _blocking(self._config, self._pause, step, "", net, function, *args)
 
 
 class _OrderSession:
@@ -317,12 +352,14 @@ class _OrderSession:
         client: ClientV2,
         account: _Account,
         config: AcmeConfig,
+        pause: _Pause,
         hostname: str,
         private_key_pem: bytes,
     ) -> None:
         self._client = client
         self._account = account
         self._config = config
+        self._pause = pause
         self._hostname = hostname
         self._key_pem = private_key_pem
         self._csr_pem = certs.csr_pem(private_key_pem, hostname)
@@ -522,7 +559,11 @@ class _OrderSession:
         await asyncio.sleep(min(seconds, remaining))
 
     async def _call(self, step: str, function: Callable[..., T], *args: Any) -> T:
-        return await _blocking(self._config, step, self._hostname, function, *args)
+        net = self._client.net
+        assert isinstance(net, _Network)
+        return await _blocking(
+            self._config, self._pause, step, self._hostname, net, function, *args
+        )
 
 
 # The functions below run in worker threads; each touches only the client it is given.
@@ -659,16 +700,126 @@ def _jwk_for(key_pem: bytes) -> tuple[JWK, JWASignature]:
 
 
 async def _blocking(
-    config: AcmeConfig, step: str, hostname: str, function: Callable[..., T], *args: Any
+    config: AcmeConfig,
+    pause: _Pause,
+    step: str,
+    hostname: str,
+    net: _Network,
+    function: Callable[..., T],
+    *args: Any,
 ) -> T:
-    """Run one blocking ``acme`` call in a thread and map its failure onto our error tree."""
+    """Run one blocking ``acme`` call in a thread and map its failure onto our error tree; a
+    ``Retry-After`` the CA sent with it pauses every new issuance of the account."""
     try:
         return await asyncio.to_thread(function, *args)
     except AcmeError:
         raise
     except _LIBRARY_ERRORS as error:
         doing = f"{step} for {hostname}" if hostname else step
-        raise _translate(error, config.ca_origin, doing, hostname) from error
+        until = net.retry_after
+        if until is None or isinstance(error, requests.RequestException):
+            raise _translate(error, config.ca_origin, doing, hostname) from error
+        wait = _retry_later(error, config.ca_origin, doing, hostname, until)
+        pause.note(wait)
+        raise wait from error
+
+
+def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
+    """The time a ``Retry-After`` header names (seconds, or an HTTP-date), as aware UTC.
+
+    ``None`` for a missing or unreadable header. A time in the past means "now". The result
+    is rounded up to a whole second: status shows seconds, and waking a moment late is
+    harmless while a moment early would call the CA before the time it gave.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        until = now + timedelta(seconds=int(value))
+    else:
+        try:
+            until = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if until.tzinfo is None:  # "-0000": UTC by RFC 5322
+            until = until.replace(tzinfo=UTC)
+    until = max(until.astimezone(UTC), now)
+    whole = until.replace(microsecond=0)
+    return whole if whole == until else whole + timedelta(seconds=1)
+
+
+class _Pause:
+    """The end of the latest pause the CA asked for: no new issuance starts before it.
+
+    Let's Encrypt's limits on new orders are per account and its overload answers per client
+    address, so a ``Retry-After`` given to one host's request holds for every host's.
+    """
+
+    def __init__(self) -> None:
+        self._until: datetime | None = None
+        self._reason = ""
+
+    def note(self, wait: AcmeRetryLater) -> None:
+        if self._until is None or wait.until > self._until:
+            self._until, self._reason = wait.until, wait.reason
+
+    def check(self, origin: str) -> None:
+        """Raise :class:`AcmeRetryLater` while the pause lasts."""
+        if self._until is not None and datetime.now(UTC) < self._until:
+            raise AcmeRetryLater(
+                f"the CA at {origin} asked to wait: {self._reason}",
+                until=self._until,
+                reason=self._reason,
+            )
+
+
+class _Network(ClientNetwork):
+    """The acme library's transport, sending a request again while the CA rejects its nonce
+    (:data:`BAD_NONCE_ATTEMPTS`), and keeping the ``Retry-After`` of a ``429``/``503`` answer
+    (the library's errors do not carry the response)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after: datetime | None = None
+        """When the last answer was a 429 or 503 with a readable ``Retry-After``: its time."""
+        self.session.hooks["response"].append(self._note_retry_after)
+
+    def _note_retry_after(self, response: requests.Response, *_: Any, **__: Any) -> None:
+        self.retry_after = None
+        if response.status_code in (429, 503):
+            header = response.headers.get("Retry-After")
+            self.retry_after = parse_retry_after(header, datetime.now(UTC))
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        for attempt in range(1, BAD_NONCE_ATTEMPTS + 1):
+            try:
+                response: requests.Response = self._post_once(*args, **kwargs)
+                return response
+            except messages.Error as error:
+                if error.code != "badNonce" or attempt == BAD_NONCE_ATTEMPTS:
+                    raise
+                logger.debug("the CA rejected a nonce (attempt %d), sending again", attempt)
+        raise AssertionError("unreachable")
+
+
+def _retry_later(
+    error: Exception, origin: str, doing: str, hostname: str, until: datetime
+) -> AcmeRetryLater:
+    problem_type = None
+    if isinstance(error, messages.Error):
+        reason, problem_type = _describe_problem(error, hostname), error.typ
+    elif isinstance(error, acme_errors.ClientError) and isinstance(
+        response := error.args[0] if error.args else None, requests.Response
+    ):
+        reason = f"HTTP {response.status_code}"
+    else:
+        reason = "the CA is busy"
+    return AcmeRetryLater(
+        f"the CA at {origin} asked to wait while {doing}: {reason}",
+        until=until,
+        reason=reason,
+        problem_type=problem_type,
+    )
 
 
 # What the acme library, josepy and requests raise for failures of the CA or the network.
@@ -724,6 +875,11 @@ def _from_status(status: int, origin: str, doing: str) -> AcmeError:
 
 def _from_problem(problem: messages.Error, origin: str, doing: str, hostname: str) -> AcmeError:
     description = _describe_problem(problem, hostname)
+    if problem.code == "badNonce":  # after BAD_NONCE_ATTEMPTS tries: the CA is unwell
+        return AcmeUnavailable(
+            f"the CA at {origin} kept rejecting replay nonces while {doing}",
+            problem_type=problem.typ,
+        )
     if problem.code == "serverInternal":
         return AcmeUnavailable(
             f"the CA at {origin} failed internally while {doing}: {description}",

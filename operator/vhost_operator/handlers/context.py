@@ -20,6 +20,7 @@ from vhost_operator.kube.virtualhosts import VirtualHostApi
 from vhost_operator.provisioning.chain import Step
 from vhost_operator.provisioning.renewal import CertificateRenewer
 from vhost_operator.provisioning.serving import SiteApplications
+from vhost_operator.provisioning.wakeups import WakeUps
 from vhost_operator.settings import Settings
 
 _KEY = "vhost_operator_context"
@@ -47,6 +48,8 @@ class OperatorContext:
     maildomains: MailDomainApi
     hostdomains: HostDomainsApi
     """VirtualHost calls of MailDomain linking (conditional writes of ``spec.domains``)."""
+    wakeups: WakeUps
+    """Hosts whose chain waits for a time (the CA's ``Retry-After``)."""
     responder: ChallengeResponder | None = None
     """The HTTP-01 responder, started and stopped by ``handlers.lifecycle``; ``None`` without
     ACME."""

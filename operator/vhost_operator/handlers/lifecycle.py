@@ -125,6 +125,7 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         context.tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
     if context.responder is not None:
         await context.responder.start("0.0.0.0", context.settings.challenge_listen_port)
+        context.tasks.append(asyncio.create_task(context.wakeups.run(), name="wake-ups"))
     # Without ACME it has no certificates to watch, but Failed hosts to retry (if enabled).
     context.tasks.append(start_scanner(context))
     context.tasks.append(asyncio.create_task(release_periodically(), name="release-freed-memory"))

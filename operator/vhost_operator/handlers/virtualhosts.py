@@ -67,8 +67,14 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     recorder = KubernetesChainRecorder(context)
     if action in (Action.PROVISION, Action.RETRY):
         refused = primary_hostname_problem(host.spec.hostname, context.settings.primary_hostnames)
-        restart = action == Action.RETRY
-        status = await run_chain(host, context.steps, recorder, restart=restart, refused=refused)
+        status = await run_chain(
+            host,
+            context.steps,
+            recorder,
+            restart=action == Action.RETRY,
+            refused=refused,
+            on_deferred=context.wakeups.schedule_host,
+        )
         logger.info("VirtualHost %s: chain ended %s", host.name, status.phase)
     elif action == Action.REFUSE_RETRY:
         phase = host.status.phase
@@ -82,7 +88,13 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             message=f"retry is only accepted for Failed hosts; this one is {phase}",
         )
     elif action == Action.RENEW and context.renewer is not None:
-        status = await renew_certificate(host, context.renewer, recorder, clock=utc_now)
+        status = await renew_certificate(
+            host,
+            context.renewer,
+            recorder,
+            clock=utc_now,
+            on_deferred=context.wakeups.schedule_host,
+        )
         logger.info("VirtualHost %s: renewal ended %s", host.name, status.phase)
     elif action == Action.OBSERVE:
         if context.settings.nginx_enabled:

@@ -7,17 +7,23 @@ before it is written; only then is the next-key Secret removed (a pending key th
 already holds is spent and replaced, so a renewal always ends with a new certificate). A TLS
 Secret that already holds a current certificate for the hostname is reused, so re-running the
 step never orders again.
+
+When the CA asks for a pause (``429``/``503`` with ``Retry-After``) the step defers until then
+(:class:`~vhost_operator.provisioning.chain.StepDeferred`): the key and the order stay on the
+next-key Secret, together with the time, so that neither this process nor a restarted one calls
+the CA for the host before it, and the order is resumed afterwards instead of placed again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 from vhost_operator.acme.challenges import ChallengeStore, self_checker
-from vhost_operator.acme.client import ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.acme.client import AcmeRetryLater, ChallengeHook, IssuedCertificate, OrderHook
 from vhost_operator.certs import (
     KeyMaterialError,
     certificate_matches_key,
@@ -28,7 +34,7 @@ from vhost_operator.certs import (
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.kube.objects import SecretData
 from vhost_operator.metrics import ACME_ORDERS
-from vhost_operator.provisioning.chain import StepFailed, StepOutcome, utc_now
+from vhost_operator.provisioning.chain import StepDeferred, StepFailed, StepOutcome, utc_now
 from vhost_operator.resources import labels
 from vhost_operator.resources.models import CertificateStatus, VirtualHost
 from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
@@ -42,6 +48,18 @@ of a thousand new hosts would otherwise open a thousand orders at once: the CA's
 (Let's Encrypt: 300 new orders per account per 3 hours, per-IP request limits) and the HTTP-01
 path (nginx's connections, the challenge responder, the self-check) take the brunt, and orders
 time out. 16 at a time keep a test CA busy and the challenge path far from its limits."""
+
+
+@dataclasses.dataclass
+class PendingKey:
+    """What the next-key Secret holds: the key an order is placed with, and how far it got."""
+
+    key: bytes
+    order_url: str | None = None
+    ca_not_before: datetime | None = None
+    """The CA asked not to be called before this time ..."""
+    ca_wait_reason: str = ""
+    """... and this is what it said."""
 
 
 class SecretStore(Protocol):
@@ -144,9 +162,17 @@ class CertificateStep:
         """Order a new certificate even if the current one is still good. The current Secret
         keeps serving until the new pair, checked against each other, replaces it."""
         namespace = self._settings.nginx_namespace
-        key, order_url = await self._next_key(host)
-        await self._account.ensure_registered()
-        issued = await self._issue(host, key, order_url)
+        pending = await self._next_key(host)
+        key = pending.key
+        if pending.ca_not_before is not None and self._clock() < pending.ca_not_before:
+            raise _deferred(pending.ca_not_before, pending.ca_wait_reason)
+        try:
+            await self._account.ensure_registered()
+            issued = await self._issue(host, pending)
+        except AcmeRetryLater as wait:
+            pending.ca_not_before, pending.ca_wait_reason = wait.until, str(wait)
+            await self._write_next_key(host, pending)
+            raise _deferred(wait.until, str(wait)) from wait
         if not certificate_matches_key(issued.chain_pem, key):
             raise StepFailed("the CA returned a certificate that does not match the stored key")
         await self._store(host, issued.chain_pem, key)
@@ -181,7 +207,7 @@ class CertificateStep:
         status = self.certificate_status(host, chain)
         return status if self._clock() < status.renewal_time else None
 
-    async def _next_key(self, host: VirtualHost) -> tuple[bytes, str | None]:
+    async def _next_key(self, host: VirtualHost) -> PendingKey:
         """The key to order with: the stored one after a restart, else a new one, stored first.
 
         A stored key that the TLS Secret already holds is spent: an attempt stored its
@@ -193,20 +219,31 @@ class CertificateStep:
         if stored is not None and stored.data.get("tls.key"):
             current = await self._secrets.read_secret(namespace, tls_secret_name(host.name))
             if current is None or current.data.get("tls.key") != stored.data["tls.key"]:
-                return stored.data["tls.key"], stored.annotations.get(labels.ORDER_URL)
+                return PendingKey(
+                    stored.data["tls.key"],
+                    stored.annotations.get(labels.ORDER_URL),
+                    _time_or_none(stored.annotations.get(labels.CA_NOT_BEFORE)),
+                    stored.annotations.get(labels.CA_WAIT_REASON, ""),
+                )
             # Deleted, not overwritten: an apply would leave an order URL written by another
             # field manager beside the new key.
             await self._secrets.delete_secret(namespace, name)
-        key = new_private_key_pem()
-        await self._secrets.apply_secret(
-            namespace, self._next_key_manifest(host, None), {"tls.key": key}
-        )
-        return key, None
+        pending = PendingKey(new_private_key_pem())
+        await self._write_next_key(host, pending)
+        return pending
 
-    def _next_key_manifest(self, host: VirtualHost, order_url: str | None) -> dict[str, Any]:
+    async def _write_next_key(self, host: VirtualHost, pending: PendingKey) -> None:
+        namespace = self._settings.nginx_namespace
+        manifest = self._next_key_manifest(host, pending)
+        await self._secrets.apply_secret(namespace, manifest, {"tls.key": pending.key})
+
+    def _next_key_manifest(self, host: VirtualHost, pending: PendingKey) -> dict[str, Any]:
         annotations = {labels.VIRTUALHOST: host.name, labels.HOSTNAME: host.spec.hostname}
-        if order_url:
-            annotations[labels.ORDER_URL] = order_url
+        if pending.order_url:
+            annotations[labels.ORDER_URL] = pending.order_url
+        if pending.ca_not_before is not None:
+            annotations[labels.CA_NOT_BEFORE] = pending.ca_not_before.isoformat()
+            annotations[labels.CA_WAIT_REASON] = pending.ca_wait_reason
         return {
             "metadata": {
                 "name": next_key_secret_name(host.name),
@@ -217,18 +254,14 @@ class CertificateStep:
             "type": "Opaque",
         }
 
-    async def _issue(
-        self, host: VirtualHost, key: bytes, order_url: str | None
-    ) -> IssuedCertificate:
-        namespace = self._settings.nginx_namespace
-
+    async def _issue(self, host: VirtualHost, pending: PendingKey) -> IssuedCertificate:
         async def remember_order(url: str) -> None:
-            manifest = self._next_key_manifest(host, url)
-            await self._secrets.apply_secret(namespace, manifest, {"tls.key": key})
+            pending.order_url, pending.ca_not_before = url, None
+            await self._write_next_key(host, pending)
 
         try:
             async with self._orders:
-                issued = await self._order(host, key, order_url, remember_order)
+                issued = await self._order(host, pending.key, pending.order_url, remember_order)
         except VhostOperatorError as failure:
             ACME_ORDERS.labels(type(failure).__name__).inc()
             raise
@@ -267,3 +300,16 @@ class CertificateStep:
         await self._secrets.apply_secret(
             self._settings.nginx_namespace, manifest, {"tls.crt": chain, "tls.key": key}
         )
+
+
+def _deferred(until: datetime, why: str) -> StepDeferred:
+    return StepDeferred(f"waiting for the CA until {until.isoformat()}: {why}", until=until)
+
+
+def _time_or_none(text: str | None) -> datetime | None:
+    """A stored time; an unreadable one (edited by hand) counts as none rather than stopping
+    the step for good."""
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None

@@ -5,6 +5,11 @@ cancels the rest, records ``status.error`` and sets phase Failed. Status is writ
 step, so an operator restarted at any point resumes with the first step that has not succeeded.
 Error text is kept free of volatile details (no timestamps, no object versions): identical
 failures write identical status and so do not wake the watch loop again.
+
+A step may also defer (:class:`StepDeferred`): it cannot go on before a given time (the CA asked
+for a pause). The chain then stops without failing: the step shows ``Pending`` with a message
+saying until when and why, the phase stays Pending, and ``on_deferred`` is told when to run the
+chain again. Nothing waits in the meantime.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -43,6 +48,18 @@ def utc_now() -> datetime:
 
 class StepFailed(VhostOperatorError):
     """A step could not do its work. The message is shown to users in ``status.error``."""
+
+
+class StepDeferred(VhostOperatorError):
+    """A step cannot go on before ``until``; the message says why (shown on the step)."""
+
+    def __init__(self, message: str, *, until: datetime) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+OnDeferred = Callable[[VirtualHost, datetime], Awaitable[None]]
+"""``(host, until)``: arrange for the host's chain to run again at ``until``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +118,16 @@ async def run_chain(
     restart: bool = False,
     refused: str | None = None,
     clock: Clock = utc_now,
+    on_deferred: OnDeferred | None = None,
 ) -> VirtualHostStatus:
     """Run ``steps`` for ``host`` and return the final status (already written).
 
     ``refused``: why this host must not be provisioned at all (a rule the webhook enforces,
     checked again for when the webhook was absent); its first step then fails with that
     message before it does anything.
+
+    A step that defers ends the run with the host Pending; ``on_deferred`` (required if any
+    step can defer) is then told when to run the chain again.
     """
     chain = fresh_chain(steps) if restart else resumable_chain(host.status, steps)
     status = host.status.model_copy(
@@ -134,6 +155,18 @@ async def run_chain(
             if refused is not None:
                 raise StepFailed(refused)
             outcome = await step.run(host.model_copy(update={"status": status}))
+        except StepDeferred as deferral:
+            status.chain[index] = status.chain[index].model_copy(
+                update={"state": StepState.PENDING, "message": str(deferral)}
+            )
+            await recorder.write_status(host, status)
+            await recorder.event(
+                host, warning=True, reason="StepWaiting", message=f"{step.name}: {deferral}"
+            )
+            if on_deferred is None:
+                raise
+            await on_deferred(host, deferral.until)
+            return status
         except Exception as failure:  # any escape would leave the step Running forever
             STEP_DURATION.labels(step.name, "failed").observe(time.monotonic() - started)
             message = failure_message(step.name, failure)

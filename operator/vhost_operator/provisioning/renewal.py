@@ -21,7 +21,9 @@ from typing import Protocol
 from vhost_operator.metrics import RENEWAL_REQUESTS, RENEWAL_SCAN_SECONDS
 from vhost_operator.provisioning.chain import (
     ChainRecorder,
+    OnDeferred,
     Step,
+    StepDeferred,
     StepOutcome,
     failure_message,
     with_conditions,
@@ -255,12 +257,27 @@ async def renew_certificate(
     recorder: ChainRecorder,
     *,
     clock: Callable[[], datetime],
+    on_deferred: OnDeferred | None = None,
 ) -> VirtualHostStatus:
     """Renew ``host``'s certificate on request. A failure keeps the current certificate (and the
-    host Ready) unless that certificate has expired, which makes the host Failed."""
+    host Ready) unless that certificate has expired, which makes the host Failed.
+
+    When the CA asks for a pause, the request stays pending (not observed) and ``on_deferred``
+    is told when to take it up again; the current certificate keeps serving meanwhile.
+    """
     status = host.status.model_copy(update={"observed_renewal": host.renewal_request})
     try:
         outcome = await renewer.renew(host.model_copy(update={"status": status}))
+    except StepDeferred as deferral:
+        if on_deferred is None:
+            raise
+        waiting = _renewal_condition(
+            host.status, host, ConditionStatus.FALSE, "WaitingForCA", str(deferral), clock()
+        )
+        await recorder.write_status(host, waiting)
+        await recorder.event(host, warning=True, reason="RenewalWaiting", message=str(deferral))
+        await on_deferred(host, deferral.until)
+        return waiting
     except Exception as failure:  # an escape would skip the renewal silently
         message = failure_message("certificate", failure)
         status = _renewal_failed(status, host, message, clock())

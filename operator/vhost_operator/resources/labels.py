@@ -29,6 +29,11 @@ ACME_DIRECTORY = f"{GROUP}/acme-directory"
 ORDER_URL = f"{GROUP}/order-url"
 """Annotation on the next-key Secret: the ACME order placed with that key (resumed after a
 restart instead of ordering twice)."""
+CA_NOT_BEFORE = f"{GROUP}/ca-not-before"
+"""Annotation on the next-key Secret: the time before which the CA asked not to be called
+(``Retry-After``), so a restarted operator waits for it too."""
+CA_WAIT_REASON = f"{GROUP}/ca-wait-reason"
+"""Annotation on the next-key Secret, with ``CA_NOT_BEFORE``: what the CA said, for status."""
 
 
 def component_labels(component: str) -> dict[str, str]:

@@ -22,6 +22,9 @@ VIRTUALHOSTS = "virtualhosts"
 MAILDOMAINS = "maildomains"
 RETRY_ANNOTATION = f"{GROUP}/retry"
 RENEW_ANNOTATION = f"{GROUP}/renew"
+WAKE_ANNOTATION = f"{GROUP}/wake"
+"""Set by the operator on a host whose chain waits for a time (the CA's ``Retry-After``): the
+change makes the host's handler run the chain again at that time."""
 """Set by the renewal scanner (any new value asks for a renewal); users may set it too."""
 
 
