@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, cast
 
 import kopf
@@ -37,8 +37,8 @@ status it last wrote."""
 
 
 def _retried_soon_on_api_trouble(
-    handler: Callable[P, Awaitable[None]],
-) -> Callable[P, Awaitable[None]]:
+    handler: Callable[P, Coroutine[Any, Any, None]],
+) -> Callable[P, Coroutine[Any, Any, None]]:
     """``handler``, with an API outage answered by a retry after ``API_RETRY_DELAY``."""
 
     @functools.wraps(handler)  # the same name: kopf keys its progress records by it
