@@ -35,13 +35,14 @@ from pydantic import ValidationError
 
 from tests.harness.clusters import Cluster
 from tests.harness.nginx import nginx_check, self_signed_certificate
-from vhost_operator.admission.rules import Refusal, review_virtualhost
+from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 from vhost_operator.agent.plan import certificate_dir, config_path
 from vhost_operator.kube.api import connect
 from vhost_operator.nginx import SiteConfig, render_bootstrap, render_final
 from vhost_operator.provisioning.sites import site_config
 from vhost_operator.resources.models import (
     GROUP,
+    MAILDOMAINS,
     VERSION,
     VIRTUALHOSTS,
     Theme,
@@ -187,17 +188,16 @@ class ApiServer:
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self._objects = kubernetes.client.CustomObjectsApi(client)
 
-    def accepts(self, spec: dict[str, Any]) -> bool:
+    def accepts(self, spec: dict[str, Any], *, kind: str = "VirtualHost") -> bool:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "VirtualHost",
+            "kind": kind,
             "metadata": {"name": "property-probe"},
             "spec": spec,
         }
+        plural = VIRTUALHOSTS if kind == "VirtualHost" else MAILDOMAINS
         try:
-            self._objects.create_cluster_custom_object(
-                GROUP, VERSION, VIRTUALHOSTS, body, dry_run="All"
-            )
+            self._objects.create_cluster_custom_object(GROUP, VERSION, plural, body, dry_run="All")
         except ApiException as error:
             # 422 Invalid is the schema's refusal; anything else is no verdict at all.
             assert error.status == 422, f"dry-run answered {error.status}: {error.body}"
@@ -210,6 +210,14 @@ def webhook_accepts(spec: dict[str, Any]) -> bool:
         review_virtualhost({"spec": spec}, None, name="property-probe", hostname_owners=())
     except Refusal as refusal:
         assert "Traceback" not in refusal.message
+        return False
+    return True
+
+
+def maildomain_webhook_accepts(spec: dict[str, Any]) -> bool:
+    try:
+        review_maildomain({"spec": spec}, name="property-probe", domain_owners=())
+    except Refusal:
         return False
     return True
 
@@ -289,6 +297,36 @@ def test_every_layer_judges_a_hostname_alike(apiserver: ApiServer, hostname: str
     assert len(set(verdicts.values())) == 1, f"{hostname!r}: {verdicts}"
     if verdicts["webhook"]:
         assert gate_resolves(hostname), f"the gate maps {hostname!r} to another name"
+
+
+@AGREEMENT
+@given(domain=ANY_HOSTNAME)
+def test_every_layer_judges_a_linked_domain_alike(apiserver: ApiServer, domain: str) -> None:
+    """A domain listed on a VirtualHost, and a MailDomain's domain and hostname: the CRD and
+    the webhook agree on each, and all three take the same names (``virtualHost`` may also be
+    empty: not linked)."""
+    listed = {"hostname": "domains.example.com", "domains": [domain]}
+    described = {"name": domain}
+    linked = {"name": "example.com", "virtualHost": domain}
+    verdicts = {
+        "VirtualHost spec.domains": (apiserver.accepts(listed), webhook_accepts(listed)),
+        "MailDomain spec.name": (
+            apiserver.accepts(described, kind="MailDomain"),
+            maildomain_webhook_accepts(described),
+        ),
+        "MailDomain spec.virtualHost": (
+            apiserver.accepts(linked, kind="MailDomain"),
+            maildomain_webhook_accepts(linked),
+        ),
+    }
+    note(f"(CRD, webhook) verdicts for {domain!r}: {verdicts}")
+    if is_ip_literal(domain):
+        event("IP literal (finding 11, not judged)")
+        return
+    for field, (crd, webhook) in verdicts.items():
+        assert crd == webhook, f"{field}={domain!r}: CRD {crd}, webhook {webhook}"
+    if domain:
+        assert len({crd for crd, _ in verdicts.values()}) == 1, f"{domain!r}: {verdicts}"
 
 
 @AGREEMENT
