@@ -12,6 +12,8 @@ import os
 import ssl
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -49,7 +51,10 @@ class LocalControlPlane:
             controller_manager and (self.bin / "kube-controller-manager").exists()
         )
         self._processes: list[ManagedProcess] = []
+        self._launchers: dict[str, Callable[[], ManagedProcess]] = {}
+        """How to start each component again, on the same ports and data directory."""
         self.api_port = 0
+        self.etcd_port = 0
 
     # -- start ------------------------------------------------------------------------------
 
@@ -88,86 +93,102 @@ class LocalControlPlane:
         return paths
 
     def _start_etcd(self) -> str:
-        client_port, peer_port = free_port(), free_port()
-        url = f"http://127.0.0.1:{client_port}"
-        etcd = self._spawn(
-            "etcd",
-            [
-                str(self.bin / "etcd"),
-                f"--data-dir={self.workdir / 'etcd'}",
-                f"--listen-client-urls={url}",
-                f"--advertise-client-urls={url}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
-                "--unsafe-no-fsync=true",  # test data: durability is not worth the fsync cost
-                "--log-level=warn",
-            ],
-        )
-        etcd.wait_until(lambda: http_ok(f"{url}/health"), timeout=30, what="healthy etcd")
+        self.etcd_port, peer_port = free_port(), free_port()
+        url = f"http://127.0.0.1:{self.etcd_port}"
+        argv = [
+            str(self.bin / "etcd"),
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync=true",  # test data: durability is not worth the fsync cost
+            "--log-level=warn",
+        ]
+
+        def launch() -> ManagedProcess:
+            etcd = self._spawn("etcd", argv)
+            etcd.wait_until(lambda: http_ok(f"{url}/health"), timeout=30, what="healthy etcd")
+            return etcd
+
+        self._launch("etcd", launch)
         return url
 
     def _start_apiserver(self, etcd_url: str, certs: dict[str, Path]) -> None:
         self.api_port = free_port()
-        apiserver = self._spawn(
-            "kube-apiserver",
-            [
-                str(self.bin / "kube-apiserver"),
-                f"--etcd-servers={etcd_url}",
-                f"--secure-port={self.api_port}",
-                "--bind-address=127.0.0.1",
-                # No default route in a sandbox: without this the apiserver cannot pick an address.
-                "--advertise-address=127.0.0.1",
-                f"--tls-cert-file={certs['serving']}",
-                f"--tls-private-key-file={certs['serving_key']}",
-                f"--client-ca-file={certs['ca']}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
-                "--allow-privileged=true",
-                f"--service-account-issuer=https://127.0.0.1:{self.api_port}",
-                f"--service-account-key-file={certs['sa_pub']}",
-                f"--service-account-signing-key-file={certs['sa_key']}",
-                f"--cert-dir={self.workdir / 'apiserver-certs'}",
-                "--v=1",
-            ],
-            # The apiserver calls webhooks on 127.0.0.1: never through a proxy.
-            env={"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
-        )
+        argv = [
+            str(self.bin / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            f"--secure-port={self.api_port}",
+            "--bind-address=127.0.0.1",
+            # No default route in a sandbox: without this the apiserver cannot pick an address.
+            "--advertise-address=127.0.0.1",
+            f"--tls-cert-file={certs['serving']}",
+            f"--tls-private-key-file={certs['serving_key']}",
+            f"--client-ca-file={certs['ca']}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            f"--service-account-issuer=https://127.0.0.1:{self.api_port}",
+            f"--service-account-key-file={certs['sa_pub']}",
+            f"--service-account-signing-key-file={certs['sa_key']}",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            "--v=1",
+        ]
         context = ssl.create_default_context(cadata=self.ca_pem.decode())
         context.load_cert_chain(certs["admin"], certs["admin_key"])
-        apiserver.wait_until(
-            lambda: http_ok(f"{self.server}/readyz", context),
-            timeout=90,
-            what="ready kube-apiserver",
-        )
+
+        def launch() -> ManagedProcess:
+            apiserver = self._spawn(
+                "kube-apiserver",
+                argv,
+                # The apiserver calls webhooks on 127.0.0.1: never through a proxy.
+                env={"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
+            )
+            apiserver.wait_until(
+                lambda: http_ok(f"{self.server}/readyz", context),
+                timeout=90,
+                what="ready kube-apiserver",
+            )
+            return apiserver
+
+        self._launch("kube-apiserver", launch)
         self._write_kubeconfig()
 
     def _start_controller_manager(self, certs: dict[str, Path]) -> None:
         port = free_port()
-        controller_manager = self._spawn(
-            "kube-controller-manager",
-            [
-                str(self.bin / "kube-controller-manager"),
-                f"--kubeconfig={self.kubeconfig}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
-                f"--service-account-private-key-file={certs['sa_key']}",
-                f"--root-ca-file={certs['ca']}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--leader-elect=false",
-                f"--cert-dir={self.workdir / 'controller-manager-certs'}",
-            ],
-        )
+        argv = [
+            str(self.bin / "kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+            f"--service-account-private-key-file={certs['sa_key']}",
+            f"--root-ca-file={certs['ca']}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--leader-elect=false",
+            f"--cert-dir={self.workdir / 'controller-manager-certs'}",
+        ]
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # its self-signed serving certificate, probed locally
-        controller_manager.wait_until(
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
-            timeout=60,
-            what="healthy kube-controller-manager",
-        )
+
+        def launch() -> ManagedProcess:
+            controller_manager = self._spawn("kube-controller-manager", argv)
+            controller_manager.wait_until(
+                lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
+                timeout=60,
+                what="healthy kube-controller-manager",
+            )
+            return controller_manager
+
+        self._launch("kube-controller-manager", launch)
+
+    def _launch(self, name: str, launch: Callable[[], ManagedProcess]) -> None:
+        self._launchers[name] = launch
+        launch()
 
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
@@ -229,6 +250,25 @@ class LocalControlPlane:
 
     def logs(self) -> str:
         return "\n".join(f"== {p.name} ==\n{p.log_path}" for p in self._processes)
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def restart(self, name: str, *, kill: bool = False, down_for: float = 0.0) -> float:
+        """Stop component ``name`` (``etcd``, ``kube-apiserver``, ``kube-controller-manager``)
+        with SIGTERM, or SIGKILL if ``kill``, keep it down ``down_for`` seconds, then start it
+        again on the same ports and data directory and wait until it is ready. Clients keep
+        their kubeconfig. Returns how long it was down, in seconds."""
+        index = next(i for i, process in enumerate(self._processes) if process.name == name)
+        process = self._processes.pop(index)
+        started = time.monotonic()
+        if kill:
+            process.kill()
+        process.stop()
+        time.sleep(down_for)
+        self._launchers[name]()
+        # Back in its place: stop() stops components in the reverse order of their start.
+        self._processes.insert(index, self._processes.pop())
+        return time.monotonic() - started
 
     # -- stop -------------------------------------------------------------------------------
 

@@ -13,10 +13,12 @@ collide), but a privileged port is not: without root, blocks must listen on port
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -207,6 +209,21 @@ class NginxServer:
         if self._process is not None:
             # SIGTERM would be nginx's "fast shutdown"; it is what the harness sends.
             self._process.stop()
+            self._process = None
+
+    @property
+    def master_pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers, as a container runtime does when nginx dies (its
+        workers would otherwise go on serving, and holding the ports); :meth:`start` brings
+        nginx back, on what is on disk."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.process.pid, signal.SIGKILL)  # its own session
+            self._process.stop()  # reaps the master: the agent sees it gone, not a zombie
             self._process = None
 
     def __enter__(self) -> NginxServer:

@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import ssl
 import tempfile
@@ -34,6 +35,8 @@ from tests.harness.processes import ManagedProcess, free_port, http_ok, log_tail
 PEBBLE = "pebble"
 CHALLTESTSRV = "pebble-challtestsrv"
 LOCALHOST = "127.0.0.1"
+
+_ISSUED = re.compile(r"Issued certificate serial ([0-9a-f]+) for order")
 
 _ENVIRONMENT = {
     "PEBBLE_VA_NOSLEEP": "1",
@@ -134,6 +137,13 @@ class Pebble:
         with urllib.request.urlopen(url, context=self._tls_context(), timeout=5) as response:
             body: bytes = response.read()
             return body
+
+    def issued_serials(self) -> list[int]:
+        """The serial number of every certificate issued since start, from pebble's log (one
+        line per issuance): how tests tell "issued once" from "ordered twice"."""
+        log = self._workdir / "pebble.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [int(serial, 16) for serial in _ISSUED.findall(text)]
 
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_bundle_path))

@@ -126,3 +126,21 @@ def test_a_primary_hostname_is_no_virtualhost() -> None:
     review_virtualhost(
         vh("mail.provider.test"), None, name="y", hostname_owners=[], primary_hostnames=primaries
     )
+
+
+@pytest.mark.parametrize(
+    ("domain", "fragment"),
+    [
+        ("Example.com", "domain 'Example.com' must be lowercase (use 'example.com')"),
+        ("", "domain must not be empty"),
+        ("example", "fully qualified"),
+        ("exa mple.com", "domain 'exa mple.com' is not a valid hostname: label 'exa mple'"),
+    ],
+)
+def test_a_listed_domain_must_be_a_valid_name(domain: str, fragment: str) -> None:
+    """As the CRD's pattern says, but with the webhook's message; a domain the host already
+    lists is not judged again (an edit must not fail on what it does not touch)."""
+    body = vh("mail.example.com", domains=["example.org", domain])
+    refused = refusal(lambda: review_virtualhost(body, None, name="m", hostname_owners=[]))
+    assert refused.code == 422 and fragment in refused.message
+    review_virtualhost(body, body, name="m", hostname_owners=[])

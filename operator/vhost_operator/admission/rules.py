@@ -103,12 +103,16 @@ def _check_domains(
     name: str,
     domain_owners: Mapping[str, Collection[str]],
 ) -> None:
-    """A domain links to at most one host. Only domains this change adds are checked: a
+    """A domain is a valid, lowercase name (as the CRD's pattern says, with the webhook's clear
+    message) and links to at most one host. Only domains this change adds are checked: a
     duplicate that predates the rule must not block unrelated edits (or its own removal)."""
     before = set(((old or {}).get("spec") or {}).get("domains") or ())
     for domain in spec.get("domains") or ():
+        if domain in before:
+            continue
+        _check_hostname(domain, what="domain")
         others = sorted(set(domain_owners.get(domain, ())) - {name})
-        if domain not in before and others:
+        if others:
             raise Refusal(
                 f"domain {domain} is already linked to VirtualHost {others[0]}; a domain links "
                 "to at most one virtual host (remove it there first, or set the MailDomain's "

@@ -246,6 +246,7 @@ class NginxAgent:
     def _retry_later(self, error: Exception) -> None:
         delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
         self._failures += 1
+        self.stats.batch_failures_total += 1
         logger.error("applying site changes failed, retrying in %gs: %s", delay, error)
         asyncio.get_running_loop().call_later(delay, self._note_change)
 

@@ -23,6 +23,9 @@ class AgentStats:
     reloads_total: int = 0
     """nginx reloads that were confirmed."""
     reload_failures_total: int = 0
+    batch_failures_total: int = 0
+    """Batches that failed and are retried later: nginx down, disk full, API unreachable (the
+    log says which); a reload that failed counts here and in ``reload_failures_total``."""
     nginx_tests_total: int = 0
     """``nginx -t`` runs, including those that isolated rejected hosts."""
     hosts_changed_total: int = 0

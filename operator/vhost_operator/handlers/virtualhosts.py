@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, cast
 
 import kopf
 
+from vhost_operator.errors import TransientApiError
 from vhost_operator.handlers.context import OperatorContext, context_of
 from vhost_operator.handlers.maildomains import announce_unlinked
 from vhost_operator.provisioning.chain import run_chain, utc_now
@@ -25,6 +28,28 @@ from vhost_operator.resources.models import (
 )
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+
+API_RETRY_DELAY = 5.0
+"""Seconds before kopf runs a handler again that failed because the API server was unreachable
+or overloaded beyond the bounded retries of one call (kopf's default for an error: 60 s, which
+left hosts idle for most of a minute after an API server restart). The chain resumes from the
+status it last wrote."""
+
+
+def _retried_soon_on_api_trouble(
+    handler: Callable[P, Coroutine[Any, Any, None]],
+) -> Callable[P, Coroutine[Any, Any, None]]:
+    """``handler``, with an API outage answered by a retry after ``API_RETRY_DELAY``."""
+
+    @functools.wraps(handler)  # the same name: kopf keys its progress records by it
+    async def retried(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            await handler(*args, **kwargs)
+        except TransientApiError as error:
+            raise kopf.TemporaryError(str(error), delay=API_RETRY_DELAY) from error
+
+    return retried
 
 
 class KubernetesChainRecorder:
@@ -60,6 +85,7 @@ def _reference(host: VirtualHost) -> kopf.Body:
 @kopf.on.resume(GROUP, VERSION, VIRTUALHOSTS)
 @kopf.on.create(GROUP, VERSION, VIRTUALHOSTS)
 @kopf.on.update(GROUP, VERSION, VIRTUALHOSTS)
+@_retried_soon_on_api_trouble
 async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     context = context_of(memo)
     host = VirtualHost.from_body(body)
@@ -105,6 +131,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, VIRTUALHOSTS)
+@_retried_soon_on_api_trouble
 async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The finalizer's work: remove what the host owns before the object goes."""
     context = context_of(memo)
