@@ -9,6 +9,7 @@ disk and what it reported in the ConfigMaps' annotations.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +42,9 @@ NAMESPACE = "nginx-agent-test"
 """The agent's own namespace here: no operator of another test writes site ConfigMaps into it."""
 SECRET_GRACE = 2.0
 """Seconds before a Secret the agent has not seen counts as missing (10 by default)."""
+RELOAD_TIMEOUT = 10.0
+"""Seconds the agent waits for nginx to run a reload (30 by default): a reload nginx cannot do
+costs this much, and isolating its culprit costs it a few times."""
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -62,7 +66,10 @@ def agent(
         tmp_path_factory.mktemp("agent"),
         nginx,
         NAMESPACE,
-        {"VHOST_AGENT_MISSING_SECRET_GRACE": str(SECRET_GRACE)},
+        {
+            "VHOST_AGENT_MISSING_SECRET_GRACE": str(SECRET_GRACE),
+            "VHOST_AGENT_RELOAD_TIMEOUT": str(RELOAD_TIMEOUT),
+        },
     ).start()
     yield process
     process.stop()
@@ -403,6 +410,42 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
     fixed = sites.wait_applied("vhost-typo")["vhost-typo"]
     assert labels.APPLY_ERROR not in fixed
     assert http_status(nginx.http_port, "typo.example.com") == 200
+
+
+def test_a_site_nginx_cannot_load_is_isolated_and_the_others_are_served(
+    sites: Sites, nginx: NginxServer, upstream: int
+) -> None:
+    """``nginx -t`` accepts a ``listen`` on a port another process holds; the reload then fails.
+    That host must be reported and the rest of its batch served, not the batch retried forever."""
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        hostname = "busyport.example.com"
+        config = render_final(
+            SiteConfig(
+                hostname=hostname,
+                challenge_upstream=f"127.0.0.1:{upstream}",
+                upstream=f"http://127.0.0.1:{upstream}",
+                http_port=port,
+                https_port=nginx.https_port,
+            )
+        )
+        culprit = sites.configmap("vhost-busyport", hostname, config)
+        bystander = sites.http_site("vhost-bystander", "bystander.example.com")
+        sites.apply([culprit, bystander])
+        sites.wait_applied("vhost-bystander", timeout=120)
+        error = sites.wait_error("vhost-busyport", timeout=60)
+        print(f"\napply-error (busy port): {error}")
+        assert "could not load it" in error
+        assert http_request(nginx.http_port, "bystander.example.com")[:2] == (
+            200,
+            "upstream for bystander.example.com\n",
+        )
+        assert not (nginx.root / "sites-enabled" / f"{hostname}.conf").exists()
+        annotations = sites.annotations()["vhost-busyport"]
+        assert labels.APPLIED_CONFIG_HASH not in annotations, "nginx never ran it"
+    sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-busyport")
 
 
 # -- a burst ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from vhost_operator.agent.apply import (
     BaselineRejected,
     Undo,
     apply_batch,
+    isolate_reload,
     named_host,
     quarantine,
 )
@@ -360,6 +361,27 @@ def test_a_broken_baseline_blames_no_host() -> None:
     with pytest.raises(BaselineRejected, match="main config is broken"):
         asyncio.run(apply_batch(changes(3), workspace))
     assert workspace.applied == {}, "rolled back"
+
+
+def test_a_batch_nginx_cannot_load_is_isolated_with_reloads() -> None:
+    workspace = FakeWorkspace(set(), named=False)
+    outcome = asyncio.run(apply_batch(changes(8), workspace))
+    assert len(outcome.accepted) == 8 and workspace.tests == 1
+    # nginx -t accepted all 8, but the reload (the reloading workspace's test) fails on h5.
+    workspace.bad = {"h5.example.com"}
+    isolated = asyncio.run(isolate_reload(outcome, workspace))
+    assert set(isolated.rejected) == {"h5.example.com"}
+    assert len(isolated.accepted) == 7
+    assert set(workspace.applied) == {f"h{i}.example.com" for i in range(8)} - {"h5.example.com"}
+
+
+def test_a_reload_that_fails_even_for_the_last_good_state_blames_no_host() -> None:
+    workspace = FakeWorkspace(set())
+    outcome = asyncio.run(apply_batch(changes(3), workspace))
+    workspace.broken_baseline = True  # nginx is down: no reload works
+    with pytest.raises(BaselineRejected):
+        asyncio.run(isolate_reload(outcome, workspace))
+    assert workspace.applied == {}, "back to the last good state"
 
 
 def test_quarantine_unlinks_only_the_sites_that_break_nginx() -> None:
