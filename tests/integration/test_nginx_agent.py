@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from tests.harness.nginx import (
 )
 from tests.harness.processes import free_port
 from vhost_operator.acme.keys import inspect_certificate
+from vhost_operator.agent.nginx import children
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
 
@@ -367,7 +370,8 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
     sites.wait_applied("vhost-steady")
 
     # One burst: a config whose certificate the agent never got, a hand-written config with a
-    # typo, and a good host. Only the good one may reach nginx.
+    # typo (the agent applies only what the operator renders), and a good host. Only the good
+    # one may reach nginx.
     no_certificate = sites.configmap(
         "vhost-nocert", "nocert.example.com", sites.config("nocert.example.com", tls=True)
     )
@@ -384,7 +388,7 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
     typo_error = sites.wait_error("vhost-typo")
     print(f"\napply-error (missing certificate): {nocert_error}\napply-error (typo): {typo_error}")
     assert "cannot load certificate" in nocert_error
-    assert 'unknown directive "retrun"' in typo_error
+    assert "is not one the operator renders for typo.example.com" in typo_error
     for hostname in (steady, "fresh.example.com"):
         assert http_request(nginx.http_port, hostname)[:2] == (200, f"upstream for {hostname}\n")
     for hostname in ("nocert.example.com", "typo.example.com"):
@@ -401,7 +405,7 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
         broken["data"][f"{steady}.conf"]
     )
     sites.apply([broken])
-    assert "bogus_directive" in sites.wait_error("vhost-steady")
+    assert "is not one the operator renders" in sites.wait_error("vhost-steady")
     assert sites.annotations()["vhost-steady"][labels.APPLIED_CONFIG_HASH] == good_hash
     assert http_request(nginx.http_port, steady)[:2] == (200, f"upstream for {steady}\n")
 
@@ -446,6 +450,62 @@ def test_a_site_nginx_cannot_load_is_isolated_and_the_others_are_served(
         annotations = sites.annotations()["vhost-busyport"]
         assert labels.APPLIED_CONFIG_HASH not in annotations, "nginx never ran it"
     sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-busyport")
+
+
+def test_a_config_hijacking_another_host_is_refused_and_keys_stay_with_the_master(
+    sites: Sites, nginx: NginxServer
+) -> None:
+    """The attack of issue 13: a site ConfigMap whose text names another host's server_name
+    and serves the certificate directory. The agent applies only what the operator renders
+    for the ConfigMap's own hostname; and the keys it writes are the master's alone."""
+    victim = "victim.example.com"
+    manifests, chain = sites.tls_site("vhost-victim", victim)
+    sites.apply(manifests)
+    sites.wait_applied("vhost-victim")
+
+    certificates = nginx.root / "certs"
+    hijack = sites.config("attacker.example.com", tls=False).replace(
+        "server_name attacker.example.com;",
+        f"server_name {victim};\n    location /k/ {{ alias {certificates}/{victim}/; }}",
+    )
+    sites.apply([sites.configmap("vhost-attacker", "attacker.example.com", hijack)])
+    error = sites.wait_error("vhost-attacker")
+    print(f"\napply-error (hijack): {error}")
+    assert "is not one the operator renders for attacker.example.com" in error
+    assert not (nginx.root / "sites-available" / "attacker.example.com.conf").exists()
+    assert http_status(nginx.http_port, victim, "/k/tls.key") != 200
+    assert serves_certificate(nginx, victim, chain)
+
+    # nginx's master loads keys before its workers start; the workers never need to read them.
+    key = certificates / victim / "tls.key"
+    master = int(nginx.pid_file.read_text())
+    workers = [pid for pid in children(master) if b"worker process" in process_title(pid)]
+    assert workers
+    info = key.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_uid == process_ids(master)[0]
+    for worker in workers:
+        uid, gid = process_ids(worker)
+        assert uid != info.st_uid, "workers run as the key's owner (nginx's `user` directive)"
+        read = subprocess.run(
+            ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "cat", str(key)],
+            capture_output=True,
+            check=False,
+        )
+        assert read.returncode != 0 and b"PRIVATE KEY" not in read.stdout
+    sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-attacker", "vhost-victim")
+
+
+def process_ids(pid: int) -> tuple[int, int]:
+    """The real uid and gid of a process."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+def process_title(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 # -- a burst ----------------------------------------------------------------------------------
@@ -513,20 +573,18 @@ def test_restart_rewrites_nothing_and_recovers_a_broken_disk(
     agent.stop()
 
     # What an agent killed between writing a batch and rolling it back leaves behind: an
-    # untested, broken config on disk, enabled, matching its ConfigMap.
+    # untested, broken config on disk, enabled, matching its ConfigMap (a certificate it names
+    # is not there).
     hostname = "crashed.example.com"
-    broken = sites.http_site("vhost-crashed", hostname)
-    config = broken["data"][f"{hostname}.conf"] + "bogus_directive on;\n"
-    broken["data"][f"{hostname}.conf"] = config
-    broken["metadata"]["annotations"][labels.CONFIG_HASH] = config_hash(config)
-    sites.apply([broken])
+    config = sites.config(hostname, tls=True)
+    sites.apply([sites.configmap("vhost-crashed", hostname, config)])
     (nginx.root / "sites-available" / f"{hostname}.conf").write_text(config)
     (nginx.root / "sites-enabled" / f"{hostname}.conf").symlink_to(
         f"../sites-available/{hostname}.conf"
     )
 
     agent.start()  # ready: nginx -t passed and nginx reloaded
-    assert "bogus_directive" in sites.wait_error("vhost-crashed")
+    assert "cannot load certificate" in sites.wait_error("vhost-crashed")
     metrics = agent.metrics()
     assert metrics["vhost_agent_hosts_changed_total"] == 0, "everything else was in place"
     assert metrics["vhost_agent_reloads_total"] == 1

@@ -26,10 +26,11 @@ from vhost_operator.agent.apply import (
 )
 from vhost_operator.agent.desired import (
     Certificate,
+    DesiredState,
     Site,
-    desired_state,
     relevant_configmap,
 )
+from vhost_operator.agent.desired import desired_state as agent_desired_state
 from vhost_operator.agent.nginx import nginx_complaint
 from vhost_operator.agent.plan import (
     Change,
@@ -42,10 +43,17 @@ from vhost_operator.agent.plan import (
     report,
     report_patch,
 )
-from vhost_operator.nginx import config_hash
+from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
 
-CONFIG = "server { listen 8080; server_name a.example.com; }\n"
+CERTIFICATES = "/etc/nginx/vhost-operator/certs"
+CONFIG = render_final(
+    SiteConfig(hostname="a.example.com", challenge_upstream="op:8089", upstream="http://app:8000")
+)
+
+
+def desired_state(configmaps: list[dict[str, Any]], secrets: dict[str, Any]) -> DesiredState:
+    return agent_desired_state(configmaps, secrets, certificate_dir=CERTIFICATES)
 
 
 def configmap(

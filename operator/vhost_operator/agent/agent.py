@@ -41,6 +41,7 @@ from vhost_operator.agent.desired import (
 from vhost_operator.agent.metrics import AgentStats, serve
 from vhost_operator.agent.nginx import ConfigRejected, NginxControl, NginxError, ReloadFailed
 from vhost_operator.agent.plan import (
+    CERTS_DIR,
     Change,
     DiskState,
     Symlink,
@@ -288,7 +289,11 @@ class NginxAgent:
         """Make disk and nginx match the current state of the watched objects, then report."""
         self.stats.batches_total += 1
         started = time.monotonic()
-        desired = desired_state(self._configmaps.objects.values(), self._secrets.objects)
+        desired = desired_state(
+            self._configmaps.objects.values(),
+            self._secrets.objects,
+            certificate_dir=str(self._settings.root_dir / CERTS_DIR),
+        )
         self.stats.sites, self.stats.enabled_sites = summary(desired)
         logger.debug(
             "desired state: %d sites (%.2fs)", self.stats.sites, time.monotonic() - started
