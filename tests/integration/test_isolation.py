@@ -1,4 +1,4 @@
-"""No host can hurt another, with the real operator and API server.
+"""No host can hurt another, with the real operator and API server (and pebble).
 
 The operator runs without waiting for an nginx agent, mostly without ACME (bootstrap → final →
 ready): what matters here is which objects it writes and deletes, and for which host.
@@ -17,7 +17,13 @@ from tests.harness.clusters import Cluster
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
 from vhost_operator.resources import labels
-from vhost_operator.resources.naming import legacy_derived_name, site_configmap_name
+from vhost_operator.resources.models import RETRY_ANNOTATION
+from vhost_operator.resources.naming import (
+    legacy_derived_name,
+    next_key_secret_name,
+    site_configmap_name,
+    tls_secret_name,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -140,3 +146,33 @@ def test_objects_under_the_names_of_earlier_releases_move_to_the_new_names(
     cluster.kubectl("delete", "vh", "moved", "--timeout=30s")
     assert configmap(cluster, legacy_site) is not None
     cluster.kubectl("delete", "configmap", legacy_site, "-n", kube.NAMESPACE)
+
+
+def test_without_the_webhook_the_oldest_host_keeps_its_hostname(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    """The webhook's failurePolicy is Ignore: with it absent, the operator itself keeps one
+    VirtualHost per hostname. The younger one fails naming the owner, orders no certificate
+    and writes no nginx config; once the owner is deleted, it takes the hostname over."""
+    start_operator()  # ACME through pebble, no webhook
+    hostname = "dup.example.com"
+    kube.apply_manifests(cluster, [kube.virtualhost("dup-first", hostname)], tmp_path)
+    wait_for(cluster, "vh", "dup-first", lambda o: phase_of(o) == "Ready", what="Ready", timeout=90)
+    kube.apply_manifests(cluster, [kube.virtualhost("dup-second", hostname)], tmp_path)
+    second = wait_for(cluster, "vh", "dup-second", settled, what="a settled phase", timeout=60)
+    print(f"\nstatus.error: {second['status'].get('error')}")
+    assert phase_of(second) == "Failed"
+    assert "already used by VirtualHost dup-first" in second["status"]["error"]["message"]
+    states = {entry["step"]: entry["state"] for entry in second["status"]["chain"]}
+    assert states["certificate"] == "Cancelled", "an ACME order for a hostname it does not keep"
+    assert kube.secret_data(cluster, next_key_secret_name("dup-second")) is None
+    assert kube.secret_data(cluster, tls_secret_name("dup-second")) is None
+    assert configmap(cluster, site_configmap_name("dup-second")) is None
+    first = get_object(cluster, "vh", "dup-first")
+    assert first is not None and phase_of(first) == "Ready"
+
+    cluster.kubectl("delete", "vh", "dup-first", "--timeout=30s")
+    taken = wait_for(
+        cluster, "vh", "dup-second", lambda o: phase_of(o) == "Ready", what="Ready", timeout=90
+    )
+    assert taken["metadata"]["annotations"][RETRY_ANNOTATION].startswith("takeover-from-")

@@ -452,6 +452,33 @@ def test_a_site_nginx_cannot_load_is_isolated_and_the_others_are_served(
     sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-busyport")
 
 
+def test_two_configmaps_for_one_hostname_serve_the_oldest_virtualhost(
+    sites: Sites, nginx: NginxServer
+) -> None:
+    """Without the webhook two VirtualHosts may claim one hostname; the agent serves the
+    oldest one's config (the operator's rule), whatever the ConfigMaps' names."""
+    hostname = "contested.example.com"
+    claims = {
+        "vhost-aaa-younger": "2026-01-02T00:00:00Z",
+        "vhost-zzz-older": "2026-01-01T00:00:00Z",
+    }
+    manifests = []
+    for body_size, (name, created) in enumerate(claims.items(), start=60):
+        manifest = sites.configmap(
+            name, hostname, sites.config(hostname, tls=False, body_size=body_size)
+        )
+        manifest["metadata"]["annotations"][labels.VIRTUALHOST] = name.removeprefix("vhost-")
+        manifest["metadata"]["annotations"][labels.VIRTUALHOST_CREATED] = created
+        manifests.append(manifest)
+    sites.apply(manifests)
+    sites.wait_applied("vhost-zzz-older")
+    error = sites.wait_error("vhost-aaa-younger")
+    assert "already served from ConfigMap vhost-zzz-older" in error
+    served = (nginx.root / "sites-available" / f"{hostname}.conf").read_text()
+    assert "client_max_body_size 61m;" in served
+    sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, *claims)
+
+
 def test_a_config_hijacking_another_host_is_refused_and_keys_stay_with_the_master(
     sites: Sites, nginx: NginxServer
 ) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from vhost_operator.acme.keys import KeyMaterialError, certificate_matches_key, inspect_certificate
 from vhost_operator.nginx import config_hash, rendered_site
 from vhost_operator.resources import labels
+from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.hostnames import hostname_problem
 
 Object = Mapping[str, Any]
@@ -112,19 +113,31 @@ def desired_state(
     certificates only as ``<certificate_dir>/<hostname>/tls.{crt,key}``.
 
     When several ConfigMaps claim one hostname (the admission webhook normally prevents it), the
-    first by name keeps it, so the outcome does not depend on event order.
+    one of the oldest VirtualHost keeps it, by the rule the operator and the tenancy gate follow
+    too (``resources.claims``), so the outcome depends neither on event order nor on which of
+    them decides. ``requests`` stay ordered by ConfigMap name.
     """
     owners: dict[str, str] = {}
-    requests = []
-    for configmap in sorted(configmaps, key=_name):
+    requests = {}
+    for configmap in sorted(configmaps, key=_seniority):
         request = site_request(configmap, secrets, certificate_dir=certificate_dir)
         if request.hostname is not None:
             owner = owners.setdefault(request.hostname, request.configmap)
             if owner != request.configmap:
                 problem = f"hostname {request.hostname} is already served from ConfigMap {owner}"
                 request = SiteRequest(request.configmap, None, request.config_hash, problem=problem)
-        requests.append(request)
-    return DesiredState(tuple(requests))
+        requests[request.configmap] = request
+    return DesiredState(tuple(requests[name] for name in sorted(requests)))
+
+
+def _seniority(configmap: Object) -> tuple[Claim, str]:
+    """Its VirtualHost's claim on the hostname, then the ConfigMap's name. ConfigMaps written
+    before the claim was recorded sort first: they predate any rival made since."""
+    annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
+    claim = Claim(
+        annotations.get(labels.VIRTUALHOST_CREATED, ""), annotations.get(labels.VIRTUALHOST, "")
+    )
+    return claim, _name(configmap)
 
 
 def site_request(
@@ -236,7 +249,14 @@ def relevant_configmap(configmap: Object | None) -> object:
     if configmap is None:
         return None
     annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
-    watched = (labels.HOSTNAME, labels.ENABLED, labels.TLS_SECRET, labels.CONFIG_HASH)
+    watched = (
+        labels.HOSTNAME,
+        labels.ENABLED,
+        labels.TLS_SECRET,
+        labels.CONFIG_HASH,
+        labels.VIRTUALHOST,
+        labels.VIRTUALHOST_CREATED,
+    )
     return (
         tuple(annotations.get(key) for key in watched),
         tuple(sorted((configmap.get("data") or {}).items())),

@@ -97,8 +97,13 @@ async def run_chain(
     *,
     restart: bool = False,
     clock: Clock = utc_now,
+    guard: Callable[[VirtualHost], str | None] | None = None,
 ) -> VirtualHostStatus:
-    """Run ``steps`` for ``host`` and return the final status (already written)."""
+    """Run ``steps`` for ``host`` and return the final status (already written).
+
+    ``guard`` is asked before each step whether the host may go on; its answer, if any, fails
+    that step (e.g. another VirtualHost keeps the hostname: no ACME order, no nginx config).
+    """
     chain = fresh_chain(steps) if restart else resumable_chain(host.status, steps)
     status = host.status.model_copy(
         update={
@@ -122,6 +127,9 @@ async def run_chain(
             await recorder.write_status(host, status)
         started = time.monotonic()
         try:
+            refusal = guard(host) if guard is not None else None
+            if refusal is not None:
+                raise StepFailed(refusal)
             outcome = await step.run(host.model_copy(update={"status": status}))
         except VhostOperatorError as failure:
             STEP_DURATION.labels(step.name, "failed").observe(time.monotonic() - started)

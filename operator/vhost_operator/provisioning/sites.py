@@ -62,6 +62,7 @@ def site_manifest(host: VirtualHost, stage: str, config: str, *, tls: bool) -> d
     """The site ConfigMap: one config key, and what the agent needs to know in annotations."""
     annotations = {
         labels.VIRTUALHOST: host.name,
+        labels.VIRTUALHOST_CREATED: host.creation_timestamp,
         labels.HOSTNAME: host.spec.hostname,
         labels.ENABLED: "true" if host.spec.enabled else "false",
         labels.STAGE: stage,
