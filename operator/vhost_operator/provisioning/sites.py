@@ -140,6 +140,12 @@ class SitePublisher:
         next publishes. With the certificate: the TLS Secret of that release too, which only
         the old ConfigMap referred to. Each only if it is this host's: the old names could
         collide, and another host's object under one stays."""
+        applications = self._applications
+        legacy = legacy_derived_name(host.name, SITE_SUFFIX)
+        if applications is not None and applications.synced and applications.get(legacy) is None:
+            # The watch of every site ConfigMap shows none under the old name: nothing to read
+            # or delete (the usual case: one or two API requests fewer per publish).
+            return
         namespace = self._settings.nginx_namespace
         removals = [(self._configmaps.delete_configmap, SITE_SUFFIX)]
         if tls:
