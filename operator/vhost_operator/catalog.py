@@ -30,8 +30,8 @@ import pydantic
 from vhost_operator.metrics import HostView
 from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.provisioning.retries import RetryCandidate
+from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.conditions import CERTIFICATE_VALID
-from vhost_operator.resources.maildomains import Claim
 from vhost_operator.resources.models import (
     RENEW_ANNOTATION,
     RETRY_ANNOTATION,
@@ -52,6 +52,10 @@ class HostRecord:
     name: str
     hostname: str
     domains: tuple[str, ...]
+    claim: Claim
+    """Its claim on ``hostname``: the oldest VirtualHost keeps one (``resources.claims``)."""
+    deleting: bool
+    """Being deleted (its finalizer runs): it no longer keeps its hostname from the others."""
     view: HostView
     candidate: RenewalCandidate | None
     """Set when the host holds a certificate (see ``provisioning.renewal``)."""
@@ -81,7 +85,11 @@ def slim_host(body: dict[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
     return {
         "metadata": {
-            **{key: metadata[key] for key in ("name", "uid", "generation") if key in metadata},
+            **{
+                key: metadata[key]
+                for key in ("name", "uid", "generation", "creationTimestamp", "deletionTimestamp")
+                if key in metadata
+            },
             "annotations": {k: annotations[k] for k in _HOST_ANNOTATIONS if k in annotations},
         },
         "spec": body.get("spec") or {},
@@ -127,6 +135,8 @@ def host_record(body: Object) -> HostRecord:
         name=name,
         hostname=str(spec.get("hostname", "")),
         domains=tuple(str(domain) for domain in spec.get("domains") or ()),
+        claim=Claim(str(metadata.get("creationTimestamp", "")), name),
+        deleting="deletionTimestamp" in metadata,
         view=HostView(name, str(status.get("phase") or "Pending"), expiry),
         candidate=candidate,
         failure=failure,
@@ -228,6 +238,12 @@ class HostCatalog(_Catalog):
     def named_for(self, hostname: str) -> Collection[str]:
         """Names of the VirtualHosts with this hostname."""
         return self._by_hostname.get(hostname, ())
+
+    def rivals(self, hostname: str) -> list[Claim]:
+        """The claims of the VirtualHosts with this hostname (normally one), but of those
+        being deleted."""
+        records = (self._hosts[name] for name in self.named_for(hostname))
+        return [record.claim for record in records if not record.deleting]
 
     def listing(self, domain: str) -> Collection[str]:
         """Names of the VirtualHosts whose ``spec.domains`` lists this domain."""

@@ -4,6 +4,7 @@ Our exception hierarchy::
 
     VhostOperatorError
     ├── InvalidResourceError    the object's spec breaks a rule; retrying cannot help
+    ├── ForeignObjectError      an object at one of a host's names belongs to another host
     ├── TransientApiError       the API server was busy, timed out or had a conflict; retry soon
     └── ApiError                the API server refused the request for good
 """
@@ -15,6 +16,11 @@ class VhostOperatorError(Exception):
 
 class InvalidResourceError(VhostOperatorError):
     """The resource's spec breaks a rule; retrying cannot help until the user edits it."""
+
+
+class ForeignObjectError(VhostOperatorError):
+    """An object at one of a host's derived names belongs to another host: the operator
+    neither overwrites nor deletes it."""
 
 
 class TransientApiError(VhostOperatorError):

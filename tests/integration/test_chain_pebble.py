@@ -22,6 +22,11 @@ from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
+from vhost_operator.resources.naming import (
+    next_key_secret_name,
+    site_configmap_name,
+    tls_secret_name,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -63,25 +68,27 @@ def test_host_goes_pending_to_ready_with_a_verified_certificate(
         ("ready", "Succeeded"),
     ]
     certificate = ready["status"]["certificate"]
-    assert certificate["secretName"] == "vhost-one-tls"
+    assert certificate["secretName"] == tls_secret_name("one")
     assert certificate["notBefore"] < certificate["renewalTime"] < certificate["notAfter"]
     conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
     assert conditions == {"Ready": "True", "Provisioned": "True", "CertificateValid": "True"}
 
-    tls = kube.secret_data(cluster, "vhost-one-tls")
+    tls = kube.secret_data(cluster, tls_secret_name("one"))
     assert tls is not None
     leaf = verify_chain(tls["tls.crt"], pebble.root_pem(), "one.example.com")
     assert format(leaf.serial_number, "x") == certificate["serial"].lower().lstrip("0")
-    assert kube.secret_data(cluster, "vhost-one-next-key") is None, "the pending key is cleaned up"
+    assert kube.secret_data(cluster, next_key_secret_name("one")) is None, (
+        "the pending key is cleaned up"
+    )
     secret_type = cluster.kubectl(
-        "get", "secret", "vhost-one-tls", "-n", kube.NAMESPACE, "-o", "jsonpath={.type}"
+        "get", "secret", tls_secret_name("one"), "-n", kube.NAMESPACE, "-o", "jsonpath={.type}"
     ).stdout
     assert secret_type == "kubernetes.io/tls"
 
     config = cluster.kubectl(
         "get",
         "configmap",
-        "vhost-one",
+        site_configmap_name("one"),
         "-n",
         kube.NAMESPACE,
         "-o",
@@ -263,7 +270,7 @@ def test_sigkill_mid_certificate_resumes_the_same_order(
             secret = cluster.kubectl(
                 "get",
                 "secret",
-                "vhost-crash-next-key",
+                next_key_secret_name("crash"),
                 "-n",
                 kube.NAMESPACE,
                 "--ignore-not-found",
@@ -271,7 +278,7 @@ def test_sigkill_mid_certificate_resumes_the_same_order(
                 "jsonpath={.metadata.annotations.vhost-operator\\.io/order-url}",
             ).stdout
             if secret:
-                pending = kube.secret_data(cluster, "vhost-crash-next-key")
+                pending = kube.secret_data(cluster, next_key_secret_name("crash"))
                 order_url = secret
                 break
             time.sleep(0.05)
@@ -286,7 +293,7 @@ def test_sigkill_mid_certificate_resumes_the_same_order(
     start_operator()
     ready = wait_for(cluster, "vh", "crash", settled, what="Ready after restart", timeout=60)
     assert phase_of(ready) == "Ready", ready["status"]
-    tls = kube.secret_data(cluster, "vhost-crash-tls")
+    tls = kube.secret_data(cluster, tls_secret_name("crash"))
     assert tls is not None
     assert tls["tls.key"] == pending["tls.key"], "the key stored before the order is the one used"
     verify_chain(tls["tls.crt"], pebble.root_pem(), "crash.example.com")

@@ -55,6 +55,7 @@ from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.nginx import SERVER_NAMES_HASH_BUCKET_SIZE, SiteConfig, render_final
+from vhost_operator.resources.naming import site_configmap_name, tls_secret_name
 from vhost_operator.settings import Settings
 from vhost_operator.tenancy.settings import GateSettings
 
@@ -120,6 +121,36 @@ def test_values_schema_refuses_typos_and_bad_values(helm: Helm) -> None:
         assert "values don't meet the specifications of the schema" in refused.stderr, bad
 
 
+def test_nginx_never_runs_in_the_release_namespace(helm: Helm) -> None:
+    """The internet-facing nginx pod's agent may list every Secret of its namespace: by default
+    that must not be the release namespace (ACME account key, EAB key, Helm's release Secrets),
+    and naming the release namespace is refused."""
+    manifests = helm.template({"nginx": {"enabled": True}}, namespace="mail-system")
+    agent_role = one(manifests, "Role", "vhost-operator-nginx-agent")
+    assert agent_role["metadata"]["namespace"] == "mail-system-nginx"
+    created = one(manifests, "Namespace", "mail-system-nginx")
+    assert created["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert created["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for kind, name in (("Deployment", "vhost-operator-nginx"), ("Role", "vhost-operator")):
+        assert one(manifests, kind, name)["metadata"]["namespace"] == "mail-system-nginx"
+    operator = literal_env(container(one(manifests, "Deployment", "vhost-operator"), "operator"))
+    assert operator["VHOST_OPERATOR_NGINX_NAMESPACE"] == "mail-system-nginx"
+
+    values = {"nginx": {"enabled": True, "namespace": "mail-system"}}
+    refused = helm.run(
+        "template",
+        "x",
+        str(CHART),
+        "--namespace",
+        "mail-system",
+        "--values",
+        str(helm.values_file(values)),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "nginx.namespace must not be the release namespace mail-system" in refused.stderr
+
+
 def test_an_unpinned_nginx_image_is_refused(helm: Helm) -> None:
     values = {"nginx": {"enabled": True, "image": {"repository": "nginx"}}}
     refused = helm.run(
@@ -158,6 +189,7 @@ def test_default_install_is_the_operator_alone(default_manifests: list[Manifest]
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Namespace",  # nginx's, apart from the release's (empty while nginx and ACME are off)
         "Pod",  # the chart test (a hook: `helm test` creates it, install does not)
         "Role",  # deleting a host's nginx objects
         "Role",  # Events
@@ -173,8 +205,8 @@ def test_default_install_is_the_operator_alone(default_manifests: list[Manifest]
     # Nothing to write with ACME and nginx off; only leftovers of earlier settings to delete.
     nginx_role = one(default_manifests, "Role", "vhost-operator")
     assert [(r["resources"], r["verbs"]) for r in rules_of(nginx_role)] == [
-        (["configmaps"], ["delete"]),
-        (["secrets"], ["delete"]),
+        (["configmaps"], ["get", "delete"]),
+        (["secrets"], ["get", "delete"]),
     ]
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
@@ -487,16 +519,14 @@ FULLNAME = "chart-test-vhost-operator"
 EAB_KID = "chart-kid"
 DEFAULTS_RELEASE = "defaults"
 DEFAULTS_NS = "chart-defaults"
+DEFAULTS_NGINX_NS = f"{DEFAULTS_NS}-nginx"
+"""The nginx namespace the chart makes by default (kept on uninstall: the test removes it)."""
 
 GRANTS_THE_RUN_CANNOT_SHOW: dict[str, str] = {
     # Grant (as Grant.__str__ writes it) -> why the whole run below does not need it.
     "get vhost-operator.io/maildomains cluster-wide": (
         "provisioning/linking.py reads a MailDomain again only after its conditional write "
         "lost a race with another writer"
-    ),
-    f"get core/configmaps in {WEB_NS}": (
-        "provisioning/steps.py (ReadyStep) reads the site ConfigMap only when the watch of the "
-        "agent's reports does not show it: nginx.waitForAgent=false, or the watch lags"
     ),
 }
 
@@ -603,6 +633,7 @@ def install_values(pebble: Pebble, nginx: NginxServer) -> dict[str, Any]:
         "nginx": {
             "enabled": True,
             "namespace": WEB_NS,
+            "createNamespace": False,  # made by the test, with the Pod Security labels
             "upstream": f"http://127.0.0.1:{free_port()}",
             "httpPort": nginx.http_port,
             "httpsPort": nginx.https_port,
@@ -1089,7 +1120,26 @@ def test_with_default_values_the_operator_needs_no_more(
             what="a created host",
         )
         wait_for(cluster, "vh", linked["status"]["linkedVirtualHost"], ready, what="Ready")
+        # What "plain" may have left from a time nginx and ACME were on: deleted with it.
+        leftovers = [
+            {
+                "apiVersion": "v1",
+                "kind": kind,
+                "metadata": {
+                    "name": name,
+                    "namespace": DEFAULTS_NGINX_NS,
+                    "annotations": {"vhost-operator.io/virtualhost": "plain"},
+                },
+            }
+            for kind, name in (
+                ("ConfigMap", site_configmap_name("plain")),
+                ("Secret", tls_secret_name("plain")),
+            )
+        ]
+        kube.apply_manifests(cluster, leftovers, tmp_path)
         cluster.kubectl("delete", "md,vh", "--all", "--wait=true", "--timeout=60s")
+        left = cluster.kubectl("get", "configmaps,secrets", "-n", DEFAULTS_NGINX_NS, "-o", "name")
+        assert "plain" not in left.stdout, left.stdout
     except BaseException:
         print(operator.log())
         raise
@@ -1105,7 +1155,8 @@ def test_with_default_values_the_operator_needs_no_more(
                     "--ignore-not-found",
                     check=False,
                 )
-            cluster.kubectl("delete", "namespace", DEFAULTS_NS, "--wait=false", check=False)
+            for name in (DEFAULTS_NS, DEFAULTS_NGINX_NS):  # the chart keeps nginx's
+                cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
     refusals = [line for line in operator.log().splitlines() if REFUSAL_IN_LOGS.search(line)]
     assert refusals == [], "\n".join(refusals)
     if audit is not None:

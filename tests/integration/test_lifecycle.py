@@ -17,6 +17,7 @@ from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
+from vhost_operator.resources.naming import site_configmap_name, tls_secret_name
 
 pytestmark = pytest.mark.cluster
 
@@ -129,7 +130,7 @@ def test_disable_enable_and_deletion_leave_nothing_behind(
         return cluster.kubectl(
             "get",
             "configmap",
-            "vhost-toggle",
+            site_configmap_name("toggle"),
             "-n",
             kube.NAMESPACE,
             "-o",
@@ -187,7 +188,7 @@ def test_renewal_renews_enabled_hosts_and_skips_disabled_ones(
     for name in ("renewed", "skipped"):
         wait_for(cluster, "vh", name, lambda o: phase_of(o) == "Ready", what="Ready", timeout=60)
     first, skipped = serial_of(cluster, "renewed"), serial_of(cluster, "skipped")
-    first_secret = kube.secret_data(cluster, "vhost-renewed-tls")
+    first_secret = kube.secret_data(cluster, tls_secret_name("renewed"))
     assert first and skipped and first_secret
 
     renewed = wait_for(
@@ -201,7 +202,7 @@ def test_renewal_renews_enabled_hosts_and_skips_disabled_ones(
     assert phase_of(renewed) == "Ready"
     conditions = {c["type"]: c["status"] for c in renewed["status"]["conditions"]}
     assert conditions["CertificateRenewal"] == "True"
-    assert kube.secret_data(cluster, "vhost-renewed-tls") != first_secret
+    assert kube.secret_data(cluster, tls_secret_name("renewed")) != first_secret
     assert serial_of(cluster, "skipped") == skipped, "a disabled host is never renewed"
     skipped_host = get_object(cluster, "vh", "skipped")
     assert skipped_host is not None

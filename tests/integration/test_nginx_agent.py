@@ -9,6 +9,9 @@ disk and what it reported in the ConfigMaps' annotations.
 from __future__ import annotations
 
 import json
+import socket
+import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +32,7 @@ from tests.harness.nginx import (
     served_certificate,
 )
 from tests.harness.processes import free_port
+from vhost_operator.agent.nginx import children
 from vhost_operator.certs import inspect_certificate
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
@@ -41,6 +45,9 @@ NAMESPACE = "nginx-agent-test"
 """The agent's own namespace here: no operator of another test writes site ConfigMaps into it."""
 SECRET_GRACE = 2.0
 """Seconds before a Secret the agent has not seen counts as missing (10 by default)."""
+RELOAD_TIMEOUT = 10.0
+"""Seconds the agent waits for nginx to run a reload (30 by default): a reload nginx cannot do
+costs this much, and isolating its culprit costs it a few times."""
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -62,7 +69,10 @@ def agent(
         tmp_path_factory.mktemp("agent"),
         nginx,
         NAMESPACE,
-        {"VHOST_AGENT_MISSING_SECRET_GRACE": str(SECRET_GRACE)},
+        {
+            "VHOST_AGENT_MISSING_SECRET_GRACE": str(SECRET_GRACE),
+            "VHOST_AGENT_RELOAD_TIMEOUT": str(RELOAD_TIMEOUT),
+        },
     ).start()
     yield process
     process.stop()
@@ -360,7 +370,8 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
     sites.wait_applied("vhost-steady")
 
     # One burst: a config whose certificate the agent never got, a hand-written config with a
-    # typo, and a good host. Only the good one may reach nginx.
+    # typo (the agent applies only what the operator renders), and a good host. Only the good
+    # one may reach nginx.
     no_certificate = sites.configmap(
         "vhost-nocert", "nocert.example.com", sites.config("nocert.example.com", tls=True)
     )
@@ -377,7 +388,7 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
     typo_error = sites.wait_error("vhost-typo")
     print(f"\napply-error (missing certificate): {nocert_error}\napply-error (typo): {typo_error}")
     assert "cannot load certificate" in nocert_error
-    assert 'unknown directive "retrun"' in typo_error
+    assert "is not one the operator renders for typo.example.com" in typo_error
     for hostname in (steady, "fresh.example.com"):
         assert http_request(nginx.http_port, hostname)[:2] == (200, f"upstream for {hostname}\n")
     for hostname in ("nocert.example.com", "typo.example.com"):
@@ -394,7 +405,7 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
         broken["data"][f"{steady}.conf"]
     )
     sites.apply([broken])
-    assert "bogus_directive" in sites.wait_error("vhost-steady")
+    assert "is not one the operator renders" in sites.wait_error("vhost-steady")
     assert sites.annotations()["vhost-steady"][labels.APPLIED_CONFIG_HASH] == good_hash
     assert http_request(nginx.http_port, steady)[:2] == (200, f"upstream for {steady}\n")
 
@@ -403,6 +414,125 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
     fixed = sites.wait_applied("vhost-typo")["vhost-typo"]
     assert labels.APPLY_ERROR not in fixed
     assert http_status(nginx.http_port, "typo.example.com") == 200
+
+
+def test_a_site_nginx_cannot_load_is_isolated_and_the_others_are_served(
+    sites: Sites, nginx: NginxServer, upstream: int
+) -> None:
+    """``nginx -t`` accepts a ``listen`` on a port another process holds; the reload then fails.
+    That host must be reported and the rest of its batch served, not the batch retried forever."""
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        hostname = "busyport.example.com"
+        config = render_final(
+            SiteConfig(
+                hostname=hostname,
+                challenge_upstream=f"127.0.0.1:{upstream}",
+                upstream=f"http://127.0.0.1:{upstream}",
+                http_port=port,
+                https_port=nginx.https_port,
+            )
+        )
+        culprit = sites.configmap("vhost-busyport", hostname, config)
+        bystander = sites.http_site("vhost-bystander", "bystander.example.com")
+        sites.apply([culprit, bystander])
+        sites.wait_applied("vhost-bystander", timeout=120)
+        error = sites.wait_error("vhost-busyport", timeout=60)
+        print(f"\napply-error (busy port): {error}")
+        assert "could not load it" in error
+        assert http_request(nginx.http_port, "bystander.example.com")[:2] == (
+            200,
+            "upstream for bystander.example.com\n",
+        )
+        assert not (nginx.root / "sites-enabled" / f"{hostname}.conf").exists()
+        annotations = sites.annotations()["vhost-busyport"]
+        assert labels.APPLIED_CONFIG_HASH not in annotations, "nginx never ran it"
+    sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-busyport")
+
+
+def test_two_configmaps_for_one_hostname_serve_the_oldest_virtualhost(
+    sites: Sites, nginx: NginxServer
+) -> None:
+    """Without the webhook two VirtualHosts may claim one hostname; the agent serves the
+    oldest one's config (the operator's rule), whatever the ConfigMaps' names."""
+    hostname = "contested.example.com"
+    claims = {
+        "vhost-aaa-younger": "2026-01-02T00:00:00Z",
+        "vhost-zzz-older": "2026-01-01T00:00:00Z",
+    }
+    manifests = []
+    for body_size, (name, created) in enumerate(claims.items(), start=60):
+        manifest = sites.configmap(
+            name, hostname, sites.config(hostname, tls=False, body_size=body_size)
+        )
+        manifest["metadata"]["annotations"][labels.VIRTUALHOST] = name.removeprefix("vhost-")
+        manifest["metadata"]["annotations"][labels.VIRTUALHOST_CREATED] = created
+        manifests.append(manifest)
+    sites.apply(manifests)
+    sites.wait_applied("vhost-zzz-older")
+    error = sites.wait_error("vhost-aaa-younger")
+    assert "already served from ConfigMap vhost-zzz-older" in error
+    served = (nginx.root / "sites-available" / f"{hostname}.conf").read_text()
+    assert "client_max_body_size 61m;" in served
+    sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, *claims)
+
+
+def test_a_config_hijacking_another_host_is_refused_and_keys_stay_with_the_master(
+    sites: Sites, nginx: NginxServer
+) -> None:
+    """The attack of issue 13: a site ConfigMap whose text names another host's server_name
+    and serves the certificate directory. The agent applies only what the operator renders
+    for the ConfigMap's own hostname; and the keys it writes are the master's alone."""
+    victim = "victim.example.com"
+    manifests, chain = sites.tls_site("vhost-victim", victim)
+    sites.apply(manifests)
+    sites.wait_applied("vhost-victim")
+
+    certificates = nginx.root / "certs"
+    hijack = sites.config("attacker.example.com", tls=False).replace(
+        "server_name attacker.example.com;",
+        f"server_name {victim};\n    location /k/ {{ alias {certificates}/{victim}/; }}",
+    )
+    sites.apply([sites.configmap("vhost-attacker", "attacker.example.com", hijack)])
+    error = sites.wait_error("vhost-attacker")
+    print(f"\napply-error (hijack): {error}")
+    assert "is not one the operator renders for attacker.example.com" in error
+    assert not (nginx.root / "sites-available" / "attacker.example.com.conf").exists()
+    assert http_status(nginx.http_port, victim, "/k/tls.key") != 200
+    assert serves_certificate(nginx, victim, chain)
+
+    # nginx's master loads keys before its workers start; the workers never need to read them.
+    key = certificates / victim / "tls.key"
+    master = int(nginx.pid_file.read_text())
+    workers = [pid for pid in children(master) if b"worker process" in process_title(pid)]
+    assert workers
+    info = key.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_uid == process_ids(master)[0]
+    for worker in workers:
+        uid, gid = process_ids(worker)
+        assert uid != info.st_uid, "workers run as the key's owner (nginx's `user` directive)"
+        read = subprocess.run(
+            ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "cat", str(key)],
+            capture_output=True,
+            check=False,
+        )
+        assert read.returncode != 0 and b"PRIVATE KEY" not in read.stdout
+    sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-attacker", "vhost-victim")
+
+
+def process_ids(pid: int) -> tuple[int, int]:
+    """The real uid and gid of a process."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+def process_title(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 # -- a burst ----------------------------------------------------------------------------------
@@ -470,20 +600,18 @@ def test_restart_rewrites_nothing_and_recovers_a_broken_disk(
     agent.stop()
 
     # What an agent killed between writing a batch and rolling it back leaves behind: an
-    # untested, broken config on disk, enabled, matching its ConfigMap.
+    # untested, broken config on disk, enabled, matching its ConfigMap (a certificate it names
+    # is not there).
     hostname = "crashed.example.com"
-    broken = sites.http_site("vhost-crashed", hostname)
-    config = broken["data"][f"{hostname}.conf"] + "bogus_directive on;\n"
-    broken["data"][f"{hostname}.conf"] = config
-    broken["metadata"]["annotations"][labels.CONFIG_HASH] = config_hash(config)
-    sites.apply([broken])
+    config = sites.config(hostname, tls=True)
+    sites.apply([sites.configmap("vhost-crashed", hostname, config)])
     (nginx.root / "sites-available" / f"{hostname}.conf").write_text(config)
     (nginx.root / "sites-enabled" / f"{hostname}.conf").symlink_to(
         f"../sites-available/{hostname}.conf"
     )
 
     agent.start()  # ready: nginx -t passed and nginx reloaded
-    assert "bogus_directive" in sites.wait_error("vhost-crashed")
+    assert "cannot load certificate" in sites.wait_error("vhost-crashed")
     metrics = agent.metrics()
     assert metrics["vhost_agent_hosts_changed_total"] == 0, "everything else was in place"
     assert metrics["vhost_agent_reloads_total"] == 1

@@ -19,15 +19,17 @@ from vhost_operator.agent.apply import (
     BaselineRejected,
     Undo,
     apply_batch,
+    isolate_reload,
     named_host,
     quarantine,
 )
 from vhost_operator.agent.desired import (
     Certificate,
+    DesiredState,
     Site,
-    desired_state,
     relevant_configmap,
 )
+from vhost_operator.agent.desired import desired_state as agent_desired_state
 from vhost_operator.agent.nginx import nginx_complaint
 from vhost_operator.agent.plan import (
     Change,
@@ -41,10 +43,17 @@ from vhost_operator.agent.plan import (
     report_patch,
 )
 from vhost_operator.certs import inspect_certificate
-from vhost_operator.nginx import config_hash
+from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
 
-CONFIG = "server { listen 8080; server_name a.example.com; }\n"
+CERTIFICATES = "/etc/nginx/vhost-operator/certs"
+CONFIG = render_final(
+    SiteConfig(hostname="a.example.com", challenge_upstream="op:8089", upstream="http://app:8000")
+)
+
+
+def desired_state(configmaps: list[dict[str, Any]], secrets: dict[str, Any]) -> DesiredState:
+    return agent_desired_state(configmaps, secrets, certificate_dir=CERTIFICATES)
 
 
 def configmap(
@@ -360,6 +369,27 @@ def test_a_broken_baseline_blames_no_host() -> None:
     with pytest.raises(BaselineRejected, match="main config is broken"):
         asyncio.run(apply_batch(changes(3), workspace))
     assert workspace.applied == {}, "rolled back"
+
+
+def test_a_batch_nginx_cannot_load_is_isolated_with_reloads() -> None:
+    workspace = FakeWorkspace(set(), named=False)
+    outcome = asyncio.run(apply_batch(changes(8), workspace))
+    assert len(outcome.accepted) == 8 and workspace.tests == 1
+    # nginx -t accepted all 8, but the reload (the reloading workspace's test) fails on h5.
+    workspace.bad = {"h5.example.com"}
+    isolated = asyncio.run(isolate_reload(outcome, workspace))
+    assert set(isolated.rejected) == {"h5.example.com"}
+    assert len(isolated.accepted) == 7
+    assert set(workspace.applied) == {f"h{i}.example.com" for i in range(8)} - {"h5.example.com"}
+
+
+def test_a_reload_that_fails_even_for_the_last_good_state_blames_no_host() -> None:
+    workspace = FakeWorkspace(set())
+    outcome = asyncio.run(apply_batch(changes(3), workspace))
+    workspace.broken_baseline = True  # nginx is down: no reload works
+    with pytest.raises(BaselineRejected):
+        asyncio.run(isolate_reload(outcome, workspace))
+    assert workspace.applied == {}, "back to the last good state"
 
 
 def test_quarantine_unlinks_only_the_sites_that_break_nginx() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vhost_operator.catalog import ClaimCatalog, HostCatalog, slim_host, slim_maildomain
-from vhost_operator.resources.maildomains import Claim
+from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.watch import WatchEvent
 
 CERTIFICATE = {

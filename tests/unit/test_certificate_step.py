@@ -25,6 +25,7 @@ from vhost_operator.provisioning.certificates import AcmeAccount, CertificateSte
 from vhost_operator.provisioning.chain import StepFailed, StepOutcome
 from vhost_operator.resources import labels
 from vhost_operator.resources.models import VirtualHost, VirtualHostSpec
+from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
 from vhost_operator.settings import Settings
 
 T = TypeVar("T")
@@ -41,8 +42,8 @@ HOST = VirtualHost(
     generation=1,
     spec=VirtualHostSpec(hostname="mail.example.com"),
 )
-TLS = ("nginx", "vhost-mail-example-com-tls")
-NEXT_KEY = ("nginx", "vhost-mail-example-com-next-key")
+TLS = ("nginx", tls_secret_name("mail-example-com"))
+NEXT_KEY = ("nginx", next_key_secret_name("mail-example-com"))
 ACCOUNT = ("operator", "vhost-operator-acme-account")
 
 
@@ -67,7 +68,7 @@ class MemorySecrets:
         order = annotations.get(labels.ORDER_URL)
         self.log.append(f"store {name}" + (f" order={order}" if order else ""))
 
-    async def delete_secret(self, namespace: str, name: str) -> None:
+    async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None:
         self.secrets.pop((namespace, name), None)
         self.log.append(f"delete {name}")
 
@@ -107,11 +108,11 @@ def test_a_new_host_gets_a_certificate_for_a_key_stored_before_the_order() -> No
 
     [order] = stack.ca.orders.values()
     assert stack.log == [
-        "store vhost-mail-example-com-next-key",  # the key, before the CA hears of it
+        f"store {NEXT_KEY[1]}",  # the key, before the CA hears of it
         "store vhost-operator-acme-account",
-        f"store vhost-mail-example-com-next-key order={order.url}",  # resumable from here
-        "store vhost-mail-example-com-tls",
-        "delete vhost-mail-example-com-next-key",
+        f"store {NEXT_KEY[1]} order={order.url}",  # resumable from here
+        f"store {TLS[1]}",
+        f"delete {NEXT_KEY[1]}",
     ]
     tls = stack.secrets.data(TLS)
     info = inspect_certificate(tls["tls.crt"])
@@ -162,8 +163,8 @@ def test_after_an_interruption_the_stored_order_is_resumed_with_the_stored_key()
 
     assert len(stack.ca.orders) == 1  # no second order
     assert stack.log == [
-        "store vhost-mail-example-com-tls",
-        "delete vhost-mail-example-com-next-key",
+        f"store {TLS[1]}",
+        f"delete {NEXT_KEY[1]}",
     ]
     assert stack.secrets.data(TLS)["tls.key"] == key
     assert outcome.message.endswith(f"issued by order {order.url}")
@@ -251,7 +252,9 @@ def test_an_unusable_stored_key_fails_the_step_with_the_reason() -> None:
     stack = Stack()
     run(
         stack.secrets.apply_secret(
-            "nginx", {"metadata": {"name": NEXT_KEY[1]}}, {"tls.key": b"not a key"}
+            "nginx",
+            {"metadata": {"name": NEXT_KEY[1], "annotations": {labels.VIRTUALHOST: HOST.name}}},
+            {"tls.key": b"not a key"},
         )
     )
 

@@ -24,10 +24,10 @@ from vhost_operator.provisioning.linking import (
     unlink_domain,
     unlink_maildomains_of,
 )
+from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.maildomains import (
     LINKED,
     VIRTUALHOST_DELETED,
-    Claim,
     HostDomains,
     MailDomain,
     MailDomainSpec,

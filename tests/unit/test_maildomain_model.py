@@ -12,10 +12,10 @@ import yaml
 
 from tests.unit.test_crd_schema import undeclared
 from vhost_operator.admission.rules import Refusal, review_virtualhost
+from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.maildomains import (
     LINKED,
     VIRTUALHOST_DELETED,
-    Claim,
     HostDomains,
     MailDomain,
     MailDomainSpec,

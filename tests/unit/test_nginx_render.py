@@ -14,6 +14,7 @@ from vhost_operator.nginx import (
     config_hash,
     render_bootstrap,
     render_final,
+    rendered_site,
 )
 
 # Upstreams as IP addresses or "localhost": `nginx -t` resolves proxy_pass hosts, and cluster
@@ -385,3 +386,76 @@ def test_config_hash_tells_configs_apart(tmp_path: Path) -> None:
         render_final(site(upstream="http://127.0.0.1:8001")),
     }
     assert len({config_hash(config) for config in configs}) == len(configs)
+
+
+# -- recognising what the operator rendered (the nginx agent's check) ---------------------------
+
+CERTS = "/etc/nginx/vhost-operator/certs"
+
+
+def certified(hostname: str = "mail.example.com", **overrides: Any) -> SiteConfig:
+    directory = f"{CERTS}/{hostname}"
+    return site(
+        hostname=hostname,
+        certificate_path=f"{directory}/tls.crt",
+        key_path=f"{directory}/tls.key",
+        **overrides,
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        site(),
+        certified(),
+        certified(https_port=443, http_port=80, max_body_size_mib=7),
+        certified(upstream="https://webmail.mail.svc:8443/app/"),
+        site(upstream="https://app.example.com", challenge_upstream="10.0.0.1:1"),
+        certified(hostname=LONGEST_HOSTNAME),
+    ],
+)
+def test_every_rendered_config_is_recognised(config: SiteConfig) -> None:
+    for text in (render_bootstrap(config), render_final(config)):
+        recognised = rendered_site(text, config.hostname, CERTS)
+        assert recognised is not None
+        assert render_final(recognised) == render_final(config) or text == render_bootstrap(
+            recognised
+        )
+
+
+def test_a_config_for_another_hostname_is_not_recognised() -> None:
+    assert (
+        rendered_site(render_final(certified("victim.example.com")), "me.example.com", CERTS)
+        is None
+    )
+
+
+def _edited(old: str, new: str) -> str:
+    text = render_final(certified())
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        # The hijack of issue 13: another host's name, and the certificate directory served.
+        _edited("server_name mail.example.com;", "server_name victim.example.com;"),
+        _edited(
+            "    ssl_session_tickets off;\n",
+            f"    ssl_session_tickets off;\n    location /k/ {{ alias {CERTS}/; }}\n",
+        ),
+        _edited(f"{CERTS}/mail.example.com/tls.key", f"{CERTS}/victim.example.com/tls.key"),
+        _edited("proxy_http_version 1.1;", "proxy_http_version 1.1; include /etc/passwd;"),
+        _edited("listen 443 ssl http2;", "listen 443 ssl http2; root /;"),
+        _edited("# Do not edit", "# Do edit"),
+        render_final(certified()) + "server { listen 81; }\n",
+        render_final(certified()).replace("\n", "\r\n"),
+    ],
+)
+def test_anything_else_in_a_config_is_not_recognised(config: str) -> None:
+    assert rendered_site(config, "mail.example.com", CERTS) is None
+
+
+def test_certificates_outside_the_agents_directory_are_not_recognised() -> None:
+    assert rendered_site(render_final(certified()), "mail.example.com", "/tmp/certs") is None

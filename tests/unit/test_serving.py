@@ -90,3 +90,11 @@ def test_no_report_times_out() -> None:
 
     with pytest.raises(StepFailed, match=r"did not apply the config within 0\.05s"):
         asyncio.run(scenario())
+
+
+def test_after_the_first_list_a_configmap_not_seen_does_not_exist() -> None:
+    sites = SiteApplications()
+    assert not sites.synced, "before the list, absence means nothing"
+    sites.handle(WatchEvent("SYNC", objects=(configmap("vhost-a"),)))
+    assert sites.synced
+    assert sites.get("vhost-a") is not None and sites.get("vhost-b") is None

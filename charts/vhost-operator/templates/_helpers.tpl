@@ -107,10 +107,17 @@ serves.
 
 {{/*
 vhost-operator.nginxNamespace is where the per-host ConfigMaps and TLS Secrets live, and where
-nginx and its agent run: nginx.namespace, else the release namespace.
+nginx and its agent run: nginx.namespace, else "<release namespace>-nginx". Never the release
+namespace: the internet-facing nginx pod's agent may list every Secret of its namespace, and the
+operator may read and write every Secret there; in the release namespace that would include the
+ACME account key, the EAB key and Helm's release Secrets.
 */}}
 {{- define "vhost-operator.nginxNamespace" -}}
-{{- default .Release.Namespace .Values.nginx.namespace -}}
+{{- $namespace := .Values.nginx.namespace | default (printf "%s-nginx" (trunc 57 .Release.Namespace | trimSuffix "-")) -}}
+{{- if eq $namespace .Release.Namespace -}}
+{{- fail (printf "nginx.namespace must not be the release namespace %s: nginx and its agent would get every Secret of it (ACME account key, EAB key, Helm's release Secrets); leave it empty for %s-nginx or name another namespace" .Release.Namespace .Release.Namespace) -}}
+{{- end -}}
+{{- $namespace -}}
 {{- end -}}
 
 {{/*

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vhost_operator.agent import files
-from vhost_operator.agent.apply import BaselineRejected, Outcome, Undo, apply_batch, quarantine
+from vhost_operator.agent.apply import (
+    BaselineRejected,
+    Outcome,
+    Undo,
+    apply_batch,
+    isolate_reload,
+    quarantine,
+)
 from vhost_operator.agent.desired import (
     DesiredState,
     SiteRequest,
@@ -34,6 +41,7 @@ from vhost_operator.agent.desired import (
 from vhost_operator.agent.metrics import AgentStats, serve
 from vhost_operator.agent.nginx import ConfigRejected, NginxControl, NginxError, ReloadFailed
 from vhost_operator.agent.plan import (
+    CERTS_DIR,
     Change,
     DiskState,
     Symlink,
@@ -151,6 +159,31 @@ class DiskWorkspace:
         return None
 
 
+RELOAD_FAILED = (
+    "nginx -t accepts the config, but nginx could not load it (the reload failed, e.g. a listen "
+    "port another process holds); nginx's error log says why"
+)
+"""Stable text (no pids, no timings) for a host whose reload fails: it lands in annotations."""
+
+
+class ReloadingWorkspace(DiskWorkspace):
+    """A workspace whose test is ``nginx -t`` and then a confirmed reload: for isolating the
+    hosts of a batch that passed ``nginx -t`` but that nginx could not load."""
+
+    async def test(self) -> str | None:
+        failure = await super().test()
+        if failure is not None:
+            return failure
+        try:
+            await self._nginx.reload()
+        except ReloadFailed as error:
+            self._stats.reload_failures_total += 1
+            logger.error("nginx reload failed: %s", error)
+            return RELOAD_FAILED
+        self._stats.reloads_total += 1
+        return None
+
+
 class NginxAgent:
     """Mirrors the site ConfigMaps and TLS Secrets of one namespace into nginx."""
 
@@ -166,6 +199,7 @@ class NginxAgent:
         self._nginx = nginx
         self.stats = stats or AgentStats()
         self._workspace = DiskWorkspace(settings.root_dir, nginx, self.stats)
+        self._reloading = ReloadingWorkspace(settings.root_dir, nginx, self.stats)
         self._configmaps = ObjectStore(relevant_configmap)
         self._secrets = ObjectStore(relevant_secret)
         self._changed = asyncio.Event()
@@ -256,7 +290,11 @@ class NginxAgent:
         """Make disk and nginx match the current state of the watched objects, then report."""
         self.stats.batches_total += 1
         started = time.monotonic()
-        desired = desired_state(self._configmaps.objects.values(), self._secrets.objects)
+        desired = desired_state(
+            self._configmaps.objects.values(),
+            self._secrets.objects,
+            certificate_dir=str(self._settings.root_dir / CERTS_DIR),
+        )
         self.stats.sites, self.stats.enabled_sites = summary(desired)
         logger.debug(
             "desired state: %d sites (%.2fs)", self.stats.sites, time.monotonic() - started
@@ -278,7 +316,7 @@ class NginxAgent:
         self._record(desired, outcome)
         logger.debug("applied and tested (%.2fs)", time.monotonic() - started)
         if not self._live:
-            await self._reload(outcome, started)
+            outcome = await self._reload_or_isolate(desired, outcome, started)
             busy = time.monotonic() - started
             self._paced_until = asyncio.get_running_loop().time() + (
                 self._settings.reload_pacing * busy
@@ -359,6 +397,26 @@ class NginxAgent:
                 site.config_hash,
                 message,
             )
+
+    async def _reload_or_isolate(
+        self, desired: DesiredState, outcome: Outcome, started: float
+    ) -> Outcome:
+        """Reload; if nginx cannot load what ``nginx -t`` accepted, find the hosts it cannot
+        load (reloading as the test), report them like rejected ones and serve the others."""
+        try:
+            await self._reload(outcome, started)
+        except ReloadFailed as error:
+            if not outcome.accepted:
+                raise  # nothing new to blame: nginx itself is the problem (retried)
+            logger.error("nginx could not load the batch (%s); isolating the culprits", error)
+            isolated = await isolate_reload(outcome, self._reloading)
+            self._record(desired, isolated)
+            # The isolation ends with nginx running what is on disk (its last attempt was
+            # reloaded, or undone back to what was).
+            self._live = self.stats.ready = True
+            rejected = {**outcome.rejected, **isolated.rejected}
+            return Outcome(isolated.accepted, rejected, outcome.tests + isolated.tests)
+        return outcome
 
     async def _reload(self, outcome: Outcome, started: float) -> None:
         self._live = False

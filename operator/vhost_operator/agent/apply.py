@@ -9,6 +9,10 @@ halving the failing group. Accepted parts stay on disk as the new last good stat
 culprit costs two more tests and k unnamed ones among n about k·2·log2(n), instead of n. A change
 rejected together with a sibling but accepted alone is accepted: the verdict is always "this host
 on top of everything accepted so far".
+
+``nginx -t`` does not catch everything: it tolerates a ``listen`` on a port another process
+holds, and the reload then fails (nginx keeps running the old configuration). A batch whose
+reload fails is isolated the same way (:func:`isolate_reload`), with a reload as the test.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class Outcome:
     """Hostname → why nginx refused its change."""
     tests: int = 0
     """How many times ``nginx -t`` ran."""
+    undo: list[Undo] = dataclasses.field(default_factory=list)
+    """Puts back what each accepted group replaced, in the order they were applied."""
 
 
 async def apply_batch(changes: Sequence[Change], workspace: Workspace) -> Outcome:
@@ -107,6 +113,21 @@ async def quarantine(links: Mapping[str, str], workspace: Workspace) -> Outcome:
     return outcome
 
 
+async def isolate_reload(outcome: Outcome, reloading: Workspace) -> Outcome:
+    """The changes ``outcome`` accepted passed ``nginx -t`` but nginx could not load them.
+
+    The disk goes back to the last good state (what nginx still runs), then the accepted
+    changes are applied again as a new batch whose test is ``nginx -t`` *and* a reload
+    (``reloading``): the ones nginx loads stay, the culprits are rejected like a failed test,
+    and nginx ends up running exactly what is on disk. If even the last good state cannot be
+    reloaded (nginx is down), no host is blamed: :class:`BaselineRejected`. The result holds
+    only what the retry decided (``outcome.rejected`` stays as it was).
+    """
+    for undo in reversed(outcome.undo):
+        await undo()
+    return await apply_batch(outcome.accepted, reloading)
+
+
 class _Isolation:
     def __init__(self, workspace: Workspace, outcome: Outcome) -> None:
         self._workspace = workspace
@@ -123,6 +144,7 @@ class _Isolation:
             raise
         if failure is None:
             self._outcome.accepted.extend(group)
+            self._outcome.undo.append(undo)
         else:
             await undo()
         return failure

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vhost_operator.certs import KeyMaterialError, certificate_matches_key, inspect_certificate
-from vhost_operator.nginx import config_hash
+from vhost_operator.nginx import config_hash, rendered_site
 from vhost_operator.resources import labels
+from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.hostnames import hostname_problem
 
 Object = Mapping[str, Any]
@@ -105,27 +106,50 @@ class DesiredState:
         return frozenset(r.hostname for r in self.requests if r.site is None and r.hostname)
 
 
-def desired_state(configmaps: Iterable[Object], secrets: Mapping[str, Object]) -> DesiredState:
-    """Parse every site ConfigMap; ``secrets`` are the TLS Secrets by name.
+def desired_state(
+    configmaps: Iterable[Object], secrets: Mapping[str, Object], *, certificate_dir: str
+) -> DesiredState:
+    """Parse every site ConfigMap; ``secrets`` are the TLS Secrets by name; configs may name
+    certificates only as ``<certificate_dir>/<hostname>/tls.{crt,key}``.
 
     When several ConfigMaps claim one hostname (the admission webhook normally prevents it), the
-    first by name keeps it, so the outcome does not depend on event order.
+    one of the oldest VirtualHost keeps it, by the rule the operator and the tenancy gate follow
+    too (``resources.claims``), so the outcome depends neither on event order nor on which of
+    them decides. ``requests`` stay ordered by ConfigMap name.
     """
     owners: dict[str, str] = {}
-    requests = []
-    for configmap in sorted(configmaps, key=_name):
-        request = site_request(configmap, secrets)
+    requests = {}
+    for configmap in sorted(configmaps, key=_seniority):
+        request = site_request(configmap, secrets, certificate_dir=certificate_dir)
         if request.hostname is not None:
             owner = owners.setdefault(request.hostname, request.configmap)
             if owner != request.configmap:
                 problem = f"hostname {request.hostname} is already served from ConfigMap {owner}"
                 request = SiteRequest(request.configmap, None, request.config_hash, problem=problem)
-        requests.append(request)
-    return DesiredState(tuple(requests))
+        requests[request.configmap] = request
+    return DesiredState(tuple(requests[name] for name in sorted(requests)))
 
 
-def site_request(configmap: Object, secrets: Mapping[str, Object]) -> SiteRequest:
-    """What one site ConfigMap asks for; checks run in the order a human would fix them."""
+def _seniority(configmap: Object) -> tuple[Claim, str]:
+    """Its VirtualHost's claim on the hostname, then the ConfigMap's name. ConfigMaps written
+    before the claim was recorded sort first: they predate any rival made since."""
+    annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
+    claim = Claim(
+        annotations.get(labels.VIRTUALHOST_CREATED, ""), annotations.get(labels.VIRTUALHOST, "")
+    )
+    return claim, _name(configmap)
+
+
+def site_request(
+    configmap: Object, secrets: Mapping[str, Object], *, certificate_dir: str
+) -> SiteRequest:
+    """What one site ConfigMap asks for; checks run in the order a human would fix them.
+
+    The config must be exactly what the operator renders for the ConfigMap's hostname
+    (``nginx.rendered_site``): the text of a ConfigMap is never trusted as it is, since nginx
+    would run any directive in it (a ``server_name`` of another host, an ``alias`` onto the
+    certificate directory).
+    """
     name = _name(configmap)
     annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
     data: Mapping[str, str] = configmap.get("data") or {}
@@ -142,6 +166,12 @@ def site_request(configmap: Object, secrets: Mapping[str, Object]) -> SiteReques
             name, hostname, annotations.get(labels.CONFIG_HASH), problem=f"no data key {key}"
         )
     request = SiteRequest(name, hostname, config_hash(config))
+    if rendered_site(config, hostname, certificate_dir) is None:
+        message = (
+            f"the config is not one the operator renders for {hostname}: refused (server_name, "
+            "certificate paths and directives must be exactly those of the operator's templates)"
+        )
+        return dataclasses.replace(request, problem=message)
     enabled = annotations.get(labels.ENABLED, "true")
     if enabled not in ("true", "false"):
         message = f"annotation {labels.ENABLED} must be 'true' or 'false', not {enabled!r}"
@@ -219,7 +249,14 @@ def relevant_configmap(configmap: Object | None) -> object:
     if configmap is None:
         return None
     annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
-    watched = (labels.HOSTNAME, labels.ENABLED, labels.TLS_SECRET, labels.CONFIG_HASH)
+    watched = (
+        labels.HOSTNAME,
+        labels.ENABLED,
+        labels.TLS_SECRET,
+        labels.CONFIG_HASH,
+        labels.VIRTUALHOST,
+        labels.VIRTUALHOST_CREATED,
+    )
     return (
         tuple(annotations.get(key) for key in watched),
         tuple(sorted((configmap.get("data") or {}).items())),

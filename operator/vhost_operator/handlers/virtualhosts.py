@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -9,20 +10,23 @@ from typing import Any, ParamSpec, cast
 
 import kopf
 
+from vhost_operator.catalog import HostRecord
 from vhost_operator.errors import TransientApiError
 from vhost_operator.handlers.context import OperatorContext, context_of
 from vhost_operator.handlers.maildomains import announce_unlinked
 from vhost_operator.provisioning.chain import run_chain, utc_now
 from vhost_operator.provisioning.cleanup import release
-from vhost_operator.provisioning.decisions import Action, decide
+from vhost_operator.provisioning.decisions import Action, decide, hostname_refusal, successor
 from vhost_operator.provisioning.linking import unlink_maildomains_of
 from vhost_operator.provisioning.renewal import renew_certificate
 from vhost_operator.provisioning.sites import publish_enabled
 from vhost_operator.resources.hostnames import primary_hostname_problem
 from vhost_operator.resources.models import (
     GROUP,
+    RETRY_ANNOTATION,
     VERSION,
     VIRTUALHOSTS,
+    Phase,
     VirtualHost,
     VirtualHostStatus,
 )
@@ -50,6 +54,11 @@ def _retried_soon_on_api_trouble(
             raise kopf.TemporaryError(str(error), delay=API_RETRY_DELAY) from error
 
     return retried
+
+
+CATALOG_WAIT = 5.0
+"""Seconds a chain waits for the catalog's first list just after a start, so that an older
+VirtualHost with the same hostname is known before anything is provisioned."""
 
 
 class KubernetesChainRecorder:
@@ -93,6 +102,9 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     recorder = KubernetesChainRecorder(context)
     if action in (Action.PROVISION, Action.RETRY):
         refused = primary_hostname_problem(host.spec.hostname, context.settings.primary_hostnames)
+        # Uniqueness without the webhook: an older VirtualHost with this hostname keeps it.
+        hosts = context.hosts
+        await hosts.wait(CATALOG_WAIT)
         status = await run_chain(
             host,
             context.steps,
@@ -100,6 +112,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             restart=action == Action.RETRY,
             refused=refused,
             on_deferred=context.wakeups.schedule_host,
+            guard=lambda h: hostname_refusal(h, hosts.rivals(h.spec.hostname)),
         )
         logger.info("VirtualHost %s: chain ended %s", host.name, status.phase)
     elif action == Action.REFUSE_RETRY:
@@ -137,8 +150,32 @@ async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     context = context_of(memo)
     host = VirtualHost.from_body(body)
     removed = await release(host, context.objects, context.settings)
+    await _hand_over(context, host)
     # Linked MailDomains stay; only their association goes (and the host is not re-created).
     await unlink_maildomains_of(
         host.spec.hostname, host.name, context.maildomains, announce=announce_unlinked
     )
     logger.info("VirtualHost %s deleted; removed %s", host.name, ", ".join(removed))
+
+
+async def _hand_over(context: OperatorContext, host: VirtualHost) -> None:
+    """The next oldest VirtualHost with this hostname, Failed because this one kept it, is
+    retried as if its owner had asked (the retry annotation, visibly): it takes over."""
+    hosts = context.hosts
+    name = successor(host, [*hosts.rivals(host.spec.hostname), host.claim])
+    record = hosts.get(name) if name is not None else None
+    if name is None or record is None or record.view.phase != Phase.FAILED.value:
+        return
+    # The retried chain asks the catalog who keeps the hostname: it must see this host as
+    # being deleted first (kopf and the catalog follow separate watches).
+    deadline = asyncio.get_running_loop().time() + CATALOG_WAIT
+    while not _deleting(hosts.get(host.name)) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    await context.virtualhosts.annotate(name, {RETRY_ANNOTATION: f"takeover-from-{host.uid}"})
+    logger.info(
+        "VirtualHost %s takes hostname %s over from %s", name, host.spec.hostname, host.name
+    )
+
+
+def _deleting(record: HostRecord | None) -> bool:
+    return record is None or record.deleting

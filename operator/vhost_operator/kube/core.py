@@ -56,8 +56,10 @@ class CoreObjects:
     def read(self, kind: Kind, namespace: str, name: str) -> Any:
         return self.request("GET", _path(kind, namespace, name))
 
-    def delete(self, kind: Kind, namespace: str, name: str) -> Any:
-        return self.request("DELETE", _path(kind, namespace, name))
+    def delete(self, kind: Kind, namespace: str, name: str, *, uid: str | None = None) -> Any:
+        """Delete; with ``uid``, only that incarnation of the object (else 409 Conflict)."""
+        body = None if uid is None else {"preconditions": {"uid": uid}}
+        return self.request("DELETE", _path(kind, namespace, name), body=body)
 
     def apply(self, kind: Kind, namespace: str, name: str, body: Any, *, manager: str) -> Any:
         """Server-side apply of ``body`` as field manager ``manager`` (forcing conflicts)."""

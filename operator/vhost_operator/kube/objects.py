@@ -3,6 +3,13 @@
 Writes use server-side apply under one field manager: idempotent, no read-modify-write races, and
 a retried step writes the same object again without conflict.
 RBAC: configmaps and secrets get/patch/delete in those namespaces.
+
+Objects made for one VirtualHost are only written and deleted for that host: a manifest that
+names its host (the ``vhost-operator.io/virtualhost`` annotation), and a deletion or annotation
+given ``owner``, first read the object; if it belongs to another host, :class:`ForeignObjectError`
+and nothing changes. A deletion is conditional on the uid read. A write is not conditional on the
+version read: the nginx agent annotates site ConfigMaps all the time, and with names unique by
+construction, another host's object appearing in between would need a 64-bit hash collision.
 """
 
 from __future__ import annotations
@@ -12,11 +19,14 @@ from typing import Any
 
 import kubernetes
 
-from vhost_operator.errors import ApiError
+from vhost_operator.errors import ApiError, ForeignObjectError
 from vhost_operator.kube.api import call, json_body, write
-from vhost_operator.kube.core import CoreObjects
+from vhost_operator.kube.core import CoreObjects, Kind
+from vhost_operator.resources import labels
+from vhost_operator.resources.naming import foreign_owner
 
 FIELD_MANAGER = "vhost-operator"
+_KINDS: dict[Kind, str] = {"configmaps": "ConfigMap", "secrets": "Secret"}
 
 
 class SecretData:
@@ -37,15 +47,18 @@ class NamespacedObjects:
     async def apply_configmap(self, namespace: str, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
         body = {"apiVersion": "v1", "kind": "ConfigMap", **manifest}
+        await self._check_claim("configmaps", namespace, manifest["metadata"])
         await write(
             lambda: self._core.apply("configmaps", namespace, name, body, manager=FIELD_MANAGER),
             what=f"writing ConfigMap {namespace}/{name}",
         )
 
     async def annotate_configmap(
-        self, namespace: str, name: str, annotations: dict[str, str]
+        self, namespace: str, name: str, annotations: dict[str, str], *, owner: str
     ) -> bool:
-        """Merge ``annotations`` into a ConfigMap; ``False`` when it does not exist."""
+        """Merge ``annotations`` into ``owner``'s ConfigMap; ``False`` when it does not exist."""
+        if await self._owned("configmaps", namespace, name, owner) is None:
+            return False
         patch = {"metadata": {"annotations": annotations}}
         try:
             await write(
@@ -71,6 +84,7 @@ class NamespacedObjects:
         name = manifest["metadata"]["name"]
         encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
         body = {"apiVersion": "v1", "kind": "Secret", **manifest, "data": encoded}
+        await self._check_claim("secrets", namespace, manifest["metadata"])
         await write(
             lambda: self._core.apply("secrets", namespace, name, body, manager=FIELD_MANAGER),
             what=f"writing Secret {namespace}/{name}",
@@ -83,17 +97,46 @@ class NamespacedObjects:
         )
         return None if body is None else SecretData(body)
 
-    async def delete_secret(self, namespace: str, name: str) -> None:
+    async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None:
+        """Delete ``owner``'s Secret; nothing if it does not exist."""
+        await self._delete_owned("secrets", namespace, name, owner)
+
+    async def delete_configmap(self, namespace: str, name: str, *, owner: str) -> None:
+        """Delete ``owner``'s ConfigMap; nothing if it does not exist."""
+        await self._delete_owned("configmaps", namespace, name, owner)
+
+    async def _delete_owned(self, kind: Kind, namespace: str, name: str, owner: str) -> None:
+        current = await self._owned(kind, namespace, name, owner)
+        if current is None:
+            return
+        uid = current["metadata"]["uid"]
         await self._delete(
-            lambda: self._core.delete("secrets", namespace, name),
-            what=f"deleting Secret {namespace}/{name}",
+            lambda: self._core.delete(kind, namespace, name, uid=uid),
+            what=f"deleting {_KINDS[kind]} {namespace}/{name}",
         )
 
-    async def delete_configmap(self, namespace: str, name: str) -> None:
-        await self._delete(
-            lambda: self._core.delete("configmaps", namespace, name),
-            what=f"deleting ConfigMap {namespace}/{name}",
+    async def _owned(
+        self, kind: Kind, namespace: str, name: str, owner: str
+    ) -> dict[str, Any] | None:
+        """The object's JSON if it exists and is ``owner``'s; ForeignObjectError if another's."""
+        current: dict[str, Any] | None = await self._read(
+            lambda: json_body(self._core.read(kind, namespace, name)),
+            what=f"reading {_KINDS[kind]} {namespace}/{name}",
         )
+        if current is not None:
+            problem = foreign_owner(current.get("metadata") or {}, owner)
+            if problem is not None:
+                raise ForeignObjectError(
+                    f"{_KINDS[kind]} {namespace}/{name} is not VirtualHost {owner}'s: {problem}; "
+                    "left as it is"
+                )
+        return current
+
+    async def _check_claim(self, kind: Kind, namespace: str, metadata: dict[str, Any]) -> None:
+        """If the manifest names its VirtualHost, the object there must be that host's."""
+        owner = (metadata.get("annotations") or {}).get(labels.VIRTUALHOST)
+        if owner is not None:
+            await self._owned(kind, namespace, metadata["name"], owner)
 
     @staticmethod
     async def _read(function: Any, *, what: str) -> Any | None:

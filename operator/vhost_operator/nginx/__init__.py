@@ -10,6 +10,7 @@ from vhost_operator.nginx.render import (
     config_hash,
     render_bootstrap,
     render_final,
+    rendered_site,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "config_hash",
     "render_bootstrap",
     "render_final",
+    "rendered_site",
 ]

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Final, Self
 
 import jinja2
@@ -164,6 +165,99 @@ def render_final(site: SiteConfig) -> str:
     if site.has_certificate:
         return _render("final.conf.j2", site, kind="final")
     return _render("final-http.conf.j2", site, kind="final HTTP-only")
+
+
+# -- recognising a rendered config --------------------------------------------------------------
+
+_FIELDS: Final = {
+    # Template variable -> what its value may look like in a config; SiteConfig checks it after.
+    "hostname": r"[a-z0-9.-]+",
+    "http_port": r"[0-9]{1,5}",
+    "https_port": r"[0-9]{1,5}",
+    "challenge_upstream": r"[A-Za-z0-9.:-]+",
+    "proxy_pass": r"https?://[A-Za-z0-9._~/:-]+",
+    "https_origin": r"https://[A-Za-z0-9.:-]+",
+    "certificate_path": r"/[A-Za-z0-9._/-]+",
+    "key_path": r"/[A-Za-z0-9._/-]+",
+    "max_body_size_mib": r"[0-9]{1,5}",
+}
+_TEMPLATES: Final = (
+    # (template, kind, TLS, upstream over HTTPS)
+    ("bootstrap.conf.j2", "bootstrap", False, False),
+    ("final.conf.j2", "final", True, False),
+    ("final.conf.j2", "final", True, True),
+    ("final-http.conf.j2", "final HTTP-only", False, False),
+    ("final-http.conf.j2", "final HTTP-only", False, True),
+)
+_RECOGNISED_CONFIGS = 16384
+"""Verdicts kept: more than the hosts one nginx serves (each is asked again every batch)."""
+
+
+def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfig | None:
+    """The :class:`SiteConfig` the operator rendered ``config`` from for ``hostname``, or
+    ``None`` if ``config`` is not exactly what the renderer makes for that host.
+
+    What an nginx agent applies: a config naming another ``server_name``, with a certificate
+    outside ``<certificate_dir>/<hostname>/``, or with any directive the templates do not write
+    (``alias``, ``root``, ``include``...) is refused, whoever wrote it into the ConfigMap. The
+    free parameters (ports, upstreams, body size) are read out of the text, checked by
+    :class:`SiteConfig` like the operator's settings, and the config rendered from them must
+    be the text itself, byte for byte.
+    """
+    return _rendered_site(config, hostname, certificate_dir)
+
+
+@functools.lru_cache(maxsize=_RECOGNISED_CONFIGS)
+def _rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfig | None:
+    for pattern, render, tls in _config_patterns():
+        match = pattern.fullmatch(config)
+        if match is None or match["hostname"] != hostname:
+            continue
+        found = match.groupdict()
+        directory = f"{certificate_dir.rstrip('/')}/{hostname}"
+        try:
+            site = SiteConfig(
+                hostname=hostname,
+                challenge_upstream=found["challenge_upstream"],
+                # The bootstrap config has no upstream, body size or HTTPS port in it: any
+                # valid value renders it the same.
+                upstream=found.get("proxy_pass") or "http://localhost",
+                http_port=int(found["http_port"]),
+                https_port=int(found.get("https_port") or 443),
+                certificate_path=f"{directory}/tls.crt" if tls else None,
+                key_path=f"{directory}/tls.key" if tls else None,
+                max_body_size_mib=int(found.get("max_body_size_mib") or 50),
+            )
+        except ValueError:
+            continue
+        if render(site) == config:
+            return site
+    return None
+
+
+@functools.cache
+def _config_patterns() -> tuple[tuple[re.Pattern[str], Callable[[SiteConfig], str], bool], ...]:
+    """Each template rendered with a marker for every variable, made into a regex whose groups
+    capture the variables (a repeated variable must repeat its first value); with the function
+    that renders it and whether it has a certificate."""
+    patterns = []
+    for template, kind, tls, upstream_is_https in _TEMPLATES:
+        context: dict[str, object] = {name: f"\x00{name}\x00" for name in _FIELDS}
+        context.update(kind=kind, upstream_is_https=upstream_is_https)
+        text = re.escape(_environment().get_template(template).render(context))
+        seen: set[str] = set()
+
+        def group(match: re.Match[str], seen: set[str] = seen) -> str:
+            name = match[1]
+            if name in seen:
+                return f"(?P={name})"
+            seen.add(name)
+            return f"(?P<{name}>{_FIELDS[name]})"
+
+        regex = re.sub(re.escape("\x00") + r"(\w+)" + re.escape("\x00"), group, text)
+        render = render_bootstrap if template == "bootstrap.conf.j2" else render_final
+        patterns.append((re.compile(regex), render, tls))
+    return tuple(patterns)
 
 
 def config_hash(config: str) -> str:

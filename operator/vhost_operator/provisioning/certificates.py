@@ -31,13 +31,13 @@ from vhost_operator.certs import (
     new_private_key_pem,
     renewal_time,
 )
-from vhost_operator.errors import VhostOperatorError
+from vhost_operator.errors import ForeignObjectError, VhostOperatorError
 from vhost_operator.kube.objects import SecretData
 from vhost_operator.metrics import ACME_ORDERS
 from vhost_operator.provisioning.chain import StepDeferred, StepFailed, StepOutcome, utc_now
 from vhost_operator.resources import labels
 from vhost_operator.resources.models import CertificateStatus, VirtualHost
-from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
+from vhost_operator.resources.naming import foreign_owner, next_key_secret_name, tls_secret_name
 from vhost_operator.settings import Settings
 
 CERTIFICATE = "certificate"
@@ -69,7 +69,7 @@ class SecretStore(Protocol):
         self, namespace: str, manifest: dict[str, Any], data: dict[str, bytes]
     ) -> None: ...
 
-    async def delete_secret(self, namespace: str, name: str) -> None: ...
+    async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None: ...
 
 
 class CertificateAuthority(Protocol):
@@ -176,7 +176,9 @@ class CertificateStep:
         if not certificate_matches_key(issued.chain_pem, key):
             raise StepFailed("the CA returned a certificate that does not match the stored key")
         await self._store(host, issued.chain_pem, key)
-        await self._secrets.delete_secret(namespace, next_key_secret_name(host.name))
+        await self._secrets.delete_secret(
+            namespace, next_key_secret_name(host.name), owner=host.name
+        )
         status = self.certificate_status(host, issued.chain_pem)
         return StepOutcome(
             message=f"certificate {status.serial} issued by order {issued.order_url}",
@@ -216,6 +218,9 @@ class CertificateStep:
         """
         namespace, name = self._settings.nginx_namespace, next_key_secret_name(host.name)
         stored = await self._secrets.read_secret(namespace, name)
+        if stored is not None and foreign_owner({"annotations": stored.annotations}, host.name):
+            # Never order with (or resume the order of) a key kept for another host.
+            raise ForeignObjectError(f"Secret {namespace}/{name} is not VirtualHost {host.name}'s")
         if stored is not None and stored.data.get("tls.key"):
             current = await self._secrets.read_secret(namespace, tls_secret_name(host.name))
             if current is None or current.data.get("tls.key") != stored.data["tls.key"]:
@@ -227,7 +232,7 @@ class CertificateStep:
                 )
             # Deleted, not overwritten: an apply would leave an order URL written by another
             # field manager beside the new key.
-            await self._secrets.delete_secret(namespace, name)
+            await self._secrets.delete_secret(namespace, name, owner=host.name)
         pending = PendingKey(new_private_key_pem())
         await self._write_next_key(host, pending)
         return pending

@@ -119,6 +119,7 @@ async def run_chain(
     refused: str | None = None,
     clock: Clock = utc_now,
     on_deferred: OnDeferred | None = None,
+    guard: Callable[[VirtualHost], str | None] | None = None,
 ) -> VirtualHostStatus:
     """Run ``steps`` for ``host`` and return the final status (already written).
 
@@ -128,6 +129,9 @@ async def run_chain(
 
     A step that defers ends the run with the host Pending; ``on_deferred`` (required if any
     step can defer) is then told when to run the chain again.
+
+    ``guard`` is asked before each step whether the host may go on; its answer, if any, fails
+    that step (e.g. another VirtualHost keeps the hostname: no ACME order, no nginx config).
     """
     chain = fresh_chain(steps) if restart else resumable_chain(host.status, steps)
     status = host.status.model_copy(
@@ -152,8 +156,9 @@ async def run_chain(
             await recorder.write_status(host, status)
         started = time.monotonic()
         try:
-            if refused is not None:
-                raise StepFailed(refused)
+            refusal = refused if refused is not None else guard(host) if guard else None
+            if refusal is not None:
+                raise StepFailed(refusal)
             outcome = await step.run(host.model_copy(update={"status": status}))
         except StepDeferred as deferral:
             status.chain[index] = status.chain[index].model_copy(

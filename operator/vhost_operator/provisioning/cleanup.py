@@ -3,34 +3,54 @@ and reloads), its pending key, and its TLS Secret unless settings retain it.
 
 Done by the finalizer's handler, not left to garbage collection: a cluster without the garbage
 collector, or a deletion with ``--cascade=orphan``, must still leave nothing behind.
+
+Only the host's own objects go: the names of earlier releases too (``legacy_derived_name``:
+hosts Ready before the upgrade still run from them), each only if it carries this host's name.
+An object at one of those names that belongs to another host stays, and is logged.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
+from vhost_operator.errors import ForeignObjectError
 from vhost_operator.resources.models import VirtualHost
 from vhost_operator.resources.naming import (
-    next_key_secret_name,
-    site_configmap_name,
-    tls_secret_name,
+    NEXT_KEY_SUFFIX,
+    SITE_SUFFIX,
+    TLS_SUFFIX,
+    derived_name,
+    legacy_derived_name,
 )
 from vhost_operator.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 
 class ObjectRemover(Protocol):
-    async def delete_configmap(self, namespace: str, name: str) -> None: ...
+    async def delete_configmap(self, namespace: str, name: str, *, owner: str) -> None: ...
 
-    async def delete_secret(self, namespace: str, name: str) -> None: ...
+    async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None: ...
 
 
 async def release(host: VirtualHost, objects: ObjectRemover, settings: Settings) -> list[str]:
     """Delete what the host owns; returns what was removed (for the log). Idempotent."""
     namespace = settings.nginx_namespace
-    removed = [f"ConfigMap {site_configmap_name(host.name)}"]
-    await objects.delete_configmap(namespace, site_configmap_name(host.name))
-    await objects.delete_secret(namespace, next_key_secret_name(host.name))
+    removed = []
+    targets = [(objects.delete_configmap, "ConfigMap", SITE_SUFFIX)]
+    targets.append((objects.delete_secret, "Secret", NEXT_KEY_SUFFIX))
     if not settings.retain_certificate_secret:
-        await objects.delete_secret(namespace, tls_secret_name(host.name))
-        removed.append(f"Secret {tls_secret_name(host.name)}")
+        targets.append((objects.delete_secret, "Secret", TLS_SUFFIX))
+    for delete, kind, suffix in targets:
+        for name in dict.fromkeys(
+            (derived_name(host.name, suffix), legacy_derived_name(host.name, suffix))
+        ):
+            try:
+                await delete(namespace, name, owner=host.name)
+            except ForeignObjectError as refused:
+                logger.warning("%s", refused)
+                continue
+            if suffix != NEXT_KEY_SUFFIX:
+                removed.append(f"{kind} {name}")
     return removed

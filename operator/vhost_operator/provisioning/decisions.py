@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
+from vhost_operator.resources.claims import (
+    Claim,
+    claimed_by_older,
+    hostname_taken_message,
+    senior,
+)
 from vhost_operator.resources.models import Phase, VirtualHost
 
 
@@ -36,3 +43,19 @@ def decide(host: VirtualHost) -> Action:
     if renewal_requested and status.phase == Phase.READY:
         return Action.RENEW
     return Action.NOTHING
+
+
+def hostname_refusal(host: VirtualHost, rivals: Iterable[Claim]) -> str | None:
+    """Why ``host`` may not be provisioned: an older VirtualHost has its hostname (``rivals``:
+    the claims of every VirtualHost with it, this one's included or not)."""
+    owner = claimed_by_older(host.claim, [r for r in rivals if r.name != host.name])
+    return None if owner is None else hostname_taken_message(host.spec.hostname, owner)
+
+
+def successor(deleted: VirtualHost, rivals: Iterable[Claim]) -> str | None:
+    """The VirtualHost that takes the hostname over once ``deleted`` is gone: the next oldest,
+    if ``deleted`` kept it; ``None`` if it did not, or nobody else claims it."""
+    others = [r for r in rivals if r.name != deleted.name]
+    if not others or claimed_by_older(deleted.claim, others) is not None:
+        return None
+    return senior(others).name

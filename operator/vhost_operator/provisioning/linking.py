@@ -32,9 +32,9 @@ from typing import Protocol, TypeVar
 from vhost_operator.errors import InvalidResourceError, TransientApiError, VhostOperatorError
 from vhost_operator.kube.preconditions import Contended, NameTaken
 from vhost_operator.provisioning.chain import Clock, utc_now
+from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.maildomains import (
     VIRTUALHOST_DELETED,
-    Claim,
     HostDomains,
     MailDomain,
     MailDomainStatus,

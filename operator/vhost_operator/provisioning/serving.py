@@ -48,6 +48,9 @@ class SiteApplications:
     """
 
     def __init__(self) -> None:
+        self.synced = False
+        """Whether a full list has arrived: from then on, a ConfigMap not here does not exist
+        (give or take the watch's lag)."""
         self._sites: dict[str, Applied] = {}
         self._wakers: dict[str, asyncio.Event] = {}
         """ConfigMap name -> the event its waiters wait on; set (and dropped) on a change."""
@@ -55,6 +58,7 @@ class SiteApplications:
     def handle(self, event: WatchEvent) -> None:
         if event.type == "SYNC":
             self._sites = {_name(o): Applied.of(_annotations(o)) for o in event.objects}
+            self.synced = True
             wakers, self._wakers = self._wakers, {}
             for waker in wakers.values():
                 waker.set()

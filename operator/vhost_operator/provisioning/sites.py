@@ -7,16 +7,24 @@ The nginx agent mirrors these ConfigMaps into nginx; see ``vhost_operator.resour
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from typing import Protocol
 
+from vhost_operator.errors import ForeignObjectError
 from vhost_operator.nginx import SiteConfig, config_hash, render_bootstrap, render_final
 from vhost_operator.probes import ProbeFailed, served_certificate_serial
 from vhost_operator.provisioning.chain import StepFailed, StepOutcome
 from vhost_operator.provisioning.serving import SiteApplications
 from vhost_operator.resources import labels
 from vhost_operator.resources.models import VirtualHost
-from vhost_operator.resources.naming import site_configmap_name, tls_secret_name
+from vhost_operator.resources.naming import (
+    SITE_SUFFIX,
+    TLS_SUFFIX,
+    legacy_derived_name,
+    site_configmap_name,
+    tls_secret_name,
+)
 from vhost_operator.settings import Settings
 
 BOOTSTRAP = "bootstrap"
@@ -25,6 +33,10 @@ FINAL = "final"
 
 class ConfigMapWriter(Protocol):
     async def apply_configmap(self, namespace: str, manifest: dict[str, object]) -> None: ...
+
+    async def delete_configmap(self, namespace: str, name: str, *, owner: str) -> None: ...
+
+    async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None: ...
 
 
 def site_config(host: VirtualHost, settings: Settings, *, with_certificate: bool) -> SiteConfig:
@@ -50,6 +62,7 @@ def site_manifest(host: VirtualHost, stage: str, config: str, *, tls: bool) -> d
     """The site ConfigMap: one config key, and what the agent needs to know in annotations."""
     annotations = {
         labels.VIRTUALHOST: host.name,
+        labels.VIRTUALHOST_CREATED: host.creation_timestamp,
         labels.HOSTNAME: host.spec.hostname,
         labels.ENABLED: "true" if host.spec.enabled else "false",
         labels.STAGE: stage,
@@ -70,7 +83,7 @@ def site_manifest(host: VirtualHost, stage: str, config: str, *, tls: bool) -> d
 
 class ConfigMapAnnotator(Protocol):
     async def annotate_configmap(
-        self, namespace: str, name: str, annotations: dict[str, str]
+        self, namespace: str, name: str, annotations: dict[str, str], *, owner: str
     ) -> bool: ...
 
 
@@ -83,6 +96,7 @@ async def publish_enabled(
         settings.nginx_namespace,
         site_configmap_name(host.name),
         {labels.ENABLED: "true" if host.spec.enabled else "false"},
+        owner=host.name,
     )
 
 
@@ -102,6 +116,7 @@ class SitePublisher:
     async def publish(self, host: VirtualHost, stage: str, config: str, *, tls: bool) -> str:
         """Apply the ConfigMap, wait for the agent; returns what happened, for the chain."""
         manifest = site_manifest(host, stage, config, tls=tls)
+        await self._drop_legacy(host, tls=tls)
         await self._configmaps.apply_configmap(self._settings.nginx_namespace, manifest)
         digest = config_hash(config)
         if self._applications is None or not self._settings.nginx_wait_for_agent:
@@ -117,6 +132,27 @@ class SitePublisher:
             await self._require_serving(host, serial)
             return f"{stage} config {digest} served with certificate {serial}"
         return f"{stage} config {digest} applied by nginx"
+
+    async def _drop_legacy(self, host: VirtualHost, *, tls: bool) -> None:
+        """Remove the host's ConfigMap of an earlier release (its name had no hash): the agent
+        would otherwise see two ConfigMaps for one hostname. It goes first, so a host Ready
+        before the upgrade drops out of nginx for one agent batch when its chain or renewal
+        next publishes. With the certificate: the TLS Secret of that release too, which only
+        the old ConfigMap referred to. Each only if it is this host's: the old names could
+        collide, and another host's object under one stays."""
+        applications = self._applications
+        legacy = legacy_derived_name(host.name, SITE_SUFFIX)
+        if applications is not None and applications.synced and applications.get(legacy) is None:
+            # The watch of every site ConfigMap shows none under the old name: nothing to read
+            # or delete (the usual case: one or two API requests fewer per publish).
+            return
+        namespace = self._settings.nginx_namespace
+        removals = [(self._configmaps.delete_configmap, SITE_SUFFIX)]
+        if tls:
+            removals.append((self._configmaps.delete_secret, TLS_SUFFIX))
+        for delete, suffix in removals:
+            with contextlib.suppress(ForeignObjectError):
+                await delete(namespace, legacy_derived_name(host.name, suffix), owner=host.name)
 
     async def _require_serving(self, host: VirtualHost, serial: str) -> None:
         address = self._settings.nginx_probe_address

@@ -15,6 +15,11 @@ NEXT_KEY_COMPONENT = "next-key"
 VIRTUALHOST = f"{GROUP}/virtualhost"
 """Annotation naming the VirtualHost an object belongs to (names can outgrow a label value)."""
 
+VIRTUALHOST_CREATED = f"{GROUP}/virtualhost-created"
+"""Annotation on a site ConfigMap: its VirtualHost's creationTimestamp. With ``VIRTUALHOST`` it
+is the host's claim on its hostname, so the nginx agent serves the same VirtualHost as the
+operator provisions when two claim one hostname (``resources.claims``)."""
+
 HOSTNAME = f"{GROUP}/hostname"
 ENABLED = f"{GROUP}/enabled"
 """Annotation on a site ConfigMap: "true" or "false"; the agent includes only enabled sites."""

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from vhost_operator.resources.claims import Claim, claimed_by_older
 from vhost_operator.resources.conditions import set_condition
 from vhost_operator.resources.models import Condition, ConditionStatus
 
@@ -69,15 +70,6 @@ class MailDomainStatus(_WireModel):
         return next((c for c in self.conditions if c.type == type_), None)
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Claim:
-    """A MailDomain's claim on its domain. Ordered oldest first (then by name): when several
-    MailDomains name one domain (possible only while the webhook is absent), the oldest wins."""
-
-    created: str
-    name: str
-
-
 class MailDomain(_WireModel):
     """The parts of a MailDomain object the operator reasons about."""
 
@@ -110,8 +102,7 @@ class MailDomain(_WireModel):
 
 def claimed_by_other(domain: MailDomain, claims: Iterable[Claim]) -> str | None:
     """The name of an older MailDomain that claims the same domain, or ``None``."""
-    first = min([*claims, domain.claim])
-    return None if first.name == domain.name else first.name
+    return claimed_by_older(domain.claim, claims)
 
 
 @dataclasses.dataclass(frozen=True)

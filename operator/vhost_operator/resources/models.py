@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.hostnames import Hostname
 
 GROUP = "vhost-operator.io"
@@ -145,6 +146,7 @@ class VirtualHost(_WireModel):
     name: str
     uid: str
     generation: int
+    creation_timestamp: str = ""
     annotations: dict[str, str] = Field(default_factory=dict)
     spec: VirtualHostSpec
     status: VirtualHostStatus = Field(default_factory=VirtualHostStatus)
@@ -157,6 +159,7 @@ class VirtualHost(_WireModel):
             name=metadata["name"],
             uid=metadata.get("uid", ""),
             generation=metadata.get("generation", 0),
+            creation_timestamp=metadata.get("creationTimestamp", ""),
             annotations=dict(metadata.get("annotations") or {}),
             spec=VirtualHostSpec.model_validate(dict(body.get("spec") or {})),
             status=VirtualHostStatus.model_validate(dict(body.get("status") or {})),
@@ -173,6 +176,11 @@ class VirtualHost(_WireModel):
             "controller": True,
             "blockOwnerDeletion": False,
         }
+
+    @property
+    def claim(self) -> Claim:
+        """Its claim on its hostname (``resources.claims``: the oldest keeps a hostname)."""
+        return Claim(self.creation_timestamp, self.name)
 
     @property
     def retry_request(self) -> str | None:

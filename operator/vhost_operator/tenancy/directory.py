@@ -5,9 +5,11 @@ each login reads it with one dict lookup. A ``SYNC`` event (every object, after 
 replaces the whole state, so deletions missed while the watch was disconnected do not linger.
 
 Should two VirtualHosts claim one hostname (the webhook refuses that, but it may be down), the
-oldest claim wins, as with ingress-nginx's conflicting hosts; when it goes, the next one takes
-over. A VirtualHost whose spec cannot be read is left out (its users are denied, the safe side)
-and logged; a theme value that fails validation is dropped, so that field inherits.
+oldest claim wins (``resources.claims``: the rule the operator and the nginx agent follow too,
+so the gate admits for the host nginx serves); when it goes, the next one takes over, as the
+operator hands the hostname over to it. A VirtualHost whose spec cannot be read is left out
+(its users are denied, the safe side) and logged; a theme value that fails validation is
+dropped, so that field inherits.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import pydantic
 
+from vhost_operator.resources.claims import Claim, senior
 from vhost_operator.resources.models import VirtualHostSpec
 from vhost_operator.resources.watch import WatchEvent
 from vhost_operator.tenancy import themes
@@ -36,8 +39,8 @@ class _Claim:
     entry: HostEntry
 
     @property
-    def seniority(self) -> tuple[str, str]:
-        return (self.created, self.name)
+    def claim(self) -> Claim:
+        return Claim(self.created, self.name)
 
 
 def _claim_of(body: Mapping[str, Any]) -> _Claim | None:
@@ -131,7 +134,8 @@ class HostDirectory:
         if not rivals:
             self._hosts.pop(hostname, None)
             return
-        winner = min(rivals.values(), key=lambda claim: claim.seniority)
+        senior_claim = senior(claim.claim for claim in rivals.values())
+        winner = rivals[senior_claim.name]
         if len(rivals) > 1:
             logger.warning(
                 "hostname %s is claimed by VirtualHosts %s; the oldest, %s, is used",
