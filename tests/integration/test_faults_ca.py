@@ -36,6 +36,7 @@ from tests.integration.conftest import operator_settings
 from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
 from vhost_operator.acme.client import AcmeClient, AcmeConfig, AcmeRetryLater
 from vhost_operator.certs import certificate_matches_key, new_private_key_pem
+from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
 
 pytestmark = pytest.mark.faults
 
@@ -598,9 +599,9 @@ def test_sigkill_then_restart_ends_ready_with_one_certificate(
     serial = ready["status"]["certificate"]["serial"]
     leaf = served_certificate(nginx.https_port, hostname)
     assert leaf is not None and format(leaf.serial_number, "x") == serial, "nginx serves it"
-    tls = kube.secret_data(cluster, f"vhost-{name}-tls")
+    tls = kube.secret_data(cluster, tls_secret_name(name))
     assert tls is not None and certificate_matches_key(tls["tls.crt"], tls["tls.key"])
-    assert kube.secret_data(cluster, f"vhost-{name}-next-key") is None
+    assert kube.secret_data(cluster, next_key_secret_name(name)) is None
     orders = proxy.orders_created[hostname]
     assert orders == (2 if point == "order-created-answer-lost" else 1), orders
     assert proxy.certificates_issued[hostname] == 1, proxy.certificates_issued

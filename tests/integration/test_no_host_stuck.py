@@ -135,7 +135,10 @@ def test_renewal_after_a_crash_before_the_pending_key_was_removed_issues_a_new_c
         "metadata": {
             "name": next_key_secret_name("spent"),
             "namespace": kube.NAMESPACE,
-            "annotations": {"vhost-operator.io/order-url": order_url},
+            "annotations": {
+                "vhost-operator.io/virtualhost": "spent",  # written for this host, as ever
+                "vhost-operator.io/order-url": order_url,
+            },
         },
         "type": "Opaque",
         "data": {"tls.key": base64.b64encode(stored["tls.key"]).decode()},
