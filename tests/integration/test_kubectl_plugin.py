@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def test_status_list_retry_and_renew(
 
     # 2. With the cause fixed (a self-check that reaches nginx), the retry goes through.
     first.stop()
-    start_with_webhook(serving_operator, cluster)
+    second = start_with_webhook(serving_operator, cluster)
     retried = plugin(cluster, "retry", "webmail", "--wait", "--timeout", "150", via_kubectl=True)
     assert retried.returncode == 0, retried.stderr
     assert "Retry requested for webmail" in retried.stdout
@@ -168,6 +169,14 @@ def test_status_list_retry_and_renew(
     assert "the final config" in status.stdout and "nginx runs it" in status.stdout
     assert f"certificate: nginx serves serial {serial}" in status.stdout
     assert all(len(line) <= 100 for line in status.stdout.splitlines())
+
+    # The alerts' renewal gauge, from the real process: the host's renewal time.
+    renewal = datetime.fromisoformat(ready["status"]["certificate"]["renewalTime"])
+    gauge = 'vhost_operator_certificate_renewal_timestamp_seconds{virtualhost="webmail"}'
+    scraped = dict(
+        line.rsplit(" ", 1) for line in second.metrics().splitlines() if line.startswith(gauge)
+    )
+    assert float(scraped[gauge]) == renewal.timestamp()
 
     again = plugin(cluster, "retry", "webmail")
     assert again.returncode == 1
