@@ -3,7 +3,8 @@
 The rules are rendered by the real Helm, checked by ``promtool check rules`` and unit-tested by
 ``promtool test rules`` against ``alerts_test.yaml`` (input series, expected alerts); promtool
 is built from its Go module (``hack/build-promtool.sh``). Every metric a rule names must be one
-the code exports.
+the code exports. The ServiceMonitor and the PrometheusRule are validated by the real API server
+against the Prometheus Operator's CRDs (its Go module, pinned in ``hack/prometheus-operator/``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,17 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+from tests.harness import kube
+from tests.harness.clusters import Cluster
+from tests.harness.controlplane import REPO
 from tests.harness.helm import CHART, Helm, Manifest, container, find, helm_binary, one
 from tests.harness.promtool import promtool, promtool_binary
 from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.metrics import HostCollector
 
 HERE = Path(__file__).parent
+CRDS_SCRIPT = REPO / "hack" / "prometheus-operator-crds.sh"
+MONITORING_CRDS = ("servicemonitors", "prometheusrules")
 UNIT_TESTS = HERE / "alerts_test.yaml"
 RULE_DEFAULTS: dict[str, Any] = {"monitoring": {"prometheusRule": {"enabled": True}}}
 """The rule with its default thresholds: the ones alerts_test.yaml expects."""
@@ -168,3 +176,59 @@ def test_a_broken_expectation_fails_promtool(
     tested = promtool(promtool_path, "test", "rules", UNIT_TESTS.name, cwd=tmp_path)
     assert tested.returncode != 0
     assert "VhostCertificateExpiringSoon" in tested.stdout + tested.stderr
+
+
+@pytest.fixture
+def monitoring_crds(cluster: Cluster) -> Iterator[None]:
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (the pinned module's),
+    installed for the test and removed after it, unless the cluster had them already."""
+    crds = Path(
+        subprocess.run(
+            ["bash", str(CRDS_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+        ).stdout.strip()
+    )
+    names = [f"{plural}.monitoring.coreos.com" for plural in MONITORING_CRDS]
+    present = cluster.kubectl("get", "crd", *names, "--ignore-not-found", "-o", "name").stdout
+    installed = []
+    for plural, name in zip(MONITORING_CRDS, names, strict=True):
+        if name not in present:
+            path = crds / f"monitoring.coreos.com_{plural}.yaml"
+            cluster.kubectl("apply", "--server-side", "-f", str(path))
+            installed.append(name)
+    try:
+        if installed:
+            cluster.kubectl(
+                "wait", "--for=condition=Established", "--timeout=60s", "crd", *installed
+            )
+        yield
+    finally:
+        if installed:
+            cluster.kubectl("delete", "crd", *installed, "--ignore-not-found", check=False)
+
+
+@pytest.mark.cluster
+def test_the_api_server_accepts_the_monitoring_objects(
+    cluster: Cluster, helm: Helm, monitoring_crds: None, tmp_path: Path
+) -> None:
+    """Server-side dry run against the real CRDs' schemas: a misspelt field is refused."""
+    kube.ensure_namespace(cluster)
+    manifests = helm.template(EVERYTHING, namespace=kube.NAMESPACE)
+    objects = [*find(manifests, "ServiceMonitor"), *find(manifests, "PrometheusRule")]
+    assert len(objects) == 2
+    path = tmp_path / "monitoring.yaml"
+    path.write_text(yaml.safe_dump_all(objects))
+    accepted = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", str(path), check=False
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert "servicemonitor.monitoring.coreos.com/vhost-operator created (server dry run)" in (
+        accepted.stdout
+    )
+    # The same check refuses a broken object, so it is a real one.
+    objects[0]["spec"]["endpoints"][0]["intervall"] = "30s"
+    path.write_text(yaml.safe_dump_all(objects))
+    refused = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", str(path), check=False
+    )
+    assert refused.returncode != 0
+    assert "intervall" in refused.stderr
