@@ -43,12 +43,14 @@ PLUGIN = Path(sys.executable).parent / "kubectl-vhost"
 
 
 def plugin(
-    cluster: Cluster, *args: str, via_kubectl: bool = False
+    cluster: Cluster, *args: str, via_kubectl: bool = False, kubeconfig_env: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run ``kubectl-vhost ARGS`` (or ``kubectl vhost ARGS``) and echo it as a console would."""
     kubectl_dir = control_plane_binaries()
     env = {key: value for key, value in os.environ.items() if not key.startswith("VHOST_OPERATOR_")}
-    env["KUBECONFIG"] = str(cluster.kubeconfig)
+    env.pop("KUBECONFIG", None)
+    if kubeconfig_env:
+        env["KUBECONFIG"] = str(cluster.kubeconfig)
     env["PATH"] = os.pathsep.join([str(PLUGIN.parent), str(kubectl_dir), env.get("PATH", "")])
     command = (
         [str(kubectl_dir / "kubectl"), "vhost", *args] if via_kubectl else [str(PLUGIN), *args]
@@ -190,7 +192,12 @@ def test_status_list_retry_and_renew(
     assert new_serial != serial
     assert f"Renewed: serial {new_serial}" in renewed.stdout
 
-    listed = plugin(cluster, "list")
+    status = plugin(cluster, "status", "webmail")
+    assert "last renewal succeeded" in status.stdout
+    assert f"Certificate:  serial {new_serial}" in status.stdout
+
+    # Credentials from the flag, after the command, as kubectl users write it.
+    listed = plugin(cluster, "list", "--kubeconfig", str(cluster.kubeconfig), kubeconfig_env=False)
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if line.startswith("webmail"))
     assert row.split()[2:] == ["Ready", "-", "in", row.split()[5], "final"]

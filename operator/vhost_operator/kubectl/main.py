@@ -44,35 +44,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options that say which cluster and namespace. Accepted before and after the command
+    (kubectl users write them anywhere); after it, only when given, so as not to reset them."""
+
+    def default(value: str | None) -> str | None:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--kubeconfig",
+        default=default(None),
+        help="kubeconfig file(s) (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+    )
+    parser.add_argument("--context", default=default(None), help="the kubeconfig context")
+    parser.add_argument(
+        "--nginx-namespace",
+        default=default(os.environ.get(NGINX_NAMESPACE_ENV)),
+        help="namespace of the site ConfigMaps (default: $VHOST_OPERATOR_NGINX_NAMESPACE, else "
+        "found in all namespaces)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubectl vhost", description="Inspect and operate vhost-operator VirtualHosts."
     )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"
-    )
-    parser.add_argument("--context", help="the kubeconfig context to use")
-    parser.add_argument(
-        "--nginx-namespace",
-        default=os.environ.get(NGINX_NAMESPACE_ENV),
-        help="namespace of the site ConfigMaps (default: $VHOST_OPERATOR_NGINX_NAMESPACE, else "
-        "found in all namespaces)",
-    )
+    _connection_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common, defaults=False)
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser(
-        "status", help="chain, error and likely cause, certificate, what nginx serves"
+        "status",
+        parents=[common],
+        help="chain, error and likely cause, certificate, what nginx serves",
     )
     status.add_argument("name")
     status.set_defaults(run=status_command)
-    listing = commands.add_parser("list", help="every VirtualHost, one line each")
+    listing = commands.add_parser("list", parents=[common], help="every VirtualHost, one line each")
     listing.add_argument("--failed", action="store_true", help="Failed hosts only")
     listing.set_defaults(run=list_command)
     for verb, run, what in (
         ("retry", retry_command, "run the whole chain again on a Failed host"),
         ("renew", renew_command, "order a new certificate for a Ready host now"),
     ):
-        sub = commands.add_parser(verb, help=what)
+        sub = commands.add_parser(verb, parents=[common], help=what)
         sub.add_argument("name")
         sub.add_argument("--wait", action="store_true", help="wait until the operator is done")
         sub.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
