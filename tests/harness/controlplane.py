@@ -34,8 +34,9 @@ CONTROLLERS = (
     # without a node.
     "garbagecollector,namespace,serviceaccount,serviceaccount-token,"
     # What a real node needs to be a cluster: the kube-root-ca.crt ConfigMap every pod mounts,
-    # the node's not-ready taint lifted, Service endpoints, and workloads turned into pods.
-    "root-ca-cert-publisher,nodelifecycle,podgc,endpointslice,"
+    # the node's not-ready taint lifted, Service endpoints (EndpointSlices for kube-proxy, v1
+    # Endpoints for the API server's services proxy), and workloads turned into pods.
+    "root-ca-cert-publisher,nodelifecycle,podgc,endpointslice,endpoint,"
     "deployment,replicaset,daemonset,statefulset,job"
 )
 

@@ -42,7 +42,7 @@ from pydantic import BaseModel
 from tests.harness import node_cleanup
 from tests.harness.controlplane import REPO, SERVICE_RANGE, LocalControlPlane
 from tests.harness.node_images import pause_image
-from tests.harness.processes import ManagedProcess, StartupError, free_port, http_ok
+from tests.harness.processes import ManagedProcess, StartupError, free_port, http_ok, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,9 @@ class LocalNode:
         self.stop()
 
     def start(self, *, timeout: float = 180) -> LocalNode:
-        started = time.monotonic()
         self._acquire_lock(timeout=600)
+        # Timed from here: waiting for another session's node is not starting this one.
+        started = time.monotonic()
         atexit.register(self.stop)
         try:
             self._clean_up_after_dead_session()
@@ -468,11 +469,17 @@ state = "{root / "state"}"
         while time.monotonic() < deadline:
             for process in self._processes.values():
                 if process.process.poll() is not None:
-                    raise StartupError(f"{process.name} exited: see {process.log_path}")
+                    raise StartupError(
+                        f"{process.name} exited before the node was Ready:\n"
+                        + log_tail(process.log_path)
+                    )
             if self._node_ready():
                 return
             time.sleep(0.5)
-        raise StartupError(f"node {self.name} not Ready in time; logs in {self.workdir}")
+        raise StartupError(
+            f"node {self.name} not Ready in time; kubelet's log ends:\n"
+            + log_tail(self.workdir / "kubelet.log")
+        )
 
     def _node_ready(self) -> bool:
         found = self.plane.kubectl("get", "node", self.name, "-o", "json", check=False)

@@ -177,12 +177,16 @@ def test_pod_from_a_local_image_runs_on_the_pod_range(web: Web) -> None:
     assert ipaddress.ip_address(web.pod_ip) in ipaddress.ip_network(POD_RANGE)
 
 
-def test_host_reaches_the_pod_through_cluster_ip_node_port_and_host_port(
+def test_host_and_api_server_reach_the_pod_through_its_service_and_ports(
     node: LocalNode, web: Web
 ) -> None:
     assert _http_get(web.cluster_ip, 80).startswith("web web")
     assert _http_get(node.address, web.node_port).startswith("web web")
     assert _http_get(node.address, web.host_port).startswith("web web")
+    # The API server on the host reaches pods too (what webhooks and the services proxy need).
+    path = f"/api/v1/namespaces/{NAMESPACE}/services/web:80/proxy/"
+    proxied = node.plane.kubectl("get", "--raw", path, check=False)
+    assert proxied.stdout.startswith("web web"), proxied.stderr
 
 
 def test_pod_reaches_the_pod_through_its_cluster_ip(node: LocalNode, web: Web) -> None:
