@@ -58,7 +58,6 @@ LOCK_PATH = Path("/run/vhost-operator-node.lock")
 STATE_PATH = Path("/run/vhost-operator-node.json")
 CNI_RESULTS = Path("/var/lib/cni/results")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 FIXED_DIRECTORIES = (
     Path("/run/containerd/s"),  # shim sockets: containerd 1.6 puts them there whatever its state
     Path("/run/containerd"),
@@ -84,7 +83,6 @@ class NodeState(BaseModel):
     if this one dies before its teardown."""
 
     workdir: Path
-    ip_forward: str
 
 
 def _unverified_tls() -> ssl.SSLContext:
@@ -133,9 +131,7 @@ class LocalNode:
         atexit.register(self.stop)
         try:
             self._clean_up_after_dead_session()
-            STATE_PATH.write_text(
-                NodeState(workdir=self.workdir, ip_forward=IP_FORWARD.read_text()).model_dump_json()
-            )
+            STATE_PATH.write_text(NodeState(workdir=self.workdir).model_dump_json())
             self._create_network()
             self._start_api_relay()
             self._start_containerd()
@@ -172,7 +168,7 @@ class LocalNode:
             state = NodeState.model_validate_json(STATE_PATH.read_text())
             log.warning("cleaning up after a node that was not stopped: %s", state.workdir)
         else:
-            state = NodeState(workdir=self.workdir, ip_forward=IP_FORWARD.read_text())
+            state = NodeState(workdir=self.workdir)
         _clean_host(state)
 
     def _create_network(self) -> None:
@@ -180,6 +176,9 @@ class LocalNode:
         subprocess.run([*ip, "link", "add", BRIDGE, "type", "bridge"], check=True)
         subprocess.run([*ip, "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE], check=True)
         subprocess.run([*ip, "link", "set", BRIDGE, "up"], check=True)
+        # Forwarding for what enters through the bridge only (pod -> ClusterIP -> pod is routed
+        # back onto it); the setting goes with the bridge.
+        Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding").write_text("1")
         # Services: a packet to a ClusterIP no rule rewrote stays here (a blackhole route would
         # make local connects fail with EINVAL before kube-proxy's OUTPUT rules see them).
         subprocess.run([*ip, "route", "add", SERVICE_RANGE, "dev", BRIDGE], check=True)
@@ -199,7 +198,10 @@ class LocalNode:
                 {
                     "type": "bridge",
                     "bridge": BRIDGE,
-                    "isGateway": True,
+                    # The gateway address is ours (above); as gateway the plugin would also turn
+                    # on forwarding machine-wide, which podman's networks on this machine
+                    # depend on too, so that no teardown could safely turn it off again.
+                    "isGateway": False,
                     "ipMasq": False,  # nothing is to leave the machine, so nothing to masquerade
                     "hairpinMode": True,  # a pod reaching itself through its Service
                     "ipam": {
@@ -545,18 +547,13 @@ state = "{root / "state"}"
             process.stop()
         self._processes.clear()
         try:
-            _clean_host(NodeState(workdir=self.workdir, ip_forward=self._ip_forward_before()))
+            _clean_host(NodeState(workdir=self.workdir))
             STATE_PATH.unlink(missing_ok=True)
         finally:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
             atexit.unregister(self.stop)
         self.stop_seconds = time.monotonic() - started
-
-    def _ip_forward_before(self) -> str:
-        with contextlib.suppress(OSError, ValueError):
-            return NodeState.model_validate_json(STATE_PATH.read_text()).ip_forward
-        return IP_FORWARD.read_text()
 
     def _stop_process(self, name: str) -> None:
         process = self._processes.pop(name, None)
@@ -656,8 +653,6 @@ def _clean_host(state: NodeState) -> None:
         result.unlink(missing_ok=True)
     # Directories containerd, the CNI plugins and kubelet create at fixed places, once empty.
     node_cleanup.remove_empty_directories(FIXED_DIRECTORIES)
-    # The bridge plugin turns forwarding on for its gateway; put back what the machine had.
-    IP_FORWARD.write_text(state.ip_forward)
 
 
 def leftovers(workdir: Path) -> dict[str, object]:
