@@ -17,7 +17,13 @@ from pathlib import Path
 import yaml
 
 from tests.harness.pki import CertificateAuthority, KeyPair, service_account_key_pem
-from tests.harness.processes import ManagedProcess, StartupError, free_port, http_ok
+from tests.harness.processes import (
+    ManagedProcess,
+    StartupError,
+    free_port,
+    http_ok,
+    unverified_tls,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -204,11 +210,8 @@ class LocalControlPlane:
                 f"--cert-dir={self.workdir / 'controller-manager-certs'}",
             ],
         )
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # its self-signed serving certificate, probed locally
         controller_manager.wait_until(
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", unverified_tls()),
             timeout=60,
             what="healthy kube-controller-manager",
         )

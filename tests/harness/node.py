@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -42,7 +41,14 @@ from pydantic import BaseModel
 from tests.harness import node_cleanup
 from tests.harness.controlplane import REPO, SERVICE_RANGE, LocalControlPlane
 from tests.harness.node_images import pause_image
-from tests.harness.processes import ManagedProcess, StartupError, free_port, http_ok, log_tail
+from tests.harness.processes import (
+    ManagedProcess,
+    StartupError,
+    free_port,
+    http_ok,
+    log_tail,
+    unverified_tls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +89,6 @@ class NodeState(BaseModel):
     if this one dies before its teardown."""
 
     workdir: Path
-
-
-def _unverified_tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # self-signed serving certificates, probed locally
-    return context
 
 
 class LocalNode:
@@ -354,7 +353,7 @@ state = "{root / "state"}"
             ],
         )
         scheduler.wait_until(
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _unverified_tls()),
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", unverified_tls()),
             timeout=60,
             what="healthy kube-scheduler",
         )
