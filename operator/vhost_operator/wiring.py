@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 import kopf
 
 from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
-from vhost_operator.acme.client import AcmeClient, AcmeConfig
+from vhost_operator.acme.client import AcmeClient
+from vhost_operator.acme.config import AcmeConfig
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext
 from vhost_operator.kube.api import connect
 from vhost_operator.kube.hostdomains import HostDomainsApi

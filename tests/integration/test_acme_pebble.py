@@ -27,9 +27,9 @@ from vhost_operator.acme.challenges import (
     self_check,
     self_checker,
 )
-from vhost_operator.acme.client import (
-    AcmeClient,
-    AcmeConfig,
+from vhost_operator.acme.client import AcmeClient
+from vhost_operator.acme.config import AcmeConfig
+from vhost_operator.acme.errors import (
     AcmeError,
     AcmeRefused,
     AcmeUnavailable,

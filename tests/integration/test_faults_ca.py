@@ -34,7 +34,9 @@ from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import operator_settings
 from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
-from vhost_operator.acme.client import AcmeClient, AcmeConfig, AcmeRetryLater
+from vhost_operator.acme.client import AcmeClient
+from vhost_operator.acme.config import AcmeConfig
+from vhost_operator.acme.errors import AcmeRetryLater
 from vhost_operator.certs import certificate_matches_key, new_private_key_pem
 from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vhost_operator.acme.client import parse_retry_after
+from vhost_operator.acme.transport import parse_retry_after
 
 NOW = datetime(2026, 11, 27, 17, 0, 0, 250_000, tzinfo=UTC)
 """Not on a whole second: the result is rounded up to one."""

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from vhost_operator.acme.challenges import ChallengeStore
-from vhost_operator.acme.client import AcmeRefused, AcmeUnavailable, ChallengeFailed
+from vhost_operator.acme.errors import AcmeRefused, AcmeUnavailable, ChallengeFailed
 from vhost_operator.acme.fake import FakeAcme
 from vhost_operator.certs import certificate_matches_key, inspect_certificate
 from vhost_operator.kube.objects import SecretData

@@ -1,7 +1,14 @@
 """ACME: the only package that speaks to a certificate authority.
 
 - ``client``: :class:`~vhost_operator.acme.client.AcmeClient`, which registers the account and
-  issues certificates, and the error tree every failure is mapped onto (drawn in its docstring).
+  issues certificates (the real ``CertificateAuthority`` of ``provisioning.certificates``).
+- ``orders``: one issuance (resume or create the order, HTTP-01, finalize, check the chain), and
+  the hook and result types of ``AcmeClient.issue``.
+- ``transport``: how one request reaches the CA (nonce retries, ``Retry-After``, the CA bundle)
+  and runs in a worker thread, its failure mapped and a CA's pause kept.
+- ``errors``: the error tree every failure is mapped onto (drawn in its docstring), the mapping
+  from ``acme``, ``josepy`` and ``requests``, and the stable message text.
+- ``config``: :class:`~vhost_operator.acme.config.AcmeConfig`, which CA and how to talk to it.
 - ``challenges``: the HTTP-01 responder nginx forwards to, and the pre-validation self-check.
 - ``fake``: an in-memory CA with the two calls the certificate step makes (its
   ``CertificateAuthority`` protocol in ``provisioning.certificates``), for unit tests.

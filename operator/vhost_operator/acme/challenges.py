@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from vhost_operator.acme.client import AcmeError
+from vhost_operator.acme.errors import AcmeError
 
 logger = logging.getLogger(__name__)
 

@@ -24,13 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from vhost_operator import certs
-from vhost_operator.acme.client import (
-    AcmeError,
-    AcmeUnavailable,
-    ChallengeHook,
-    IssuedCertificate,
-    OrderHook,
-)
+from vhost_operator.acme.errors import AcmeError, AcmeUnavailable
+from vhost_operator.acme.orders import ChallengeHook, IssuedCertificate, OrderHook
 
 ORIGIN = "https://ca.fake"
 """Where the fake CA pretends to live: its order URLs start with it."""

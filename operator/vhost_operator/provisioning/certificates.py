@@ -23,7 +23,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from vhost_operator.acme.challenges import ChallengeStore, self_checker
-from vhost_operator.acme.client import AcmeRetryLater, ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.acme.errors import AcmeRetryLater
+from vhost_operator.acme.orders import ChallengeHook, IssuedCertificate, OrderHook
 from vhost_operator.certs import (
     KeyMaterialError,
     certificate_matches_key,
