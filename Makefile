@@ -22,11 +22,16 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: demo test bench lint unit docs system-packages image-packages control-plane \
+.PHONY: demo demo-node test bench lint unit docs system-packages image-packages control-plane \
 	node-binaries delivery-tools images venv clean
 
 demo: venv system-packages control-plane
 	$(BIN)/python -m tests.harness.demo $(DEMO_ARGS)
+
+# The Helm quick start on a real node of this machine (root): control plane + node, the images
+# imported, the chart installed by Helm, examples applied; Ctrl-C removes everything.
+demo-node: venv system-packages control-plane node-binaries delivery-tools images
+	$(BIN)/python -m tests.harness.demo_node $(DEMO_ARGS)
 
 test: lint system-packages control-plane node-binaries delivery-tools images
 	$(BIN)/pytest $(PYTEST_ARGS)
