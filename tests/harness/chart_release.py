@@ -11,6 +11,8 @@ machine, reached by pods through their bridge):
   there (``nginx.service.nodePorts.http``), i.e. through kube-proxy into the nginx pod, as a
   public CA reaches a cluster through its load balancer. The operator trusts pebble's TLS
   certificate through the chart's CA-bundle value (a ConfigMap).
+- **The load balancer** the operator's self-check goes through (``acme.selfCheckAddress``; pods
+  cannot resolve the hostnames): :class:`Hairpin`, which forwards to the same NodePort.
 - **The mail web app** the hosts proxy to (``nginx.upstream``): a tiny HTTP server there.
 - **The webhook**: nothing stands in. The chart's webhook configuration names the webhook
   Service, and the API server (a process on the host) reaches its ClusterIP through kube-proxy.
@@ -19,6 +21,8 @@ machine, reached by pods through their bridge):
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.client
 import http.server
 import json
 import socket
@@ -45,7 +49,6 @@ CA_CONFIGMAP = "acme-ca"
 HTTP_NODE_PORT = 30080
 HTTPS_NODE_PORT = 30443
 EXAMPLES = REPO / "examples"
-FULLNAME = RELEASE  # the release name contains the chart name: no "<release>-<chart>" prefix
 
 
 def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,6 +60,55 @@ def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         else:
             result[key] = value
     return result
+
+
+class Hairpin:
+    """The hairpin the operator's self-check goes through (``acme.selfCheckAddress``): an HTTP
+    forwarder on the node's address to nginx's HTTP NodePort, as a load balancer in front of the
+    node (pods cannot resolve the hostnames). Requests for a host in :attr:`holding` wait first
+    (until :attr:`released` or ``hold`` seconds), which keeps the operator in the middle of its
+    order: after the order was placed, before the CA is asked to validate."""
+
+    def __init__(self, address: str, hold: float) -> None:
+        self.holding: set[str] = set()
+        self.held = 0
+        self.released = threading.Event()
+        hairpin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host = self.headers["Host"].split(":")[0]
+                if host in hairpin.holding:
+                    hairpin.held += 1
+                    hairpin.released.wait(hold)
+                try:
+                    connection = http.client.HTTPConnection(address, HTTP_NODE_PORT, timeout=5)
+                    connection.request("GET", self.path, headers={"Host": host})
+                    answer = connection.getresponse()
+                    status, body = answer.status, answer.read()
+                    connection.close()
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the operator pod was deleted meanwhile: that is the point
+                    pass
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        class QuietServer(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass
+
+        self.server = QuietServer((address, 0), Handler)
+        self.url = f"http://{address}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Webmail:
@@ -111,11 +163,6 @@ def release_values(
     )
 
 
-def nginx_service_address() -> str:
-    """The nginx Service as seen from the operator pod: the self-check without a hairpin."""
-    return f"http://{FULLNAME}-nginx.{NAMESPACE}.svc:80"
-
-
 @dataclass
 class ChartOnNode:
     """A release of the chart on ``node``; see the module docstring."""
@@ -123,6 +170,7 @@ class ChartOnNode:
     node: LocalNode
     helm: Helm
     pebble: Pebble
+    hairpin: Hairpin
     images: BuiltImages
     values: dict[str, Any]
     workdir: Path
@@ -164,9 +212,26 @@ class ChartOnNode:
     def uninstall(self) -> None:
         self.helm.run("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", timeout=200)
 
-    def pods(self) -> list[dict[str, Any]]:
-        listed = self.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json")
-        items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
+    @functools.cached_property
+    def nginx_namespace(self) -> str:
+        """Where nginx runs and the hosts' ConfigMaps and Secrets live, as the operator is told
+        (the chart's default depends on its version)."""
+        found = self.kubectl(
+            "get", "deployment", RELEASE, "-n", NAMESPACE, "-o",
+            "jsonpath={.spec.template.spec.containers[0].env"
+            "[?(@.name=='VHOST_OPERATOR_NGINX_NAMESPACE')].value}",
+        )  # fmt: skip
+        return found.stdout.strip() or NAMESPACE
+
+    def pods(self, selector: str = "") -> list[dict[str, Any]]:
+        """The release's pods (``selector``: a label selector), in both its namespaces."""
+        items: list[dict[str, Any]] = []
+        for namespace in sorted({NAMESPACE, self.nginx_namespace}):
+            listed = self.kubectl(
+                "get", "pods", "-n", namespace, f"--selector=app.kubernetes.io/instance={RELEASE}"
+                + (f",{selector}" if selector else ""), "-o", "json",
+            )  # fmt: skip
+            items += json.loads(listed.stdout)["items"]
         return items
 
     def https_get(
@@ -213,9 +278,7 @@ def strip_finalizers_and_delete(node: LocalNode, kind: str) -> None:
 
 
 @contextlib.contextmanager
-def chart_on_node(
-    node: LocalNode, workdir: Path, *, self_check_address: str | None = None
-) -> Iterator[ChartOnNode]:
+def chart_on_node(node: LocalNode, workdir: Path, *, hold: float = 8) -> Iterator[ChartOnNode]:
     """pebble and the web app on the node's address, the images in its containerd, the
     namespace with pebble's CA bundle: ready for :meth:`ChartOnNode.install`. Afterwards the
     release, what it left behind by design (VirtualHosts, webhook configuration) and the
@@ -227,8 +290,10 @@ def chart_on_node(
         node.import_image(image.tar)
     imported = time.monotonic() - started
     webmail = Webmail(node.address)
+    hairpin = Hairpin(node.address, hold)
     pebble = Pebble(http_port=HTTP_NODE_PORT, address=node.address, workdir=workdir / "pebble")
     helm = Helm(helm_binary(), plane.kubeconfig)
+    release: ChartOnNode | None = None
     try:
         pebble.start()
         plane.kubectl("create", "namespace", NAMESPACE)
@@ -237,13 +302,14 @@ def chart_on_node(
             "create", "configmap", CA_CONFIGMAP, "-n", NAMESPACE,
             f"--from-file=ca.crt={pebble.ca_bundle_path}",
         )  # fmt: skip
-        values = release_values(
-            images, pebble, webmail.url, self_check_address or nginx_service_address()
-        )
-        release = ChartOnNode(node, helm, pebble, images, values, workdir)
+        values = release_values(images, pebble, webmail.url, hairpin.url)
+        release = ChartOnNode(node, helm, pebble, hairpin, images, values, workdir)
         release.timings["image import"] = imported
         yield release
     finally:
+        namespaces = [NAMESPACE]
+        if release is not None and "nginx_namespace" in vars(release):  # looked up: installed
+            namespaces.append(release.nginx_namespace)
         helm.run("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", check=False)
         strip_finalizers_and_delete(node, "maildomains")
         strip_finalizers_and_delete(node, "virtualhosts")
@@ -251,8 +317,10 @@ def chart_on_node(
             "delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration",
             "vhost-operator.io", "--ignore-not-found", check=False,
         )  # fmt: skip
-        plane.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", check=False)
+        for namespace in sorted(set(namespaces)):
+            plane.kubectl("delete", "namespace", namespace, "--ignore-not-found", check=False)
         pebble.stop()
+        hairpin.close()
         webmail.close()
 
 
@@ -262,5 +330,6 @@ __all__ = [
     "NAMESPACE",
     "RELEASE",
     "ChartOnNode",
+    "Hairpin",
     "chart_on_node",
 ]

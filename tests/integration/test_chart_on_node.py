@@ -13,8 +13,6 @@ and the VirtualHosts and CRDs stay.
 from __future__ import annotations
 
 import base64
-import http.client
-import http.server
 import json
 import threading
 import time
@@ -27,7 +25,6 @@ from cryptography import x509
 
 from tests.harness.chart_release import (
     EXAMPLES,
-    HTTP_NODE_PORT,
     NAMESPACE,
     RELEASE,
     ChartOnNode,
@@ -36,6 +33,7 @@ from tests.harness.chart_release import (
 )
 from tests.harness.node import LocalNode
 from tests.harness.waiting import phase_of
+from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -53,55 +51,6 @@ figures: dict[str, float] = {}
 """What the scenario measured, printed at its end."""
 
 
-class HoldingHairpin:
-    """The hairpin the operator's self-check goes through (``acme.selfCheckAddress``): an HTTP
-    forwarder on the node's address to nginx's HTTP NodePort, as a load balancer in front of the
-    node. Requests for a host in :attr:`holding` wait first (up to ``hold`` seconds), keeping the
-    operator in the middle of its order, after the order was placed and before the CA is asked
-    to validate."""
-
-    def __init__(self, address: str, hold: float) -> None:
-        self.holding: set[str] = set()
-        self.held = 0
-        self.released = threading.Event()
-        hairpin = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                host = self.headers["Host"].split(":")[0]
-                if host in hairpin.holding:
-                    hairpin.held += 1
-                    hairpin.released.wait(hold)
-                try:
-                    connection = http.client.HTTPConnection(address, HTTP_NODE_PORT, timeout=5)
-                    connection.request("GET", self.path, headers={"Host": host})
-                    answer = connection.getresponse()
-                    status, body = answer.status, answer.read()
-                    connection.close()
-                    self.send_response(status)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the operator pod was deleted meanwhile: that is the point
-                    pass
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        class QuietServer(http.server.ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass
-
-        self.server = QuietServer((address, 0), Handler)
-        self.url = f"http://{address}:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -113,12 +62,6 @@ def pod_ready(pod: dict[str, Any]) -> bool:
 def workload_pods(release: ChartOnNode) -> list[dict[str, Any]]:
     """The release's pods but the finished ``helm test`` pod."""
     return [p for p in release.pods() if p["metadata"]["labels"].get(COMPONENT) != "test"]
-
-
-def pods_of(release: ChartOnNode, selector: str) -> list[dict[str, Any]]:
-    listed = release.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json")
-    items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
-    return items
 
 
 def virtualhosts(release: ChartOnNode) -> dict[str, dict[str, Any]]:
@@ -144,7 +87,13 @@ def all_ready(release: ChartOnNode, names: set[str]) -> bool:
 
 def secret_leaf(release: ChartOnNode, vh_name: str) -> x509.Certificate:
     found = release.kubectl(
-        "get", "secret", f"vhost-{vh_name}-tls", "-n", NAMESPACE, "-o", "jsonpath={.data.tls\\.crt}"
+        "get",
+        "secret",
+        tls_secret_name(vh_name),
+        "-n",
+        release.nginx_namespace,
+        "-o",
+        "jsonpath={.data.tls\\.crt}",
     )
     return x509.load_pem_x509_certificates(base64.b64decode(found.stdout))[0]
 
@@ -165,22 +114,13 @@ def assert_served(release: ChartOnNode, hosts: dict[str, str], address: str | No
 
 
 @pytest.fixture(scope="module")
-def hairpin(node: LocalNode) -> Iterator[HoldingHairpin]:
-    held = HoldingHairpin(node.address, hold=8)
-    yield held
-    held.close()
-
-
-@pytest.fixture(scope="module")
-def release(
-    node: LocalNode, hairpin: HoldingHairpin, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChartOnNode]:
+def release(node: LocalNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartOnNode]:
     workdir = tmp_path_factory.mktemp("chart-on-node")
     # A fresh cluster, as a user's: hosts other modules of the session left behind would be
     # provisioned too and blur the order counts (their operators are gone: no finalizers).
     for kind in ("maildomains", "virtualhosts"):
         strip_finalizers_and_delete(node, kind)
-    with chart_on_node(node, workdir, self_check_address=hairpin.url) as installed:
+    with chart_on_node(node, workdir) as installed:
         yield installed
         figures.update(installed.timings)
         print("\nchart on node:", ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
@@ -272,12 +212,13 @@ def test_upgrade_rolls_the_pods_and_the_hosts_stay_ready_and_served(release: Cha
 
 
 def test_operator_pod_deleted_mid_order_its_replacement_finishes_that_order(
-    release: ChartOnNode, hairpin: HoldingHairpin, tmp_path: Path
+    release: ChartOnNode, tmp_path: Path
 ) -> None:
     vh_name, hostname = CRASH_HOST
+    hairpin = release.hairpin
     orders_before = release.pebble.log_count("Added order")
     hairpin.holding.add(hostname)
-    (old_pod,) = pods_of(release, OPERATOR)
+    (old_pod,) = release.pods(OPERATOR)
     manifest = {
         "apiVersion": "vhost-operator.io/v1alpha1",
         "kind": "VirtualHost",
@@ -290,7 +231,7 @@ def test_operator_pod_deleted_mid_order_its_replacement_finishes_that_order(
 
     def order_url() -> str:
         found = release.kubectl(
-            "get", "secret", f"vhost-{vh_name}-next-key", "-n", NAMESPACE,
+            "get", "secret", next_key_secret_name(vh_name), "-n", release.nginx_namespace,
             "--ignore-not-found", "-o", f"jsonpath={ORDER_URL_PATH}",
         )  # fmt: skip
         return found.stdout
@@ -304,7 +245,12 @@ def test_operator_pod_deleted_mid_order_its_replacement_finishes_that_order(
     hairpin.holding.clear()
     hairpin.released.set()
     tls = release.kubectl(
-        "get", "secret", f"vhost-{vh_name}-tls", "-n", NAMESPACE, "--ignore-not-found"
+        "get",
+        "secret",
+        tls_secret_name(vh_name),
+        "-n",
+        release.nginx_namespace,
+        "--ignore-not-found",
     )
     assert not tls.stdout.strip(), "the deleted pod must not have finished the order"
     wait_until(
@@ -325,14 +271,16 @@ def test_nginx_pod_deleted_its_replacement_serves_every_site_once_ready(
     release: ChartOnNode,
 ) -> None:
     hosts = {**EXAMPLE_HOSTS, CRASH_HOST[0]: CRASH_HOST[1]}
-    (old_pod,) = pods_of(release, NGINX)
-    release.kubectl("delete", "pod", old_pod["metadata"]["name"], "-n", NAMESPACE, "--wait=false")
+    (old_pod,) = release.pods(NGINX)
+    release.kubectl(
+        "delete", "pod", old_pod["metadata"]["name"], "-n", release.nginx_namespace, "--wait=false"
+    )
     started = time.monotonic()
     new_pod: dict[str, Any] | None = None
     while new_pod is None:
         assert time.monotonic() - started < 120, "no new Ready nginx pod"
         fresh = [
-            p for p in pods_of(release, NGINX) if p["metadata"]["uid"] != old_pod["metadata"]["uid"]
+            p for p in release.pods(NGINX) if p["metadata"]["uid"] != old_pod["metadata"]["uid"]
         ]
         new_pod = next((p for p in fresh if pod_ready(p)), None)
         time.sleep(0.1)
