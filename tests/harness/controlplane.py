@@ -17,7 +17,13 @@ from pathlib import Path
 import yaml
 
 from tests.harness.pki import CertificateAuthority, KeyPair, service_account_key_pem
-from tests.harness.processes import ManagedProcess, StartupError, free_port, http_ok
+from tests.harness.processes import (
+    ManagedProcess,
+    StartupError,
+    free_port,
+    http_ok,
+    unverified_tls,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,8 +40,9 @@ CONTROLLERS = (
     # without a node.
     "garbagecollector,namespace,serviceaccount,serviceaccount-token,"
     # What a real node needs to be a cluster: the kube-root-ca.crt ConfigMap every pod mounts,
-    # the node's not-ready taint lifted, Service endpoints, and workloads turned into pods.
-    "root-ca-cert-publisher,nodelifecycle,podgc,endpointslice,"
+    # the node's not-ready taint lifted, Service endpoints (EndpointSlices for kube-proxy, v1
+    # Endpoints for the API server's services proxy), and workloads turned into pods.
+    "root-ca-cert-publisher,nodelifecycle,podgc,endpointslice,endpoint,"
     "deployment,replicaset,daemonset,statefulset,job"
 )
 
@@ -203,11 +210,8 @@ class LocalControlPlane:
                 f"--cert-dir={self.workdir / 'controller-manager-certs'}",
             ],
         )
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # its self-signed serving certificate, probed locally
         controller_manager.wait_until(
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", context),
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", unverified_tls()),
             timeout=60,
             what="healthy kube-controller-manager",
         )

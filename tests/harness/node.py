@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -42,7 +41,14 @@ from pydantic import BaseModel
 from tests.harness import node_cleanup
 from tests.harness.controlplane import REPO, SERVICE_RANGE, LocalControlPlane
 from tests.harness.node_images import pause_image
-from tests.harness.processes import ManagedProcess, StartupError, free_port, http_ok
+from tests.harness.processes import (
+    ManagedProcess,
+    StartupError,
+    free_port,
+    http_ok,
+    log_tail,
+    unverified_tls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,6 @@ LOCK_PATH = Path("/run/vhost-operator-node.lock")
 STATE_PATH = Path("/run/vhost-operator-node.json")
 CNI_RESULTS = Path("/var/lib/cni/results")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 FIXED_DIRECTORIES = (
     Path("/run/containerd/s"),  # shim sockets: containerd 1.6 puts them there whatever its state
     Path("/run/containerd"),
@@ -84,14 +89,6 @@ class NodeState(BaseModel):
     if this one dies before its teardown."""
 
     workdir: Path
-    ip_forward: str
-
-
-def _unverified_tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # self-signed serving certificates, probed locally
-    return context
 
 
 class LocalNode:
@@ -127,14 +124,13 @@ class LocalNode:
         self.stop()
 
     def start(self, *, timeout: float = 180) -> LocalNode:
-        started = time.monotonic()
         self._acquire_lock(timeout=600)
+        # Timed from here: waiting for another session's node is not starting this one.
+        started = time.monotonic()
         atexit.register(self.stop)
         try:
             self._clean_up_after_dead_session()
-            STATE_PATH.write_text(
-                NodeState(workdir=self.workdir, ip_forward=IP_FORWARD.read_text()).model_dump_json()
-            )
+            STATE_PATH.write_text(NodeState(workdir=self.workdir).model_dump_json())
             self._create_network()
             self._start_api_relay()
             self._start_containerd()
@@ -171,7 +167,7 @@ class LocalNode:
             state = NodeState.model_validate_json(STATE_PATH.read_text())
             log.warning("cleaning up after a node that was not stopped: %s", state.workdir)
         else:
-            state = NodeState(workdir=self.workdir, ip_forward=IP_FORWARD.read_text())
+            state = NodeState(workdir=self.workdir)
         _clean_host(state)
 
     def _create_network(self) -> None:
@@ -179,6 +175,9 @@ class LocalNode:
         subprocess.run([*ip, "link", "add", BRIDGE, "type", "bridge"], check=True)
         subprocess.run([*ip, "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE], check=True)
         subprocess.run([*ip, "link", "set", BRIDGE, "up"], check=True)
+        # Forwarding for what enters through the bridge only (pod -> ClusterIP -> pod is routed
+        # back onto it); the setting goes with the bridge.
+        Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding").write_text("1")
         # Services: a packet to a ClusterIP no rule rewrote stays here (a blackhole route would
         # make local connects fail with EINVAL before kube-proxy's OUTPUT rules see them).
         subprocess.run([*ip, "route", "add", SERVICE_RANGE, "dev", BRIDGE], check=True)
@@ -198,7 +197,10 @@ class LocalNode:
                 {
                     "type": "bridge",
                     "bridge": BRIDGE,
-                    "isGateway": True,
+                    # The gateway address is ours (above); as gateway the plugin would also turn
+                    # on forwarding machine-wide, which podman's networks on this machine
+                    # depend on too, so that no teardown could safely turn it off again.
+                    "isGateway": False,
                     "ipMasq": False,  # nothing is to leave the machine, so nothing to masquerade
                     "hairpinMode": True,  # a pod reaching itself through its Service
                     "ipam": {
@@ -351,7 +353,7 @@ state = "{root / "state"}"
             ],
         )
         scheduler.wait_until(
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _unverified_tls()),
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", unverified_tls()),
             timeout=60,
             what="healthy kube-scheduler",
         )
@@ -468,11 +470,17 @@ state = "{root / "state"}"
         while time.monotonic() < deadline:
             for process in self._processes.values():
                 if process.process.poll() is not None:
-                    raise StartupError(f"{process.name} exited: see {process.log_path}")
+                    raise StartupError(
+                        f"{process.name} exited before the node was Ready:\n"
+                        + log_tail(process.log_path)
+                    )
             if self._node_ready():
                 return
             time.sleep(0.5)
-        raise StartupError(f"node {self.name} not Ready in time; logs in {self.workdir}")
+        raise StartupError(
+            f"node {self.name} not Ready in time; kubelet's log ends:\n"
+            + log_tail(self.workdir / "kubelet.log")
+        )
 
     def _node_ready(self) -> bool:
         found = self.plane.kubectl("get", "node", self.name, "-o", "json", check=False)
@@ -538,18 +546,13 @@ state = "{root / "state"}"
             process.stop()
         self._processes.clear()
         try:
-            _clean_host(NodeState(workdir=self.workdir, ip_forward=self._ip_forward_before()))
+            _clean_host(NodeState(workdir=self.workdir))
             STATE_PATH.unlink(missing_ok=True)
         finally:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
             atexit.unregister(self.stop)
         self.stop_seconds = time.monotonic() - started
-
-    def _ip_forward_before(self) -> str:
-        with contextlib.suppress(OSError, ValueError):
-            return NodeState.model_validate_json(STATE_PATH.read_text()).ip_forward
-        return IP_FORWARD.read_text()
 
     def _stop_process(self, name: str) -> None:
         process = self._processes.pop(name, None)
@@ -649,8 +652,6 @@ def _clean_host(state: NodeState) -> None:
         result.unlink(missing_ok=True)
     # Directories containerd, the CNI plugins and kubelet create at fixed places, once empty.
     node_cleanup.remove_empty_directories(FIXED_DIRECTORIES)
-    # The bridge plugin turns forwarding on for its gateway; put back what the machine had.
-    IP_FORWARD.write_text(state.ip_forward)
 
 
 def leftovers(workdir: Path) -> dict[str, object]:

@@ -123,16 +123,26 @@ def _ours(chain: str) -> bool:
     return chain.startswith(CHAIN_PREFIXES)
 
 
+def our_rules(listing: str) -> tuple[list[list[str]], list[str]]:
+    """From ``iptables -S`` output: the rules to delete (jumps into our chains from chains that
+    are not ours, as ``-D`` arguments) and our chains (to flush, then delete)."""
+    rules = [shlex.split(line) for line in listing.splitlines()]
+    chains = [rule[1] for rule in rules if rule[:1] == ["-N"] and _ours(rule[1])]
+    jumps = [
+        rule[1:]
+        for rule in rules
+        if rule[:1] == ["-A"] and not _ours(rule[1]) and any(_ours(arg) for arg in rule[2:])
+    ]
+    return jumps, chains
+
+
 def _remove_chains(binary: str, table: str) -> None:
     listed = run(binary, "-w", "-t", table, "-S")
     if listed.returncode != 0:
         return
-    rules = [shlex.split(line) for line in listed.stdout.splitlines()]
-    chains = [rule[1] for rule in rules if rule[:1] == ["-N"] and _ours(rule[1])]
-    # Jumps into our chains from the built-in chains (FORWARD, PREROUTING...) first.
-    for rule in rules:
-        if rule[:1] == ["-A"] and not _ours(rule[1]) and any(_ours(arg) for arg in rule[2:]):
-            run(binary, "-w", "-t", table, "-D", *rule[1:])
+    jumps, chains = our_rules(listed.stdout)
+    for rule in jumps:
+        run(binary, "-w", "-t", table, "-D", *rule)
     for chain in chains:
         run(binary, "-w", "-t", table, "-F", chain)
     for chain in chains:

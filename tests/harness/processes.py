@@ -81,6 +81,14 @@ class ManagedProcess:
         self._log.close()
 
 
+def unverified_tls() -> ssl.SSLContext:
+    """For probing a local component's self-signed serving certificate (its health only)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2, context=context) as response:

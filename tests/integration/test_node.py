@@ -7,15 +7,17 @@ import http.client
 import ipaddress
 import json
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness.controlplane import KUBERNETES_SERVICE_IP, LocalControlPlane
-from tests.harness.node import POD_RANGE, LocalNode, leftovers
+from tests.harness.node import GUARD_CHAIN, POD_RANGE, LocalNode, leftovers
 from tests.harness.node_images import busybox_image
 from tests.harness.processes import StartupError, free_port
 from tests.harness.waiting import get_object
@@ -177,12 +179,16 @@ def test_pod_from_a_local_image_runs_on_the_pod_range(web: Web) -> None:
     assert ipaddress.ip_address(web.pod_ip) in ipaddress.ip_network(POD_RANGE)
 
 
-def test_host_reaches_the_pod_through_cluster_ip_node_port_and_host_port(
+def test_host_and_api_server_reach_the_pod_through_its_service_and_ports(
     node: LocalNode, web: Web
 ) -> None:
     assert _http_get(web.cluster_ip, 80).startswith("web web")
     assert _http_get(node.address, web.node_port).startswith("web web")
     assert _http_get(node.address, web.host_port).startswith("web web")
+    # The API server on the host reaches pods too (what webhooks and the services proxy need).
+    path = f"/api/v1/namespaces/{NAMESPACE}/services/web:80/proxy/"
+    proxied = node.plane.kubectl("get", "--raw", path, check=False)
+    assert proxied.stdout.startswith("web web"), proxied.stderr
 
 
 def test_pod_reaches_the_pod_through_its_cluster_ip(node: LocalNode, web: Web) -> None:
@@ -214,6 +220,50 @@ def test_pods_and_host_reach_the_api_server_through_the_kubernetes_service(
     # From a pod (no TLS client in busybox): plain HTTP gets the API server's own refusal.
     request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {KUBERNETES_SERVICE_IP} 443"
     assert "HTTP request to an HTTPS server" in _exec(node.plane, request)
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[str]:
+    """A route off the machine, simulated: 203.0.113.0/24 (TEST-NET-3) through a veth pair of
+    the test's own, so that a packet that escaped the guard is counted, not sent. Yields the
+    veth end that would carry it."""
+    outside, peer = "vhost-probe0", "vhost-probe1"
+    subprocess.run(["ip", "link", "add", outside, "type", "veth", "peer", "name", peer], check=True)
+    try:
+        for end in (outside, peer):
+            Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").write_text("1")  # no chatter
+            subprocess.run(["ip", "link", "set", end, "up"], check=True)
+        subprocess.run(["ip", "route", "add", "203.0.113.0/24", "dev", outside], check=True)
+        yield outside
+    finally:
+        subprocess.run(["ip", "link", "delete", outside], check=False)  # the route goes with it
+
+
+def _sent_packets(link: str) -> int:
+    return int(Path(f"/sys/class/net/{link}/statistics/tx_packets").read_text())
+
+
+def _guard_drops() -> int:
+    listed = subprocess.run(
+        ["iptables", "-w", "-L", GUARD_CHAIN, "-v", "-x", "-n"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return sum(int(line.split()[0]) for line in listed.splitlines() if "DROP" in line)
+
+
+def test_pods_cannot_send_anything_off_the_machine(
+    node: LocalNode, web: Web, elsewhere: str
+) -> None:
+    sent, dropped = _sent_packets(elsewhere), _guard_drops()
+    tried = node.plane.kubectl(
+        "exec", "-n", NAMESPACE, "client", "--", "nc", "-w", "2", "203.0.113.1", "80",
+        check=False,
+    )  # fmt: skip
+    assert tried.returncode != 0
+    assert _guard_drops() > dropped
+    assert _sent_packets(elsewhere) == sent
 
 
 def test_kubectl_logs_reads_the_container_log_through_kubelet(node: LocalNode, web: Web) -> None:
