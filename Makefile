@@ -2,9 +2,10 @@
 #   make demo   the operator on an embedded local control plane, examples applied (Ctrl-C stops)
 #   make test   lint, type checks, import contracts and the whole test suite against real servers
 # Everything they need is installed on the way: Debian packages (nginx, pebble; containerd, CNI
-# plugins, iptables, podman for the real node and the images), a Python venv, etcd/kube-apiserver/
-# kubectl, kubelet/kube-scheduler/kube-proxy and CoreDNS built from their Go modules, and the
-# Dockerfile's images built with podman, all cached in ~/.cache/vhost-operator.
+# plugins, iptables, podman for the real node; podman, runc, debootstrap for the images), a Python
+# venv, etcd/kube-apiserver/kubectl, kubelet/kube-scheduler/kube-proxy and CoreDNS built from
+# their Go modules, and the Dockerfile's images built with podman, all cached in
+# ~/.cache/vhost-operator.
 
 PYTHON ?= python3
 VENV := .venv
@@ -21,11 +22,16 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: demo test bench lint unit docs system-packages image-packages control-plane \
+.PHONY: demo demo-node test bench lint unit docs system-packages image-packages control-plane \
 	node-binaries delivery-tools images venv clean
 
 demo: venv system-packages control-plane
 	$(BIN)/python -m tests.harness.demo $(DEMO_ARGS)
+
+# The Helm quick start on a real node of this machine (root): control plane + node, the images
+# imported, the chart installed by Helm, examples applied; Ctrl-C removes everything.
+demo-node: venv system-packages control-plane node-binaries delivery-tools images
+	$(BIN)/python -m tests.harness.demo_node $(DEMO_ARGS)
 
 test: lint system-packages control-plane node-binaries delivery-tools images
 	$(BIN)/pytest $(PYTEST_ARGS)

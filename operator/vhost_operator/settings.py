@@ -118,7 +118,14 @@ class Settings(BaseSettings):
     """Port the webhook's HTTPS server listens on."""
 
     webhook_host: str = "vhost-operator-webhook.vhost-operator.svc"
-    """Name (or IP) the API server uses to reach the webhook: its Service's DNS name."""
+    """Name (or IP) in the webhook's certificate and, without a webhook Service, in the URL
+    the API server calls."""
+
+    webhook_service: str = Field(default="", pattern=r"^([a-z0-9.-]+/[a-z0-9.-]+)?$")
+    """``namespace/name`` of the Service the API server calls the webhook through. The webhook
+    configuration then names that Service, and the API server finds its address itself, without
+    DNS (on most clusters it cannot resolve ``.svc`` names). Empty: the URL
+    ``https://<webhook host>:<webhook port>/``."""
 
     webhook_cert_dir: Path | None = None
     """Directory with a mounted ``ca.crt``, ``tls.crt`` and ``tls.key`` for the webhook. Unset:

@@ -44,7 +44,9 @@ class Helm:
         self.kubeconfig = kubeconfig
         self._home = Path(tempfile.mkdtemp(prefix="vhost-helm-"))
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
             "HELM_CACHE_HOME": str(self._home / "cache"),
@@ -54,7 +56,9 @@ class Helm:
         if self.kubeconfig is not None:
             env["KUBECONFIG"] = str(self.kubeconfig)
         command = [str(self.binary), *args]
-        completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+        completed = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=timeout
+        )
         if check and completed.returncode != 0:
             raise subprocess.CalledProcessError(
                 completed.returncode, command, completed.stdout, completed.stderr

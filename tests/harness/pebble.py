@@ -2,7 +2,9 @@
 
 Everything listens on 127.0.0.1 on free ports. The challenge test server answers every name with
 127.0.0.1 (and no AAAA), so pebble validates HTTP-01 against ``http://127.0.0.1:<http_port>``,
-where the test runs its own challenge responder. Environment that matters:
+where the test runs its own challenge responder. ``address`` moves both, the ACME API and the
+address every name resolves to, to another local address (a real node's, which pods reach).
+Environment that matters:
 
 - ``PEBBLE_VA_NOSLEEP=1``: validate at once instead of after up to 15 random seconds.
 - ``PEBBLE_VA_ALWAYS_VALID=0``: really fetch the challenge (failing-challenge tests need it).
@@ -68,8 +70,10 @@ class Pebble:
         acme_port: int | None = None,
         certificate_validity: int | None = None,
         environment: Mapping[str, str] | None = None,
+        address: str = LOCALHOST,
     ) -> None:
         self.http_port = http_port
+        self.address = address
         self._certificate_validity = certificate_validity
         self.acme_port = acme_port or free_port()
         self.management_port = free_port()
@@ -81,7 +85,7 @@ class Pebble:
 
     @property
     def directory_url(self) -> str:
-        return f"https://{LOCALHOST}:{self.acme_port}/dir"
+        return f"https://{self.address}:{self.acme_port}/dir"
 
     @property
     def ca_bundle_path(self) -> Path:
@@ -106,7 +110,7 @@ class Pebble:
         """Start the DNS server, then pebble, and wait until the directory answers."""
         try:
             dns = f"{LOCALHOST}:{free_port()}"
-            self._spawn("pebble-challtestsrv", self._challtestsrv_argv(dns), {})
+            self._spawn("pebble-challtestsrv", self._challtestsrv_argv(dns, self.address), {})
             argv = [PEBBLE, "-config", str(self._write_config()), "-dnsserver", dns]
             pebble = self._spawn("pebble", argv, self._environment)
             pebble.wait_until(
@@ -131,6 +135,11 @@ class Pebble:
             for log in sorted(self._workdir.glob("*.log"))
         )
 
+    def log_count(self, text: str) -> int:
+        """How often ``text`` occurs in pebble's log: "Added order" once per order created,
+        "Issued certificate" once per certificate."""
+        return (self._workdir / "pebble.log").read_text(errors="replace").count(text)
+
     def root_pem(self) -> bytes:
         """The root pebble issues under (new at every start), from its management interface."""
         url = f"https://{LOCALHOST}:{self.management_port}/roots/0"
@@ -154,12 +163,12 @@ class Pebble:
         return process
 
     @staticmethod
-    def _challtestsrv_argv(dns: str) -> list[str]:
+    def _challtestsrv_argv(dns: str, answer: str) -> list[str]:
         no_server = ""  # an empty address disables that challenge server
         return [
             CHALLTESTSRV,
             "-defaultIPv4",
-            LOCALHOST,
+            answer,
             "-defaultIPv6",
             no_server,  # no AAAA answers: pebble must not try ::1, where nothing listens
             "-dns01",
@@ -177,7 +186,7 @@ class Pebble:
     def _write_config(self) -> Path:
         certificate, key = self._write_tls_material()
         settings: dict[str, object] = {
-            "listenAddress": f"{LOCALHOST}:{self.acme_port}",
+            "listenAddress": f"{self.address}:{self.acme_port}",
             "managementListenAddress": f"{LOCALHOST}:{self.management_port}",
             "certificate": str(certificate),
             "privateKey": str(key),
@@ -195,10 +204,12 @@ class Pebble:
         return path
 
     def _write_tls_material(self) -> tuple[Path, Path]:
-        """Pebble's HTTPS identity for 127.0.0.1, from a throwaway CA that clients must trust."""
+        """Pebble's HTTPS identity for its addresses, from a throwaway CA that clients must
+        trust."""
         ca = CertificateAuthority("pebble test TLS CA")
         self.ca_bundle_path.write_bytes(ca.pair.certificate_pem)
-        pair = ca.issue("localhost", dns_names=("localhost",), ip_addresses=(LOCALHOST,))
+        addresses = tuple(sorted({LOCALHOST, self.address}))
+        pair = ca.issue("localhost", dns_names=("localhost",), ip_addresses=addresses)
         return pair.write(self._workdir, "pebble-tls")
 
 

@@ -398,6 +398,21 @@ def test_optional_settings_appear_when_set(helm: Helm) -> None:
     assert volumes["webhook-tls"]["secret"]["secretName"] == "webhook-tls"
 
 
+def test_webhook_host_calls_a_url_instead_of_the_service(helm: Helm) -> None:
+    manifests = helm.template({"webhook": {"host": "webhook.example.net"}})
+    env = literal_env(container(one(manifests, "Deployment", "vhost-operator"), "operator"))
+    assert env["VHOST_OPERATOR_WEBHOOK_HOST"] == "webhook.example.net"
+    assert "VHOST_OPERATOR_WEBHOOK_SERVICE" not in env
+
+
+def test_nginx_node_ports_are_fixed_when_set(helm: Helm) -> None:
+    nodeports = {"type": "NodePort", "nodePorts": {"http": 30080, "https": 30443}}
+    for service, expected in (({"type": "ClusterIP"}, set()), (nodeports, {30080, 30443})):
+        manifests = helm.template({"nginx": {"enabled": True, "service": service}})
+        ports = one(manifests, "Service", "vhost-operator-nginx")["spec"]["ports"]
+        assert {p["nodePort"] for p in ports if "nodePort" in p} == expected
+
+
 def test_eab_mac_key_comes_from_a_secret(full_manifests: list[Manifest]) -> None:
     operator = container(one(full_manifests, "Deployment", "vhost-operator"), "operator")
     entries = {e["name"]: e for e in operator["env"]}
@@ -413,8 +428,11 @@ def test_services_match_what_the_operator_is_told(full_manifests: list[Manifest]
     webhook = one(full_manifests, "Service", "vhost-operator-webhook")
     challenges = one(full_manifests, "Service", "vhost-operator-challenges")
     nginx = one(full_manifests, "Service", "vhost-operator-nginx")
+    # The webhook configuration names the Service (the API server resolves it without DNS)
+    # and the API server checks the certificate for the Service's DNS name.
+    assert env["VHOST_OPERATOR_WEBHOOK_SERVICE"] == "vhost-operator/vhost-operator-webhook"
     assert env["VHOST_OPERATOR_WEBHOOK_HOST"] == "vhost-operator-webhook.vhost-operator.svc"
-    # kopf puts the listening port into the webhook URL: the Service must answer on it.
+    # The API server calls the Service on the listening port: the Service must answer on it.
     assert webhook["spec"]["ports"][0]["port"] == int(env["VHOST_OPERATOR_WEBHOOK_PORT"])
     port = challenges["spec"]["ports"][0]["port"]
     assert env["VHOST_OPERATOR_CHALLENGE_UPSTREAM"] == (

@@ -149,8 +149,9 @@ vhost-operator.accountSecretName is the Secret (release namespace) with the ACME
 {{- end -}}
 
 {{/*
-vhost-operator.webhookHost is the name the API server calls the webhook at: webhook.host, else
-the webhook Service's DNS name. kopf builds the webhook URL from it and the listening port.
+vhost-operator.webhookHost is the name in the webhook's certificate: webhook.host (then also the
+host of the URL the API server calls), else the webhook Service's DNS name, the name the API
+server checks when it calls the webhook through the Service.
 */}}
 {{- define "vhost-operator.webhookHost" -}}
 {{- if .Values.webhook.host -}}

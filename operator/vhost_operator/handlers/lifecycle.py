@@ -158,7 +158,9 @@ def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) ->
             [settings.webhook_host, *hosts], Path(tempfile.mkdtemp(prefix="vhost-webhook-"))
         )
         ca_pem, certificate, key = material.ca_pem, material.certificate_path, material.key_path
+    namespace, _, name = settings.webhook_service.partition("/")
     kopf_settings.admission.server = ReasonedWebhookServer(
+        service=(namespace, name) if name else None,
         addr="0.0.0.0",
         port=settings.webhook_port,
         host=settings.webhook_host,

@@ -3,6 +3,11 @@
 kopf answers a refusal with a status code and message only. The API server passes the status on
 as is, so without a reason ``kubectl`` prints a bare "Error from server" where users expect
 "Error from server (Conflict)" for the seed's 409 on a stray retry.
+
+kopf's server writes a URL into the webhook configuration. Given a Service, this one names the
+Service instead: the API server resolves a Service reference itself (to its ClusterIP), while a
+URL's host name goes through the API server's own resolver, which on most clusters (the API
+server on the host network) does not know ``.svc`` names.
 """
 
 from __future__ import annotations
@@ -23,10 +28,28 @@ def with_reason(response: Any) -> Any:
     return response
 
 
+def through_service(client_config: Any, namespace: str, name: str, port: int) -> Any:
+    """kopf's URL client config turned into a reference to the Service (same CA bundle)."""
+    service = {"namespace": namespace, "name": name, "port": port, "path": ""}
+    return {key: value for key, value in client_config.items() if key != "url"} | {
+        "service": service
+    }
+
+
 class ReasonedWebhookServer(kopf.WebhookServer):
+    """``service``: ``(namespace, name)`` of the Service in front of the webhook, whose port is
+    the listening port; ``None`` registers kopf's URL."""
+
+    def __init__(self, *, service: tuple[str, str] | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.service = service
+
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async def answer(request: Any, **kwargs: Any) -> Any:
             return with_reason(await fn(request, **kwargs))
 
         async for client_config in super().__call__(answer):
-            yield client_config
+            if self.service is not None and self.port is not None:
+                yield through_service(client_config, *self.service, self.port)
+            else:
+                yield client_config
