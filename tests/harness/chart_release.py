@@ -44,7 +44,10 @@ from tests.harness.node import LocalNode
 from tests.harness.pebble import Pebble
 
 RELEASE = "vhost-operator"
-NAMESPACE = "vhost-operator"
+NAMESPACE = "vhost-system"
+"""The release's namespace: one of its own, because the session's other tests run their
+operators as local processes with ``vhost-operator`` as theirs (its ACME account Secret is
+another pebble's), and a user's cluster has no such leftovers either."""
 CA_CONFIGMAP = "acme-ca"
 HTTP_NODE_PORT = 30080
 HTTPS_NODE_PORT = 30443
