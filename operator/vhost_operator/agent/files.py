@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import secrets
 import shutil
@@ -263,7 +264,7 @@ def _restore(path: Path, snapshot: _Snapshot) -> None:
             path.rmdir()  # only if empty: something else may live there by now
         return
     if isinstance(snapshot, _File):
-        write_file(path, snapshot.content, snapshot.mode)
+        _restore_file(path, snapshot)
     elif isinstance(snapshot, _Link):
         replace_symlink(path, snapshot.target)
     elif isinstance(snapshot, _Tree):
@@ -273,6 +274,32 @@ def _restore(path: Path, snapshot: _Snapshot) -> None:
             write_file(path / name, file.content, file.mode)
     else:
         _remove(path)
+
+
+def _restore_file(path: Path, file: _File) -> None:
+    try:
+        write_file(path, file.content, file.mode)
+    except OSError as error:
+        if error.errno != errno.ENOSPC or not path.is_file() or path.is_symlink():
+            raise
+        # The undo of a batch that filled the disk has no room for a temporary copy: overwrite
+        # the file in place instead, which reuses the blocks it holds (the old and new versions
+        # of a certificate, key or config are about the same size). Not atomic, but nginx reads
+        # these files only when the agent reloads it, and it does not while undoing.
+        _overwrite(path, file.content, file.mode)
+
+
+def _overwrite(path: Path, content: bytes, mode: int) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(descriptor, mode)
+        written = 0
+        while written < len(content):  # write, not truncate first: keep the blocks it holds
+            written += os.pwrite(descriptor, content[written:], written)
+        os.ftruncate(descriptor, len(content))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _sync_directories(directories: Iterable[Path]) -> None:
