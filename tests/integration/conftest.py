@@ -1,8 +1,12 @@
-"""Fixtures for tests that run the operator with ACME (a real pebble) and nginx steps on."""
+"""Fixtures for tests that run the operator with ACME (a real pebble) and nginx steps on, and
+for the chart's modules (``test_chart_*.py``): the pinned Helm, and the chart installed on a
+control plane that records an audit log."""
 
 from __future__ import annotations
 
+import base64
 import http.server
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +14,25 @@ from pathlib import Path
 import pytest
 
 from tests.harness import kube
-from tests.harness.clusters import Cluster
+from tests.harness.audit import AuditedControlPlane
+from tests.harness.chart_install import (
+    DEFAULTS_NS,
+    EAB_KID,
+    FULLNAME,
+    OPERATOR_NS,
+    OTHER_NS,
+    RELEASE,
+    WEB_NS,
+    WEBHOOK_CONFIGURATION,
+    Installed,
+    install_values,
+    namespace,
+    secret,
+)
+from tests.harness.clusters import Cluster, install_crds
+from tests.harness.helm import CHART, Helm, helm_binary, parse_manifests
+from tests.harness.identities import service_account_kubeconfig
+from tests.harness.nginx import NginxServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
@@ -94,3 +116,106 @@ def start_operator(
     kube.delete_all_virtualhosts(cluster)
     for process in started:
         process.stop()
+
+
+# -- the Helm chart (tests/integration/test_chart_*.py) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm() -> Helm:
+    return Helm(helm_binary())
+
+
+@pytest.fixture(scope="module")
+def target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cluster, AuditedControlPlane | None]]:
+    if request.config.getoption("--cluster") != "local":
+        yield request.getfixturevalue("cluster"), None
+        return
+    groups = [f"system:serviceaccounts:{ns}" for ns in (OPERATOR_NS, WEB_NS, DEFAULTS_NS)]
+    plane = AuditedControlPlane(tmp_path_factory.mktemp("audited-cluster"), groups)
+    plane.start()
+    try:
+        install_crds(plane)
+        yield plane, plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def installed(
+    target: tuple[Cluster, AuditedControlPlane | None],
+    helm: Helm,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Installed]:
+    cluster, audit = target
+    workdir = tmp_path_factory.mktemp("chart")
+    mac_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    kube.apply_manifests(
+        cluster,
+        [
+            namespace(OPERATOR_NS),
+            namespace(WEB_NS),
+            namespace(OTHER_NS),
+            secret("acme-eab", OPERATOR_NS, {"hmacKey": mac_key}),
+            secret("unrelated", OTHER_NS, {"password": "not for the operator"}),
+        ],
+        workdir,
+    )
+    release_helm = Helm(helm.binary, cluster.kubeconfig)
+    nginx = NginxServer(workdir / "nginx", free_port(), free_port())
+    # pebble validates HTTP-01 through nginx, which proxies to the operator's responder.
+    pebble = Pebble(http_port=nginx.http_port, eab_keys={EAB_KID: mac_key}, workdir=workdir / "ca")
+    state: Installed | None = None
+    try:
+        nginx.start()
+        pebble.start()
+        installing = release_helm.run(
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            OPERATOR_NS,
+            "--values",
+            str(release_helm.values_file(install_values(pebble, nginx))),
+        )
+        # No warning at all, in particular none of Pod Security's "would violate".
+        assert installing.stderr.strip() == "", installing.stderr
+        manifest = release_helm.run("get", "manifest", RELEASE, "--namespace", OPERATOR_NS)
+        state = Installed(
+            cluster=cluster,
+            audit=audit,
+            helm=release_helm,
+            manifests=parse_manifests(manifest.stdout),
+            operator_kubeconfig=service_account_kubeconfig(
+                cluster, OPERATOR_NS, FULLNAME, workdir / "operator.kubeconfig"
+            ),
+            agent_kubeconfig=service_account_kubeconfig(
+                cluster, WEB_NS, f"{FULLNAME}-nginx", workdir / "agent.kubeconfig"
+            ),
+            gate_kubeconfig=service_account_kubeconfig(
+                cluster, OPERATOR_NS, f"{FULLNAME}-gate", workdir / "gate.kubeconfig"
+            ),
+            nginx=nginx,
+            pebble=pebble,
+        )
+        yield state
+    finally:
+        if state is not None and state.operator is not None:
+            # The operator's finalizers clean up while it still runs.
+            cluster.kubectl("delete", "md,vh", "--all", "--wait=true", "--timeout=60s", check=False)
+        for _, process in state.processes() if state else ():
+            process.stop()
+        pebble.stop()
+        nginx.stop()
+        if audit is None:  # a shared cluster: leave nothing behind
+            release_helm.run("uninstall", RELEASE, "--namespace", OPERATOR_NS, check=False)
+            for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+                # kopf empties them when it stops, but never deletes them.
+                cluster.kubectl(
+                    "delete", kind, WEBHOOK_CONFIGURATION, "--ignore-not-found", check=False
+                )
+            # Waited for: the next chart module installs into the same namespaces.
+            for name in (OPERATOR_NS, WEB_NS, OTHER_NS):
+                cluster.kubectl("delete", "namespace", name, "--timeout=120s", check=False)

@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY
 from tests.harness import kube
 from tests.harness.clusters import Cluster
 from tests.harness.controlplane import REPO
-from tests.harness.helm import CHART, Helm, Manifest, container, find, helm_binary, one
+from tests.harness.helm import CHART, Helm, Manifest, container, find, one
 from tests.harness.promtool import promtool, promtool_binary
 from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.metrics import HostCollector
@@ -39,11 +39,6 @@ EVERYTHING: dict[str, Any] = {
     "nginx": {"enabled": True, "namespace": "web"},
     "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
 }
-
-
-@pytest.fixture(scope="module")
-def helm() -> Helm:
-    return Helm(helm_binary())
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The chart's files themselves, without Helm: CRDs in step with the repository's, every value
 documented and described by the schema, versions in step with the package, Helm's conventions.
 
-Rendering is tested with the real Helm in tests/integration/test_chart.py.
+Rendering is tested with the real Helm in tests/integration/test_chart_templates.py.
 """
 
 from __future__ import annotations
