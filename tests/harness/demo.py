@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.harness import kube
@@ -35,19 +36,28 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+DemoRun = Callable[[Path, contextlib.ExitStack, float | None], None]
+
+
+def run_demo(description: str, folder: str, demo: DemoRun, stopping: str = "stopping...") -> int:
+    """Parse ``--seconds``, give ``demo`` a fresh ``REPO/folder`` and an exit stack for what it
+    starts, and unwind that stack on Ctrl-C, SIGTERM or the demo's own end."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
     arguments = parser.parse_args()
-    workdir = REPO / ".demo"
+    workdir = REPO / folder
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.ExitStack() as stop:
         with contextlib.suppress(KeyboardInterrupt):
-            run(workdir, stop, arguments.seconds)
-        say("stopping...")
+            demo(workdir, stop, arguments.seconds)
+        say(stopping)
     return 0
+
+
+def main() -> int:
+    return run_demo(__doc__ or "", ".demo", run)
 
 
 def run(workdir: Path, stop: contextlib.ExitStack, seconds: float | None) -> None:

@@ -12,17 +12,13 @@ Needs root (the node's bridge, iptables rules and containerd).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import shutil
-import signal
-import sys
 import time
 from pathlib import Path
 
 from tests.harness.chart_release import HTTPS_NODE_PORT, NAMESPACE, ChartOnNode, chart_on_node
 from tests.harness.controlplane import REPO, LocalControlPlane
-from tests.harness.demo import say
+from tests.harness.demo import run_demo, say
 from tests.harness.node import LocalNode
 from tests.harness.waiting import phase_of, wait_for
 
@@ -30,18 +26,7 @@ EXAMPLE_HOSTS = ("mail-example-com", "webmail-example-net")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
-    arguments = parser.parse_args()
-    workdir = REPO / ".demo-node"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with contextlib.ExitStack() as stop:
-        with contextlib.suppress(KeyboardInterrupt):
-            run(workdir, stop, arguments.seconds)
-        say("stopping: release, node, control plane...")
-    return 0
+    return run_demo(__doc__ or "", ".demo-node", run, "stopping: release, node, control plane...")
 
 
 def run(workdir: Path, stop: contextlib.ExitStack, seconds: float | None) -> None:

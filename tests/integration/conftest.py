@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import kube
+from tests.harness.agent import AgentProcess
 from tests.harness.audit import AuditedControlPlane
 from tests.harness.chart_install import (
     DEFAULTS_NS,
@@ -219,3 +220,24 @@ def installed(
             # Waited for: the next chart module installs into the same namespaces.
             for name in (OPERATOR_NS, WEB_NS, OTHER_NS):
                 cluster.kubectl("delete", "namespace", name, "--timeout=120s", check=False)
+
+
+# -- a real nginx and its agent (module-scoped; a module may override either) ----------------
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    with NginxServer(tmp_path_factory.mktemp("nginx"), free_port(), free_port()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def agent(
+    cluster: Cluster, nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    kube.ensure_namespace(cluster)
+    process = AgentProcess(
+        cluster.kubeconfig, tmp_path_factory.mktemp("agent"), nginx, kube.NAMESPACE
+    )
+    yield process.start()
+    process.stop()

@@ -28,7 +28,6 @@ from tests.harness.nginx import (
 )
 from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
-from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
 
@@ -36,28 +35,10 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
-    with NginxServer(tmp_path_factory.mktemp("nginx"), free_port(), free_port()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def pebble(nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
     """Overrides conftest's: this CA validates through nginx's HTTP port."""
     with Pebble(http_port=nginx.http_port, workdir=tmp_path_factory.mktemp("pebble")) as ca:
         yield ca
-
-
-@pytest.fixture(scope="module")
-def agent(
-    cluster: Cluster, nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentProcess]:
-    kube.ensure_namespace(cluster)
-    process = AgentProcess(
-        cluster.kubeconfig, tmp_path_factory.mktemp("agent"), nginx, kube.NAMESPACE
-    )
-    yield process.start()
-    process.stop()
 
 
 @pytest.fixture

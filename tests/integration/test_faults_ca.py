@@ -470,24 +470,6 @@ def test_a_renewal_the_ca_pauses_waits_keeps_serving_and_renews_once(
 
 
 @pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
-    with NginxServer(tmp_path_factory.mktemp("nginx"), free_port(), free_port()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def agent(
-    cluster: Cluster, nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentProcess]:
-    kube.ensure_namespace(cluster)
-    process = AgentProcess(
-        cluster.kubeconfig, tmp_path_factory.mktemp("agent"), nginx, kube.NAMESPACE
-    )
-    yield process.start()
-    process.stop()
-
-
-@pytest.fixture(scope="module")
 def served_ca(
     nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Pebble, AcmeFaultProxy]]:

@@ -28,11 +28,9 @@ from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
 
-# The served stack of the end-to-end test: nginx, a pebble validating through it, the agent,
-# and the operator wired to them.
+# The served stack of the end-to-end test: a pebble validating through nginx (nginx and the
+# agent come from conftest), and the operator wired to them.
 from tests.integration.test_end_to_end import (  # noqa: F401
-    agent,
-    nginx,
     pebble,
     serving_operator,
 )

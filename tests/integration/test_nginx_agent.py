@@ -31,7 +31,6 @@ from tests.harness.nginx import (
     self_signed_certificate,
     served_certificate,
 )
-from tests.harness.processes import free_port
 from vhost_operator.agent.nginx import children
 from vhost_operator.certs import inspect_certificate
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
@@ -51,12 +50,6 @@ costs this much, and isolating its culprit costs it a few times."""
 
 
 # -- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
-    with NginxServer(tmp_path_factory.mktemp("nginx"), free_port(), free_port()) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
