@@ -98,8 +98,15 @@ def test_host_goes_pending_to_ready_with_a_verified_certificate(
     assert "location ^~ /.well-known/acme-challenge/" in config
     print(f"\napply -> Ready for 1 host: {elapsed:.2f}s")
 
+    # Hosts by phase are read from the operator's catalog at scrape time, and its watch may
+    # see the Ready status a moment after the test does.
+    ready_gauge = 'vhost_operator_virtualhosts{phase="Ready"} 1.0'
+    deadline = time.monotonic() + 10
     scraped = operator.metrics()
-    assert 'vhost_operator_virtualhosts{phase="Ready"} 1.0' in scraped
+    while ready_gauge not in scraped and time.monotonic() < deadline:
+        time.sleep(0.2)
+        scraped = operator.metrics()
+    assert ready_gauge in scraped
     assert 'vhost_operator_acme_orders_total{outcome="issued"} 1.0' in scraped
     assert (
         'vhost_operator_step_duration_seconds_count{result="succeeded",step="certificate"} 1.0'
