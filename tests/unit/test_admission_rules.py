@@ -6,18 +6,16 @@ from typing import Any
 
 import pytest
 
+from tests.unit.builders import virtualhost_body
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 
 
 def vh(
     hostname: str, *, phase: str | None = None, retry: str | None = None, **spec: Any
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"metadata": {"annotations": {}}, "spec": {"hostname": hostname, **spec}}
-    if retry is not None:
-        body["metadata"]["annotations"]["vhost-operator.io/retry"] = retry
-    if phase is not None:
-        body["status"] = {"phase": phase}
-    return body
+    annotations = {} if retry is None else {"vhost-operator.io/retry": retry}
+    status = None if phase is None else {"phase": phase}
+    return virtualhost_body(hostname, metadata={"annotations": annotations}, status=status, **spec)
 
 
 def refusal(call: Any) -> Refusal:

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.unit.builders import virtualhost_body
 from vhost_operator.catalog import ClaimCatalog, HostCatalog, slim_host, slim_maildomain
 from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.watch import WatchEvent
@@ -20,17 +21,15 @@ CERTIFICATE = {
 
 
 def host(name: str, hostname: str, *domains: str, **status: Any) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "uid": f"uid-{name}",
-            "generation": 1,
-            "annotations": {"kopf.vhost-operator.io/last-handled-configuration": "{...}"},
-            "managedFields": [{"manager": "kubectl"}],
-        },
-        "spec": {"hostname": hostname, "domains": list(domains)},
-        "status": {"chain": [{"step": "bootstrap"}], **status},
+    metadata = {
+        "name": name,
+        "uid": f"uid-{name}",
+        "generation": 1,
+        "annotations": {"kopf.vhost-operator.io/last-handled-configuration": "{...}"},
+        "managedFields": [{"manager": "kubectl"}],
     }
+    status = {"chain": [{"step": "bootstrap"}], **status}
+    return virtualhost_body(hostname, metadata=metadata, status=status, domains=list(domains))
 
 
 def maildomain(name: str, domain: str, created: str) -> dict[str, Any]:

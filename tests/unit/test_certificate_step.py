@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.unit.builders import virtualhost
 from vhost_operator.acme.challenges import ChallengeStore
 from vhost_operator.acme.errors import AcmeRefused, AcmeUnavailable, ChallengeFailed
 from vhost_operator.acme.fake import FakeAcme
@@ -24,7 +25,6 @@ from vhost_operator.kube.objects import SecretData
 from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
 from vhost_operator.provisioning.chain import StepFailed, StepOutcome
 from vhost_operator.resources import labels
-from vhost_operator.resources.models import VirtualHost, VirtualHostSpec
 from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
 from vhost_operator.settings import Settings
 
@@ -36,12 +36,7 @@ SETTINGS = Settings(
     nginx_namespace="nginx",
     operator_namespace="operator",
 )
-HOST = VirtualHost(
-    name="mail-example-com",
-    uid="uid-1",
-    generation=1,
-    spec=VirtualHostSpec(hostname="mail.example.com"),
-)
+HOST = virtualhost("mail.example.com", name="mail-example-com", uid="uid-1")
 TLS = ("nginx", tls_secret_name("mail-example-com"))
 NEXT_KEY = ("nginx", next_key_secret_name("mail-example-com"))
 ACCOUNT = ("operator", "vhost-operator-acme-account")

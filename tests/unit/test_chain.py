@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from tests.unit.builders import virtualhost
 from vhost_operator.provisioning.chain import (
     Step,
     StepDeferred,
@@ -17,7 +18,6 @@ from vhost_operator.resources.models import (
     Phase,
     StepState,
     VirtualHost,
-    VirtualHostSpec,
     VirtualHostStatus,
 )
 
@@ -49,16 +49,6 @@ class MemoryRecorder:
         self.events.append((warning, reason, message))
 
 
-def new_host(status: VirtualHostStatus | None = None) -> VirtualHost:
-    return VirtualHost(
-        name="h",
-        uid="u",
-        generation=3,
-        spec=VirtualHostSpec(hostname="h.example.com"),
-        status=status or VirtualHostStatus(),
-    )
-
-
 def run(
     host: VirtualHost, steps: list[RecordingStep], recorder: MemoryRecorder, restart: bool = False
 ) -> VirtualHostStatus:
@@ -69,11 +59,11 @@ def test_steps_run_in_order_and_end_ready() -> None:
     log: list[str] = []
     recorder = MemoryRecorder()
     steps = [RecordingStep(n, log) for n in ("bootstrap", "certificate", "final", "ready")]
-    status = run(new_host(), steps, recorder)
+    status = run(virtualhost(), steps, recorder)
     assert log == ["bootstrap", "certificate", "final", "ready"]
     assert status.phase == Phase.READY
     assert [e.state for e in status.chain] == [StepState.SUCCEEDED] * 4
-    assert status.observed_generation == 3
+    assert status.observed_generation == 1
     assert {c.type: c.status.value for c in status.conditions} == {
         "Provisioned": "True",
         "Ready": "True",
@@ -84,7 +74,7 @@ def test_steps_run_in_order_and_end_ready() -> None:
 
 def test_no_steps_means_ready_at_once() -> None:
     recorder = MemoryRecorder()
-    status = run(new_host(), [], recorder)
+    status = run(virtualhost(), [], recorder)
     assert status.phase == Phase.READY and status.chain == []
     assert len(recorder.statuses) == 1
 
@@ -97,7 +87,7 @@ def test_failure_cancels_the_rest_and_records_the_error() -> None:
         RecordingStep("certificate", log, fails="ACME directory unreachable"),
         RecordingStep("final", log),
     ]
-    status = run(new_host(), steps, recorder)
+    status = run(virtualhost(), steps, recorder)
     assert log == ["bootstrap", "certificate"]
     assert status.phase == Phase.FAILED
     assert [e.state for e in status.chain] == [
@@ -115,8 +105,8 @@ def test_failure_cancels_the_rest_and_records_the_error() -> None:
 
 def test_identical_failures_write_identical_status() -> None:
     steps = [RecordingStep("certificate", [], fails="CA refused")]
-    first = run(new_host(), steps, MemoryRecorder())
-    second = run(new_host(first), steps, MemoryRecorder(), restart=True)
+    first = run(virtualhost(), steps, MemoryRecorder())
+    second = run(virtualhost(status=first), steps, MemoryRecorder(), restart=True)
     assert second.error == first.error
     assert second.failed_attempts == 2
 
@@ -132,16 +122,19 @@ def test_resume_skips_finished_steps() -> None:
         ],
     )
     steps = [RecordingStep(n, log) for n in ("bootstrap", "certificate", "final")]
-    status = run(new_host(interrupted), steps, MemoryRecorder())
+    status = run(virtualhost(status=interrupted), steps, MemoryRecorder())
     assert log == ["certificate", "final"]
     assert status.phase == Phase.READY
 
 
 def test_retry_reruns_everything_and_clears_the_error() -> None:
     log: list[str] = []
-    failed = run(new_host(), [RecordingStep("bootstrap", [], fails="boom")], MemoryRecorder())
+    failed = run(virtualhost(), [RecordingStep("bootstrap", [], fails="boom")], MemoryRecorder())
     status = run(
-        new_host(failed), [RecordingStep("bootstrap", log)], MemoryRecorder(), restart=True
+        virtualhost(status=failed),
+        [RecordingStep("bootstrap", log)],
+        MemoryRecorder(),
+        restart=True,
     )
     assert log == ["bootstrap"]
     assert status.phase == Phase.READY and status.error is None
@@ -158,7 +151,7 @@ def test_a_quick_step_is_recorded_with_the_chain_outcome() -> None:
     log: list[str] = []
     recorder = MemoryRecorder()
     steps = [RecordingStep("bootstrap", log), RecordingStep("final", log), QuickStep("ready", log)]
-    status = run(new_host(), steps, recorder)
+    status = run(virtualhost(), steps, recorder)
     assert log == ["bootstrap", "final", "ready"]
     # Written: bootstrap running, final running, Ready; no write for "ready running" alone.
     assert [[e.state for e in s.chain] for s in recorder.statuses] == [
@@ -186,7 +179,7 @@ class BrokenStep:
 def test_an_unexpected_exception_fails_the_step_naming_it() -> None:
     recorder = MemoryRecorder()
     steps: list[Step] = [RecordingStep("bootstrap", []), BrokenStep(), RecordingStep("final", [])]
-    status = asyncio.run(run_chain(new_host(), steps, recorder, clock=lambda: NOW))
+    status = asyncio.run(run_chain(virtualhost(), steps, recorder, clock=lambda: NOW))
     assert status.phase == Phase.FAILED
     assert [e.state for e in status.chain] == [
         StepState.SUCCEEDED,
@@ -206,7 +199,7 @@ def test_a_refused_host_fails_at_its_first_step_without_running_it() -> None:
     steps = [RecordingStep(n, log) for n in ("bootstrap", "certificate")]
     recorder = MemoryRecorder()
     status = asyncio.run(
-        run_chain(new_host(), steps, recorder, refused="a primary hostname", clock=lambda: NOW)
+        run_chain(virtualhost(), steps, recorder, refused="a primary hostname", clock=lambda: NOW)
     )
     assert log == []
     assert status.phase == Phase.FAILED
@@ -239,7 +232,7 @@ def test_a_deferring_step_leaves_the_host_pending_and_asks_to_run_again_later() 
         RecordingStep("final", log),
     ]
     status = asyncio.run(
-        run_chain(new_host(), steps, recorder, clock=lambda: NOW, on_deferred=on_deferred)
+        run_chain(virtualhost(), steps, recorder, clock=lambda: NOW, on_deferred=on_deferred)
     )
     assert status.phase == Phase.PENDING and status.error is None
     assert [e.state for e in status.chain] == [
@@ -256,6 +249,6 @@ def test_a_deferring_step_leaves_the_host_pending_and_asks_to_run_again_later() 
 
     # Run again (the wake-up): the chain resumes at the waiting step.
     steps[1] = RecordingStep("certificate", log)
-    resumed = asyncio.run(run_chain(new_host(status), steps, recorder, clock=lambda: NOW))
+    resumed = asyncio.run(run_chain(virtualhost(status=status), steps, recorder, clock=lambda: NOW))
     assert resumed.phase == Phase.READY
     assert log == ["bootstrap", "certificate", "final"]

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 from typing import Any
 
+from tests.unit.builders import virtualhost_body
 from vhost_operator.agent.desired import desired_state
 from vhost_operator.catalog import HostCatalog
 from vhost_operator.nginx import SiteConfig, render_final
@@ -28,10 +29,8 @@ HOSTS = [
 
 
 def body(name: str, created: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created},
-        "spec": {"hostname": HOSTNAME, "domains": [f"{name}.example"]},
-    }
+    metadata = {"name": name, "uid": f"uid-{name}", "creationTimestamp": created}
+    return virtualhost_body(HOSTNAME, metadata=metadata, domains=[f"{name}.example"])
 
 
 def config(name: str) -> str:

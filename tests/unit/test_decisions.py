@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.unit.builders import virtualhost
 from vhost_operator.provisioning.decisions import Action, decide
 from vhost_operator.resources.models import (
     RENEW_ANNOTATION,
     RETRY_ANNOTATION,
     Phase,
     VirtualHost,
-    VirtualHostSpec,
     VirtualHostStatus,
 )
 
@@ -25,16 +25,10 @@ def host(
     annotations = {RETRY_ANNOTATION: retry} if retry else {}
     if renew:
         annotations[RENEW_ANNOTATION] = renew
-    return VirtualHost(
-        name="h",
-        uid="u",
-        generation=generation,
-        annotations=annotations,
-        spec=VirtualHostSpec(hostname="h.example.com"),
-        status=VirtualHostStatus(
-            phase=phase, observed_retry=observed_retry, observed_generation=observed_generation
-        ),
+    status = VirtualHostStatus(
+        phase=phase, observed_retry=observed_retry, observed_generation=observed_generation
     )
+    return virtualhost(generation=generation, annotations=annotations, status=status)
 
 
 @pytest.mark.parametrize(

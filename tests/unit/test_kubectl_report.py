@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.builders import virtualhost_body
 from vhost_operator.kube.admin import kubeconfig_files
 from vhost_operator.kubectl import report
 from vhost_operator.kubectl.report import SiteReport
@@ -44,13 +45,11 @@ CERTIFICATE = {
 
 
 def host(name: str = "mail", **status: Any) -> VirtualHost:
-    return VirtualHost.from_body(
-        {
-            "metadata": {"name": name, "uid": "u", "generation": 1},
-            "spec": {"hostname": f"{name}.example.com", "domains": ["example.com"]},
-            "status": status,
-        }
+    metadata = {"name": name, "uid": "u", "generation": 1}
+    body = virtualhost_body(
+        f"{name}.example.com", metadata=metadata, status=status, domains=["example.com"]
     )
+    return VirtualHost.from_body(body)
 
 
 def failed_host() -> VirtualHost:

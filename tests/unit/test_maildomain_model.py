@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.unit.builders import virtualhost_body
 from tests.unit.test_crd_schema import undeclared
 from vhost_operator.admission.rules import Refusal, review_virtualhost
 from vhost_operator.resources.claims import Claim
@@ -146,7 +147,7 @@ def test_a_failure_keeps_the_last_link() -> None:
 
 
 def vh(*domains: str) -> dict[str, Any]:
-    return {"metadata": {}, "spec": {"hostname": "b.example.com", "domains": list(domains)}}
+    return virtualhost_body("b.example.com", domains=list(domains))
 
 
 def test_a_domain_another_host_lists_is_refused() -> None:

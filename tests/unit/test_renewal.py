@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from tests.unit.builders import virtualhost
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.provisioning.chain import StepDeferred, StepOutcome
 from vhost_operator.provisioning.renewal import (
@@ -24,7 +25,6 @@ from vhost_operator.resources.models import (
     CertificateStatus,
     Phase,
     VirtualHost,
-    VirtualHostSpec,
     VirtualHostStatus,
 )
 
@@ -120,14 +120,8 @@ def certificate(start: datetime, *, days: int) -> CertificateStatus:
 
 
 def host_with(cert: CertificateStatus) -> VirtualHost:
-    return VirtualHost(
-        name="h",
-        uid="u",
-        generation=1,
-        annotations={RENEW_ANNOTATION: "r1"},
-        spec=VirtualHostSpec(hostname="h.example.com"),
-        status=VirtualHostStatus(phase=Phase.READY, certificate=cert, observed_generation=1),
-    )
+    status = VirtualHostStatus(phase=Phase.READY, certificate=cert, observed_generation=1)
+    return virtualhost(annotations={RENEW_ANNOTATION: "r1"}, status=status)
 
 
 def test_a_failed_renewal_keeps_the_host_ready_while_its_certificate_is_valid() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from tests.unit.builders import virtualhost
 from vhost_operator.provisioning.retries import (
     RetryCandidate,
     RetryPolicy,
@@ -14,7 +15,6 @@ from vhost_operator.resources.models import (
     RETRY_ANNOTATION,
     Phase,
     VirtualHost,
-    VirtualHostSpec,
     VirtualHostStatus,
 )
 
@@ -39,19 +39,10 @@ def test_jitter_spreads_hosts_within_bounds_and_is_stable() -> None:
 def failed_host(
     *, attempts: int, retry: str | None = None, observed: str | None = None
 ) -> VirtualHost:
-    return VirtualHost(
-        name="h",
-        uid="u",
-        generation=1,
-        annotations={RETRY_ANNOTATION: retry} if retry else {},
-        spec=VirtualHostSpec(hostname="h.example.com"),
-        status=VirtualHostStatus(
-            phase=Phase.FAILED,
-            failed_attempts=attempts,
-            last_failure_time=NOW,
-            observed_retry=observed,
-        ),
+    status = VirtualHostStatus(
+        phase=Phase.FAILED, failed_attempts=attempts, last_failure_time=NOW, observed_retry=observed
     )
+    return virtualhost(annotations={RETRY_ANNOTATION: retry} if retry else {}, status=status)
 
 
 def test_a_pending_retry_is_not_asked_again() -> None:

@@ -8,16 +8,14 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from tests.unit.builders import virtualhost_body
 from vhost_operator.resources.watch import WatchEvent
 from vhost_operator.tenancy.directory import HostDirectory
 from vhost_operator.tenancy.server import BadRequest, login_from_headers
 
 
 def body(name: str, hostname: str, created: str = "2026-01-01T00:00:00Z", **spec: Any) -> Any:
-    return {
-        "metadata": {"name": name, "creationTimestamp": created},
-        "spec": {"hostname": hostname, **spec},
-    }
+    return virtualhost_body(hostname, metadata={"name": name, "creationTimestamp": created}, **spec)
 
 
 def test_sync_then_events() -> None:
