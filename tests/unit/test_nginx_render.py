@@ -440,17 +440,29 @@ def _edited(old: str, new: str) -> str:
     "config",
     [
         # The hijack of issue 13: another host's name, and the certificate directory served.
-        _edited("server_name mail.example.com;", "server_name victim.example.com;"),
-        _edited(
-            "    ssl_session_tickets off;\n",
-            f"    ssl_session_tickets off;\n    location /k/ {{ alias {CERTS}/; }}\n",
+        pytest.param(
+            _edited("server_name mail.example.com;", "server_name victim.example.com;"),
+            id="another-hosts-name",
         ),
-        _edited(f"{CERTS}/mail.example.com/tls.key", f"{CERTS}/victim.example.com/tls.key"),
-        _edited("proxy_http_version 1.1;", "proxy_http_version 1.1; include /etc/passwd;"),
-        _edited("listen 443 ssl http2;", "listen 443 ssl http2; root /;"),
-        _edited("# Do not edit", "# Do edit"),
-        render_final(certified()) + "server { listen 81; }\n",
-        render_final(certified()).replace("\n", "\r\n"),
+        pytest.param(
+            _edited(
+                "    ssl_session_tickets off;\n",
+                f"    ssl_session_tickets off;\n    location /k/ {{ alias {CERTS}/; }}\n",
+            ),
+            id="certificates-served",
+        ),
+        pytest.param(
+            _edited(f"{CERTS}/mail.example.com/tls.key", f"{CERTS}/victim.example.com/tls.key"),
+            id="another-hosts-key",
+        ),
+        pytest.param(
+            _edited("proxy_http_version 1.1;", "proxy_http_version 1.1; include /etc/passwd;"),
+            id="include",
+        ),
+        pytest.param(_edited("listen 443 ssl http2;", "listen 443 ssl http2; root /;"), id="root"),
+        pytest.param(_edited("# Do not edit", "# Do edit"), id="header-edited"),
+        pytest.param(render_final(certified()) + "server { listen 81; }\n", id="extra-server"),
+        pytest.param(render_final(certified()).replace("\n", "\r\n"), id="crlf"),
     ],
 )
 def test_anything_else_in_a_config_is_not_recognised(config: str) -> None:
