@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     acme_order_timeout: float = Field(default=120.0, gt=0)
     """Seconds to wait for the CA to validate and issue one order before the step fails."""
 
+    acme_order_limit: int = Field(default=300, ge=0)
+    """New ACME orders the account may place per ``acme_order_window`` (a token bucket, refilled
+    evenly: the CA's own rule). Hosts beyond it stay Pending, their message naming when their
+    order will be placed. The default is Let's Encrypt's production limit (300 per 3 hours,
+    letsencrypt.org/docs/rate-limits); 0 turns the budget off (a private CA without limits)."""
+
+    acme_order_window: float = Field(default=10800.0, gt=0)
+    """Seconds in which ``acme_order_limit`` orders refill (default: 3 hours)."""
+
     challenge_listen_port: int = Field(default=8089, ge=1, le=65535)
     """Port of the operator's HTTP-01 challenge responder (nginx proxies challenges to it)."""
 
