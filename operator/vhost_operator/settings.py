@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     """Renew once this fraction of the certificate's actual lifetime remains (Let's Encrypt's
     advice; lifetimes are shrinking, so no fixed number of days)."""
 
+    renewal_spread: float = Field(default=1 / 3, ge=0, le=1)
+    """Renewal times are spread over this fraction of the ``renewal_fraction`` stretch before
+    the latest renewal time, by an amount derived from each certificate's serial: hosts issued
+    together (a migration) come up for renewal over days, not in one burst that would take the
+    order budget from new hosts (90-day certificates: renewed between 40 and 30 days before
+    expiry). 0: exactly when ``renewal_fraction`` remains."""
+
     renewal_interval: float = Field(default=86400.0, gt=0)
     """Seconds between two renewal scans (default: daily, as in the original product). A scan
     reads memory only; it writes nothing for hosts that are not due."""

@@ -209,7 +209,9 @@ class CertificateStep:
             not_before=info.not_before,
             not_after=info.not_after,
             serial=info.serial,
-            renewal_time=renewal_time(info, self._settings.renewal_fraction),
+            renewal_time=renewal_time(
+                info, self._settings.renewal_fraction, self._settings.renewal_spread
+            ),
         )
 
     def _reusable(self, secret: SecretData | None, host: VirtualHost) -> CertificateStatus | None:
