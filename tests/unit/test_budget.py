@@ -91,6 +91,15 @@ def test_no_sequence_of_admissions_exceeds_the_bucket() -> None:
             assert end_index - index + 1 <= allowed, (start, placed[end_index])
 
 
+def test_an_order_the_ca_refused_to_create_gives_its_token_back() -> None:
+    budget = OrderBudget(THREE_PER_30S)
+    for i in range(3):
+        budget.admit(f"h{i}", START)
+    budget.refund()  # h2's order was answered 429: the CA created (and counted) nothing
+    assert budget.admit("h2", at(1)) is None
+    assert budget.admit("h3", at(1)) == at(10)
+
+
 def test_times_are_whole_seconds() -> None:
     budget = OrderBudget(BudgetLimits(3, timedelta(seconds=20)))
     for i in range(3):

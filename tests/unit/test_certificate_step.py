@@ -17,7 +17,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from vhost_operator.acme.challenges import ChallengeStore
-from vhost_operator.acme.errors import AcmeRefused, AcmeUnavailable, ChallengeFailed
+from vhost_operator.acme.errors import (
+    AcmeRefused,
+    AcmeRetryLater,
+    AcmeUnavailable,
+    ChallengeFailed,
+)
 from vhost_operator.acme.fake import FakeAcme
 from vhost_operator.certs import certificate_matches_key, inspect_certificate
 from vhost_operator.kube.objects import SecretData
@@ -205,6 +210,20 @@ def test_a_new_order_beyond_the_budget_waits_for_its_slot_before_any_call_to_the
     stack.now = waiting.value.until
     stack.run()
     assert len(stack.ca.orders) == 2
+
+
+def test_an_order_the_ca_refused_to_create_does_not_count_against_the_budget() -> None:
+    stack = Stack(BudgetLimits(1, timedelta(seconds=60)))
+    stack.ca.refuse_orders = AcmeRetryLater(
+        "creating the order: rateLimited",
+        until=datetime.now(UTC) - timedelta(seconds=1),  # over by the next attempt
+        reason="rateLimited",
+    )
+    with pytest.raises(StepDeferred):
+        stack.run()
+    stack.ca.refuse_orders = None
+    stack.run()  # the budget's one order is still there
+    assert len(stack.ca.orders) == 1
 
 
 def test_an_order_the_ca_invalidated_is_replaced_by_a_new_one_for_the_same_key() -> None:

@@ -98,6 +98,14 @@ class OrderBudget:
         self._queue_tat = self._charged(queue, slot)
         return slot
 
+    def refund(self) -> None:
+        """An admitted order was not placed after all: the CA refused to create it (``429``,
+        or the account's pause refused it before asking), and the CA counts no such order."""
+        if self.tat is not None:
+            self.tat -= self.limits.interval
+        if self._queue_tat is not None:
+            self._queue_tat -= self.limits.interval
+
     def forget(self, name: str) -> None:
         """The host no longer needs its booking (it was deleted or has a certificate)."""
         self._booked.pop(name, None)

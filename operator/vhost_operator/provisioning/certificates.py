@@ -173,12 +173,16 @@ class CertificateStep:
         key = pending.key
         if pending.ca_not_before is not None and self._clock() < pending.ca_not_before:
             raise _deferred(pending.ca_not_before, pending.ca_wait_reason)
+        counted = False
         try:
             await self._account.ensure_registered()
             if self._budget is not None and self._places_new_order(host, pending):
                 await self._budget.admit(host.name)
+                counted = True
             issued = await self._issue(host, pending)
         except AcmeRetryLater as wait:
+            if counted and pending.order_url is None and self._budget is not None:
+                self._budget.refund()  # no order was created: the CA counted none
             pending.ca_not_before, pending.ca_wait_reason = wait.until, str(wait)
             await self._write_next_key(host, pending)
             raise _deferred(wait.until, str(wait)) from wait

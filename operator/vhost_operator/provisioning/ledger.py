@@ -74,6 +74,11 @@ class OrderLedger:
             mine = self._admitted
         await self._save(mine)
 
+    def refund(self) -> None:
+        """See :meth:`OrderBudget.refund`. Not written at once: until the next order's write
+        the stored bucket counts one order too many, which is the safe side."""
+        self._budget.refund()
+
     def forget(self, name: str) -> None:
         self._budget.forget(name)
 
