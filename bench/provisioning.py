@@ -207,6 +207,7 @@ def provision(
             f"{elapsed:.1f} s" if done else f"{ready}/{count} in {timeout:.0f} s",
             "< 60 s" if count == 1000 else "",
             (done and ready == count and elapsed < 60) if count == 1000 else None,
+            seconds=elapsed if done and ready == count else None,
         ),
         Figure(item, "hosts/s", f"{ready / elapsed:.1f}"),
         Figure(item, "API requests/host (operator)", f"{per_host:.1f}"),
