@@ -106,10 +106,6 @@ class OrderBudget:
         if self._queue_tat is not None:
             self._queue_tat -= self.limits.interval
 
-    def forget(self, name: str) -> None:
-        """The host no longer needs its booking (it was deleted or has a certificate)."""
-        self._booked.pop(name, None)
-
     def booked(self) -> dict[str, datetime]:
         return dict(self._booked)
 

@@ -79,9 +79,6 @@ class OrderLedger:
         the stored bucket counts one order too many, which is the safe side."""
         self._budget.refund()
 
-    def forget(self, name: str) -> None:
-        self._budget.forget(name)
-
     async def _load(self) -> None:
         if self._loaded:
             return
