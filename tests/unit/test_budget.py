@@ -100,6 +100,18 @@ def test_an_order_the_ca_refused_to_create_gives_its_token_back() -> None:
     assert budget.admit("h3", at(1)) == at(10)
 
 
+def test_a_booking_nobody_took_is_dropped_a_window_after_its_slot() -> None:
+    budget = OrderBudget(THREE_PER_30S)
+    for i in range(3):
+        budget.admit(f"h{i}", START)
+    assert budget.admit("deleted", START) == at(10)
+    assert budget.waiting == 1
+    assert budget.admit("next", at(39)) is None, "the deleted host's slot passed unused"
+    assert budget.waiting == 1
+    assert budget.admit("other", at(41)) is None
+    assert budget.waiting == 0
+
+
 def test_times_are_whole_seconds() -> None:
     budget = OrderBudget(BudgetLimits(3, timedelta(seconds=20)))
     for i in range(3):

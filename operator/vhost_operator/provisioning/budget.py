@@ -19,7 +19,7 @@ come and the bucket (charged with actual orders only, at the time they were plac
 a host that is not booked orders at once only if the queue leaves a token too, so no newcomer
 takes a waiting host's slot. Bookings are memory only: after a restart every waiting host books
 again (the stored bucket still counts every order placed), and a deleted host's slot passes
-unused.
+unused (its booking is dropped a window later).
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class OrderBudget:
     def admit(self, name: str, now: datetime) -> datetime | None:
         """May ``name`` place a new order at ``now``? ``None``: yes, and it is counted (place
         it now). Otherwise the time its order will be placed: ask again then."""
+        self._prune(now)
         booked = self._booked.get(name)
         if booked is not None and booked > now:
             return booked
@@ -106,8 +107,24 @@ class OrderBudget:
         if self._queue_tat is not None:
             self._queue_tat -= self.limits.interval
 
+    def _prune(self, now: datetime) -> None:
+        """Drop bookings a window past their slot: their hosts were deleted (a host that is
+        still there and comes back that late simply books again). Bookings are made in time
+        order, so the stale ones are at the front."""
+        stale = now - self.limits.window
+        while self._booked:
+            name, slot = next(iter(self._booked.items()))
+            if slot >= stale:
+                return
+            del self._booked[name]
+
     def booked(self) -> dict[str, datetime]:
         return dict(self._booked)
+
+    @property
+    def waiting(self) -> int:
+        """Hosts booked for a slot (a deleted host's booking counts until it is pruned)."""
+        return len(self._booked)
 
     def _queue(self) -> datetime | None:
         if self._queue_tat is None or (self.tat is not None and self.tat > self._queue_tat):

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from vhost_operator.kube.objects import SecretData
+from vhost_operator.metrics import ORDER_BUDGET_WAITING
 from vhost_operator.provisioning.budget import BudgetLimits, OrderBudget
 from vhost_operator.provisioning.chain import StepDeferred
 from vhost_operator.resources import labels
@@ -63,6 +64,7 @@ class OrderLedger:
             await self._load()
             now = self._clock()
             until = self._budget.admit(name, now)
+            ORDER_BUDGET_WAITING.set(self._budget.waiting)
             if until is not None:
                 raise StepDeferred(
                     f"waiting for the order budget ({self.limits.describe()}): the order will "
