@@ -100,6 +100,14 @@ def test_an_order_the_ca_refused_to_create_gives_its_token_back() -> None:
     assert budget.admit("h3", at(1)) == at(10)
 
 
+def test_an_order_placed_without_admission_is_counted() -> None:
+    budget = OrderBudget(THREE_PER_30S)
+    budget.admit("h0", START)
+    budget.record(START)  # h0's order could not be resumed: a second one was created
+    assert budget.admit("h1", START) is None
+    assert budget.admit("h2", START) == at(10)
+
+
 def test_a_booking_nobody_took_is_dropped_a_window_after_its_slot() -> None:
     budget = OrderBudget(THREE_PER_30S)
     for i in range(3):

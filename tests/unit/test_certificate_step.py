@@ -226,6 +226,20 @@ def test_an_order_the_ca_refused_to_create_does_not_count_against_the_budget() -
     assert len(stack.ca.orders) == 1
 
 
+def test_an_order_placed_in_place_of_an_invalid_one_counts_against_the_budget() -> None:
+    stack = Stack(BudgetLimits(2, timedelta(seconds=60)))
+    stack.ca.fail_validation = ChallengeFailed("the CA could not fetch the challenge")
+    with pytest.raises(ChallengeFailed):
+        stack.run()  # order 1, admitted
+    stack.ca.fail_validation = None
+    stack.run()  # order 1 is invalid: order 2 is created in its place, and counted
+    assert len(stack.ca.orders) == 2
+    stack.secrets.secrets.pop(TLS)
+    with pytest.raises(StepDeferred):
+        stack.run()  # a third would exceed the budget
+    assert len(stack.ca.orders) == 2
+
+
 def test_an_order_the_ca_invalidated_is_replaced_by_a_new_one_for_the_same_key() -> None:
     stack = Stack()
     stack.ca.fail_validation = ChallengeFailed("the CA could not fetch the challenge")

@@ -99,6 +99,13 @@ class OrderBudget:
         self._queue_tat = self._charged(queue, slot)
         return slot
 
+    def record(self, now: datetime) -> None:
+        """Count an order placed without admission: the CA could not resume an order (it had
+        turned invalid) and a new one was created in its place."""
+        queue = self._queue()
+        self.tat = self._charged(self.tat, now)
+        self._queue_tat = self._charged(queue, now)
+
     def refund(self) -> None:
         """An admitted order was not placed after all: the CA refused to create it (``429``,
         or the account's pause refused it before asking), and the CA counts no such order."""

@@ -179,7 +179,7 @@ class CertificateStep:
             if self._budget is not None and self._places_new_order(host, pending):
                 await self._budget.admit(host.name)
                 counted = True
-            issued = await self._issue(host, pending)
+            issued = await self._issue(host, pending, counted=counted)
         except AcmeRetryLater as wait:
             if counted and pending.order_url is None and self._budget is not None:
                 self._budget.refund()  # no order was created: the CA counted none
@@ -282,8 +282,13 @@ class CertificateStep:
             "type": "Opaque",
         }
 
-    async def _issue(self, host: VirtualHost, pending: PendingKey) -> IssuedCertificate:
+    async def _issue(
+        self, host: VirtualHost, pending: PendingKey, *, counted: bool
+    ) -> IssuedCertificate:
         async def remember_order(url: str) -> None:
+            if not counted and self._budget is not None:
+                # The stored order could not be resumed (it turned invalid): this one is new.
+                await self._budget.record()
             pending.order_url, pending.ca_not_before = url, None
             await self._write_next_key(host, pending)
 

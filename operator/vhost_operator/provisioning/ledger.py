@@ -76,6 +76,15 @@ class OrderLedger:
             mine = self._admitted
         await self._save(mine)
 
+    async def record(self) -> None:
+        """See :meth:`OrderBudget.record`; stored like an admitted order."""
+        async with self._lock:
+            await self._load()
+            self._budget.record(self._clock())
+            self._admitted += 1
+            mine = self._admitted
+        await self._save(mine)
+
     def refund(self) -> None:
         """See :meth:`OrderBudget.refund`. Not written at once: until the next order's write
         the stored bucket counts one order too many, which is the safe side."""
