@@ -15,6 +15,8 @@ class Figure:
     target: str = ""
     met: bool | None = None
     """Whether the target was met; ``None`` when the figure has no target."""
+    seconds: float | None = None
+    """The time measured, for figures that are one (what ratios are computed from)."""
 
 
 def say(text: str) -> None:

@@ -1,6 +1,8 @@
 """``make bench``: start real servers, measure, print one summary table.
 
-Items (see ``bench/README.md``): 1. N VirtualHosts applied at once through the whole product;
+Items (see ``bench/README.md``): 1. N VirtualHosts applied at once through the whole product,
+then the same N certificates from two peers (a bare ``acme`` client, certbot) for ratios, and
+what 10,000 hosts take against the production CA's order limit;
 2. webhook latency at a fixed rate; 3. the renewal scan over 10,000 hosts; 4. operator memory at
 1,000 and 10,000 hosts; 5. the nginx agent applying 1,000 changes; 6. tenancy gate latency.
 
@@ -25,7 +27,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import agent, gate, provisioning, scale
+from bench import agent, gate, peers, provisioning, scale
 from bench.cluster import Client, audited_cluster
 from bench.measure import Machine, load
 from bench.report import Figure, say, table
@@ -46,6 +48,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--webhook-rate", type=float, default=50, help="item 2: requests/s")
     parser.add_argument("--webhook-seconds", type=float, default=10, help="item 2: duration")
     parser.add_argument("--gate-requests", type=int, default=2000, help="item 6: per endpoint")
+    parser.add_argument(
+        "--certbot-max",
+        type=int,
+        default=100,
+        help="item 1: run certbot for rounds up to this N (about 0.7 s per certificate)",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="item 1 without its peers")
     parser.add_argument("--only", default=",".join(ITEMS), help="comma-separated items to run")
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: 20 hosts, 200/1000 for memory, ..."
@@ -134,12 +143,37 @@ def serving_items(arguments: argparse.Namespace, only: set[str], workdir: Path) 
                     )
             finally:
                 stack.stop()
+        if "1" in only:
+            figures.append(peers.production_limits())
+            if not arguments.no_peers:
+                figures += peer_figures(arguments, figures, workdir / "peers")
         if "6" in only:
             figures += guarded(
                 "6. tenancy gate",
                 lambda: gate.gate_latency(plane, client, workdir / "gate", arguments.gate_requests),
             )
     return figures
+
+
+def peer_figures(
+    arguments: argparse.Namespace, figures: list[Figure], workdir: Path
+) -> list[Figure]:
+    """Item 1's peers for each round's N, in the same run; the operator's time as a ratio."""
+    results: list[Figure] = []
+    for count in _counts(arguments.hosts):
+        operator = next(
+            (f.seconds for f in figures if f.item == f"1. provision {count} hosts" and f.seconds),
+            None,
+        )
+        compare = functools.partial(
+            peers.compare,
+            count,
+            operator,
+            workdir / str(count),
+            with_certbot=count <= arguments.certbot_max,
+        )
+        results += guarded(f"1. peers, {count} certificates", compare)
+    return results
 
 
 def guarded(item: str, measure: Callable[[], list[Figure]]) -> list[Figure]:

@@ -8,6 +8,7 @@ Everything crosses module boundaries as PEM ``bytes`` because that is how the ma
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -138,13 +139,30 @@ def certificate_matches_key(chain_pem: bytes, key_pem: bytes) -> bool:
     return leaf_public.public_bytes(*spki) == key_public.public_bytes(*spki)
 
 
-def renewal_time(info: CertificateInfo, fraction_remaining: float = 1 / 3) -> datetime:
-    """When to renew: the moment ``fraction_remaining`` of the actual lifetime is left.
+def renewal_time(
+    info: CertificateInfo, fraction_remaining: float = 1 / 3, spread: float = 0.0
+) -> datetime:
+    """When to renew: the moment ``fraction_remaining`` of the actual lifetime is left, or
+    earlier by up to ``spread`` of that remaining stretch.
 
     Based on the certificate's own lifetime rather than a fixed number of days, so it keeps
     working as CAs shorten lifetimes (90 → 64 → 45 days); a third is Let's Encrypt's advice.
+    The spread moves each certificate's time by an amount derived from its serial (the same
+    every time it is computed again): certificates issued together, as on a migration day, come
+    up for renewal over days instead of in one burst, and never later than the latest time.
     """
     if not 0 < fraction_remaining < 1:
         raise ValueError(f"fraction_remaining must be between 0 and 1, got {fraction_remaining}")
+    if not 0 <= spread <= 1:
+        raise ValueError(f"spread must be between 0 and 1, got {spread}")
     lifetime = info.not_after - info.not_before
-    return (info.not_after - lifetime * fraction_remaining).astimezone(UTC)
+    margin = lifetime * fraction_remaining
+    latest = info.not_after - margin
+    earlier = margin * spread * _position(info.serial)
+    return max(info.not_before, latest - earlier).astimezone(UTC)
+
+
+def _position(serial: str) -> float:
+    """A number in [0, 1) that the serial decides, evenly spread over certificates."""
+    digest = hashlib.sha256(serial.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

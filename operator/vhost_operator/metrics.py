@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,10 @@ ACME_ORDERS = Counter(
     f"{PREFIX}_acme_orders_total",
     "ACME issuances and renewals, by outcome (issued, or the error class that ended them).",
     ["outcome"],
+)
+ORDER_BUDGET_WAITING = Gauge(
+    f"{PREFIX}_acme_order_budget_waiting",
+    "Hosts (new or renewing) booked for a later slot of the account's order budget.",
 )
 RENEWAL_REQUESTS = Counter(
     f"{PREFIX}_renewal_requests_total",

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     acme_order_timeout: float = Field(default=120.0, gt=0)
     """Seconds to wait for the CA to validate and issue one order before the step fails."""
 
+    acme_order_limit: int = Field(default=300, ge=0)
+    """New ACME orders the account may place per ``acme_order_window`` (a token bucket, refilled
+    evenly: the CA's own rule). Hosts beyond it stay Pending, their message naming when their
+    order will be placed. The default is Let's Encrypt's production limit (300 per 3 hours,
+    letsencrypt.org/docs/rate-limits); 0 turns the budget off (a private CA without limits)."""
+
+    acme_order_window: float = Field(default=10800.0, gt=0)
+    """Seconds in which ``acme_order_limit`` orders refill (default: 3 hours)."""
+
     challenge_listen_port: int = Field(default=8089, ge=1, le=65535)
     """Port of the operator's HTTP-01 challenge responder (nginx proxies challenges to it)."""
 
@@ -80,6 +89,13 @@ class Settings(BaseSettings):
     renewal_fraction: float = Field(default=1 / 3, gt=0, lt=1)
     """Renew once this fraction of the certificate's actual lifetime remains (Let's Encrypt's
     advice; lifetimes are shrinking, so no fixed number of days)."""
+
+    renewal_spread: float = Field(default=1 / 3, ge=0, le=1)
+    """Renewal times are spread over this fraction of the ``renewal_fraction`` stretch before
+    the latest renewal time, by an amount derived from each certificate's serial: hosts issued
+    together (a migration) come up for renewal over days, not in one burst that would take the
+    order budget from new hosts (90-day certificates: renewed between 40 and 30 days before
+    expiry). 0: exactly when ``renewal_fraction`` remains."""
 
     renewal_interval: float = Field(default=86400.0, gt=0)
     """Seconds between two renewal scans (default: daily, as in the original product). A scan

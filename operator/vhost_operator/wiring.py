@@ -10,7 +10,7 @@ handlers and hands the context to kopf as its memo; the handlers read it with
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import kopf
 
@@ -23,7 +23,10 @@ from vhost_operator.kube.hostdomains import HostDomainsApi
 from vhost_operator.kube.maildomains import MailDomainApi
 from vhost_operator.kube.objects import NamespacedObjects
 from vhost_operator.kube.virtualhosts import VirtualHostApi
+from vhost_operator.provisioning.budget import BudgetLimits
 from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
+from vhost_operator.provisioning.chain import utc_now
+from vhost_operator.provisioning.ledger import OrderLedger
 from vhost_operator.provisioning.renewal import CertificateRenewer, ServedRenewal
 from vhost_operator.provisioning.serving import SiteApplications
 from vhost_operator.provisioning.sites import FINAL
@@ -63,7 +66,9 @@ def build_context(settings: Settings) -> OperatorContext:
     certificates = None
     if settings.acme_enabled:
         account = AcmeAccount(AcmeClient(acme_config(settings)), objects, settings)
-        certificates = CertificateStep(account, challenges, objects, settings)
+        certificates = CertificateStep(
+            account, challenges, objects, settings, budget=order_ledger(settings, objects)
+        )
     applications = SiteApplications() if settings.nginx_enabled else None
     steps = plan_steps(StepServices(settings, objects, certificates, applications))
     renewer: CertificateRenewer | None = certificates
@@ -90,6 +95,14 @@ def build_context(settings: Settings) -> OperatorContext:
         wakeups=WakeUps(wake, clock=lambda: datetime.now(UTC)),
         responder=ChallengeResponder(challenges) if settings.acme_enabled else None,
     )
+
+
+def order_ledger(settings: Settings, objects: NamespacedObjects) -> OrderLedger | None:
+    if settings.acme_order_limit == 0:
+        return None
+    limits = BudgetLimits(settings.acme_order_limit, timedelta(seconds=settings.acme_order_window))
+    account = (settings.operator_namespace, settings.acme_account_secret)
+    return OrderLedger(limits, objects, account, clock=utc_now)
 
 
 def acme_config(settings: Settings) -> AcmeConfig:

@@ -414,6 +414,103 @@ def test_ca_pauses_are_waited_for_visibly_and_nothing_is_ordered_twice(
         assert proxy.orders_created["patient.example.com"] == 0
 
 
+BUDGET_PREFIX = "waiting for the order budget (3 new orders per 21 seconds): the order will be "
+
+
+def budget_slot(obj: dict[str, Any]) -> datetime | None:
+    """The time the host's order will be placed, if it waits for the order budget."""
+    status = obj.get("status") or {}
+    if status.get("phase") != "Pending" or not status.get("chain"):
+        return None
+    message = certificate_step(obj).get("message") or ""
+    if not message.startswith(BUDGET_PREFIX):
+        return None
+    return datetime.fromisoformat(message.removeprefix(BUDGET_PREFIX + "placed at "))
+
+
+def within_bucket(times: list[float], orders: int, interval: float, slack: float) -> bool:
+    """Whether requests at ``times`` fit a token bucket of ``orders`` refilled one per
+    ``interval`` seconds (the CA's rule), with ``slack`` seconds for the way to the proxy."""
+    times = sorted(times)
+    return all(
+        j - i + 1 <= orders + (times[j] - times[i] + slack) / interval
+        for i in range(len(times))
+        for j in range(i, len(times))
+    )
+
+
+@pytest.mark.cluster
+def test_orders_beyond_the_budget_wait_for_their_slots_also_across_a_restart(
+    cluster: Cluster, operators: StartOperator, tmp_path: Path
+) -> None:
+    """A budget of 3 orders per 21 s (one more every 7 s) and 6 new hosts: 3 order at once, 3
+    wait, Pending, each told when its order will be placed, at different times. The operator is
+    SIGKILLed while they wait; the restarted one still counts the first 3 (the bucket is kept
+    on the account Secret). Every host ends Ready with one order, and the orders pebble saw
+    never exceed the budget. Then the CA itself asks for a pause (429, Retry-After) at a
+    waiting host's slot: honoured on top of the budget, and the host still ends Ready."""
+    port = free_port()
+    budget = {"acme_order_limit": "3", "acme_order_window": "21", "nginx_enabled": "false"}
+    names = [f"budget-{i}" for i in range(6)]
+    with (
+        Pebble(port, workdir=tmp_path / "pebble") as ca,
+        AcmeFaultProxy(ca, tmp_path / "proxy") as proxy,
+    ):
+        operator = operators(ca, proxy, **budget)
+        kube.apply_manifests(
+            cluster, [kube.virtualhost(n, f"{n}.example.com") for n in names], tmp_path
+        )
+        deadline = time.monotonic() + 60
+        slots: dict[str, datetime] = {}
+        while len(slots) < 3:
+            assert time.monotonic() < deadline, f"3 hosts should wait for the budget: {slots}"
+            for name in names:
+                slot = budget_slot(get_object(cluster, "vh", name) or {})
+                if slot is not None:
+                    slots[name] = slot
+            time.sleep(0.2)
+        assert len(set(slots.values())) == 3, f"one slot per waiting host: {slots}"
+        waiting = get_object(cluster, "vh", next(iter(slots)))
+        assert waiting is not None
+        ready = next(c for c in waiting["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "WaitingForOrderBudget", ready
+        assert ready["message"].startswith(BUDGET_PREFIX), ready
+
+        operator.kill()
+        operators(ca, proxy, **budget)
+        settled = wait_settled(cluster, names, "budget-", timeout=120)
+        assert set(settled.values()) == {"Ready"}, settled
+        new_orders = [r.at for r in proxy.records() if r.kind == "new-order" and r.status == 201]
+        assert dict(proxy.orders_created) == {f"{n}.example.com": 1 for n in names}
+        assert within_bucket(new_orders, orders=3, interval=7, slack=1), new_orders
+        spread = max(new_orders) - min(new_orders)
+        assert spread >= 2 * 7 - 1, f"the last 3 orders waited for the refill: {new_orders}"
+
+        # The CA's own pause at a waiting host's slot: the host waits for the CA too.
+        late = [f"late-{i}" for i in range(4)]
+        kube.apply_manifests(
+            cluster, [kube.virtualhost(n, f"{n}.example.com") for n in late], tmp_path
+        )
+        proxy.add_fault(
+            Fault("new-order", status=429, retry_after=10, hostname="late-3.example.com")
+        )
+        settled = wait_settled(cluster, late, "late-", timeout=120)
+        assert set(settled.values()) == {"Ready"}, settled
+        limited = next(r for r in proxy.records() if r.injected)
+        placed = [
+            r.at
+            for r in proxy.records()
+            if r.kind == "new-order" and r.hostname == "late-3.example.com" and r.status == 201
+        ]
+        assert limited.until is not None and placed and min(placed) >= limited.until
+        all_orders = [r.at for r in proxy.records() if r.kind == "new-order" and r.status == 201]
+        assert within_bucket(all_orders, orders=3, interval=7, slack=1), all_orders
+    print(
+        f"\norder budget 3/21 s: {len(names)} hosts Ready over {spread:.1f}s of orders, one "
+        "order each, across a SIGKILL; a 429 at a slot honoured"
+    )
+
+
 def renewal_condition(obj: dict[str, Any]) -> dict[str, Any] | None:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c["type"] == "CertificateRenewal"), None)

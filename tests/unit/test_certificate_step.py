@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -18,12 +18,19 @@ from prometheus_client import REGISTRY
 
 from tests.unit.builders import virtualhost
 from vhost_operator.acme.challenges import ChallengeStore
-from vhost_operator.acme.errors import AcmeRefused, AcmeUnavailable, ChallengeFailed
+from vhost_operator.acme.errors import (
+    AcmeRefused,
+    AcmeRetryLater,
+    AcmeUnavailable,
+    ChallengeFailed,
+)
 from vhost_operator.acme.fake import FakeAcme
 from vhost_operator.certs import certificate_matches_key, inspect_certificate
 from vhost_operator.kube.objects import SecretData
+from vhost_operator.provisioning.budget import BudgetLimits
 from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
-from vhost_operator.provisioning.chain import StepFailed, StepOutcome
+from vhost_operator.provisioning.chain import StepDeferred, StepFailed, StepOutcome
+from vhost_operator.provisioning.ledger import OrderLedger
 from vhost_operator.resources import labels
 from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
 from vhost_operator.settings import Settings
@@ -67,6 +74,11 @@ class MemorySecrets:
         self.secrets.pop((namespace, name), None)
         self.log.append(f"delete {name}")
 
+    async def annotate_secret(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        metadata = self.secrets[(namespace, name)]["metadata"]
+        metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
+        self.log.append(f"annotate {name} " + ",".join(annotations))
+
     def data(self, secret: tuple[str, str]) -> dict[str, bytes]:
         stored = SecretData(self.secrets[secret])
         return stored.data
@@ -75,13 +87,19 @@ class MemorySecrets:
 class Stack:
     """The step with its fake CA, in-memory Secrets and challenge store."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: BudgetLimits | None = None) -> None:
         self.log: list[str] = []
         self.ca = FakeAcme()
         self.secrets = MemorySecrets(self.log)
         self.challenges = ChallengeStore()
         self.account = AcmeAccount(self.ca, self.secrets, SETTINGS)
-        self.step = CertificateStep(self.account, self.challenges, self.secrets, SETTINGS)
+        ledger = None
+        if budget is not None:
+            ledger = OrderLedger(budget, self.secrets, ACCOUNT, clock=lambda: self.now)
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+        self.step = CertificateStep(
+            self.account, self.challenges, self.secrets, SETTINGS, budget=ledger
+        )
 
     def run(self) -> StepOutcome:
         return run(self.step.run(HOST))
@@ -163,6 +181,58 @@ def test_after_an_interruption_the_stored_order_is_resumed_with_the_stored_key()
     ]
     assert stack.secrets.data(TLS)["tls.key"] == key
     assert outcome.message.endswith(f"issued by order {order.url}")
+
+
+def test_a_new_order_beyond_the_budget_waits_for_its_slot_before_any_call_to_the_ca() -> None:
+    stack = Stack(BudgetLimits(1, timedelta(seconds=60)))
+    stack.ca.fail_validation = AcmeUnavailable("validating mail.example.com: timed out")
+    with pytest.raises(AcmeUnavailable):
+        stack.run()  # the budget's one order, counted before it was placed
+    assert stack.log[1:3] == [
+        "store vhost-operator-acme-account",
+        f"annotate vhost-operator-acme-account {labels.ORDER_BUCKET}",
+    ]
+    stack.ca.fail_validation = None
+    stack.run()  # resumed: the CA counted that order already
+    assert len(stack.ca.orders) == 1
+
+    stack.secrets.secrets.pop(TLS)  # its certificate lost: a new order
+    with pytest.raises(StepDeferred) as waiting:
+        stack.run()
+    assert waiting.value.until == stack.now + timedelta(seconds=60)
+    assert waiting.value.reason == "WaitingForOrderBudget"
+    assert len(stack.ca.orders) == 1, "no new order beyond the budget"
+    stack.now = waiting.value.until
+    stack.run()
+    assert len(stack.ca.orders) == 2
+
+
+def test_an_order_the_ca_refused_to_create_does_not_count_against_the_budget() -> None:
+    stack = Stack(BudgetLimits(1, timedelta(seconds=60)))
+    stack.ca.refuse_orders = AcmeRetryLater(
+        "creating the order: rateLimited",
+        until=datetime.now(UTC) - timedelta(seconds=1),  # over by the next attempt
+        reason="rateLimited",
+    )
+    with pytest.raises(StepDeferred):
+        stack.run()
+    stack.ca.refuse_orders = None
+    stack.run()  # the budget's one order is still there
+    assert len(stack.ca.orders) == 1
+
+
+def test_an_order_placed_in_place_of_an_invalid_one_counts_against_the_budget() -> None:
+    stack = Stack(BudgetLimits(2, timedelta(seconds=60)))
+    stack.ca.fail_validation = ChallengeFailed("the CA could not fetch the challenge")
+    with pytest.raises(ChallengeFailed):
+        stack.run()  # order 1, admitted
+    stack.ca.fail_validation = None
+    stack.run()  # order 1 is invalid: order 2 is created in its place, and counted
+    assert len(stack.ca.orders) == 2
+    stack.secrets.secrets.pop(TLS)
+    with pytest.raises(StepDeferred):
+        stack.run()  # a third would exceed the budget
+    assert len(stack.ca.orders) == 2
 
 
 def test_an_order_the_ca_invalidated_is_replaced_by_a_new_one_for_the_same_key() -> None:

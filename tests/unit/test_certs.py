@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -195,6 +197,25 @@ def test_renewal_fraction_can_be_widened() -> None:
     assert renewal_time(info(timedelta(days=100)), fraction_remaining=0.9) == START + timedelta(
         days=10
     )
+
+
+def test_renewal_times_are_spread_before_the_latest_time_by_serial() -> None:
+    """A thousand 90-day certificates issued together: renewed between 40 and 30 days before
+    expiry, spread evenly, each at the same time whenever it is computed again."""
+    issued = [dataclasses.replace(info(timedelta(days=90)), serial=f"{n:x}") for n in range(1000)]
+    times = [renewal_time(i, spread=1 / 3) for i in issued]
+    latest = START + timedelta(days=60)
+    assert all(latest - timedelta(days=10) <= t <= latest for t in times)
+    per_day = Counter((latest - t).days for t in times)
+    assert sorted(per_day) == list(range(10)), per_day
+    assert all(70 <= count <= 130 for count in per_day.values()), per_day
+    assert times == [renewal_time(i, spread=1 / 3) for i in issued]
+    assert renewal_time(issued[0], spread=0) == latest
+
+
+def test_a_spread_renewal_never_comes_before_the_certificate() -> None:
+    certificate = dataclasses.replace(info(timedelta(days=90)), serial="ab")
+    assert renewal_time(certificate, fraction_remaining=0.99, spread=1) >= START
 
 
 @pytest.mark.parametrize("fraction", [0, 1, -0.5, 1.5])

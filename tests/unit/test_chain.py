@@ -15,6 +15,7 @@ from vhost_operator.provisioning.chain import (
 )
 from vhost_operator.resources.models import (
     ChainEntry,
+    ConditionStatus,
     Phase,
     StepState,
     VirtualHost,
@@ -246,6 +247,9 @@ def test_a_deferring_step_leaves_the_host_pending_and_asks_to_run_again_later() 
     assert woken == [("h", until)]
     assert log == ["bootstrap"], "nothing after the waiting step runs"
     assert recorder.events[-1][1] == "StepWaiting"
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == (ConditionStatus.FALSE, "WaitingForCA")
+    assert ready.message == status.chain[1].message, "Ready says what it waits for, and until"
 
     # Run again (the wake-up): the chain resumes at the waiting step.
     steps[1] = RecordingStep("certificate", log)

@@ -278,3 +278,34 @@ def test_a_renewal_the_ca_pauses_stays_requested_and_is_taken_up_at_that_time() 
     assert woken == [NOW + timedelta(minutes=5)]
     assert recorder.events == ["RenewalWaiting"]
     assert recorder.status == status
+
+
+class UnbudgetedRenewer:
+    async def renew(self, host: VirtualHost) -> StepOutcome:
+        raise StepDeferred(
+            "waiting for the order budget",
+            until=NOW + timedelta(hours=2),
+            reason="WaitingForOrderBudget",
+        )
+
+
+def test_a_renewal_beyond_the_order_budget_says_so_and_keeps_serving() -> None:
+    woken: list[datetime] = []
+
+    async def on_deferred(host: VirtualHost, until: datetime) -> None:
+        woken.append(until)
+
+    current = certificate(NOW - timedelta(days=80), days=90)
+    status = asyncio.run(
+        renew_certificate(
+            host_with(current), UnbudgetedRenewer(), Recorder(), clock=lambda: NOW,
+            on_deferred=on_deferred,
+        )
+    )  # fmt: skip
+    assert status.phase == Phase.READY and status.certificate == current
+    renewal = next(c for c in status.conditions if c.type == "CertificateRenewal")
+    assert (renewal.reason, renewal.message) == (
+        "WaitingForOrderBudget",
+        "waiting for the order budget",
+    )
+    assert woken == [NOW + timedelta(hours=2)]

@@ -97,6 +97,15 @@ class NamespacedObjects:
         )
         return None if body is None else SecretData(body)
 
+    async def annotate_secret(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge ``annotations`` into a Secret of the operator's own (the ACME account's): a
+        merge patch, which leaves the data and every other annotation as they are."""
+        patch = {"metadata": {"annotations": annotations}}
+        await write(
+            lambda: self._core.merge_patch("secrets", namespace, name, patch),
+            what=f"annotating Secret {namespace}/{name}",
+        )
+
     async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None:
         """Delete ``owner``'s Secret; nothing if it does not exist."""
         await self._delete_owned("secrets", namespace, name, owner)

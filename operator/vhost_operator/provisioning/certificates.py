@@ -12,6 +12,9 @@ When the CA asks for a pause (``429``/``503`` with ``Retry-After``) the step def
 (:class:`~vhost_operator.provisioning.chain.StepDeferred`): the key and the order stay on the
 next-key Secret, together with the time, so that neither this process nor a restarted one calls
 the CA for the host before it, and the order is resumed afterwards instead of placed again.
+
+A new order is placed only within the account's order budget (``provisioning.budget``): a host
+beyond it defers to the time its order will be placed, before any call to the CA.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from vhost_operator.errors import ForeignObjectError, VhostOperatorError
 from vhost_operator.kube.objects import SecretData
 from vhost_operator.metrics import ACME_ORDERS
 from vhost_operator.provisioning.chain import StepDeferred, StepFailed, StepOutcome, utc_now
+from vhost_operator.provisioning.ledger import OrderLedger
 from vhost_operator.resources import labels
 from vhost_operator.resources.models import CertificateStatus, VirtualHost
 from vhost_operator.resources.naming import foreign_owner, next_key_secret_name, tls_secret_name
@@ -143,8 +147,10 @@ class CertificateStep:
         secrets: SecretStore,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
+        budget: OrderLedger | None = None,
     ) -> None:
         self._account = account
+        self._budget = budget
         self._challenges = challenges
         self._secrets = secrets
         self._settings = settings
@@ -167,10 +173,16 @@ class CertificateStep:
         key = pending.key
         if pending.ca_not_before is not None and self._clock() < pending.ca_not_before:
             raise _deferred(pending.ca_not_before, pending.ca_wait_reason)
+        counted = False
         try:
             await self._account.ensure_registered()
-            issued = await self._issue(host, pending)
+            if self._budget is not None and self._places_new_order(host, pending):
+                await self._budget.admit(host.name)
+                counted = True
+            issued = await self._issue(host, pending, counted=counted)
         except AcmeRetryLater as wait:
+            if counted and pending.order_url is None and self._budget is not None:
+                self._budget.refund()  # no order was created: the CA counted none
             pending.ca_not_before, pending.ca_wait_reason = wait.until, str(wait)
             await self._write_next_key(host, pending)
             raise _deferred(wait.until, str(wait)) from wait
@@ -186,6 +198,14 @@ class CertificateStep:
             certificate=status,
         )
 
+    def _places_new_order(self, host: VirtualHost, pending: PendingKey) -> bool:
+        """Whether this attempt counts against the account's order budget: only a new order
+        does, not one resumed (the CA counted it when it was created).
+
+        The hook for renewals the CA does not count: Let's Encrypt exempts a renewal ordered
+        inside the window its ARI (RFC 9773) suggested, which an ARI-aware caller says here."""
+        return pending.order_url is None
+
     def certificate_status(self, host: VirtualHost, chain_pem: bytes) -> CertificateStatus:
         info = inspect_certificate(chain_pem)
         return CertificateStatus(
@@ -193,7 +213,9 @@ class CertificateStep:
             not_before=info.not_before,
             not_after=info.not_after,
             serial=info.serial,
-            renewal_time=renewal_time(info, self._settings.renewal_fraction),
+            renewal_time=renewal_time(
+                info, self._settings.renewal_fraction, self._settings.renewal_spread
+            ),
         )
 
     def _reusable(self, secret: SecretData | None, host: VirtualHost) -> CertificateStatus | None:
@@ -260,8 +282,13 @@ class CertificateStep:
             "type": "Opaque",
         }
 
-    async def _issue(self, host: VirtualHost, pending: PendingKey) -> IssuedCertificate:
+    async def _issue(
+        self, host: VirtualHost, pending: PendingKey, *, counted: bool
+    ) -> IssuedCertificate:
         async def remember_order(url: str) -> None:
+            if not counted and self._budget is not None:
+                # The stored order could not be resumed (it turned invalid): this one is new.
+                await self._budget.record()
             pending.order_url, pending.ca_not_before = url, None
             await self._write_next_key(host, pending)
 

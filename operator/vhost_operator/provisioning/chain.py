@@ -51,11 +51,15 @@ class StepFailed(VhostOperatorError):
 
 
 class StepDeferred(VhostOperatorError):
-    """A step cannot go on before ``until``; the message says why (shown on the step)."""
+    """A step cannot go on before ``until``; the message says why (shown on the step).
 
-    def __init__(self, message: str, *, until: datetime) -> None:
+    ``reason`` is the reason of the host's Ready condition meanwhile (CamelCase): what it waits
+    for, the CA's pause or the account's order budget."""
+
+    def __init__(self, message: str, *, until: datetime, reason: str = "WaitingForCA") -> None:
         super().__init__(message)
         self.until = until
+        self.reason = reason
 
 
 OnDeferred = Callable[[VirtualHost, datetime], Awaitable[None]]
@@ -164,6 +168,7 @@ async def run_chain(
             status.chain[index] = status.chain[index].model_copy(
                 update={"state": StepState.PENDING, "message": str(deferral)}
             )
+            status = _waiting(status, host, deferral, clock())
             await recorder.write_status(host, status)
             await recorder.event(
                 host, warning=True, reason="StepWaiting", message=f"{step.name}: {deferral}"
@@ -238,6 +243,24 @@ def _failed(
             "last_failure_time": now,
         }
     )
+
+
+def _waiting(
+    status: VirtualHostStatus, host: VirtualHost, deferral: StepDeferred, now: datetime
+) -> VirtualHostStatus:
+    """Ready and Provisioned say what the host waits for, and until when (the step's message)."""
+    current = status.conditions
+    for type_ in (conditions.READY, conditions.PROVISIONED):
+        current = set_condition(
+            current,
+            type=type_,
+            status=ConditionStatus.FALSE,
+            reason=deferral.reason,
+            message=str(deferral),
+            now=now,
+            observed_generation=host.generation,
+        )
+    return status.model_copy(update={"conditions": current})
 
 
 def with_conditions(

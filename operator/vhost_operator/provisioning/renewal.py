@@ -272,7 +272,7 @@ async def renew_certificate(
         if on_deferred is None:
             raise
         waiting = _renewal_condition(
-            host.status, host, ConditionStatus.FALSE, "WaitingForCA", str(deferral), clock()
+            host.status, host, ConditionStatus.FALSE, deferral.reason, str(deferral), clock()
         )
         await recorder.write_status(host, waiting)
         await recorder.event(host, warning=True, reason="RenewalWaiting", message=str(deferral))

@@ -39,6 +39,10 @@ CA_NOT_BEFORE = f"{GROUP}/ca-not-before"
 (``Retry-After``), so a restarted operator waits for it too."""
 CA_WAIT_REASON = f"{GROUP}/ca-wait-reason"
 """Annotation on the next-key Secret, with ``CA_NOT_BEFORE``: what the CA said, for status."""
+ORDER_BUCKET = f"{GROUP}/order-bucket-full-at"
+"""Annotation on the ACME account Secret: when the account's budget of new orders is full again,
+counting every order placed (``provisioning.budget``). Kept with the account, whose limit it is,
+so that a restarted operator still counts the orders of the last window."""
 
 
 def component_labels(component: str) -> dict[str, str]:
