@@ -19,6 +19,7 @@ import requests
 from acme import challenges as acme_challenges
 from acme import messages
 from acme.client import ClientV2
+from josepy.json_util import field as jose_field
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK
 
@@ -50,6 +51,17 @@ class IssuedCertificate:
 
     chain_pem: bytes
     order_url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderOptions:
+    """What a new order asks beyond its identifier: both optional, both ignored on resume."""
+
+    profile: str | None = None
+    """The ACME profile (draft-ietf-acme-profiles) the CA's directory lists."""
+    replaces: str | None = None
+    """The ARI identifier of the certificate this order renews (RFC 9773 section 5): a
+    renewal inside the CA's suggested window is then exempt from its rate limits."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,10 +135,21 @@ class OrderSession:
         except certs.KeyMaterialError:  # unreadable: as good as not ours
             return False
 
-    async def create_order(self) -> messages.OrderResource:
-        order: messages.OrderResource = await self._call(
-            "creating the order", self._client.new_order, self._csr_pem
-        )
+    async def create_order(self, options: OrderOptions) -> messages.OrderResource:
+        try:
+            order = await self._call(
+                "creating the order", _new_order, self._client, self._csr_pem, options
+            )
+        except AcmeRefused as refused:
+            if options.replaces is None or refused.problem_type != ALREADY_REPLACED:
+                raise
+            # An earlier order (one that failed, or another operator's) already claims to
+            # replace it: `replaces` only buys the rate-limit exemption, so order without it.
+            logger.info("%s: %s; ordering without replaces", self._hostname, refused)
+            plain = dataclasses.replace(options, replaces=None)
+            order = await self._call(
+                "creating the order", _new_order, self._client, self._csr_pem, plain
+            )
         logger.info("created order %s for %s", order.uri, self._hostname)
         return order
 
@@ -291,6 +314,38 @@ def _post_as_get(client: ClientV2, url: str) -> requests.Response:
         url, None, new_nonce_url=client.directory["newNonce"]
     )
     return response
+
+
+ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
+
+
+class _NewOrder(messages.NewOrder):
+    """The acme library's new-order payload with RFC 9773's ``replaces``."""
+
+    replaces: str | None = jose_field("replaces", omitempty=True)
+
+
+def _new_order(client: ClientV2, csr_pem: bytes, options: OrderOptions) -> messages.OrderResource:
+    """``ClientV2.new_order`` for our single DNS name, with ``profile`` and ``replaces``."""
+    names = certs.csr_dns_names(csr_pem)
+    identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in names]
+    payload = _NewOrder(identifiers=identifiers, profile=options.profile, replaces=options.replaces)
+    response = client.net.post(
+        client.directory["newOrder"], payload, new_nonce_url=client.directory["newNonce"]
+    )
+    body = messages.Order.from_json(response.json())
+    authorizations = [
+        messages.AuthorizationResource(
+            body=messages.Authorization.from_json(_post_as_get(client, url).json()), uri=url
+        )
+        for url in body.authorizations
+    ]
+    return messages.OrderResource(
+        body=body,
+        uri=response.headers.get("Location"),
+        authorizations=authorizations,
+        csr_pem=csr_pem,
+    )
 
 
 def _fetch_order(client: ClientV2, url: str) -> tuple[messages.Order, float | None]:
