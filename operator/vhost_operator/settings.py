@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     acme_order_timeout: float = Field(default=120.0, gt=0)
     """Seconds to wait for the CA to validate and issue one order before the step fails."""
 
+    acme_profile: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
+    )
+    """ACME profile new orders ask for (e.g. Let's Encrypt's ``classic``, ``tlsserver`` or
+    ``shortlived``) unless a host names its own (``spec.acmeProfile``). It must be one the CA's
+    directory lists, else the certificate step fails naming those. Unset: the CA's default."""
+
     challenge_listen_port: int = Field(default=8089, ge=1, le=65535)
     """Port of the operator's HTTP-01 challenge responder (nginx proxies challenges to it)."""
 
@@ -88,6 +95,17 @@ class Settings(BaseSettings):
     renewal_spacing: float = Field(default=2.0, ge=0)
     """Seconds between two renewal requests within a scan, so that thousands of hosts issued on
     one day are not all renewed in one burst (2 s: 10,000 hosts in under 6 hours)."""
+
+    renewal_info_rate: float = Field(default=2.0, gt=0)
+    """ACME Renewal Information requests per second at most, when the CA offers it: each
+    certificate's suggested window is fetched again when the CA's ``Retry-After`` says, and a
+    restarted operator fetches every one again, so 10,000 hosts are spread over about 80
+    minutes instead of one burst."""
+
+    renewal_info_max_age: float = Field(default=86400.0, gt=0)
+    """Seconds a certificate's renewal window is trusted at most before it is fetched again,
+    however long the CA's ``Retry-After`` is (RFC 9773 suggests clamping it to a day). A fetch
+    is never sooner than a minute after the last one, nor sooner than this."""
 
     # -- automatic retry ---------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ Its errors, their mapping and the stable messages are in ``errors``, its configu
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from vhost_operator.acme.orders import (
     OrderHook,
     OrderOptions,
     OrderSession,
+    RenewalInfo,
 )
 from vhost_operator.acme.transport import (
     Network,
@@ -47,16 +47,6 @@ from vhost_operator.acme.transport import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclasses.dataclass(frozen=True)
-class RenewalInfo:
-    """A certificate's renewal information (RFC 9773): the window the CA suggests, and when
-    to ask again (its ``Retry-After``; ``None`` when it sent none)."""
-
-    start: datetime
-    end: datetime
-    retry_after: datetime | None
 
 
 class AcmeClient:

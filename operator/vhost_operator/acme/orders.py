@@ -54,6 +54,16 @@ class IssuedCertificate:
 
 
 @dataclasses.dataclass(frozen=True)
+class RenewalInfo:
+    """A certificate's renewal information (RFC 9773): the window the CA suggests, and when
+    to ask again (its ``Retry-After``; ``None`` when it sent none)."""
+
+    start: datetime
+    end: datetime
+    retry_after: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
 class OrderOptions:
     """What a new order asks beyond its identifier: both optional, both ignored on resume."""
 
