@@ -151,6 +151,13 @@ class AcmeAccount:
                 await self._secrets.apply_secret(namespace, manifest, {"account.key": key})
             self._registered = True
 
+    async def renewal_info(self, certificate_id: str) -> RenewalInfo | None:
+        """The CA's suggested renewal window for a certificate; ``None`` without ARI."""
+        await self.ensure_registered()
+        if not self.client.renewal_info_supported:
+            return None
+        return await self.client.renewal_info(certificate_id)
+
 
 class CertificateStep:
     """Order (or reuse) the host's certificate and store it as a ``kubernetes.io/tls`` Secret."""
@@ -236,12 +243,8 @@ class CertificateStep:
             kept = known.renewal_window
             return RenewalWindow(start=kept.start, end=kept.end, source=kept.source)
         fallback = lifetime_window(info, self._settings.renewal_fraction)
-        client = self._account.client
         try:
-            await self._account.ensure_registered()
-            if not client.renewal_info_supported:
-                return fallback
-            suggested = await client.renewal_info(ident)
+            suggested = await self._account.renewal_info(ident)
         except AcmeError as error:  # the scanner asks again later; meanwhile our own rule
             logger.info("%s: no renewal information (%s)", host.name, error)
             return fallback
