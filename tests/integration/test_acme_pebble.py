@@ -49,7 +49,7 @@ EAB_HMAC_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W
 
 def _start(pebble: Pebble) -> Pebble:
     if not available():
-        pytest.fail("pebble and pebble-challtestsrv are required: apt-get install pebble")
+        pytest.fail("pebble and pebble-challtestsrv are required: bash hack/build-pebble.sh")
     pebble.start()
     return pebble
 
