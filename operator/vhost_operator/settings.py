@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     """Seconds between two renewal requests within a scan, so that thousands of hosts issued on
     one day are not all renewed in one burst (2 s: 10,000 hosts in under 6 hours)."""
 
+    renewal_info_enabled: bool = True
+    """Use the CA's ACME Renewal Information (RFC 9773) where its directory offers it: renew at
+    a point in the window the CA suggests (renewals inside it are exempt from Let's Encrypt's
+    rate limits, and in an incident the CA moves it to ask for early renewal), and name the
+    replaced certificate in the renewal order. Off, or a CA without it: ``renewal_fraction``."""
+
     renewal_info_rate: float = Field(default=2.0, gt=0)
     """ACME Renewal Information requests per second at most, when the CA offers it: each
     certificate's suggested window is fetched again when the CA's ``Retry-After`` says, and a

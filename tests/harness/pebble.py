@@ -35,11 +35,13 @@ import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from acme import client, messages
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
@@ -203,8 +205,21 @@ class Pebble:
         leaf = x509.load_pem_x509_certificate(chain_pem)
         client.ClientV2(directory, net).revoke(leaf, rsn=1)  # keyCompromise
 
-    def management_url(self, path: str) -> str:
-        return f"https://{LOCALHOST}:{self.management_port}{path}"
+    def set_renewal_window(self, chain_pem: bytes, start: datetime, end: datetime) -> None:
+        """Make pebble's renewal information suggest ``start``..``end`` for the chain's leaf
+        (its management interface), as a CA moves a window in an incident."""
+        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+        window = {"start": _rfc3339(start), "end": _rfc3339(end)}
+        body = json.dumps(
+            {
+                "Certificate": leaf.public_bytes(serialization.Encoding.PEM).decode(),
+                "ARIResponse": json.dumps({"suggestedWindow": window}),
+            }
+        ).encode()
+        url = f"https://{LOCALHOST}:{self.management_port}/set-renewal-info/"
+        request = urllib.request.Request(url, data=body, method="POST")
+        with urllib.request.urlopen(request, context=self._tls_context(), timeout=5) as answer:
+            answer.read()
 
     def issued_serials(self) -> list[int]:
         """The serial number of every certificate issued since start, from pebble's log (one
@@ -274,6 +289,10 @@ class Pebble:
         addresses = tuple(sorted({LOCALHOST, self.address}))
         pair = ca.issue("localhost", dns_names=("localhost",), ip_addresses=addresses)
         return pair.write(self._workdir, "pebble-tls")
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 __all__ = ["Pebble", "available", "binary_dir"]

@@ -383,3 +383,19 @@ def test_a_window_in_the_past_makes_the_current_certificate_due_at_once() -> Non
     assert len(stack.ca.orders) == 2
     assert again.certificate is not None
     assert again.certificate.serial != first.certificate.serial
+
+
+def test_renewal_information_switched_off_keeps_the_lifetime_rule_and_no_replaces() -> None:
+    stack = Stack()
+    stack.ca.renewal_windows = {}
+    settings = SETTINGS.model_copy(update={"renewal_info_enabled": False})
+    stack.account = AcmeAccount(stack.ca, stack.secrets, settings)
+    stack.step = CertificateStep(stack.account, stack.challenges, stack.secrets, settings)
+    first = stack.run()
+    assert first.certificate is not None and first.certificate.renewal_window is not None
+    assert first.certificate.renewal_window.source == "lifetime"
+
+    run(stack.step.renew(with_certificate(HOST, first)))
+
+    assert stack.ca.renewal_info_requests == []
+    assert [order.options.replaces for order in stack.ca.orders.values()] == [None, None]

@@ -92,12 +92,14 @@ class AcmeClient:
         """The CA's suggested renewal window of the certificate ``certificate_id`` names
         (``certs.certificate_id``), or ``None`` when the CA has no renewalInfo or does not
         know the certificate (another CA's, or a test CA restarted). An unauthenticated GET:
-        it spends no nonce, and the CA's pauses for issuance do not apply to it."""
+        it spends no nonce, and a ``429`` for it does not pause issuance."""
         if self._account is None:
             raise AcmeError("the ACME account is not registered yet")
         base = _renewal_info_url(self._account.directory)
         if base is None or not certificate_id:
             return None
+        # Not while the CA asked for a pause: "no request before that time" holds for it too.
+        self._pause.check(self._config.ca_origin)
         net = self._network(self._account.jwk, self._account.alg, account=None)
         try:
             return await blocking(

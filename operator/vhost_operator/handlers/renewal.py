@@ -94,10 +94,9 @@ def start_scanner(context: OperatorContext) -> asyncio.Task[None]:
 
 def start_renewal_info(context: OperatorContext) -> asyncio.Task[None] | None:
     """The task keeping ACME Renewal Information current (``None`` without ACME)."""
-    source = context.renewal_info
-    if source is None:
+    source, settings = context.renewal_info, context.settings
+    if source is None or not settings.renewal_info_enabled:
         return None
-    settings = context.settings
     pacing = Pacing(
         rate=settings.renewal_info_rate,
         max_age=timedelta(seconds=settings.renewal_info_max_age),

@@ -151,10 +151,16 @@ class AcmeAccount:
                 await self._secrets.apply_secret(namespace, manifest, {"account.key": key})
             self._registered = True
 
+    @property
+    def uses_renewal_info(self) -> bool:
+        """Whether renewals follow the CA's renewal information (offered, and not turned off);
+        known once registered."""
+        return self._settings.renewal_info_enabled and self.client.renewal_info_supported
+
     async def renewal_info(self, certificate_id: str) -> RenewalInfo | None:
         """The CA's suggested renewal window for a certificate; ``None`` without ARI."""
         await self.ensure_registered()
-        if not self.client.renewal_info_supported:
+        if not self.uses_renewal_info:
             return None
         return await self.client.renewal_info(certificate_id)
 
@@ -257,7 +263,7 @@ class CertificateStep:
         renewal inside the CA's window is then exempt from the CA's rate limits."""
         current = host.status.certificate
         replaces = None
-        if current is not None and self._account.client.renewal_info_supported:
+        if current is not None and self._account.uses_renewal_info:
             replaces = current.certificate_id
         return OrderOptions(profile=profile_of(host, self._settings), replaces=replaces)
 
