@@ -16,6 +16,7 @@ from vhost_operator.provisioning.renewal_info import (
     RenewalInfoKeeper,
     first_check,
     next_check,
+    run_renewal_info,
     worth_asking,
 )
 from vhost_operator.resources.models import Phase, RenewalWindowStatus
@@ -146,3 +147,27 @@ def test_a_failing_ca_is_asked_again_later_and_nothing_is_written() -> None:
     check(keeper, [candidate("a")], NOW + DAY)
     check(keeper, [candidate("a")], NOW + DAY + timedelta(hours=1))
     assert ca.asked == ["aki.a"] and writes.written == []
+
+
+def test_a_host_that_appears_later_is_asked_about_within_the_maximum_age() -> None:
+    class Later:
+        def __init__(self) -> None:
+            self.looks = 0
+
+        def candidates(self) -> list[RenewalCandidate]:
+            self.looks += 1  # none at the first look (the catalog was empty at start)
+            return [] if self.looks == 1 else [candidate("a", renewal_time=far, not_after=far)]
+
+    far = datetime.now(UTC) + 3 * DAY
+    ca = CA({})
+    keeper = RenewalInfoKeeper(ca, Writes(), Pacing(rate=10.0, max_age=timedelta(seconds=1)))
+
+    async def run_briefly() -> None:
+        task = asyncio.create_task(
+            run_renewal_info(Later(), keeper, clock=lambda: datetime.now(UTC))
+        )
+        await asyncio.sleep(3.5)
+        task.cancel()
+
+    asyncio.run(run_briefly())
+    assert ca.asked, "the second host was never asked about"

@@ -111,6 +111,10 @@ class RenewalInfoKeeper:
         self._checks: dict[str, datetime] = {}
         """Certificate ID → when to ask next."""
 
+    @property
+    def max_age(self) -> timedelta:
+        return self._pacing.max_age
+
     async def check_due(
         self, candidates: Iterable[RenewalCandidate], clock: Callable[[], datetime]
     ) -> datetime | None:
@@ -183,7 +187,10 @@ async def run_renewal_info(
     clock: Callable[[], datetime],
 ) -> None:
     """Keep the renewal windows current until cancelled (see the module docstring)."""
+    logger.info("keeping ACME renewal information current")
+    # New certificates are first asked about within max_age: looking more rarely would delay it.
+    idle = min(IDLE_WAKE, keeper.max_age.total_seconds())
     while True:
         upcoming = await keeper.check_due(hosts.candidates(), clock)
-        wait = IDLE_WAKE if upcoming is None else (upcoming - clock()).total_seconds()
-        await asyncio.sleep(max(min(wait, IDLE_WAKE), MIN_PAUSE))
+        wait = idle if upcoming is None else (upcoming - clock()).total_seconds()
+        await asyncio.sleep(max(min(wait, idle), MIN_PAUSE))
