@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import requests
 from acme import challenges as acme_challenges
+from acme import errors as acme_errors
 from acme import messages
 from acme.client import ClientV2
 from josepy.json_util import field as jose_field
@@ -146,20 +147,9 @@ class OrderSession:
             return False
 
     async def create_order(self, options: OrderOptions) -> messages.OrderResource:
-        try:
-            order = await self._call(
-                "creating the order", _new_order, self._client, self._csr_pem, options
-            )
-        except AcmeRefused as refused:
-            if options.replaces is None or refused.problem_type != ALREADY_REPLACED:
-                raise
-            # An earlier order (one that failed, or another operator's) already claims to
-            # replace it: `replaces` only buys the rate-limit exemption, so order without it.
-            logger.info("%s: %s; ordering without replaces", self._hostname, refused)
-            plain = dataclasses.replace(options, replaces=None)
-            order = await self._call(
-                "creating the order", _new_order, self._client, self._csr_pem, plain
-            )
+        order: messages.OrderResource = await self._call(
+            "creating the order", _new_order, self._client, self._csr_pem, options
+        )
         logger.info("created order %s for %s", order.uri, self._hostname)
         return order
 
@@ -326,9 +316,6 @@ def _post_as_get(client: ClientV2, url: str) -> requests.Response:
     return response
 
 
-ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
-
-
 class _NewOrder(messages.NewOrder):
     """The acme library's new-order payload with RFC 9773's ``replaces``."""
 
@@ -340,9 +327,17 @@ def _new_order(client: ClientV2, csr_pem: bytes, options: OrderOptions) -> messa
     names = certs.csr_dns_names(csr_pem)
     identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in names]
     payload = _NewOrder(identifiers=identifiers, profile=options.profile, replaces=options.replaces)
-    response = client.net.post(
-        client.directory["newOrder"], payload, new_nonce_url=client.directory["newNonce"]
-    )
+    try:
+        response = _post_new_order(client, payload)
+    except (acme_errors.ConflictError, messages.Error) as error:
+        # RFC 9773 answers an order replacing a certificate that already has a replacement
+        # with alreadyReplaced, status 409, which the acme library turns into a bare
+        # ConflictError. `replaces` only buys the rate-limit exemption: order without it.
+        replaced = isinstance(error, acme_errors.ConflictError) or error.code == "alreadyReplaced"
+        if options.replaces is None or not replaced:
+            raise
+        logger.info("%s was replaced already; ordering without replaces", options.replaces)
+        response = _post_new_order(client, payload.update(replaces=None))
     body = messages.Order.from_json(response.json())
     authorizations = [
         messages.AuthorizationResource(
@@ -356,6 +351,13 @@ def _new_order(client: ClientV2, csr_pem: bytes, options: OrderOptions) -> messa
         authorizations=authorizations,
         csr_pem=csr_pem,
     )
+
+
+def _post_new_order(client: ClientV2, payload: _NewOrder) -> requests.Response:
+    response: requests.Response = client.net.post(
+        client.directory["newOrder"], payload, new_nonce_url=client.directory["newNonce"]
+    )
+    return response
 
 
 def _fetch_order(client: ClientV2, url: str) -> tuple[messages.Order, float | None]:
