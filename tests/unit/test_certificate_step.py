@@ -399,3 +399,16 @@ def test_renewal_information_switched_off_keeps_the_lifetime_rule_and_no_replace
 
     assert stack.ca.renewal_info_requests == []
     assert [order.options.replaces for order in stack.ca.orders.values()] == [None, None]
+
+
+def test_a_kept_certificate_keeps_its_window_without_asking_the_ca_again() -> None:
+    stack = Stack()
+    stack.ca.renewal_windows = {}
+    first = stack.run()
+    asked = list(stack.ca.renewal_info_requests)
+
+    again = run(stack.step.run(with_certificate(HOST, first)))
+
+    assert again.message == "current certificate kept"
+    assert again.certificate == first.certificate
+    assert stack.ca.renewal_info_requests == asked  # renewal_info keeps it current instead

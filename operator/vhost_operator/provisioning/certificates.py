@@ -243,12 +243,14 @@ class CertificateStep:
         )
 
     async def _window(self, host: VirtualHost, info: CertificateInfo, ident: str) -> RenewalWindow:
-        known = host.status.certificate
-        if known is not None and known.serial == info.serial and known.renewal_window is not None:
-            # Already fetched (or decided) for this certificate: the scanner refreshes it.
-            kept = known.renewal_window
-            return RenewalWindow(start=kept.start, end=kept.end, source=kept.source)
         fallback = lifetime_window(info, self._settings.renewal_fraction)
+        if not self._settings.renewal_info_enabled:
+            return fallback
+        known = host.status.certificate
+        kept = known.renewal_window if known is not None and known.serial == info.serial else None
+        if kept is not None and kept.source == ARI:
+            # Fetched for this certificate already; ``renewal_info`` keeps it current.
+            return RenewalWindow(start=kept.start, end=kept.end, source=ARI)
         try:
             suggested = await self._account.renewal_info(ident)
         except AcmeError as error:  # the scanner asks again later; meanwhile our own rule
