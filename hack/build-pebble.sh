@@ -15,7 +15,7 @@ module=github.com/letsencrypt/pebble/v2
 version=$(module_version "$module" "$module_dir/go.mod")
 bin_dir="$cache_root/pebble/pebble-$version"
 for command in pebble pebble-challtestsrv; do
-    go_build_cached "$module_dir" "$module/cmd/$command" "$bin_dir/$command"
+    go_build_cached "$module_dir" "$module/cmd/$command" "$bin_dir/$command" "-X main.version=$version"
 done
 
 echo "$bin_dir"
