@@ -1,16 +1,16 @@
 # The two commands that set everything up on a fresh machine:
 #   make demo   the operator on an embedded local control plane, examples applied (Ctrl-C stops)
 #   make test   lint, type checks, import contracts and the whole test suite against real servers
-# Everything they need is installed on the way: Debian packages (nginx, pebble; containerd, CNI
+# Everything they need is installed on the way: Debian packages (nginx; containerd, CNI
 # plugins, iptables, podman for the real node; podman, runc, debootstrap for the images), a Python
-# venv, etcd/kube-apiserver/kubectl, kubelet/kube-scheduler/kube-proxy and CoreDNS built from
-# their Go modules, and the Dockerfile's images built with podman, all cached in
+# venv, etcd/kube-apiserver/kubectl, kubelet/kube-scheduler/kube-proxy, CoreDNS and pebble built
+# from their Go modules, and the Dockerfile's images built with podman, all cached in
 # ~/.cache/vhost-operator.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := nginx pebble
+DEBIAN_PACKAGES := nginx
 # podman with runc (crun cannot run on cgroup-v1 hosts) builds the images; debootstrap makes
 # their base from Debian packages.
 IMAGE_PACKAGES := podman runc debootstrap
@@ -23,22 +23,22 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: demo demo-node test bench lint unit docs system-packages image-packages control-plane \
-	node-binaries delivery-tools images venv clean
+	node-binaries delivery-tools images pebble venv clean
 
-demo: venv system-packages control-plane
+demo: venv system-packages control-plane pebble
 	$(BIN)/python -m tests.harness.demo $(DEMO_ARGS)
 
 # The Helm quick start on a real node of this machine (root): control plane + node, the images
 # imported, the chart installed by Helm, examples applied; Ctrl-C removes everything.
-demo-node: venv system-packages control-plane node-binaries delivery-tools images
+demo-node: venv system-packages control-plane pebble node-binaries delivery-tools images
 	$(BIN)/python -m tests.harness.demo_node $(DEMO_ARGS)
 
-test: lint system-packages control-plane node-binaries delivery-tools images
+test: lint system-packages control-plane pebble node-binaries delivery-tools images
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): real servers, ~10 minutes; prints one summary table.
 # `make bench BENCH_ARGS=--quick` runs small sizes in a couple of minutes; see bench/README.md.
-bench: venv system-packages control-plane
+bench: venv system-packages control-plane pebble
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 unit: venv
@@ -72,6 +72,11 @@ image-packages:
 # etcd, kube-apiserver, kube-controller-manager and kubectl: built once, then cached by version.
 control-plane:
 	bash hack/build-control-plane.sh
+
+# pebble and pebble-challtestsrv, the ACME CA of the tests, the demo and the benchmarks (2.7 or
+# later: ACME Renewal Information and profiles, which Debian's 2.4 lacks), cached by version.
+pebble:
+	bash hack/build-pebble.sh >/dev/null
 
 # kubelet, kube-scheduler, kube-proxy (same pinned module as the control plane) and CoreDNS.
 node-binaries:

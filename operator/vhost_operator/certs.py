@@ -7,9 +7,10 @@ Everything crosses module boundaries as PEM ``bytes`` because that is how the ma
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -97,6 +98,16 @@ def csr_pem(key_pem: bytes, hostname: str) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
+def csr_dns_names(csr: bytes) -> tuple[str, ...]:
+    """The DNS names of a PEM CSR's subjectAltName: the identifiers an order asks for."""
+    try:
+        request = x509.load_pem_x509_csr(csr)
+        san = request.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound) as error:
+        raise KeyMaterialError("not a PEM CSR with DNS names") from error
+    return tuple(san.value.get_values_for_type(x509.DNSName))
+
+
 def load_chain(chain_pem: bytes) -> list[x509.Certificate]:
     """Parse a PEM chain, leaf first, refusing an empty or corrupt one."""
     try:
@@ -162,7 +173,70 @@ def renewal_time(
     return max(info.not_before, latest - earlier).astimezone(UTC)
 
 
-def _position(serial: str) -> float:
-    """A number in [0, 1) that the serial decides, evenly spread over certificates."""
-    digest = hashlib.sha256(serial.encode()).digest()
+def _position(seed: str) -> float:
+    """A number in [0, 1) that ``seed`` decides, evenly spread over seeds (certificates)."""
+    digest = hashlib.sha256(seed.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclasses.dataclass(frozen=True)
+class RenewalWindow:
+    """When a certificate should be renewed: any time from ``start`` to ``end``.
+
+    ``source`` says who decided: ``ari`` (the CA's suggested window, ACME Renewal Information,
+    RFC 9773) or ``lifetime`` (our rule: when a fraction of the actual lifetime remains, a
+    window of a single instant).
+    """
+
+    start: datetime
+    end: datetime
+    source: str
+
+
+ARI = "ari"
+LIFETIME = "lifetime"
+
+
+def lifetime_window(
+    info: CertificateInfo, fraction_remaining: float = 1 / 3, spread: float = 0.0
+) -> RenewalWindow:
+    """The window of CAs without renewal information: the instant of :func:`renewal_time`."""
+    at = renewal_time(info, fraction_remaining, spread)
+    return RenewalWindow(start=at, end=at, source=LIFETIME)
+
+
+def time_in_window(window: RenewalWindow, serial: str) -> datetime:
+    """A point in ``window`` that looks random but is fixed per certificate.
+
+    RFC 9773 asks clients to renew at a random point in the window, so that a CA's many
+    certificates issued at once are not renewed at once again. Drawn from the serial rather
+    than a random generator: the step computes the status again whenever it runs, and a new
+    draw each time would rewrite status for nothing (and move the time around).
+    """
+    span = window.end - window.start
+    if span <= timedelta(0):
+        return window.start
+    fraction = _position(f"{window.start.isoformat()}|{serial}")
+    return (window.start + span * fraction).astimezone(UTC)
+
+
+def certificate_id(chain_pem: bytes) -> str:
+    """The leaf's ACME Renewal Information identifier (RFC 9773 section 4.1):
+    ``base64url(authorityKeyIdentifier) "." base64url(DER serial)``, unpadded. It names the
+    certificate in the renewalInfo URL and in a new order's ``replaces``. Empty when the leaf
+    has no authority key identifier (no CA with ARI issues such certificates)."""
+    leaf = load_chain(chain_pem)[0]
+    try:
+        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return ""
+    if aki.key_identifier is None:
+        return ""
+    serial = leaf.serial_number
+    # DER INTEGER contents: big-endian two's complement, so one more bit for the sign.
+    serial_der = serial.to_bytes((serial.bit_length() + 8) // 8, "big", signed=True)
+    return f"{_b64url(aki.key_identifier)}.{_b64url(serial_der)}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     acme_order_window: float = Field(default=10800.0, gt=0)
     """Seconds in which ``acme_order_limit`` orders refill (default: 3 hours)."""
 
+    acme_profile: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
+    )
+    """ACME profile new orders ask for (e.g. Let's Encrypt's ``classic``, ``tlsserver`` or
+    ``shortlived``) unless a host names its own (``spec.acmeProfile``). It must be one the CA's
+    directory lists, else the certificate step fails naming those. Unset: the CA's default."""
+
     challenge_listen_port: int = Field(default=8089, ge=1, le=65535)
     """Port of the operator's HTTP-01 challenge responder (nginx proxies challenges to it)."""
 
@@ -104,6 +111,23 @@ class Settings(BaseSettings):
     renewal_spacing: float = Field(default=2.0, ge=0)
     """Seconds between two renewal requests within a scan, so that thousands of hosts issued on
     one day are not all renewed in one burst (2 s: 10,000 hosts in under 6 hours)."""
+
+    renewal_info_enabled: bool = True
+    """Use the CA's ACME Renewal Information (RFC 9773) where its directory offers it: renew at
+    a point in the window the CA suggests (renewals inside it are exempt from Let's Encrypt's
+    rate limits, and in an incident the CA moves it to ask for early renewal), and name the
+    replaced certificate in the renewal order. Off, or a CA without it: ``renewal_fraction``."""
+
+    renewal_info_rate: float = Field(default=2.0, gt=0)
+    """ACME Renewal Information requests per second at most, when the CA offers it: each
+    certificate's suggested window is fetched again when the CA's ``Retry-After`` says, and a
+    restarted operator fetches every one again, so 10,000 hosts are spread over about 80
+    minutes instead of one burst."""
+
+    renewal_info_max_age: float = Field(default=86400.0, gt=0)
+    """Seconds a certificate's renewal window is trusted at most before it is fetched again,
+    however long the CA's ``Retry-After`` is (RFC 9773 suggests clamping it to a day). A fetch
+    is never sooner than a minute after the last one, nor sooner than this."""
 
     # -- automatic retry ---------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ def build_context(settings: Settings) -> OperatorContext:
     objects = NamespacedObjects(client)
     challenges = ChallengeStore()
     certificates = None
+    account = None
     if settings.acme_enabled:
         account = AcmeAccount(AcmeClient(acme_config(settings)), objects, settings)
         certificates = CertificateStep(
@@ -93,6 +94,7 @@ def build_context(settings: Settings) -> OperatorContext:
         maildomains=MailDomainApi(client),
         hostdomains=HostDomainsApi(client),
         wakeups=WakeUps(wake, clock=lambda: datetime.now(UTC)),
+        renewal_info=account,
         responder=ChallengeResponder(challenges) if settings.acme_enabled else None,
     )
 

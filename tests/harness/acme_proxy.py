@@ -67,6 +67,7 @@ _KINDS = {
     "chalZ": "challenge",
     "finalize-order": "finalize",
     "certZ": "certificate",
+    "draft-ietf-acme-ari-03": "renewal-info",
 }
 
 Kind = str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,13 @@ from vhost_operator.acme.errors import (
     ChallengeFailed,
     stable_text,
 )
-from vhost_operator.certs import certificate_matches_key, new_private_key_pem
+from vhost_operator.acme.orders import OrderOptions
+from vhost_operator.certs import (
+    certificate_id,
+    certificate_matches_key,
+    inspect_certificate,
+    new_private_key_pem,
+)
 
 LOCALHOST = "127.0.0.1"
 RESPONDER_PORT = free_port()
@@ -49,7 +55,7 @@ EAB_HMAC_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W
 
 def _start(pebble: Pebble) -> Pebble:
     if not available():
-        pytest.fail("pebble and pebble-challtestsrv are required: apt-get install pebble")
+        pytest.fail("pebble and pebble-challtestsrv are required: bash hack/build-pebble.sh")
     pebble.start()
     return pebble
 
@@ -420,3 +426,73 @@ def test_stable_text_removes_ids_and_times_but_keeps_the_hostname() -> None:
         "<id> at <time>: 404"
     )
     assert len(stable_text("x" * 1000)) == 300
+
+
+# -- renewal information and replacement orders (RFC 9773) ----------------------------------
+
+
+def test_renewal_information_and_a_replacement_order(ca: Pebble) -> None:
+    hostname = "replace.example.com"
+    store = ChallengeStore()
+
+    async def issue(client: AcmeClient, replaces: str | None) -> bytes:
+        issued = await client.issue(
+            hostname,
+            new_private_key_pem(),
+            publish=store.publish,
+            unpublish=store.unpublish,
+            options=OrderOptions(replaces=replaces),
+        )
+        return issued.chain_pem
+
+    async def scenario() -> None:
+        client = await registered(ca)
+        assert client.renewal_info_supported
+        async with serving(store):
+            first = await issue(client, None)
+            ident = certificate_id(first)
+            asked_at = datetime.now(UTC)
+            info = await client.renewal_info(ident)
+            assert info is not None
+            leaf = inspect_certificate(first)
+            ideal = leaf.not_after - (leaf.not_after - leaf.not_before) / 3
+            assert abs(info.start - (ideal - timedelta(days=1))) < timedelta(seconds=2)
+            assert abs(info.end - (ideal + timedelta(days=1))) < timedelta(seconds=2)
+            assert info.retry_after is not None  # pebble: six hours
+            assert abs(info.retry_after - asked_at - timedelta(hours=6)) < timedelta(seconds=5)
+            assert await client.renewal_info(f"{ident.split('.')[0]}.AQID") is None  # unknown
+
+            replaced_before = ca.log_count("is a replacement of")
+            await issue(client, ident)
+            assert ca.log_count("is a replacement of") == replaced_before + 1
+            # Replaced already: the CA answers alreadyReplaced, and the client orders without.
+            third = await issue(client, ident)
+            assert ca.log_count("is a replacement of") == replaced_before + 1
+            assert certificate_id(third) not in ("", ident)
+
+    asyncio.run(scenario())
+
+
+def test_profiles_the_directory_lists_and_one_it_does_not(ca: Pebble) -> None:
+    async def scenario() -> None:
+        client = await registered(ca)
+        assert set(client.profiles) == set(ca.profiles)
+        with pytest.raises(AcmeRefused) as refused:
+            await client.issue(
+                "profile.example.com",
+                new_private_key_pem(),
+                publish=ChallengeStore().publish,
+                unpublish=ChallengeStore().unpublish,
+                options=OrderOptions(profile="tlsserver"),
+            )
+        assert str(refused.value) == (
+            f"the CA at {client_origin(ca)} offers no ACME profile 'tlsserver'; it offers: default"
+        )
+
+    orders_before = ca.log_count("Added order")
+    asyncio.run(scenario())
+    assert ca.log_count("Added order") == orders_before
+
+
+def client_origin(pebble: Pebble) -> str:
+    return pebble.directory_url.rsplit("/", 1)[0]

@@ -331,7 +331,7 @@ def test_every_operator_setting_is_a_value(full_manifests: list[Manifest]) -> No
     operator = container(one(full_manifests, "Deployment", "vhost-operator"), "operator")
     rendered = {n.removeprefix("VHOST_OPERATOR_").lower() for n in env_names(operator)}
     # Set only when their value is set (absent = the operator's default): see values.yaml.
-    optional = {"acme_ca_bundle", "self_check_address", "webhook_cert_dir"}
+    optional = {"acme_ca_bundle", "acme_profile", "self_check_address", "webhook_cert_dir"}
     missing = set(Settings.model_fields) - rendered - optional - set(SETTINGS_NOT_IN_CHART)
     assert not missing, (
         f"settings {sorted(missing)} have no chart value: add them to values.yaml, "
@@ -346,6 +346,7 @@ def test_optional_settings_appear_when_set(helm: Helm) -> None:
                 "enabled": True,
                 "caBundleConfigMapName": "private-ca",
                 "selfCheckAddress": "http://nginx.web.svc:80",
+                "profile": "shortlived",
             },
             "webhook": {"certSecretName": "webhook-tls"},
         }
@@ -354,6 +355,7 @@ def test_optional_settings_appear_when_set(helm: Helm) -> None:
     env = literal_env(container(deployment, "operator"))
     assert env["VHOST_OPERATOR_ACME_CA_BUNDLE"] == "/etc/vhost-operator/acme-ca/ca.crt"
     assert env["VHOST_OPERATOR_SELF_CHECK_ADDRESS"] == "http://nginx.web.svc:80"
+    assert env["VHOST_OPERATOR_ACME_PROFILE"] == "shortlived"
     assert env["VHOST_OPERATOR_WEBHOOK_CERT_DIR"] == "/etc/vhost-operator/webhook-tls"
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["acme-ca"]["configMap"]["name"] == "private-ca"

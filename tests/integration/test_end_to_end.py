@@ -135,7 +135,12 @@ def test_renewal_is_served_by_nginx(
     pebble: Pebble,
     tmp_path: Path,
 ) -> None:
-    serving_operator(renewal_fraction="0.99999999", renewal_interval="1", renewal_spacing="0")
+    serving_operator(
+        renewal_fraction="0.99999999",
+        renewal_interval="1",
+        renewal_spacing="0",
+        renewal_info_enabled="false",  # the lifetime rule: due seconds after issuance
+    )
     hostname = "renew.example.com"
     kube.apply_manifests(cluster, [kube.virtualhost("renew", hostname)], tmp_path)
     host = wait_for(cluster, "vh", "renew", ready, what="Ready", timeout=90)

@@ -2,10 +2,11 @@
 (``429 rateLimited`` / ``503`` with ``Retry-After``), and the operator SIGKILLed around and
 inside the certificate step.
 
-Every case runs on real servers: pebble (Debian's) behind :class:`AcmeFaultProxy`, the local
-control plane and the operator as a real process. Each asserts the end state (every host Ready,
-or Failed with the right cause) and that nothing was done twice: the proxy counts, per hostname,
-the orders pebble created and the certificates it issued (successful finalizations).
+Every case runs on real servers: pebble (built from its pinned module) behind
+:class:`AcmeFaultProxy`, the local control plane and the operator as a real process. Each
+asserts the end state (every host Ready, or Failed with the right cause) and that nothing was
+done twice: the proxy counts, per hostname, the orders pebble created and the certificates it
+issued (successful finalizations).
 """
 
 from __future__ import annotations

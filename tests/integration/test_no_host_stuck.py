@@ -57,7 +57,7 @@ def test_renewal_scan_runs_at_start_not_after_a_first_interval(
     cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
 ) -> None:
     # The default daily interval: within the test only a scan at start-up can renew anything.
-    first = start_operator(renewal_fraction=DUE_AT_ONCE)
+    first = start_operator(renewal_fraction=DUE_AT_ONCE, renewal_info_enabled="false")
     kube.apply_manifests(
         cluster, [kube.virtualhost("restarted", "restarted.example.com")], tmp_path
     )
@@ -69,7 +69,7 @@ def test_renewal_scan_runs_at_start_not_after_a_first_interval(
     due = datetime.fromisoformat(host["status"]["certificate"]["renewalTime"])
     time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.5)
 
-    second = start_operator(renewal_fraction=DUE_AT_ONCE)
+    second = start_operator(renewal_fraction=DUE_AT_ONCE, renewal_info_enabled="false")
     renewed = wait_for(
         cluster,
         "vh",

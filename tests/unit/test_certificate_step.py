@@ -25,13 +25,15 @@ from vhost_operator.acme.errors import (
     ChallengeFailed,
 )
 from vhost_operator.acme.fake import FakeAcme
-from vhost_operator.certs import certificate_matches_key, inspect_certificate
+from vhost_operator.acme.orders import RenewalInfo
+from vhost_operator.certs import certificate_id, certificate_matches_key, inspect_certificate
 from vhost_operator.kube.objects import SecretData
 from vhost_operator.provisioning.budget import BudgetLimits
 from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
 from vhost_operator.provisioning.chain import StepDeferred, StepFailed, StepOutcome
 from vhost_operator.provisioning.ledger import OrderLedger
 from vhost_operator.resources import labels
+from vhost_operator.resources.models import VirtualHost, VirtualHostStatus
 from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
 from vhost_operator.settings import Settings
 
@@ -345,3 +347,136 @@ def test_the_account_is_registered_once_and_its_key_stored_once() -> None:
     assert stack.ca.registrations == 2
     assert stack.secrets.data(ACCOUNT)["account.key"] == stored
     assert stack.log.count("store vhost-operator-acme-account") == 1
+
+
+def with_certificate(host: VirtualHost, outcome: StepOutcome) -> VirtualHost:
+    """``host`` as the chain leaves it: its status names the certificate just issued."""
+    return host.model_copy(update={"status": VirtualHostStatus(certificate=outcome.certificate)})
+
+
+def test_with_renewal_information_the_renewal_time_lies_in_the_cas_window() -> None:
+    stack = Stack()
+    stack.ca.renewal_windows = {}  # the CA offers ARI; the fake suggests the middle third
+    outcome = stack.run()
+
+    status = outcome.certificate
+    assert status is not None and status.renewal_window is not None
+    chain = stack.secrets.data(TLS)["tls.crt"]
+    assert status.certificate_id == certificate_id(chain)
+    assert stack.ca.renewal_info_requests == [status.certificate_id]
+    window = status.renewal_window
+    assert window.source == "ari"
+    third = (status.not_after - status.not_before) / 3
+    assert (window.start, window.end) == (status.not_before + third, status.not_after - third)
+    assert window.start <= status.renewal_time <= window.end
+
+
+def test_without_renewal_information_the_lifetime_rule_stays() -> None:
+    outcome = Stack().run()
+    status = outcome.certificate
+    assert status is not None and status.renewal_window is not None
+    assert status.renewal_window.source == "lifetime"
+    assert status.renewal_window.start == status.renewal_time == status.renewal_window.end
+
+
+def test_a_renewal_order_names_the_certificate_it_replaces_and_keeps_the_profile() -> None:
+    stack = Stack()
+    stack.ca.renewal_windows = {}
+    stack.ca.profiles = {"classic": timedelta(days=90), "shortlived": timedelta(days=6)}
+    host = HOST.model_copy(
+        update={"spec": HOST.spec.model_copy(update={"acme_profile": "shortlived"})}
+    )
+    first = run(stack.step.run(host))
+    assert first.certificate is not None and first.certificate.profile == "shortlived"
+
+    renewed = run(stack.step.renew(with_certificate(host, first)))
+
+    original, renewal = stack.ca.orders.values()
+    assert original.options.replaces is None
+    assert renewal.options.replaces == first.certificate.certificate_id
+    assert renewal.options.profile == "shortlived"
+    assert renewed.certificate is not None and renewed.certificate.profile == "shortlived"
+
+
+def test_a_profile_gives_its_lifetime_and_renewal_follows_that_lifetime() -> None:
+    stack = Stack()
+    stack.ca.profiles = {"classic": timedelta(days=90), "shortlived": timedelta(days=6)}
+    settings = SETTINGS.model_copy(update={"acme_profile": "shortlived"})  # the global default
+    stack.step = CertificateStep(stack.account, stack.challenges, stack.secrets, settings)
+
+    status = stack.run().certificate
+
+    assert status is not None
+    lifetime = status.not_after - status.not_before
+    assert timedelta(days=6) <= lifetime <= timedelta(days=6, minutes=1)
+    latest = lifetime * 2 / 3  # every 4 days, or up to the spread earlier
+    earliest = latest - lifetime / 3 * settings.renewal_spread
+    assert earliest <= status.renewal_time - status.not_before <= latest
+
+
+def test_a_profile_the_ca_does_not_offer_fails_naming_those_it_offers() -> None:
+    stack = Stack()
+    stack.ca.profiles = {"shortlived": timedelta(days=6), "classic": timedelta(days=90)}
+    host = HOST.model_copy(update={"spec": HOST.spec.model_copy(update={"acme_profile": "tls"})})
+
+    with pytest.raises(AcmeRefused) as refused:
+        run(stack.step.run(host))
+
+    assert str(refused.value) == (
+        "the CA at https://ca.fake offers no ACME profile 'tls'; it offers: classic, shortlived"
+    )
+    assert stack.ca.orders == {}
+
+
+def test_a_profile_at_a_ca_without_profiles_fails_saying_so() -> None:
+    stack = Stack()
+    host = HOST.model_copy(update={"spec": HOST.spec.model_copy(update={"acme_profile": "x"})})
+    with pytest.raises(AcmeRefused, match="offers no ACME profiles, so profile 'x' cannot be"):
+        run(stack.step.run(host))
+
+
+def test_a_window_in_the_past_makes_the_current_certificate_due_at_once() -> None:
+    stack = Stack()
+    stack.ca.renewal_windows = {}
+    first = stack.run()
+    assert first.certificate is not None and first.certificate.certificate_id is not None
+    # The CA revoked it: RFC 9773 asks for renewal now, with a window that has passed.
+    past = datetime.now(UTC) - timedelta(hours=1)
+    stack.ca.renewal_windows[first.certificate.certificate_id] = RenewalInfo(
+        past, past + timedelta(seconds=1), None
+    )
+
+    again = stack.run()  # a status without the window (a restart): asked again, due, renewed
+
+    assert len(stack.ca.orders) == 2
+    assert again.certificate is not None
+    assert again.certificate.serial != first.certificate.serial
+
+
+def test_renewal_information_switched_off_keeps_the_lifetime_rule_and_no_replaces() -> None:
+    stack = Stack()
+    stack.ca.renewal_windows = {}
+    settings = SETTINGS.model_copy(update={"renewal_info_enabled": False})
+    stack.account = AcmeAccount(stack.ca, stack.secrets, settings)
+    stack.step = CertificateStep(stack.account, stack.challenges, stack.secrets, settings)
+    first = stack.run()
+    assert first.certificate is not None and first.certificate.renewal_window is not None
+    assert first.certificate.renewal_window.source == "lifetime"
+
+    run(stack.step.renew(with_certificate(HOST, first)))
+
+    assert stack.ca.renewal_info_requests == []
+    assert [order.options.replaces for order in stack.ca.orders.values()] == [None, None]
+
+
+def test_a_kept_certificate_keeps_its_window_without_asking_the_ca_again() -> None:
+    stack = Stack()
+    stack.ca.renewal_windows = {}
+    first = stack.run()
+    asked = list(stack.ca.renewal_info_requests)
+
+    again = run(stack.step.run(with_certificate(HOST, first)))
+
+    assert again.message == "current certificate kept"
+    assert again.certificate == first.certificate
+    assert stack.ca.renewal_info_requests == asked  # renewal_info keeps it current instead

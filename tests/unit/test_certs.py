@@ -14,14 +14,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from vhost_operator.certs import (
+    ARI,
+    LIFETIME,
     CertificateInfo,
     KeyMaterialError,
+    RenewalWindow,
+    certificate_id,
     certificate_matches_key,
     csr_pem,
     inspect_certificate,
+    lifetime_window,
     load_private_key,
     new_private_key_pem,
     renewal_time,
+    time_in_window,
 )
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -222,3 +228,46 @@ def test_a_spread_renewal_never_comes_before_the_certificate() -> None:
 def test_renewal_fraction_must_be_a_proper_fraction(fraction: float) -> None:
     with pytest.raises(ValueError):
         renewal_time(info(timedelta(days=90)), fraction_remaining=fraction)
+
+
+def test_the_ari_certificate_id_is_the_one_the_acme_library_derives() -> None:
+    from acme.client import _renewal_info_path_component
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_key = load_private_key(new_private_key_pem())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")])
+    for serial in (0x7F, 0x80, 0xFF00, x509.random_serial_number()):  # sign bit, leading zero
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(leaf_key.public_key())
+            .serial_number(serial)
+            .not_valid_before(START)
+            .not_valid_after(START + timedelta(days=6))
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem = leaf.public_bytes(serialization.Encoding.PEM)
+        assert certificate_id(pem) == _renewal_info_path_component(leaf)
+    assert certificate_id(certificate_pem(new_private_key_pem())) == ""  # no AKI: no ARI
+
+
+def test_the_renewal_time_is_a_point_in_the_window_fixed_per_certificate() -> None:
+    window = RenewalWindow(START, START + timedelta(days=2), ARI)
+    times = {time_in_window(window, format(serial, "x")) for serial in range(200)}
+    assert all(window.start <= t <= window.end for t in times)
+    assert len(times) == 200  # spread out, not one instant
+    spread = max(times) - min(times)
+    assert spread > timedelta(days=1.5)
+    assert time_in_window(window, "abc") == time_in_window(window, "abc")  # stable status
+
+
+def test_without_ari_the_window_is_the_instant_a_third_of_the_lifetime_remains() -> None:
+    six_days = CertificateInfo(START, START + timedelta(days=6), "1", ("a.example",))
+    window = lifetime_window(six_days)
+    assert window == RenewalWindow(START + timedelta(days=4), START + timedelta(days=4), LIFETIME)
+    assert time_in_window(window, "1") == START + timedelta(days=4)  # every 4 days, not 30

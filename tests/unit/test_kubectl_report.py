@@ -253,3 +253,19 @@ def test_credentials_are_found_like_kubectl(tmp_path: Path) -> None:
     (tmp_path / ".kube").mkdir()
     (tmp_path / ".kube" / "config").write_text("{}")
     assert kubeconfig_files(None, "", tmp_path) == str(tmp_path / ".kube" / "config")
+
+
+def test_status_shows_where_the_renewal_time_comes_from() -> None:
+    window = {"start": at(60 * 24 * 58), "end": at(60 * 24 * 60), "source": "ari"}
+    ari = host(phase="Ready", certificate={**CERTIFICATE, "renewalWindow": window, "profile": "x"})
+    text = report.status_text(ari, site(), now=NOW)
+    assert_fits(text)
+    assert (
+        "  window      2027-01-24 18:00:00Z .. 2027-01-26 18:00:00Z (the CA's renewal information)"
+        in text
+    )
+    assert "  profile     x" in text
+    instant = {"start": at(60 * 24 * 59), "end": at(60 * 24 * 59), "source": "lifetime"}
+    lifetime = host(phase="Ready", certificate={**CERTIFICATE, "renewalWindow": instant})
+    text = report.status_text(lifetime, site(), now=NOW)
+    assert "  window      the lifetime rule (RENEWAL_FRACTION), no renewal information" in text

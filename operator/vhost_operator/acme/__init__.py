@@ -1,7 +1,9 @@
 """ACME: the only package that speaks to a certificate authority.
 
-- ``client``: :class:`~vhost_operator.acme.client.AcmeClient`, which registers the account and
-  issues certificates (the real ``CertificateAuthority`` of ``provisioning.certificates``).
+- ``client``: :class:`~vhost_operator.acme.client.AcmeClient`, which registers the account,
+  issues certificates (with an ACME profile the directory lists, and ``replaces``) and fetches
+  a certificate's renewal information (RFC 9773); the real ``CertificateAuthority`` of
+  ``provisioning.certificates``.
 - ``orders``: one issuance (resume or create the order, HTTP-01, finalize, check the chain), and
   the hook and result types of ``AcmeClient.issue``.
 - ``transport``: how one request reaches the CA (nonce retries, ``Retry-After``, the CA bundle)
@@ -10,7 +12,7 @@
   from ``acme``, ``josepy`` and ``requests``, and the stable message text.
 - ``config``: :class:`~vhost_operator.acme.config.AcmeConfig`, which CA and how to talk to it.
 - ``challenges``: the HTTP-01 responder nginx forwards to, and the pre-validation self-check.
-- ``fake``: an in-memory CA with the two calls the certificate step makes (its
+- ``fake``: an in-memory CA with the calls the certificate step makes (its
   ``CertificateAuthority`` protocol in ``provisioning.certificates``), for unit tests.
 
 Keys, CSRs and certificate inspection are pure and live in ``vhost_operator.certs``.

@@ -11,7 +11,8 @@ Its errors, their mapping and the stable messages are in ``errors``, its configu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
@@ -24,13 +25,15 @@ from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from vhost_operator import certs
 from vhost_operator.acme.config import AcmeConfig
-from vhost_operator.acme.errors import AcmeError, AcmeRefused
+from vhost_operator.acme.errors import AcmeError, AcmeRefused, check_profile
 from vhost_operator.acme.orders import (
     Account,
     ChallengeHook,
     IssuedCertificate,
     OrderHook,
+    OrderOptions,
     OrderSession,
+    RenewalInfo,
 )
 from vhost_operator.acme.transport import (
     Network,
@@ -38,6 +41,7 @@ from vhost_operator.acme.transport import (
     TrustingAdapter,
     blocking,
     environment_ca_bundle,
+    parse_retry_after,
 )
 
 logger = logging.getLogger(__name__)
@@ -70,6 +74,46 @@ class AcmeClient:
     def account_url(self) -> str | None:
         """The account's URL at the CA once registered (stable for a given account key)."""
         return self._account.url if self._account else None
+
+    @property
+    def profiles(self) -> Mapping[str, str]:
+        """The ACME profiles the CA's directory lists (name → description); empty without."""
+        if self._account is None:
+            return {}
+        meta = getattr(self._account.directory, "meta", None)
+        return dict(getattr(meta, "profiles", None) or {})
+
+    @property
+    def renewal_info_supported(self) -> bool:
+        """Whether the CA's directory has ``renewalInfo`` (ACME Renewal Information)."""
+        return self._account is not None and _renewal_info_url(self._account.directory) is not None
+
+    async def renewal_info(self, certificate_id: str) -> RenewalInfo | None:
+        """The CA's suggested renewal window of the certificate ``certificate_id`` names
+        (``certs.certificate_id``), or ``None`` when the CA has no renewalInfo or does not
+        know the certificate (another CA's, or a test CA restarted). An unauthenticated GET:
+        it spends no nonce, and a ``429`` for it does not pause issuance."""
+        if self._account is None:
+            raise AcmeError("the ACME account is not registered yet")
+        base = _renewal_info_url(self._account.directory)
+        if base is None or not certificate_id:
+            return None
+        # Not while the CA asked for a pause: "no request before that time" holds for it too.
+        self._pause.check(self._config.ca_origin)
+        net = self._network(self._account.jwk, self._account.alg, account=None)
+        try:
+            return await blocking(
+                self._config,
+                Pause(),  # a 429 here must not stop issuance: pace ARI, not orders
+                "fetching renewal information",
+                "",
+                net,
+                _fetch_renewal_info,
+                net,
+                f"{base.rstrip('/')}/{certificate_id}",
+            )
+        finally:
+            net.session.close()
 
     async def register(self, account_key_pem: bytes | None) -> bytes:
         """Find the account of ``account_key_pem`` at the CA, or create it; return the key PEM.
@@ -131,6 +175,7 @@ class AcmeClient:
         self_check: ChallengeHook | None = None,
         order_url: str | None = None,
         on_order_created: OrderHook | None = None,
+        options: OrderOptions | None = None,
     ) -> IssuedCertificate:
         """Order, validate and download a certificate for ``hostname`` and ``private_key_pem``.
 
@@ -145,15 +190,20 @@ class AcmeClient:
         issuance starts before its end: this raises the same error without asking the CA.
         Issuances already under way go on (their orders exist; breaking off in the middle of a
         validation would waste it); each stops at its own next ``Retry-After``.
+        ``options`` go into a new order: a profile the directory does not list is refused
+        (:class:`AcmeRefused` naming the ones it does) before anything is ordered.
         Raises :class:`AcmeError` subclasses (including ``SelfCheckFailed`` from the hook), and
         :class:`~vhost_operator.certs.KeyMaterialError` for an unusable private key.
         """
+        options = options or OrderOptions()
         self._pause.check(self._config.ca_origin)
+        if self._account is not None:
+            check_profile(options.profile, self.profiles, self._config.ca_origin)
         session = self._open_session(hostname, private_key_pem)
         try:
             order = await session.resume(order_url) if order_url else None
             if order is None:
-                order = await session.create_order()
+                order = await session.create_order(options)
                 if on_order_created is not None:
                     await on_order_created(order.uri)
             if order.body.status == messages.STATUS_PENDING:
@@ -224,6 +274,29 @@ def _create_account(client: ClientV2, registration: messages.NewRegistration) ->
     except acme_errors.ConflictError as existing:  # registered meanwhile ("already registered")
         return existing.location
     return created.uri
+
+
+def _renewal_info_url(directory: messages.Directory) -> str | None:
+    try:
+        url = directory["renewalInfo"]
+    except KeyError:
+        return None
+    return str(url) if url else None
+
+
+def _fetch_renewal_info(net: ClientNetwork, url: str) -> RenewalInfo | None:
+    try:
+        response = net.get(url, content_type="application/json")
+    except messages.Error as error:
+        if error.code == "notFound" or error.code == "malformed":  # not this CA's certificate
+            return None
+        raise
+    info = messages.RenewalInfo.from_json(response.json())
+    window = info.suggested_window
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+    return RenewalInfo(
+        start=window.start.astimezone(UTC), end=window.end.astimezone(UTC), retry_after=retry_after
+    )
 
 
 def _jwk_for(key_pem: bytes) -> tuple[JWK, JWASignature]:

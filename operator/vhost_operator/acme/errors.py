@@ -23,6 +23,7 @@ ids), timestamps and object addresses removed. Identical failures therefore writ
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 
 import requests
@@ -192,3 +193,24 @@ def _redact_if_random(match: re.Match[str]) -> str:
     has_lower = any(c.islower() for c in run)
     has_other = any(c.isupper() or c.isdigit() for c in run)
     return "<id>" if has_lower and has_other else run
+
+
+def check_profile(requested: str | None, offered: Mapping[str, str] | None, origin: str) -> None:
+    """Refuse an ACME profile the CA's directory does not list, naming the ones it does.
+
+    Checked before ordering, so a typo costs no order (and no failed-order rate limit), and the
+    message says what to write instead of the CA's generic ``invalidProfile``.
+    """
+    if requested is None:
+        return
+    if not offered:
+        raise AcmeRefused(
+            f"the CA at {origin} offers no ACME profiles, so profile {requested!r} cannot be "
+            "requested; remove the profile setting"
+        )
+    if requested not in offered:
+        names = ", ".join(sorted(offered))
+        raise AcmeRefused(
+            f"the CA at {origin} offers no ACME profile {requested!r}; it offers: {names}",
+            problem_type="urn:ietf:params:acme:error:invalidProfile",
+        )

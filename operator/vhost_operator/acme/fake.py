@@ -1,7 +1,8 @@
 """An in-memory ACME CA with the calls the certificate step makes, for unit tests.
 
-:class:`FakeAcme` has the two methods of ``AcmeClient`` that ``provisioning.certificates`` uses
-(its ``CertificateAuthority`` protocol): ``register`` and ``issue``. It keeps orders in a dict,
+:class:`FakeAcme` has the methods of ``AcmeClient`` that ``provisioning.certificates`` uses
+(its ``CertificateAuthority`` protocol): ``register``, ``issue`` (with a profile the
+directory must list, and ``replaces``) and ``renewal_info``. It keeps orders in a dict,
 signs certificates with a CA key of its own, and follows the real client's contract where the
 step depends on it: an order is resumed by URL when it can still produce the certificate, a new
 order is reported to ``on_order_created`` before validation, the challenge is published, checked
@@ -24,8 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from vhost_operator import certs
-from vhost_operator.acme.errors import AcmeError, AcmeUnavailable
-from vhost_operator.acme.orders import ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.acme.errors import AcmeError, AcmeUnavailable, check_profile
+from vhost_operator.acme.orders import (
+    ChallengeHook,
+    IssuedCertificate,
+    OrderHook,
+    OrderOptions,
+    RenewalInfo,
+)
 
 ORIGIN = "https://ca.fake"
 """Where the fake CA pretends to live: its order URLs start with it."""
@@ -40,6 +47,8 @@ class FakeOrder:
     status: str = "pending"
     """``pending`` → ``ready`` (validated) → ``valid`` (issued); ``invalid`` after a failure."""
     chain_pem: bytes | None = None
+    options: OrderOptions = dataclasses.field(default_factory=OrderOptions)
+    """The profile and ``replaces`` the order was created with."""
 
 
 class FakeAcme:
@@ -58,6 +67,12 @@ class FakeAcme:
         an ``AcmeUnavailable`` (a timeout: resumable) and becomes invalid otherwise."""
         self.sign_another_key = False
         """Issue the certificate for a key of the CA's own instead of the requested one."""
+        self.profiles: dict[str, timedelta] = {}
+        """ACME profiles the directory lists, with the validity each gives (none: no profiles)."""
+        self.renewal_windows: dict[str, RenewalInfo] | None = None
+        """ACME Renewal Information by certificate ID; ``None``: the CA offers none. A
+        certificate without an entry gets the middle third of its lifetime."""
+        self.renewal_info_requests: list[str] = []
         self._numbers = itertools.count(1)
         self._ca_key = ec.generate_private_key(ec.SECP256R1())
         self._ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake ACME CA")])
@@ -79,19 +94,22 @@ class FakeAcme:
         self_check: ChallengeHook | None = None,
         order_url: str | None = None,
         on_order_created: OrderHook | None = None,
+        options: OrderOptions | None = None,
     ) -> IssuedCertificate:
         if self.account_key is None:
             raise AcmeError("the ACME account is not registered yet")
+        options = options or OrderOptions()
+        check_profile(options.profile, {name: "" for name in self.profiles}, ORIGIN)
         certs.csr_pem(private_key_pem, hostname)  # the real client builds the CSR first
         order = self._resumable(order_url, hostname, private_key_pem)
         if order is None:
-            order = self._new_order(hostname)
+            order = self._new_order(hostname, options)
             if on_order_created is not None:
                 await on_order_created(order.url)
         if order.status == "pending":
             await self._validate(order, publish, unpublish, self_check)
         if order.chain_pem is None:
-            order.chain_pem = self._sign(hostname, private_key_pem)
+            order.chain_pem = self._sign(hostname, private_key_pem, order.options.profile)
             order.status = "valid"
         return IssuedCertificate(chain_pem=order.chain_pem, order_url=order.url)
 
@@ -105,10 +123,31 @@ class FakeAcme:
             return None  # issued for another key: order anew
         return order
 
-    def _new_order(self, hostname: str) -> FakeOrder:
+    @property
+    def renewal_info_supported(self) -> bool:
+        return self.renewal_windows is not None
+
+    async def renewal_info(self, certificate_id: str) -> RenewalInfo | None:
+        if self.renewal_windows is None:
+            return None
+        self.renewal_info_requests.append(certificate_id)
+        if certificate_id in self.renewal_windows:
+            return self.renewal_windows[certificate_id]
+        for order in self.orders.values():
+            if order.chain_pem is not None and certs.certificate_id(order.chain_pem) == (
+                certificate_id
+            ):
+                info = certs.inspect_certificate(order.chain_pem)
+                third = (info.not_after - info.not_before) / 3
+                return RenewalInfo(info.not_before + third, info.not_after - third, None)
+        return None
+
+    def _new_order(self, hostname: str, options: OrderOptions) -> FakeOrder:
         if self.refuse_orders is not None:
             raise self.refuse_orders
-        order = FakeOrder(url=f"{ORIGIN}/order/{next(self._numbers)}", hostname=hostname)
+        order = FakeOrder(
+            url=f"{ORIGIN}/order/{next(self._numbers)}", hostname=hostname, options=options
+        )
         self.orders[order.url] = order
         return order
 
@@ -134,10 +173,11 @@ class FakeAcme:
         finally:
             await unpublish(token, key_authorization)
 
-    def _sign(self, hostname: str, key_pem: bytes) -> bytes:
+    def _sign(self, hostname: str, key_pem: bytes, profile: str | None) -> bytes:
         key = certs.load_private_key(
             certs.new_private_key_pem() if self.sign_another_key else key_pem
         )
+        validity = self.profiles[profile] if profile is not None else self.validity
         now = datetime.now(UTC)
         leaf = (
             x509.CertificateBuilder()
@@ -146,8 +186,12 @@ class FakeAcme:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=1))
-            .not_valid_after(now + self.validity)
+            .not_valid_after(now + validity)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()),
+                critical=False,
+            )
             .sign(self._ca_key, hashes.SHA256())
         )
         return leaf.public_bytes(serialization.Encoding.PEM)

@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 
 import requests
 from acme import challenges as acme_challenges
+from acme import errors as acme_errors
 from acme import messages
 from acme.client import ClientV2
+from josepy.json_util import field as jose_field
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK
 
@@ -50,6 +52,27 @@ class IssuedCertificate:
 
     chain_pem: bytes
     order_url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RenewalInfo:
+    """A certificate's renewal information (RFC 9773): the window the CA suggests, and when
+    to ask again (its ``Retry-After``; ``None`` when it sent none)."""
+
+    start: datetime
+    end: datetime
+    retry_after: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderOptions:
+    """What a new order asks beyond its identifier: both optional, both ignored on resume."""
+
+    profile: str | None = None
+    """The ACME profile (draft-ietf-acme-profiles) the CA's directory lists."""
+    replaces: str | None = None
+    """The ARI identifier of the certificate this order renews (RFC 9773 section 5): a
+    renewal inside the CA's suggested window is then exempt from its rate limits."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +146,9 @@ class OrderSession:
         except certs.KeyMaterialError:  # unreadable: as good as not ours
             return False
 
-    async def create_order(self) -> messages.OrderResource:
+    async def create_order(self, options: OrderOptions) -> messages.OrderResource:
         order: messages.OrderResource = await self._call(
-            "creating the order", self._client.new_order, self._csr_pem
+            "creating the order", _new_order, self._client, self._csr_pem, options
         )
         logger.info("created order %s for %s", order.uri, self._hostname)
         return order
@@ -289,6 +312,50 @@ class OrderSession:
 def _post_as_get(client: ClientV2, url: str) -> requests.Response:
     response: requests.Response = client.net.post(
         url, None, new_nonce_url=client.directory["newNonce"]
+    )
+    return response
+
+
+class _NewOrder(messages.NewOrder):
+    """The acme library's new-order payload with RFC 9773's ``replaces``."""
+
+    replaces: str | None = jose_field("replaces", omitempty=True)
+
+
+def _new_order(client: ClientV2, csr_pem: bytes, options: OrderOptions) -> messages.OrderResource:
+    """``ClientV2.new_order`` for our single DNS name, with ``profile`` and ``replaces``."""
+    names = certs.csr_dns_names(csr_pem)
+    identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in names]
+    payload = _NewOrder(identifiers=identifiers, profile=options.profile, replaces=options.replaces)
+    try:
+        response = _post_new_order(client, payload)
+    except (acme_errors.ConflictError, messages.Error) as error:
+        # RFC 9773 answers an order replacing a certificate that already has a replacement
+        # with alreadyReplaced, status 409, which the acme library turns into a bare
+        # ConflictError. `replaces` only buys the rate-limit exemption: order without it.
+        replaced = isinstance(error, acme_errors.ConflictError) or error.code == "alreadyReplaced"
+        if options.replaces is None or not replaced:
+            raise
+        logger.info("%s was replaced already; ordering without replaces", options.replaces)
+        response = _post_new_order(client, payload.update(replaces=None))
+    body = messages.Order.from_json(response.json())
+    authorizations = [
+        messages.AuthorizationResource(
+            body=messages.Authorization.from_json(_post_as_get(client, url).json()), uri=url
+        )
+        for url in body.authorizations
+    ]
+    return messages.OrderResource(
+        body=body,
+        uri=response.headers.get("Location"),
+        authorizations=authorizations,
+        csr_pem=csr_pem,
+    )
+
+
+def _post_new_order(client: ClientV2, payload: _NewOrder) -> requests.Response:
+    response: requests.Response = client.net.post(
+        client.directory["newOrder"], payload, new_nonce_url=client.directory["newNonce"]
     )
     return response
 

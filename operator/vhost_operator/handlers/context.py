@@ -19,6 +19,7 @@ from vhost_operator.kube.objects import NamespacedObjects
 from vhost_operator.kube.virtualhosts import VirtualHostApi
 from vhost_operator.provisioning.chain import Step
 from vhost_operator.provisioning.renewal import CertificateRenewer
+from vhost_operator.provisioning.renewal_info import RenewalInfoSource
 from vhost_operator.provisioning.serving import SiteApplications
 from vhost_operator.provisioning.wakeups import WakeUps
 from vhost_operator.settings import Settings
@@ -50,6 +51,8 @@ class OperatorContext:
     """VirtualHost calls of MailDomain linking (conditional writes of ``spec.domains``)."""
     wakeups: WakeUps
     """Hosts whose chain waits for a time (the CA's ``Retry-After``)."""
+    renewal_info: RenewalInfoSource | None = None
+    """The CA's renewal information (the ACME account); ``None`` without ACME."""
     responder: ChallengeResponder | None = None
     """The HTTP-01 responder, started and stopped by ``handlers.lifecycle``; ``None`` without
     ACME."""

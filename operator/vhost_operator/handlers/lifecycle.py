@@ -19,7 +19,7 @@ from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, context_of
 from vhost_operator.handlers.observability import serve_metrics
-from vhost_operator.handlers.renewal import start_scanner
+from vhost_operator.handlers.renewal import start_renewal_info, start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
 from vhost_operator.kube.sites import SiteObjects
 from vhost_operator.kube.watching import ObjectWatch
@@ -128,6 +128,9 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         context.tasks.append(asyncio.create_task(context.wakeups.run(), name="wake-ups"))
     # Without ACME it has no certificates to watch, but Failed hosts to retry (if enabled).
     context.tasks.append(start_scanner(context))
+    renewal_info = start_renewal_info(context)
+    if renewal_info is not None:
+        context.tasks.append(renewal_info)
     context.tasks.append(asyncio.create_task(release_periodically(), name="release-freed-memory"))
     # Everything alive now (modules, classes, settings) lives as long as the process: out of
     # the garbage collector's sight, its full collections stay short (webhook latency).

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from vhost_operator.certs import RenewalWindow
 from vhost_operator.handlers.context import OperatorContext
 from vhost_operator.provisioning.chain import utc_now, with_conditions
 from vhost_operator.provisioning.renewal import run_scanner
+from vhost_operator.provisioning.renewal_info import Pacing, RenewalInfoKeeper, run_renewal_info
 from vhost_operator.provisioning.retries import RetryPolicy
-from vhost_operator.resources.models import RENEW_ANNOTATION, RETRY_ANNOTATION
+from vhost_operator.resources.models import (
+    RENEW_ANNOTATION,
+    RETRY_ANNOTATION,
+    RenewalWindowStatus,
+)
 from vhost_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -42,6 +48,16 @@ class ScannerWrites:
         if conditions != host.status.conditions:
             await self._context.virtualhosts.write_conditions(name, conditions, version)
             logger.info("VirtualHost %s: certificate expired", name)
+
+    async def write_renewal_window(
+        self, name: str, serial: str, window: RenewalWindow, renewal_time: datetime
+    ) -> None:
+        status = RenewalWindowStatus(start=window.start, end=window.end, source=window.source)
+        written = await self._context.virtualhosts.write_renewal_window(
+            name, serial, status, renewal_time.isoformat()
+        )
+        if not written:
+            logger.info("VirtualHost %s: certificate %s replaced meanwhile", name, serial)
 
     async def request_retry(self, name: str, value: str) -> None:
         # The user's retry annotation: the chain takes it up exactly as it does theirs.
@@ -74,3 +90,22 @@ def start_scanner(context: OperatorContext) -> asyncio.Task[None]:
         )
 
     return asyncio.create_task(scan_when_loaded(), name="renewal-scanner")
+
+
+def start_renewal_info(context: OperatorContext) -> asyncio.Task[None] | None:
+    """The task keeping ACME Renewal Information current (``None`` without ACME)."""
+    source, settings = context.renewal_info, context.settings
+    if source is None or not settings.renewal_info_enabled:
+        return None
+    pacing = Pacing(
+        rate=settings.renewal_info_rate,
+        max_age=timedelta(seconds=settings.renewal_info_max_age),
+    )
+    keeper = RenewalInfoKeeper(source, ScannerWrites(context), pacing)
+
+    async def keep_when_loaded() -> None:
+        while not await context.hosts.wait(CATALOG_WAIT):
+            pass  # the scanner says so in the log
+        await run_renewal_info(context.hosts, keeper, clock=utc_now)
+
+    return asyncio.create_task(keep_when_loaded(), name="renewal-info")

@@ -16,6 +16,7 @@ from vhost_operator.resources.models import (
     VERSION,
     VIRTUALHOSTS,
     Condition,
+    RenewalWindowStatus,
     VirtualHost,
     VirtualHostStatus,
 )
@@ -78,6 +79,38 @@ class VirtualHostApi:
             )
 
         await write(send, what=f"writing status of VirtualHost {name}")
+
+    async def write_renewal_window(
+        self, name: str, serial: str, window: RenewalWindowStatus, renewal_time: str
+    ) -> bool:
+        """Replace the certificate's renewal window and time, only while ``status.certificate``
+        still names ``serial`` (a JSON patch ``test``): a renewal that replaced the certificate
+        meanwhile wins. Returns whether it was written."""
+        base = "/status/certificate"
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": f"{base}/serial", "value": serial},
+            {"op": "add", "path": f"{base}/renewalWindow", "value": window.to_wire()},
+            {"op": "replace", "path": f"{base}/renewalTime", "value": renewal_time},
+        ]
+
+        def send() -> Any:
+            return self._objects.patch_cluster_custom_object_status(
+                GROUP,
+                VERSION,
+                VIRTUALHOSTS,
+                name,
+                patch,
+                _content_type="application/json-patch+json",
+                _preload_content=False,
+            )
+
+        try:
+            await write(send, what=f"writing the renewal window of VirtualHost {name}")
+        except ApiError as error:
+            if error.status in (404, 422):  # gone, or the certificate changed (failed test)
+                return False
+            raise
+        return True
 
     async def annotate(self, name: str, annotations: dict[str, str]) -> None:
         patch = {"metadata": {"annotations": annotations}}

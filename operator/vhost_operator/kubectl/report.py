@@ -13,7 +13,7 @@ from typing import Any
 
 from vhost_operator.provisioning.serving import Applied
 from vhost_operator.resources import conditions, labels
-from vhost_operator.resources.models import Phase, StepState, VirtualHost
+from vhost_operator.resources.models import Phase, RenewalWindowStatus, StepState, VirtualHost
 
 WIDTH = 100
 RENEWAL_CONDITION = "CertificateRenewal"
@@ -357,6 +357,7 @@ def _certificate_lines(host: VirtualHost, now: datetime) -> list[str]:
         ("renewalTime", certificate.renewal_time),
     ):
         lines.append(f"  {label:<12}{timestamp(value)} ({relative(value, now)})")
+    lines += _window_lines(certificate.renewal_window, certificate.profile)
     renewal = next((c for c in host.status.conditions if c.type == RENEWAL_CONDITION), None)
     if renewal is not None:
         outcome = "succeeded" if renewal.status.value == "True" else "FAILED"
@@ -366,6 +367,23 @@ def _certificate_lines(host: VirtualHost, now: datetime) -> list[str]:
         )
     if not host.spec.enabled:
         lines.append("  the host is disabled: the renewal scanner skips it")
+    return lines
+
+
+def _window_lines(window: RenewalWindowStatus | None, profile: str | None) -> list[str]:
+    """Where the renewal time comes from: the CA's suggested window, or the lifetime rule."""
+    lines = []
+    if window is not None and window.source == "ari":
+        lines.append(
+            f"  {'window':<12}{timestamp(window.start)} .. {timestamp(window.end)} "
+            "(the CA's renewal information)"
+        )
+    elif window is not None:
+        lines.append(
+            f"  {'window':<12}the lifetime rule (RENEWAL_FRACTION), no renewal information"
+        )
+    if profile:
+        lines.append(f"  {'profile':<12}{profile}")
     return lines
 
 

@@ -21,19 +21,31 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 from vhost_operator.acme.challenges import ChallengeStore, self_checker
-from vhost_operator.acme.errors import AcmeRetryLater
-from vhost_operator.acme.orders import ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.acme.errors import AcmeError, AcmeRetryLater
+from vhost_operator.acme.orders import (
+    ChallengeHook,
+    IssuedCertificate,
+    OrderHook,
+    OrderOptions,
+    RenewalInfo,
+)
 from vhost_operator.certs import (
+    ARI,
+    CertificateInfo,
     KeyMaterialError,
+    RenewalWindow,
+    certificate_id,
     certificate_matches_key,
     inspect_certificate,
+    lifetime_window,
     new_private_key_pem,
-    renewal_time,
+    time_in_window,
 )
 from vhost_operator.errors import ForeignObjectError, VhostOperatorError
 from vhost_operator.kube.objects import SecretData
@@ -41,9 +53,11 @@ from vhost_operator.metrics import ACME_ORDERS
 from vhost_operator.provisioning.chain import StepDeferred, StepFailed, StepOutcome, utc_now
 from vhost_operator.provisioning.ledger import OrderLedger
 from vhost_operator.resources import labels
-from vhost_operator.resources.models import CertificateStatus, VirtualHost
+from vhost_operator.resources.models import CertificateStatus, RenewalWindowStatus, VirtualHost
 from vhost_operator.resources.naming import foreign_owner, next_key_secret_name, tls_secret_name
 from vhost_operator.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 CERTIFICATE = "certificate"
 
@@ -93,7 +107,14 @@ class CertificateAuthority(Protocol):
         self_check: ChallengeHook | None = None,
         order_url: str | None = None,
         on_order_created: OrderHook | None = None,
+        options: OrderOptions | None = None,
     ) -> IssuedCertificate: ...
+
+    @property
+    def renewal_info_supported(self) -> bool:
+        """Whether the CA offers ACME Renewal Information (known once registered)."""
+
+    async def renewal_info(self, certificate_id: str) -> RenewalInfo | None: ...
 
 
 class AcmeAccount:
@@ -134,6 +155,19 @@ class AcmeAccount:
                 await self._secrets.apply_secret(namespace, manifest, {"account.key": key})
             self._registered = True
 
+    @property
+    def uses_renewal_info(self) -> bool:
+        """Whether renewals follow the CA's renewal information (offered, and not turned off);
+        known once registered."""
+        return self._settings.renewal_info_enabled and self.client.renewal_info_supported
+
+    async def renewal_info(self, certificate_id: str) -> RenewalInfo | None:
+        """The CA's suggested renewal window for a certificate; ``None`` without ARI."""
+        await self.ensure_registered()
+        if not self.uses_renewal_info:
+            return None
+        return await self.client.renewal_info(certificate_id)
+
 
 class CertificateStep:
     """Order (or reuse) the host's certificate and store it as a ``kubernetes.io/tls`` Secret."""
@@ -160,7 +194,7 @@ class CertificateStep:
     async def run(self, host: VirtualHost) -> StepOutcome:
         namespace = self._settings.nginx_namespace
         current = await self._secrets.read_secret(namespace, tls_secret_name(host.name))
-        reusable = self._reusable(current, host)
+        reusable = await self._reusable(current, host)
         if reusable is not None:
             return StepOutcome(message="current certificate kept", certificate=reusable)
         return await self.renew(host)
@@ -179,7 +213,7 @@ class CertificateStep:
             if self._budget is not None and self._places_new_order(host, pending):
                 await self._budget.admit(host.name)
                 counted = True
-            issued = await self._issue(host, pending, counted=counted)
+            issued = await self._issue(host, pending, self._order_options(host), counted=counted)
         except AcmeRetryLater as wait:
             if counted and pending.order_url is None and self._budget is not None:
                 self._budget.refund()  # no order was created: the CA counted none
@@ -192,7 +226,8 @@ class CertificateStep:
         await self._secrets.delete_secret(
             namespace, next_key_secret_name(host.name), owner=host.name
         )
-        status = self.certificate_status(host, issued.chain_pem)
+        profile = profile_of(host, self._settings)
+        status = await self.certificate_status(host, issued.chain_pem, profile=profile)
         return StepOutcome(
             message=f"certificate {status.serial} issued by order {issued.order_url}",
             certificate=status,
@@ -200,25 +235,76 @@ class CertificateStep:
 
     def _places_new_order(self, host: VirtualHost, pending: PendingKey) -> bool:
         """Whether this attempt counts against the account's order budget: only a new order
-        does, not one resumed (the CA counted it when it was created).
+        does, not one resumed (the CA counted it when it was created), nor a renewal ordered
+        inside the window the CA's renewal information (RFC 9773) suggested: it names the
+        certificate it replaces, and Let's Encrypt exempts such renewals from its limits."""
+        if pending.order_url is not None:
+            return False
+        return not self._renews_inside_ca_window(host)
 
-        The hook for renewals the CA does not count: Let's Encrypt exempts a renewal ordered
-        inside the window its ARI (RFC 9773) suggested, which an ARI-aware caller says here."""
-        return pending.order_url is None
+    def _renews_inside_ca_window(self, host: VirtualHost) -> bool:
+        current = host.status.certificate
+        window = current.renewal_window if current is not None else None
+        return (
+            window is not None
+            and window.source == ARI
+            and self._account.uses_renewal_info
+            and window.start <= self._clock()
+        )
 
-    def certificate_status(self, host: VirtualHost, chain_pem: bytes) -> CertificateStatus:
+    async def certificate_status(
+        self, host: VirtualHost, chain_pem: bytes, *, profile: str | None
+    ) -> CertificateStatus:
+        """The status of a certificate: its renewal time is a point in the CA's suggested
+        window when the CA offers renewal information, else the fraction-of-lifetime rule."""
         info = inspect_certificate(chain_pem)
+        ident = certificate_id(chain_pem)
+        window = await self._window(host, info, ident)
         return CertificateStatus(
             secret_name=tls_secret_name(host.name),
             not_before=info.not_before,
             not_after=info.not_after,
             serial=info.serial,
-            renewal_time=renewal_time(
-                info, self._settings.renewal_fraction, self._settings.renewal_spread
+            renewal_time=time_in_window(window, info.serial),
+            renewal_window=RenewalWindowStatus(
+                start=window.start, end=window.end, source=window.source
             ),
+            certificate_id=ident or None,
+            profile=profile,
         )
 
-    def _reusable(self, secret: SecretData | None, host: VirtualHost) -> CertificateStatus | None:
+    async def _window(self, host: VirtualHost, info: CertificateInfo, ident: str) -> RenewalWindow:
+        fallback = lifetime_window(
+            info, self._settings.renewal_fraction, self._settings.renewal_spread
+        )
+        if not self._settings.renewal_info_enabled:
+            return fallback
+        known = host.status.certificate
+        kept = known.renewal_window if known is not None and known.serial == info.serial else None
+        if kept is not None and kept.source == ARI:
+            # Fetched for this certificate already; ``renewal_info`` keeps it current.
+            return RenewalWindow(start=kept.start, end=kept.end, source=ARI)
+        try:
+            suggested = await self._account.renewal_info(ident)
+        except AcmeError as error:  # the scanner asks again later; meanwhile our own rule
+            logger.info("%s: no renewal information (%s)", host.name, error)
+            return fallback
+        if suggested is None:
+            return fallback
+        return RenewalWindow(start=suggested.start, end=suggested.end, source=ARI)
+
+    def _order_options(self, host: VirtualHost) -> OrderOptions:
+        """The host's profile (renewals keep it), and the certificate a renewal replaces: its
+        renewal inside the CA's window is then exempt from the CA's rate limits."""
+        current = host.status.certificate
+        replaces = None
+        if current is not None and self._account.uses_renewal_info:
+            replaces = current.certificate_id
+        return OrderOptions(profile=profile_of(host, self._settings), replaces=replaces)
+
+    async def _reusable(
+        self, secret: SecretData | None, host: VirtualHost
+    ) -> CertificateStatus | None:
         if secret is None or not secret.data.get("tls.crt") or not secret.data.get("tls.key"):
             return None
         chain, key = secret.data["tls.crt"], secret.data["tls.key"]
@@ -229,7 +315,9 @@ class CertificateStep:
             return None
         if not matches or host.spec.hostname not in info.dns_names:
             return None
-        status = self.certificate_status(host, chain)
+        known = host.status.certificate
+        profile = known.profile if known is not None and known.serial == info.serial else None
+        status = await self.certificate_status(host, chain, profile=profile)
         return status if self._clock() < status.renewal_time else None
 
     async def _next_key(self, host: VirtualHost) -> PendingKey:
@@ -283,7 +371,7 @@ class CertificateStep:
         }
 
     async def _issue(
-        self, host: VirtualHost, pending: PendingKey, *, counted: bool
+        self, host: VirtualHost, pending: PendingKey, options: OrderOptions, *, counted: bool
     ) -> IssuedCertificate:
         async def remember_order(url: str) -> None:
             if not counted and self._budget is not None:
@@ -294,7 +382,9 @@ class CertificateStep:
 
         try:
             async with self._orders:
-                issued = await self._order(host, pending.key, pending.order_url, remember_order)
+                issued = await self._order(
+                    host, pending.key, pending.order_url, remember_order, options
+                )
         except VhostOperatorError as failure:
             ACME_ORDERS.labels(type(failure).__name__).inc()
             raise
@@ -302,7 +392,12 @@ class CertificateStep:
         return issued
 
     async def _order(
-        self, host: VirtualHost, key: bytes, order_url: str | None, remember_order: OrderHook
+        self,
+        host: VirtualHost,
+        key: bytes,
+        order_url: str | None,
+        remember_order: OrderHook,
+        options: OrderOptions,
     ) -> IssuedCertificate:
         check: ChallengeHook | None = None
         if self._settings.self_check_enabled:
@@ -316,6 +411,7 @@ class CertificateStep:
                 self_check=check,
                 order_url=order_url,
                 on_order_created=remember_order,
+                options=options,
             )
         except KeyMaterialError as error:
             raise StepFailed(f"the stored private key is unusable: {error}") from error
@@ -333,6 +429,11 @@ class CertificateStep:
         await self._secrets.apply_secret(
             self._settings.nginx_namespace, manifest, {"tls.crt": chain, "tls.key": key}
         )
+
+
+def profile_of(host: VirtualHost, settings: Settings) -> str | None:
+    """The ACME profile the host's certificates are ordered with: its own, else the default."""
+    return host.spec.acme_profile or settings.acme_profile
 
 
 def _deferred(until: datetime, why: str) -> StepDeferred:

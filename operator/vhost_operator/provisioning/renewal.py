@@ -38,6 +38,7 @@ from vhost_operator.resources.conditions import CERTIFICATE_VALID, set_condition
 from vhost_operator.resources.models import (
     ConditionStatus,
     Phase,
+    RenewalWindowStatus,
     StepError,
     VirtualHost,
     VirtualHostStatus,
@@ -59,6 +60,11 @@ class RenewalCandidate:
     """The renewal request already pending on the host, if any."""
     certificate_valid: bool = False
     """Whether the status says ``CertificateValid=True`` (what must turn False at expiry)."""
+    serial: str = ""
+    certificate_id: str | None = None
+    """The certificate's ACME Renewal Information ID (``provisioning.renewal_info``)."""
+    window: RenewalWindowStatus | None = None
+    """The renewal window the status shows."""
 
     @classmethod
     def of(cls, host: VirtualHost) -> RenewalCandidate | None:
@@ -80,6 +86,9 @@ class RenewalCandidate:
             not_after=certificate.not_after,
             requested=pending,
             certificate_valid=valid,
+            serial=certificate.serial,
+            certificate_id=certificate.certificate_id,
+            window=certificate.renewal_window,
         )
 
 

@@ -61,6 +61,7 @@ class VirtualHostSpec(_WireModel):
     hostname: Hostname
     domains: list[str] = Field(default_factory=list)
     enabled: bool = True
+    acme_profile: str | None = None
     theme: Theme = Field(default_factory=Theme)
 
 
@@ -92,12 +93,24 @@ class StepError(_WireModel):
     at: datetime
 
 
+class RenewalWindowStatus(_WireModel):
+    start: datetime
+    end: datetime
+    source: str
+    """``ari`` (the CA's suggested window) or ``lifetime`` (the fraction-of-lifetime rule)."""
+
+
 class CertificateStatus(_WireModel):
     secret_name: str
     not_before: datetime
     not_after: datetime
     serial: str
     renewal_time: datetime
+    renewal_window: RenewalWindowStatus | None = None
+    certificate_id: str | None = None
+    """ACME Renewal Information identifier: names it in renewalInfo and a renewal's
+    ``replaces``."""
+    profile: str | None = None
 
 
 class ConditionStatus(enum.StrEnum):
