@@ -237,6 +237,21 @@ def test_an_order_placed_in_place_of_an_invalid_one_counts_against_the_budget() 
     assert len(stack.ca.orders) == 2
 
 
+def test_a_renewal_inside_the_cas_window_is_not_counted_against_the_budget() -> None:
+    for offers_renewal_info in (True, False):
+        stack = Stack(BudgetLimits(1, timedelta(seconds=60)))
+        stack.ca.validity = timedelta(seconds=10)  # issued a minute ago: any window has begun
+        if offers_renewal_info:
+            stack.ca.renewal_windows = {}
+        first = stack.run()  # the budget's one order
+        if offers_renewal_info:  # Let's Encrypt exempts it: no wait for the budget
+            run(stack.step.renew(with_certificate(HOST, first)))
+        else:
+            with pytest.raises(StepDeferred):
+                run(stack.step.renew(with_certificate(HOST, first)))
+        assert len(stack.ca.orders) == (2 if offers_renewal_info else 1)
+
+
 def test_an_order_the_ca_invalidated_is_replaced_by_a_new_one_for_the_same_key() -> None:
     stack = Stack()
     stack.ca.fail_validation = ChallengeFailed("the CA could not fetch the challenge")
