@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -25,7 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from vhost_operator import certs
 from vhost_operator.acme.errors import AcmeError, AcmeUnavailable
-from vhost_operator.acme.orders import ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.acme.orders import ChallengeHook, IssuedCertificate, OrderHook, SelfCheckHook
 
 ORIGIN = "https://ca.fake"
 """Where the fake CA pretends to live: its order URLs start with it."""
@@ -36,7 +37,8 @@ class FakeOrder:
     """One order the fake CA holds."""
 
     url: str
-    hostname: str
+    names: tuple[str, ...]
+    """The hostname, then the additional names."""
     status: str = "pending"
     """``pending`` → ``ready`` (validated) → ``valid`` (issued); ``invalid`` after a failure."""
     chain_pem: bytes | None = None
@@ -76,28 +78,33 @@ class FakeAcme:
         *,
         publish: ChallengeHook,
         unpublish: ChallengeHook,
-        self_check: ChallengeHook | None = None,
+        self_check: SelfCheckHook | None = None,
         order_url: str | None = None,
         on_order_created: OrderHook | None = None,
+        additional_names: Sequence[str] = (),
     ) -> IssuedCertificate:
         if self.account_key is None:
             raise AcmeError("the ACME account is not registered yet")
-        certs.csr_pem(private_key_pem, hostname)  # the real client builds the CSR first
-        order = self._resumable(order_url, hostname, private_key_pem)
+        # The real client builds the CSR first.
+        certs.csr_pem(private_key_pem, hostname, additional_names)
+        names = (hostname, *additional_names)
+        order = self._resumable(order_url, names, private_key_pem)
         if order is None:
-            order = self._new_order(hostname)
+            order = self._new_order(names)
             if on_order_created is not None:
                 await on_order_created(order.url)
         if order.status == "pending":
             await self._validate(order, publish, unpublish, self_check)
         if order.chain_pem is None:
-            order.chain_pem = self._sign(hostname, private_key_pem)
+            order.chain_pem = self._sign(names, private_key_pem)
             order.status = "valid"
         return IssuedCertificate(chain_pem=order.chain_pem, order_url=order.url)
 
-    def _resumable(self, url: str | None, hostname: str, key_pem: bytes) -> FakeOrder | None:
+    def _resumable(
+        self, url: str | None, names: tuple[str, ...], key_pem: bytes
+    ) -> FakeOrder | None:
         order = self.orders.get(url) if url else None
-        if order is None or order.hostname != hostname or order.status == "invalid":
+        if order is None or set(order.names) != set(names) or order.status == "invalid":
             return None
         if order.chain_pem is not None and not certs.certificate_matches_key(
             order.chain_pem, key_pem
@@ -105,10 +112,10 @@ class FakeAcme:
             return None  # issued for another key: order anew
         return order
 
-    def _new_order(self, hostname: str) -> FakeOrder:
+    def _new_order(self, names: tuple[str, ...]) -> FakeOrder:
         if self.refuse_orders is not None:
             raise self.refuse_orders
-        order = FakeOrder(url=f"{ORIGIN}/order/{next(self._numbers)}", hostname=hostname)
+        order = FakeOrder(url=f"{ORIGIN}/order/{next(self._numbers)}", names=names)
         self.orders[order.url] = order
         return order
 
@@ -117,14 +124,15 @@ class FakeAcme:
         order: FakeOrder,
         publish: ChallengeHook,
         unpublish: ChallengeHook,
-        self_check: ChallengeHook | None,
+        self_check: SelfCheckHook | None,
     ) -> None:
         token = f"token-{order.url.rpartition('/')[2]}"
         key_authorization = f"{token}.fake-thumbprint"
         await publish(token, key_authorization)
         try:
             if self_check is not None:
-                await self_check(token, key_authorization)
+                for name in order.names:
+                    await self_check(name, token, key_authorization)
             failure = self.fail_validation
             if failure is not None:
                 if not isinstance(failure, AcmeUnavailable):
@@ -134,20 +142,23 @@ class FakeAcme:
         finally:
             await unpublish(token, key_authorization)
 
-    def _sign(self, hostname: str, key_pem: bytes) -> bytes:
+    def _sign(self, names: tuple[str, ...], key_pem: bytes) -> bytes:
         key = certs.load_private_key(
             certs.new_private_key_pem() if self.sign_another_key else key_pem
         )
         now = datetime.now(UTC)
         leaf = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(self._ca_name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=1))
             .not_valid_after(now + self.validity)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name) for name in names]),
+                critical=False,
+            )
             .sign(self._ca_key, hashes.SHA256())
         )
         return leaf.public_bytes(serialization.Encoding.PEM)

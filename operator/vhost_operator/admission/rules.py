@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from vhost_operator.resources.hostnames import (
     MAX_HOSTNAME_LENGTH,
     MAX_NAME_LENGTH,
+    additional_names_problem,
     hostname_problem,
     primary_hostname_problem,
 )
@@ -44,17 +45,20 @@ def review_virtualhost(
     hostname_owners: Collection[str],
     domain_owners: Mapping[str, Collection[str]] | None = None,
     primary_hostnames: Collection[str] = (),
+    name_owners: Mapping[str, Collection[str]] | None = None,
 ) -> None:
     """Refuse an invalid VirtualHost create or update.
 
-    ``hostname_owners`` are the names of the VirtualHosts that already use the new hostname;
-    ``domain_owners`` maps a domain to the names of the VirtualHosts listing it;
+    ``hostname_owners`` are the names of the VirtualHosts that already serve the new hostname
+    (as their hostname or an additional name); ``name_owners`` maps each additional name to
+    the same; ``domain_owners`` maps a domain to the names of the VirtualHosts listing it;
     ``primary_hostnames`` are the instance's own, which no VirtualHost may have.
     """
     spec = new.get("spec") or {}
     hostname = spec.get("hostname", "")
     _check_hostname(hostname, what="hostname")
     _check_not_primary(hostname, primary_hostnames)
+    _check_additional_names(hostname, spec, primary_hostnames)
     _check_spec(spec)
     if old is not None:
         previous = (old.get("spec") or {}).get("hostname")
@@ -68,6 +72,19 @@ def review_virtualhost(
     others = sorted(set(hostname_owners) - {name})
     if others:
         raise Refusal(f"hostname {hostname} is already used by VirtualHost {others[0]}", CONFLICT)
+    # Only names this change adds: a clash that predates the rule (or got in while the webhook
+    # was down) must not block unrelated edits, or the very edit that removes it.
+    before = set(((old or {}).get("spec") or {}).get("additionalNames") or ())
+    for extra in spec.get("additionalNames") or ():
+        if extra in before:
+            continue
+        others = sorted(set((name_owners or {}).get(extra, ())) - {name})
+        if others:
+            raise Refusal(
+                f"additional name {extra} is already used by VirtualHost {others[0]} (as its "
+                "hostname or an additional name); a name is served by one host only",
+                CONFLICT,
+            )
     _check_domains(spec, old, name=name, domain_owners=domain_owners or {})
 
 
@@ -129,6 +146,23 @@ def _check_hostname(value: str, *, what: str) -> None:
         raise Refusal(
             problem if what == "hostname" else problem.replace("hostname", what, 1), INVALID
         )
+
+
+def _check_additional_names(
+    hostname: str, spec: Mapping[str, Any], primary_hostnames: Collection[str]
+) -> None:
+    """Each additional name passes the hostname's checks (with its own clear message), then
+    the list as a whole (length, duplicates, the hostname itself)."""
+    names = spec.get("additionalNames") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise Refusal("spec.additionalNames must be a list of hostnames", INVALID)
+    for extra in names:
+        problem = hostname_problem(extra) or primary_hostname_problem(extra, primary_hostnames)
+        if problem is not None:
+            raise Refusal(f"spec.additionalNames: {problem}", INVALID)
+    problem = additional_names_problem(hostname, names)
+    if problem is not None:
+        raise Refusal(f"spec.additionalNames: {problem}", INVALID)
 
 
 def _check_not_primary(hostname: str, primary_hostnames: Collection[str]) -> None:

@@ -47,7 +47,9 @@ async def validate_virtualhost(
     hosts = context.hosts
     await hosts.wait(CATALOG_WAIT)
     hostname = body.get("spec", {}).get("hostname", "")
-    owners = list(hosts.named_for(hostname))
+    owners = list(hosts.serving(hostname))
+    extra = body.get("spec", {}).get("additionalNames") or []
+    name_owners = {n: list(hosts.serving(n)) for n in extra if isinstance(n, str)}
     domains = body.get("spec", {}).get("domains") or []
     domain_owners = {d: list(hosts.listing(d)) for d in domains}
     try:
@@ -58,6 +60,7 @@ async def validate_virtualhost(
             hostname_owners=owners,
             domain_owners=domain_owners,
             primary_hostnames=context.settings.primary_hostnames,
+            name_owners=name_owners,
         )
     except Refusal as refusal:
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None

@@ -16,7 +16,7 @@ from vhost_operator.handlers.context import OperatorContext, context_of
 from vhost_operator.handlers.maildomains import announce_unlinked
 from vhost_operator.provisioning.chain import run_chain, utc_now
 from vhost_operator.provisioning.cleanup import release
-from vhost_operator.provisioning.decisions import Action, decide, hostname_refusal, successor
+from vhost_operator.provisioning.decisions import Action, decide, names_refusal, successor
 from vhost_operator.provisioning.linking import unlink_maildomains_of
 from vhost_operator.provisioning.renewal import renew_certificate
 from vhost_operator.provisioning.sites import publish_enabled
@@ -100,19 +100,19 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     host = VirtualHost.from_body(body)
     action = decide(host)
     recorder = KubernetesChainRecorder(context)
-    if action in (Action.PROVISION, Action.RETRY):
+    if action in (Action.PROVISION, Action.RETRY, Action.REISSUE):
         refused = primary_hostname_problem(host.spec.hostname, context.settings.primary_hostnames)
-        # Uniqueness without the webhook: an older VirtualHost with this hostname keeps it.
+        # Uniqueness without the webhook: an older VirtualHost serving a name keeps it.
         hosts = context.hosts
         await hosts.wait(CATALOG_WAIT)
         status = await run_chain(
             host,
             context.steps,
             recorder,
-            restart=action == Action.RETRY,
+            restart=action in (Action.RETRY, Action.REISSUE),
             refused=refused,
             on_deferred=context.wakeups.schedule_host,
-            guard=lambda h: hostname_refusal(h, hosts.rivals(h.spec.hostname)),
+            guard=lambda h: names_refusal(h, hosts.rivals),
         )
         logger.info("VirtualHost %s: chain ended %s", host.name, status.phase)
     elif action == Action.REFUSE_RETRY:

@@ -21,7 +21,7 @@ from typing import Final, Self
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vhost_operator.resources.hostnames import DNS_LABEL, Hostname
+from vhost_operator.resources.hostnames import DNS_LABEL, Hostname, additional_names_problem
 
 SERVER_NAMES_HASH_BUCKET_SIZE: Final = 512
 """What the ``http {}`` context that includes these server blocks must set as
@@ -84,7 +84,10 @@ class SiteConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     hostname: Hostname
-    """The public hostname (``server_name``): lowercase, fully qualified, RFC 1123."""
+    """The public hostname (first ``server_name``): lowercase, fully qualified, RFC 1123."""
+    additional_names: tuple[Hostname, ...] = ()
+    """More ``server_name`` names: every name of the host's certificate (HTTP-01 needs port 80
+    for each, and each is served like the hostname). Redirects still name the hostname."""
     challenge_upstream: str
     """``host:port`` of the operator's HTTP-01 challenge responder."""
     upstream: str
@@ -136,6 +139,9 @@ class SiteConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        names_problem = additional_names_problem(self.hostname, self.additional_names)
+        if names_problem is not None:
+            raise ValueError(names_problem)
         if (self.certificate_path is None) != (self.key_path is None):
             raise ValueError("certificate_path and key_path must be given together or not at all")
         if self.http_port == self.https_port:
@@ -172,6 +178,7 @@ def render_final(site: SiteConfig) -> str:
 _FIELDS: Final = {
     # Template variable -> what its value may look like in a config; SiteConfig checks it after.
     "hostname": r"[a-z0-9.-]+",
+    "more_server_names": r"(?: [a-z0-9.-]+)*",
     "http_port": r"[0-9]{1,5}",
     "https_port": r"[0-9]{1,5}",
     "challenge_upstream": r"[A-Za-z0-9.:-]+",
@@ -218,6 +225,7 @@ def _rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConf
         try:
             site = SiteConfig(
                 hostname=hostname,
+                additional_names=tuple(found["more_server_names"].split()),
                 challenge_upstream=found["challenge_upstream"],
                 # The bootstrap config has no upstream, body size or HTTPS port in it: any
                 # valid value renders it the same.
@@ -287,6 +295,7 @@ def _context(site: SiteConfig, *, kind: str) -> dict[str, object]:
     return {
         "kind": kind,
         "hostname": site.hostname,
+        "more_server_names": "".join(f" {name}" for name in site.additional_names),
         "http_port": site.http_port,
         "https_port": site.https_port,
         "challenge_upstream": site.challenge_upstream,

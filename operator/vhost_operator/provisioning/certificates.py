@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from vhost_operator.acme.challenges import ChallengeStore, self_checker
 from vhost_operator.acme.errors import AcmeRetryLater
-from vhost_operator.acme.orders import ChallengeHook, IssuedCertificate, OrderHook
+from vhost_operator.acme.orders import ChallengeHook, IssuedCertificate, OrderHook, SelfCheckHook
 from vhost_operator.certs import (
     KeyMaterialError,
     certificate_matches_key,
@@ -86,9 +86,10 @@ class CertificateAuthority(Protocol):
         *,
         publish: ChallengeHook,
         unpublish: ChallengeHook,
-        self_check: ChallengeHook | None = None,
+        self_check: SelfCheckHook | None = None,
         order_url: str | None = None,
         on_order_created: OrderHook | None = None,
+        additional_names: Sequence[str] = (),
     ) -> IssuedCertificate: ...
 
 
@@ -194,6 +195,7 @@ class CertificateStep:
             not_after=info.not_after,
             serial=info.serial,
             renewal_time=renewal_time(info, self._settings.renewal_fraction),
+            names=list(info.dns_names),
         )
 
     def _reusable(self, secret: SecretData | None, host: VirtualHost) -> CertificateStatus | None:
@@ -205,7 +207,8 @@ class CertificateStep:
             matches = certificate_matches_key(chain, key)
         except KeyMaterialError:
             return None
-        if not matches or host.spec.hostname not in info.dns_names:
+        # Exactly the host's names: a changed additionalNames list needs a new certificate.
+        if not matches or set(info.dns_names) != set(host.spec.names):
             return None
         status = self.certificate_status(host, chain)
         return status if self._clock() < status.renewal_time else None
@@ -277,9 +280,9 @@ class CertificateStep:
     async def _order(
         self, host: VirtualHost, key: bytes, order_url: str | None, remember_order: OrderHook
     ) -> IssuedCertificate:
-        check: ChallengeHook | None = None
+        check: SelfCheckHook | None = None
         if self._settings.self_check_enabled:
-            check = self_checker(host.spec.hostname, self._settings.self_check_address)
+            check = self_checker(self._settings.self_check_address)
         try:
             return await self._account.client.issue(
                 host.spec.hostname,
@@ -289,6 +292,7 @@ class CertificateStep:
                 self_check=check,
                 order_url=order_url,
                 on_order_created=remember_order,
+                additional_names=host.spec.additional_names,
             )
         except KeyMaterialError as error:
             raise StepFailed(f"the stored private key is unusable: {error}") from error

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from vhost_operator.resources.claims import (
     Claim,
+    additional_name_taken_message,
     claimed_by_older,
     hostname_taken_message,
     senior,
@@ -23,6 +24,10 @@ class Action(enum.Enum):
     """The retry annotation changed on a host that is not Failed: record it, do nothing else."""
     RENEW = "renew"
     """A Ready host with a new renewal request (from the scanner): order a new certificate."""
+    REISSUE = "reissue"
+    """A Ready host whose certificate does not cover exactly its names (``additionalNames``
+    changed): run the whole chain again, which orders a certificate for the new list while
+    the current one keeps serving."""
     OBSERVE = "observe"
     """Only the generation moved (e.g. domains edited): record observedGeneration."""
     NOTHING = "nothing"
@@ -35,6 +40,9 @@ def decide(host: VirtualHost) -> Action:
         return Action.PROVISION
     if retry_requested:
         return Action.RETRY if status.phase == Phase.FAILED else Action.REFUSE_RETRY
+    if status.phase == Phase.READY and host.spec.enabled and names_changed(host):
+        # Disabled hosts wait: nginx would not serve their challenges (as with renewals).
+        return Action.REISSUE
     if status.observed_generation != host.generation:
         return Action.OBSERVE
     renewal_requested = (
@@ -45,11 +53,34 @@ def decide(host: VirtualHost) -> Action:
     return Action.NOTHING
 
 
+def names_changed(host: VirtualHost) -> bool:
+    """Whether the host's certificate covers other names than the spec lists. A certificate
+    recorded without its names predates ``additionalNames``: it covers the hostname alone."""
+    certificate = host.status.certificate
+    if certificate is None:
+        return False
+    covered = certificate.names if certificate.names is not None else [host.spec.hostname]
+    return set(covered) != set(host.spec.names)
+
+
 def hostname_refusal(host: VirtualHost, rivals: Iterable[Claim]) -> str | None:
     """Why ``host`` may not be provisioned: an older VirtualHost has its hostname (``rivals``:
     the claims of every VirtualHost with it, this one's included or not)."""
     owner = claimed_by_older(host.claim, [r for r in rivals if r.name != host.name])
     return None if owner is None else hostname_taken_message(host.spec.hostname, owner)
+
+
+def names_refusal(host: VirtualHost, rivals: Callable[[str], Iterable[Claim]]) -> str | None:
+    """Why ``host`` may not be provisioned: an older VirtualHost serves its hostname or one of
+    its additional names (``rivals(name)``: the claims of every VirtualHost serving it)."""
+    refusal = hostname_refusal(host, rivals(host.spec.hostname))
+    if refusal is not None:
+        return refusal
+    for name in host.spec.additional_names:
+        owner = claimed_by_older(host.claim, [r for r in rivals(name) if r.name != host.name])
+        if owner is not None:
+            return additional_name_taken_message(name, owner)
+    return None
 
 
 def successor(deleted: VirtualHost, rivals: Iterable[Claim]) -> str | None:

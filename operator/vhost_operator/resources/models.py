@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from vhost_operator.resources.claims import Claim
-from vhost_operator.resources.hostnames import Hostname
+from vhost_operator.resources.hostnames import Hostname, additional_names_problem
 
 GROUP = "vhost-operator.io"
 VERSION = "v1alpha1"
@@ -59,9 +59,25 @@ class Theme(_WireModel):
 
 class VirtualHostSpec(_WireModel):
     hostname: Hostname
+    additional_names: list[Hostname] = Field(default_factory=list)
+    """More names in the host's one certificate and nginx site (``imap.``, ``autoconfig.``):
+    validated like the hostname, see :func:`~vhost_operator.resources.hostnames
+    .additional_names_problem`."""
     domains: list[str] = Field(default_factory=list)
     enabled: bool = True
     theme: Theme = Field(default_factory=Theme)
+
+    @model_validator(mode="after")
+    def _names_distinct(self) -> VirtualHostSpec:
+        problem = additional_names_problem(self.hostname, self.additional_names)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the host serves and its certificate covers: the hostname first."""
+        return (self.hostname, *self.additional_names)
 
 
 class Phase(enum.StrEnum):
@@ -98,6 +114,10 @@ class CertificateStatus(_WireModel):
     not_after: datetime
     serial: str
     renewal_time: datetime
+    names: list[str] | None = None
+    """The DNS names the certificate covers (its subjectAltName), so that a changed
+    ``spec.additionalNames`` shows as drift until the new certificate is issued. ``None`` on
+    certificates recorded before the field existed: those cover the hostname alone."""
 
 
 class ConditionStatus(enum.StrEnum):
