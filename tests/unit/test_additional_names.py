@@ -231,12 +231,20 @@ def test_an_older_host_keeps_a_name_the_webhook_let_through() -> None:
         pytest.param(host(*EXTRA, covered=[HOSTNAME], enabled=False), Action.NOTHING, id="off"),
         pytest.param(host(*EXTRA, certificate=False), Action.NOTHING, id="no-certificate"),
         pytest.param(
+            host(*EXTRA, phase=Phase.PENDING, certificate=False), Action.PROVISION, id="new"
+        ),
+        pytest.param(
+            host(*EXTRA, phase=Phase.PENDING, covered=[HOSTNAME, *EXTRA]),
+            Action.PROVISION,
+            id="pending-same-names",
+        ),
+        pytest.param(
             host(*EXTRA, phase=Phase.FAILED, covered=[HOSTNAME]),
             Action.NOTHING,
             id="failed-waits-for-retry",
         ),
         pytest.param(
-            host(*EXTRA, phase=Phase.PENDING, covered=[HOSTNAME]), Action.PROVISION, id="pending"
+            host(*EXTRA, phase=Phase.PENDING, covered=[HOSTNAME]), Action.REISSUE, id="pending"
         ),
     ],
 )

@@ -25,9 +25,9 @@ class Action(enum.Enum):
     RENEW = "renew"
     """A Ready host with a new renewal request (from the scanner): order a new certificate."""
     REISSUE = "reissue"
-    """A Ready host whose certificate does not cover exactly its names (``additionalNames``
-    changed): run the whole chain again, which orders a certificate for the new list while
-    the current one keeps serving."""
+    """A Ready (or Pending) host whose certificate does not cover exactly its names
+    (``additionalNames`` changed): run the whole chain again, which orders a certificate for
+    the new list while the current one keeps serving."""
     OBSERVE = "observe"
     """Only the generation moved (e.g. domains edited): record observedGeneration."""
     NOTHING = "nothing"
@@ -37,11 +37,12 @@ def decide(host: VirtualHost) -> Action:
     status = host.status
     retry_requested = host.retry_request is not None and host.retry_request != status.observed_retry
     if status.phase is None or status.phase == Phase.PENDING:
-        return Action.PROVISION
+        # The list changed after this chain's certificate was issued: resuming would finish
+        # with a certificate that lacks (or keeps) names, so the chain starts over.
+        return Action.REISSUE if _reissue_due(host) else Action.PROVISION
     if retry_requested:
         return Action.RETRY if status.phase == Phase.FAILED else Action.REFUSE_RETRY
-    if status.phase == Phase.READY and host.spec.enabled and names_changed(host):
-        # Disabled hosts wait: nginx would not serve their challenges (as with renewals).
+    if status.phase == Phase.READY and _reissue_due(host):
         return Action.REISSUE
     if status.observed_generation != host.generation:
         return Action.OBSERVE
@@ -51,6 +52,11 @@ def decide(host: VirtualHost) -> Action:
     if renewal_requested and status.phase == Phase.READY:
         return Action.RENEW
     return Action.NOTHING
+
+
+def _reissue_due(host: VirtualHost) -> bool:
+    # Disabled hosts wait: nginx would not serve their challenges (as with renewals).
+    return host.spec.enabled and names_changed(host)
 
 
 def names_changed(host: VirtualHost) -> bool:
