@@ -37,6 +37,7 @@ from vhost_operator.resources.models import (
     RETRY_ANNOTATION,
     Phase,
     VirtualHost,
+    served_names,
 )
 from vhost_operator.resources.watch import WatchEvent
 
@@ -136,7 +137,7 @@ def host_record(body: Object) -> HostRecord:
     return HostRecord(
         name=name,
         hostname=str(spec.get("hostname", "")),
-        additional_names=tuple(str(extra) for extra in spec.get("additionalNames") or ()),
+        additional_names=served_names(spec)[1:],
         domains=tuple(str(domain) for domain in spec.get("domains") or ()),
         claim=Claim(str(metadata.get("creationTimestamp", "")), name),
         deleting="deletionTimestamp" in metadata,

@@ -23,6 +23,7 @@ from tests.harness.nginx import (
     NginxServer,
     http_request,
     http_status,
+    https_exchange,
     https_request,
     served_certificate,
 )
@@ -214,6 +215,64 @@ def test_additional_names_share_one_certificate_and_a_changed_list_is_reissued_w
         f"phases seen: {sorted(set(phases), key=phases.index)}; "
         f"serials served meanwhile: {sorted(serials)} (first {first['serial']})"
     )
+
+
+def test_mta_sts_policy_is_served_for_each_linked_domain_with_its_name_in_the_certificate(
+    cluster: Cluster,
+    serving_operator: OperatorFactory,
+    nginx: NginxServer,
+    pebble: Pebble,
+    tmp_path: Path,
+) -> None:
+    """``spec.mtaSts`` puts mta-sts.<domain> of every linked domain into the certificate, and a
+    sending server fetching the policy over verified HTTPS gets it as text/plain; linking one
+    more domain re-issues the certificate with that domain's policy host."""
+    serving_operator()
+    hostname = "mail.sts.example.com"
+    policy = {"mode": "enforce", "mx": [hostname, "*.mx.sts.example.com"], "maxAge": 86400}
+    manifest = kube.virtualhost("sts", hostname, domains=["sts.example.com"], mtaSts=policy)
+    kube.apply_manifests(cluster, [manifest], tmp_path)
+    host = wait_for(cluster, "vh", "sts", ready, what="Ready", timeout=90)
+    assert phase_of(host) == "Ready", host["status"]
+    assert host["status"]["certificate"]["names"] == [hostname, "mta-sts.sts.example.com"]
+    expected = (
+        f"version: STSv1\nmode: enforce\nmx: {hostname}\nmx: *.mx.sts.example.com\nmax_age: 86400\n"
+    )
+    root = pebble.root_pem()
+    status, body, headers = https_exchange(
+        nginx.https_port, "mta-sts.sts.example.com", root, "/.well-known/mta-sts.txt"
+    )
+    assert (status, body) == (200, expected)
+    assert headers["content-type"] == "text/plain"
+    print(f"\nhttps://mta-sts.sts.example.com/.well-known/mta-sts.txt:\n{body}")
+
+    cluster.kubectl(
+        "patch",
+        "vh",
+        "sts",
+        "--type=merge",
+        "-p",
+        '{"spec":{"domains":["sts.example.com","sts.example.org"]}}',
+    )
+
+    def reissued() -> bool:
+        names = (
+            (get_object(cluster, "vh", "sts") or {}).get("status", {}).get("certificate") or {}
+        ).get("names")
+        return names == [hostname, "mta-sts.sts.example.com", "mta-sts.sts.example.org"]
+
+    eventually(reissued, "a certificate with the new domain's policy host", timeout=90)
+    eventually(
+        lambda: serves_verified(nginx, "mta-sts.sts.example.org", root), "the new policy host"
+    )
+    assert https_exchange(
+        nginx.https_port, "mta-sts.sts.example.org", root, "/.well-known/mta-sts.txt"
+    )[:2] == (200, expected)
+    assert served_names(nginx, hostname)[1] == [
+        hostname,
+        "mta-sts.sts.example.com",
+        "mta-sts.sts.example.org",
+    ]
 
 
 def served_names(nginx: NginxServer, hostname: str) -> tuple[str, list[str]]:

@@ -112,6 +112,32 @@ def test_the_crd_accepts_the_most_additional_names(cluster: Cluster, tmp_path: P
 
 
 @pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"mtaSts": {"mode": "enforce"}}, "mtaSts.mx must list the MX hosts unless mode is none"),
+        ({"mtaSts": {"mode": "strict", "mx": ["a.example"]}}, 'Unsupported value: "strict"'),
+        ({"mtaSts": {"mode": "testing", "mx": ["Mail.example"]}}, "should match"),
+        ({"mtaSts": {"mode": "none", "maxAge": 31557601}}, "less than or equal to 31557600"),
+        (
+            {"mtaSts": {"mode": "none"}, "domains": [f"d{i}.example" for i in range(100)]},
+            "must fit one certificate (at most 100 names)",
+        ),
+    ],
+)
+def test_the_crd_refuses_an_invalid_mta_sts_policy(
+    cluster: Cluster, tmp_path: Path, fields: dict[str, Any], fragment: str
+) -> None:
+    host = virtualhost("sts", "mail.example.com", **fields)
+    try:
+        code, error = apply(cluster, host, tmp_path)
+        print(f"\n{error.strip()[:300]}")
+        assert code != 0 and fragment in error, error
+        assert get_object(cluster, "vh", "sts") is None
+    finally:
+        cluster.kubectl("delete", "vh", "sts", "--ignore-not-found", "--wait=false")
+
+
+@pytest.mark.parametrize(
     "logo",
     [
         "https://x.example/a(b).svg",  # parentheses close a CSS url()

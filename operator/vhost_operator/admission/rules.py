@@ -19,7 +19,14 @@ from vhost_operator.resources.hostnames import (
     hostname_problem,
     primary_hostname_problem,
 )
-from vhost_operator.resources.models import RETRY_ANNOTATION, Phase, VirtualHostSpec
+from vhost_operator.resources.models import (
+    RETRY_ANNOTATION,
+    Phase,
+    VirtualHostSpec,
+    mta_sts_names_problem,
+    served_names,
+)
+from vhost_operator.resources.mtasts import MtaStsPolicy
 from vhost_operator.tenancy.themes import check_color, check_logo_url
 
 INVALID = 422
@@ -59,6 +66,7 @@ def review_virtualhost(
     _check_hostname(hostname, what="hostname")
     _check_not_primary(hostname, primary_hostnames)
     _check_additional_names(hostname, spec, primary_hostnames)
+    _check_mta_sts(spec)
     _check_spec(spec)
     if old is not None:
         previous = (old.get("spec") or {}).get("hostname")
@@ -74,15 +82,17 @@ def review_virtualhost(
         raise Refusal(f"hostname {hostname} is already used by VirtualHost {others[0]}", CONFLICT)
     # Only names this change adds: a clash that predates the rule (or got in while the webhook
     # was down) must not block unrelated edits, or the very edit that removes it.
-    before = set(((old or {}).get("spec") or {}).get("additionalNames") or ())
-    for extra in spec.get("additionalNames") or ():
+    before = set(served_names((old or {}).get("spec") or {})[1:])
+    additional = set(spec.get("additionalNames") or ())
+    for extra in served_names(spec)[1:]:
         if extra in before:
             continue
         others = sorted(set((name_owners or {}).get(extra, ())) - {name})
         if others:
+            kind = "additional name" if extra in additional else "MTA-STS policy host"
             raise Refusal(
-                f"additional name {extra} is already used by VirtualHost {others[0]} (as its "
-                "hostname or an additional name); a name is served by one host only",
+                f"{kind} {extra} is already used by VirtualHost {others[0]} (as its "
+                "hostname or another name it serves); a name is served by one host only",
                 CONFLICT,
             )
     _check_domains(spec, old, name=name, domain_owners=domain_owners or {})
@@ -163,6 +173,24 @@ def _check_additional_names(
     problem = additional_names_problem(hostname, names)
     if problem is not None:
         raise Refusal(f"spec.additionalNames: {problem}", INVALID)
+
+
+def _check_mta_sts(spec: Mapping[str, Any]) -> None:
+    """The policy's fields, then the ``mta-sts.<domain>`` names it adds to the certificate."""
+    wire = spec.get("mtaSts")
+    if wire is None:
+        return
+    try:
+        MtaStsPolicy.model_validate(wire)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "".join(f".{part}" for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise Refusal(f"spec.mtaSts{where}: {message}", INVALID) from error
+    hostname = str(spec.get("hostname", ""))
+    problem = mta_sts_names_problem(hostname, served_names(spec))
+    if problem is not None:
+        raise Refusal(f"spec.mtaSts: {problem.removeprefix('mtaSts: ')}", INVALID)
 
 
 def _check_not_primary(hostname: str, primary_hostnames: Collection[str]) -> None:

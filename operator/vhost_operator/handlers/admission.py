@@ -19,7 +19,13 @@ import kopf
 
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 from vhost_operator.handlers.context import context_of
-from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION, VIRTUALHOSTS
+from vhost_operator.resources.models import (
+    GROUP,
+    MAILDOMAINS,
+    VERSION,
+    VIRTUALHOSTS,
+    served_names,
+)
 
 CATALOG_WAIT = 2.0
 """Seconds a review waits for the catalogs' first list just after a start; past that it checks
@@ -48,8 +54,8 @@ async def validate_virtualhost(
     await hosts.wait(CATALOG_WAIT)
     hostname = body.get("spec", {}).get("hostname", "")
     owners = list(hosts.serving(hostname))
-    extra = body.get("spec", {}).get("additionalNames") or []
-    name_owners = {n: list(hosts.serving(n)) for n in extra if isinstance(n, str)}
+    others = served_names(body.get("spec") or {})[1:]
+    name_owners = {n: list(hosts.serving(n)) for n in others}
     domains = body.get("spec", {}).get("domains") or []
     domain_owners = {d: list(hosts.listing(d)) for d in domains}
     try:

@@ -292,7 +292,7 @@ class CertificateStep:
                 self_check=check,
                 order_url=order_url,
                 on_order_created=remember_order,
-                additional_names=host.spec.additional_names,
+                additional_names=host.spec.other_names,
             )
         except KeyMaterialError as error:
             raise StepFailed(f"the stored private key is unusable: {error}") from error

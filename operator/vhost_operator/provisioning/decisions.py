@@ -82,7 +82,7 @@ def names_refusal(host: VirtualHost, rivals: Callable[[str], Iterable[Claim]]) -
     refusal = hostname_refusal(host, rivals(host.spec.hostname))
     if refusal is not None:
         return refusal
-    for name in host.spec.additional_names:
+    for name in host.spec.other_names:
         owner = claimed_by_older(host.claim, [r for r in rivals(name) if r.name != host.name])
         if owner is not None:
             return additional_name_taken_message(name, owner)

@@ -45,7 +45,9 @@ def site_config(host: VirtualHost, settings: Settings, *, with_certificate: bool
     try:
         return SiteConfig(
             hostname=host.spec.hostname,
-            additional_names=tuple(host.spec.additional_names),
+            additional_names=host.spec.other_names,
+            # RFC 8461: the policy is fetched over HTTPS only.
+            mta_sts=host.spec.mta_sts if with_certificate else None,
             challenge_upstream=settings.challenge_upstream,
             upstream=settings.upstream,
             http_port=settings.nginx_http_port,

@@ -7,7 +7,7 @@ Kubernetes API conventions (camelCase on the wire, via aliases).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from vhost_operator.resources.claims import Claim
-from vhost_operator.resources.hostnames import Hostname, additional_names_problem
+from vhost_operator.resources.hostnames import (
+    MAX_NAME_LENGTH,
+    Hostname,
+    additional_names_problem,
+    hostname_problem,
+)
+from vhost_operator.resources.mtasts import MAX_CERTIFICATE_NAMES, MtaStsPolicy, mta_sts_names
 
 GROUP = "vhost-operator.io"
 VERSION = "v1alpha1"
@@ -66,18 +72,59 @@ class VirtualHostSpec(_WireModel):
     domains: list[str] = Field(default_factory=list)
     enabled: bool = True
     theme: Theme = Field(default_factory=Theme)
+    mta_sts: MtaStsPolicy | None = None
+    """MTA-STS for the linked domains: ``mta-sts.<domain>`` joins the certificate and nginx
+    serves the policy (``resources.mtasts``)."""
 
     @model_validator(mode="after")
     def _names_distinct(self) -> VirtualHostSpec:
         problem = additional_names_problem(self.hostname, self.additional_names)
+        problem = problem or mta_sts_names_problem(self.hostname, self.names)
         if problem is not None:
             raise ValueError(problem)
         return self
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every name the host serves and its certificate covers: the hostname first."""
-        return (self.hostname, *self.additional_names)
+        """Every name the host serves and its certificate covers: the hostname first, then the
+        additional names, then the MTA-STS policy hosts of the linked domains."""
+        return (self.hostname, *self.other_names)
+
+    @property
+    def other_names(self) -> tuple[str, ...]:
+        """:attr:`names` but the hostname: the ``server_name`` and subjectAltName entries after
+        it."""
+        policy_hosts = mta_sts_names(self.domains) if self.mta_sts is not None else ()
+        return (*self.additional_names, *policy_hosts)
+
+
+def served_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """:attr:`VirtualHostSpec.names` of a raw spec, unvalidated: for the catalogs and the
+    webhook, which must not trust or parse every object fully."""
+    hostname = str(spec.get("hostname", ""))
+    extra = [str(name) for name in spec.get("additionalNames") or ()]
+    if spec.get("mtaSts"):
+        extra += mta_sts_names(str(domain) for domain in spec.get("domains") or ())
+    return (hostname, *extra)
+
+
+def mta_sts_names_problem(hostname: str, names: Sequence[str]) -> str | None:
+    """Why the names MTA-STS adds (``mta-sts.<domain>``) cannot be served, or ``None``."""
+    if len(names) > MAX_CERTIFICATE_NAMES:
+        return (
+            f"with mtaSts the host needs {len(names)} names in its certificate (the hostname, "
+            f"the additional names and mta-sts.<domain> per linked domain); at most "
+            f"{MAX_CERTIFICATE_NAMES} fit one certificate"
+        )
+    seen = {hostname}
+    for name in names[1:]:
+        if name in seen:
+            return f"name {name} is listed twice (as an additional name and for mtaSts)"
+        seen.add(name)
+        problem = hostname_problem(name, max_length=MAX_NAME_LENGTH)
+        if problem is not None:
+            return f"mtaSts: {problem}"
+    return None
 
 
 class Phase(enum.StrEnum):

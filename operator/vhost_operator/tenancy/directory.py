@@ -57,7 +57,7 @@ def _claim_of(body: Mapping[str, Any]) -> _Claim | None:
         theme, problems = themes.sanitise(spec.theme)
         entry = HostEntry(
             hostname=spec.hostname,
-            additional_names=frozenset(spec.additional_names),
+            additional_names=frozenset(spec.other_names),
             enabled=spec.enabled,
             domains=frozenset(spec.domains),
             theme=theme,
