@@ -187,8 +187,7 @@ def _check_mta_sts(spec: Mapping[str, Any]) -> None:
         where = "".join(f".{part}" for part in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
         raise Refusal(f"spec.mtaSts{where}: {message}", INVALID) from error
-    hostname = str(spec.get("hostname", ""))
-    problem = mta_sts_names_problem(hostname, served_names(spec))
+    problem = mta_sts_names_problem(served_names(spec))
     if problem is not None:
         raise Refusal(f"spec.mtaSts: {problem.removeprefix('mtaSts: ')}", INVALID)
 

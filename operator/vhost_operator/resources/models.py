@@ -7,7 +7,7 @@ Kubernetes API conventions (camelCase on the wire, via aliases).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -79,7 +79,7 @@ class VirtualHostSpec(_WireModel):
     @model_validator(mode="after")
     def _names_distinct(self) -> VirtualHostSpec:
         problem = additional_names_problem(self.hostname, self.additional_names)
-        problem = problem or mta_sts_names_problem(self.hostname, self.names)
+        problem = problem or mta_sts_names_problem(self.names)
         if problem is not None:
             raise ValueError(problem)
         return self
@@ -95,7 +95,7 @@ class VirtualHostSpec(_WireModel):
         """:attr:`names` but the hostname: the ``server_name`` and subjectAltName entries after
         it."""
         policy_hosts = mta_sts_names(self.domains) if self.mta_sts is not None else ()
-        return (*self.additional_names, *policy_hosts)
+        return _distinct(self.hostname, [*self.additional_names, *policy_hosts])
 
 
 def served_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
@@ -105,22 +105,25 @@ def served_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
     extra = [str(name) for name in spec.get("additionalNames") or ()]
     if spec.get("mtaSts"):
         extra += mta_sts_names(str(domain) for domain in spec.get("domains") or ())
-    return (hostname, *extra)
+    return (hostname, *_distinct(hostname, extra))
 
 
-def mta_sts_names_problem(hostname: str, names: Sequence[str]) -> str | None:
-    """Why the names MTA-STS adds (``mta-sts.<domain>``) cannot be served, or ``None``."""
+def _distinct(hostname: str, names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` without repeats and without ``hostname``: a policy host may also be listed as
+    an additional name (or be the hostname); it is one name in the certificate all the same."""
+    return tuple(name for name in dict.fromkeys(names) if name != hostname)
+
+
+def mta_sts_names_problem(names: Sequence[str]) -> str | None:
+    """Why a host's ``names`` (hostname first) with the ones MTA-STS adds (``mta-sts.<domain>``)
+    cannot be served, or ``None``."""
     if len(names) > MAX_CERTIFICATE_NAMES:
         return (
             f"with mtaSts the host needs {len(names)} names in its certificate (the hostname, "
             f"the additional names and mta-sts.<domain> per linked domain); at most "
             f"{MAX_CERTIFICATE_NAMES} fit one certificate"
         )
-    seen = {hostname}
     for name in names[1:]:
-        if name in seen:
-            return f"name {name} is listed twice (as an additional name and for mtaSts)"
-        seen.add(name)
         problem = hostname_problem(name, max_length=MAX_NAME_LENGTH)
         if problem is not None:
             return f"mtaSts: {problem}"

@@ -41,6 +41,8 @@ def _mx_checked(pattern: str) -> str:
     """An MX pattern: a hostname, or ``*.`` and a hostname (a wildcard for one leftmost label,
     RFC 8461 section 4.1)."""
     problem = hostname_problem(pattern.removeprefix("*."), max_length=MAX_NAME_LENGTH)
+    if problem is None and len(pattern) > MAX_NAME_LENGTH:  # the CRD's limit counts the "*."
+        problem = f"longer than {MAX_NAME_LENGTH} characters"
     if problem is not None:
         raise ValueError(f"mx {pattern!r}: {problem}")
     return pattern
