@@ -207,7 +207,8 @@ class CertificateStep:
             matches = certificate_matches_key(chain, key)
         except KeyMaterialError:
             return None
-        # Exactly the host's names: a changed additionalNames list needs a new certificate.
+        # Exactly the host's names: a changed list (additionalNames, or the linked domains
+        # under mtaSts) needs a new certificate.
         if not matches or set(info.dns_names) != set(host.spec.names):
             return None
         status = self.certificate_status(host, chain)
