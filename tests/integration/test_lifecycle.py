@@ -116,6 +116,23 @@ def test_a_name_another_host_serves_is_refused(
     patch = '{"spec":{"additionalNames":["imap.a.example.com"]}}'
     refused = cluster.kubectl("patch", "vh", "names-b", "--type=merge", "-p", patch, check=False)
     assert refused.returncode != 0 and "(Conflict)" in refused.stderr, refused.stderr
+    # A MailDomain links to a hostname: linking to another host's additional name would
+    # create a VirtualHost for a name that host serves.
+    linked = {
+        "apiVersion": "vhost-operator.io/v1alpha1",
+        "kind": "MailDomain",
+        "metadata": {"name": "a-example-com"},
+        "spec": {"name": "a.example.com", "virtualHost": "imap.a.example.com"},
+    }
+    path = tmp_path / "maildomain.yaml"
+    path.write_text(yaml.safe_dump(linked))
+    refused = cluster.kubectl("apply", "-f", str(path), check=False)
+    print(f"\n$ kubectl apply -f maildomain.yaml\n{refused.stderr.strip()}")
+    assert refused.returncode != 0, refused.stdout
+    assert (
+        "virtualHost imap.a.example.com is a name VirtualHost names-a serves besides its "
+        "hostname; link the domain to mail.a.example.com instead"
+    ) in refused.stderr
 
 
 def test_retry_on_a_ready_host_is_a_conflict(

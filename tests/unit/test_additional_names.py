@@ -13,7 +13,7 @@ import pytest
 
 from tests.harness.nginx import nginx_check, self_signed_certificate
 from tests.unit.test_certificate_step import HOST, TLS, Stack
-from vhost_operator.admission.rules import Refusal, review_virtualhost
+from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 from vhost_operator.agent.desired import desired_state
 from vhost_operator.catalog import HostCatalog
 from vhost_operator.certs import inspect_certificate, new_private_key_pem
@@ -421,3 +421,20 @@ def test_a_login_through_an_additional_name_is_decided_by_the_hosts_domains() ->
     assert login("other.example.com", "ann@example.com") == Reason.UNKNOWN_HOST
     directory.apply(WatchEvent("MODIFIED", object={**body, "spec": {"hostname": HOSTNAME}}))
     assert login("imap.example.com", "ann@example.com") == Reason.UNKNOWN_HOST
+
+
+def test_a_maildomain_links_to_a_hostname_not_to_another_hosts_additional_name() -> None:
+    body = {"spec": {"name": "example.com", "virtualHost": "imap.example.com"}}
+    with pytest.raises(Refusal) as caught:
+        review_maildomain(
+            body,
+            name="example-com",
+            domain_owners=[],
+            served_as_other_name={"mail-example-com": HOSTNAME},
+        )
+    assert caught.value.code == 409
+    assert caught.value.message == (
+        "virtualHost imap.example.com is a name VirtualHost mail-example-com serves besides its "
+        "hostname; link the domain to mail.example.com instead"
+    )
+    review_maildomain(body, name="example-com", domain_owners=[])

@@ -104,9 +104,11 @@ def review_maildomain(
     name: str,
     domain_owners: Collection[str],
     primary_hostnames: Collection[str] = (),
+    served_as_other_name: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse an invalid MailDomain; a domain is described by one MailDomain only, and links to
-    no primary hostname (linking would create a VirtualHost for it)."""
+    no primary hostname (linking would create a VirtualHost for it), nor to a name another host
+    serves besides its hostname (``served_as_other_name``: VirtualHost -> its hostname)."""
     spec = new.get("spec") or {}
     domain = spec.get("name", "")
     _check_hostname(domain, what="domain")
@@ -114,6 +116,13 @@ def review_maildomain(
     if virtual_host:
         _check_hostname(virtual_host, what="hostname")
         _check_not_primary(virtual_host, primary_hostnames)
+        if served_as_other_name:
+            host, its_hostname = min(served_as_other_name.items())
+            raise Refusal(
+                f"virtualHost {virtual_host} is a name VirtualHost {host} serves besides its "
+                f"hostname; link the domain to {its_hostname} instead",
+                CONFLICT,
+            )
     others = sorted(set(domain_owners) - {name})
     if others:
         raise Refusal(

@@ -87,7 +87,19 @@ async def validate_maildomain(*, body: kopf.Body, name: str, memo: kopf.Memo, **
     domain = body.get("spec", {}).get("name", "")
     owners = [claim.name for claim in claims.claims(domain)]
     primaries = context.settings.primary_hostnames
+    virtual_host = body.get("spec", {}).get("virtualHost") or ""
+    served = {
+        host: record.hostname
+        for host in context.hosts.serving(virtual_host)
+        if (record := context.hosts.get(host)) is not None and record.hostname != virtual_host
+    }
     try:
-        review_maildomain(body, name=name, domain_owners=owners, primary_hostnames=primaries)
+        review_maildomain(
+            body,
+            name=name,
+            domain_owners=owners,
+            primary_hostnames=primaries,
+            served_as_other_name=served,
+        )
     except Refusal as refusal:
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None
