@@ -63,7 +63,8 @@ class HostRecord:
     """Set when the host holds a certificate (see ``provisioning.renewal``)."""
     failure: RetryCandidate | None = None
     """Set when the host is Failed (see ``provisioning.retries``)."""
-    additional_names: tuple[str, ...] = ()
+    other_names: tuple[str, ...] = ()
+    """The names it serves besides ``hostname``: additional names, MTA-STS policy hosts."""
 
 
 _HOST_ANNOTATIONS = (RENEW_ANNOTATION, RETRY_ANNOTATION)
@@ -137,7 +138,7 @@ def host_record(body: Object) -> HostRecord:
     return HostRecord(
         name=name,
         hostname=str(spec.get("hostname", "")),
-        additional_names=served_names(spec)[1:],
+        other_names=served_names(spec)[1:],
         domains=tuple(str(domain) for domain in spec.get("domains") or ()),
         claim=Claim(str(metadata.get("creationTimestamp", "")), name),
         deleting="deletionTimestamp" in metadata,
@@ -210,7 +211,7 @@ class HostCatalog(_Catalog):
         self._hosts: dict[str, HostRecord] = {}
         self._by_hostname: dict[str, tuple[str, ...]] = {}
         self._by_served_name: dict[str, tuple[str, ...]] = {}
-        """Hostnames and additional names: what no two hosts may share."""
+        """Every name a host serves (``served_names``): what no two hosts may share."""
         self._by_domain: dict[str, tuple[str, ...]] = {}
         self._failed: dict[str, RetryCandidate] = {}
         self._next_wake: datetime | None = None
@@ -227,7 +228,7 @@ class HostCatalog(_Catalog):
         record = host_record(obj)
         self._hosts[record.name] = record
         _add(self._by_hostname, record.hostname, record.name)
-        for served in (record.hostname, *record.additional_names):
+        for served in (record.hostname, *record.other_names):
             _add(self._by_served_name, served, record.name)
         for domain in record.domains:
             _add(self._by_domain, domain, record.name)
@@ -241,7 +242,7 @@ class HostCatalog(_Catalog):
         record = self._hosts.pop(name, None)
         if record is not None:
             _remove(self._by_hostname, record.hostname, name)
-            for served in (record.hostname, *record.additional_names):
+            for served in (record.hostname, *record.other_names):
                 _remove(self._by_served_name, served, name)
             for domain in record.domains:
                 _remove(self._by_domain, domain, name)

@@ -84,7 +84,7 @@ class SiteRequest:
     config_hash: str | None
     """Hash of the config it holds (as the operator computes it), for ``apply-error``."""
     additional_names: tuple[str, ...] = ()
-    """The config's other ``server_name`` names (``spec.additionalNames``)."""
+    """The config's other ``server_name`` names (additional names, MTA-STS policy hosts)."""
     site: Site | None = None
     problem: str | None = None
     waiting_for_secret: bool = False
