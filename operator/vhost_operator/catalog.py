@@ -37,6 +37,7 @@ from vhost_operator.resources.models import (
     RETRY_ANNOTATION,
     Phase,
     VirtualHost,
+    served_names,
 )
 from vhost_operator.resources.watch import WatchEvent
 
@@ -53,7 +54,8 @@ class HostRecord:
     hostname: str
     domains: tuple[str, ...]
     claim: Claim
-    """Its claim on ``hostname``: the oldest VirtualHost keeps one (``resources.claims``)."""
+    """Its claim on ``hostname`` and its additional names: the oldest VirtualHost keeps a name
+    (``resources.claims``)."""
     deleting: bool
     """Being deleted (its finalizer runs): it no longer keeps its hostname from the others."""
     view: HostView
@@ -61,6 +63,8 @@ class HostRecord:
     """Set when the host holds a certificate (see ``provisioning.renewal``)."""
     failure: RetryCandidate | None = None
     """Set when the host is Failed (see ``provisioning.retries``)."""
+    other_names: tuple[str, ...] = ()
+    """The names it serves besides ``hostname``: additional names, MTA-STS policy hosts."""
 
 
 _HOST_ANNOTATIONS = (RENEW_ANNOTATION, RETRY_ANNOTATION)
@@ -134,6 +138,7 @@ def host_record(body: Object) -> HostRecord:
     return HostRecord(
         name=name,
         hostname=str(spec.get("hostname", "")),
+        other_names=served_names(spec)[1:],
         domains=tuple(str(domain) for domain in spec.get("domains") or ()),
         claim=Claim(str(metadata.get("creationTimestamp", "")), name),
         deleting="deletionTimestamp" in metadata,
@@ -198,12 +203,15 @@ class _Catalog(abc.ABC):
 
 
 class HostCatalog(_Catalog):
-    """Every VirtualHost by name, hostname and listed domain (``linking.HostHints`` too)."""
+    """Every VirtualHost by name, hostname, served name and listed domain
+    (``linking.HostHints`` too)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._hosts: dict[str, HostRecord] = {}
         self._by_hostname: dict[str, tuple[str, ...]] = {}
+        self._by_served_name: dict[str, tuple[str, ...]] = {}
+        """Every name a host serves (``served_names``): what no two hosts may share."""
         self._by_domain: dict[str, tuple[str, ...]] = {}
         self._failed: dict[str, RetryCandidate] = {}
         self._next_wake: datetime | None = None
@@ -212,6 +220,7 @@ class HostCatalog(_Catalog):
     def _clear(self) -> None:
         self._hosts.clear()
         self._by_hostname.clear()
+        self._by_served_name.clear()
         self._by_domain.clear()
         self._failed.clear()
 
@@ -219,6 +228,8 @@ class HostCatalog(_Catalog):
         record = host_record(obj)
         self._hosts[record.name] = record
         _add(self._by_hostname, record.hostname, record.name)
+        for served in (record.hostname, *record.other_names):
+            _add(self._by_served_name, served, record.name)
         for domain in record.domains:
             _add(self._by_domain, domain, record.name)
         if record.failure is not None:
@@ -231,6 +242,8 @@ class HostCatalog(_Catalog):
         record = self._hosts.pop(name, None)
         if record is not None:
             _remove(self._by_hostname, record.hostname, name)
+            for served in (record.hostname, *record.other_names):
+                _remove(self._by_served_name, served, name)
             for domain in record.domains:
                 _remove(self._by_domain, domain, name)
 
@@ -244,10 +257,15 @@ class HostCatalog(_Catalog):
         """Names of the VirtualHosts with this hostname."""
         return self._by_hostname.get(hostname, ())
 
-    def rivals(self, hostname: str) -> list[Claim]:
-        """The claims of the VirtualHosts with this hostname (normally one), but of those
+    def serving(self, name: str) -> Collection[str]:
+        """Names of the VirtualHosts serving ``name``: as their hostname or an additional
+        name."""
+        return self._by_served_name.get(name, ())
+
+    def rivals(self, name: str) -> list[Claim]:
+        """The claims of the VirtualHosts serving this name (normally one), but of those
         being deleted."""
-        records = (self._hosts[name] for name in self.named_for(hostname))
+        records = (self._hosts[host] for host in self.serving(name))
         return [record.claim for record in records if not record.deleting]
 
     def listing(self, domain: str) -> Collection[str]:

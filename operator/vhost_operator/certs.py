@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -77,11 +78,12 @@ def load_private_key(key_pem: bytes) -> SigningKey:
     raise KeyMaterialError(f"unsupported private key type {type(key).__name__}")
 
 
-def csr_pem(key_pem: bytes, hostname: str) -> bytes:
-    """Build a PEM CSR for ``hostname`` signed with ``key_pem``.
+def csr_pem(key_pem: bytes, hostname: str, additional_names: Sequence[str] = ()) -> bytes:
+    """Build a PEM CSR for ``hostname`` (and ``additional_names``) signed with ``key_pem``.
 
-    The name goes into the subjectAltName (what ACME identifiers and browsers use) and, when it
-    fits, into the common name too, for tools that still display only the subject.
+    The names go into the subjectAltName, hostname first (what ACME identifiers and browsers
+    use), and the hostname, when it fits, into the common name too, for tools that still
+    display only the subject.
     """
     key = load_private_key(key_pem)
     subject = (
@@ -89,10 +91,11 @@ def csr_pem(key_pem: bytes, hostname: str) -> bytes:
         if len(hostname) <= _MAX_COMMON_NAME
         else []
     )
+    names = [x509.DNSName(name) for name in (hostname, *additional_names)]
     builder = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name(subject))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
     )
     csr = builder.sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)

@@ -315,6 +315,15 @@ def served_certificate(port: int, hostname: str) -> x509.Certificate | None:
 def https_request(port: int, hostname: str, trusted_pem: bytes, path: str = "/") -> tuple[int, str]:
     """``GET path`` over TLS with SNI ``hostname``, verifying nginx's certificate against
     ``trusted_pem`` and the hostname, as a browser would: (status, body)."""
+    status, body, _ = https_exchange(port, hostname, trusted_pem, path)
+    return status, body
+
+
+def https_exchange(
+    port: int, hostname: str, trusted_pem: bytes, path: str = "/"
+) -> tuple[int, str, dict[str, str]]:
+    """:func:`https_request` with the response headers (names lowercased): (status, body,
+    headers)."""
     context = ssl.create_default_context(cadata=trusted_pem.decode())
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
@@ -326,5 +335,9 @@ def https_request(port: int, hostname: str, trusted_pem: bytes, path: str = "/")
         while chunk := tls.recv(65536):
             chunks.append(chunk)
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, body.decode(errors="replace")
+    status_line, *header_lines = head.decode(errors="replace").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    return int(status_line.split(" ", 2)[1]), body.decode(errors="replace"), headers

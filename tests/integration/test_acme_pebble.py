@@ -141,7 +141,7 @@ def test_issues_a_certificate_that_chains_to_the_ca_root_and_matches_the_key(ca:
                 key_pem,
                 publish=store.publish,
                 unpublish=store.unpublish,
-                self_check=self_checker(hostname, f"http://{LOCALHOST}:{RESPONDER_PORT}"),
+                self_check=self_checker(f"http://{LOCALHOST}:{RESPONDER_PORT}"),
                 on_order_created=orders,
             )
         assert orders.urls == [issued.order_url]
@@ -192,7 +192,7 @@ def test_failed_self_check_stops_before_the_ca_and_resuming_reuses_the_order(ca:
                 key_pem,
                 publish=unserved.publish,
                 unpublish=unserved.unpublish,
-                self_check=self_checker(hostname, f"http://{LOCALHOST}:{nowhere}", timeout=5),
+                self_check=self_checker(f"http://{LOCALHOST}:{nowhere}", timeout=5),
                 on_order_created=orders,
             )
         assert failed.value.reason is SelfCheckReason.UNREACHABLE
@@ -208,7 +208,7 @@ def test_failed_self_check_stops_before_the_ca_and_resuming_reuses_the_order(ca:
                 key_pem,
                 publish=store.publish,
                 unpublish=store.unpublish,
-                self_check=self_checker(hostname, f"http://{LOCALHOST}:{RESPONDER_PORT}"),
+                self_check=self_checker(f"http://{LOCALHOST}:{RESPONDER_PORT}"),
                 order_url=orders.urls[0],
                 on_order_created=orders,
             )

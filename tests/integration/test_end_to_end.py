@@ -23,6 +23,7 @@ from tests.harness.nginx import (
     NginxServer,
     http_request,
     http_status,
+    https_exchange,
     https_request,
     served_certificate,
 )
@@ -154,6 +155,137 @@ def test_renewal_is_served_by_nginx(
 
     eventually(renewed_and_served, "nginx serving the renewed certificate", timeout=60)
     assert https_request(nginx.https_port, hostname, pebble.root_pem())[0] == 200
+
+
+def test_additional_names_share_one_certificate_and_a_changed_list_is_reissued_while_serving(
+    cluster: Cluster,
+    serving_operator: OperatorFactory,
+    nginx: NginxServer,
+    pebble: Pebble,
+    tmp_path: Path,
+) -> None:
+    """Every name is validated through nginx (one HTTP-01 authorization each), one certificate
+    names them all, and nginx serves it for each name by SNI. Adding a name re-runs the chain
+    (Pending, then Ready with a new certificate) while the current certificate keeps being
+    served: every handshake during the change verifies."""
+    serving_operator()
+    hostname, imap, autoconfig = (f"{n}.sans.example.com" for n in ("mail", "imap", "autoconfig"))
+    manifest = kube.virtualhost("sans", hostname, additionalNames=[imap])
+    kube.apply_manifests(cluster, [manifest], tmp_path)
+    host = wait_for(cluster, "vh", "sans", ready, what="Ready", timeout=90)
+    assert phase_of(host) == "Ready", host["status"]
+    first = host["status"]["certificate"]
+    assert first["names"] == [hostname, imap]
+    root = pebble.root_pem()
+    for name in (hostname, imap):
+        assert https_request(nginx.https_port, name, root) == (200, f"upstream for {name}\n")
+        assert served_names(nginx, name) == (first["serial"], [hostname, imap])
+
+    changed = time.monotonic()
+    cluster.kubectl(
+        "patch",
+        "vh",
+        "sans",
+        "--type=merge",
+        "-p",
+        f'{{"spec":{{"additionalNames":["{imap}","{autoconfig}"]}}}}',
+    )
+    phases, serials, failures = [], set(), []
+    while time.monotonic() - changed < 90:
+        current = get_object(cluster, "vh", "sans") or {}
+        phases.append(phase_of(current))
+        try:  # the hostname stays served with a valid certificate throughout
+            assert https_request(nginx.https_port, hostname, root)[0] == 200
+            serials.add(served_names(nginx, hostname)[0])
+        except (OSError, ssl.SSLError, AssertionError) as error:
+            failures.append(repr(error))
+        certificate = current.get("status", {}).get("certificate") or {}
+        if phase_of(current) == "Ready" and certificate.get("serial") != first["serial"]:
+            break
+        time.sleep(0.1)
+    elapsed = time.monotonic() - changed
+    assert phase_of(current) == "Ready", current.get("status")
+    assert failures == [], failures
+    second = current["status"]["certificate"]
+    assert second["names"] == [hostname, imap, autoconfig]
+    chain = {entry["step"]: entry for entry in current["status"]["chain"]}
+    assert chain["bootstrap"]["message"].startswith("current certificate kept serving")
+    assert f"certificate {second['serial']} issued by order" in chain["certificate"]["message"]
+    assert serials <= {first["serial"], second["serial"]}
+    for name in (hostname, imap, autoconfig):
+        eventually(lambda n=name: serves_verified(nginx, n, root), f"{name} served")
+        assert served_names(nginx, name) == (second["serial"], [hostname, imap, autoconfig])
+    print(
+        f"\nadditionalNames changed -> Ready with {second['names']} in {elapsed:.2f}s; "
+        f"phases seen: {sorted(set(phases), key=phases.index)}; "
+        f"serials served meanwhile: {sorted(serials)} (first {first['serial']})"
+    )
+
+
+def test_mta_sts_policy_is_served_for_each_linked_domain_with_its_name_in_the_certificate(
+    cluster: Cluster,
+    serving_operator: OperatorFactory,
+    nginx: NginxServer,
+    pebble: Pebble,
+    tmp_path: Path,
+) -> None:
+    """``spec.mtaSts`` puts mta-sts.<domain> of every linked domain into the certificate, and a
+    sending server fetching the policy over verified HTTPS gets it as text/plain; linking one
+    more domain re-issues the certificate with that domain's policy host."""
+    serving_operator()
+    hostname = "mail.sts.example.com"
+    policy = {"mode": "enforce", "mx": [hostname, "*.mx.sts.example.com"], "maxAge": 86400}
+    manifest = kube.virtualhost("sts", hostname, domains=["sts.example.com"], mtaSts=policy)
+    kube.apply_manifests(cluster, [manifest], tmp_path)
+    host = wait_for(cluster, "vh", "sts", ready, what="Ready", timeout=90)
+    assert phase_of(host) == "Ready", host["status"]
+    assert host["status"]["certificate"]["names"] == [hostname, "mta-sts.sts.example.com"]
+    expected = (
+        f"version: STSv1\nmode: enforce\nmx: {hostname}\nmx: *.mx.sts.example.com\nmax_age: 86400\n"
+    )
+    root = pebble.root_pem()
+    status, body, headers = https_exchange(
+        nginx.https_port, "mta-sts.sts.example.com", root, "/.well-known/mta-sts.txt"
+    )
+    assert (status, body) == (200, expected)
+    assert headers["content-type"] == "text/plain"
+    print(f"\nhttps://mta-sts.sts.example.com/.well-known/mta-sts.txt:\n{body}")
+
+    cluster.kubectl(
+        "patch",
+        "vh",
+        "sts",
+        "--type=merge",
+        "-p",
+        '{"spec":{"domains":["sts.example.com","sts.example.org"]}}',
+    )
+
+    def reissued() -> bool:
+        names = (
+            (get_object(cluster, "vh", "sts") or {}).get("status", {}).get("certificate") or {}
+        ).get("names")
+        return names == [hostname, "mta-sts.sts.example.com", "mta-sts.sts.example.org"]
+
+    eventually(reissued, "a certificate with the new domain's policy host", timeout=90)
+    eventually(
+        lambda: serves_verified(nginx, "mta-sts.sts.example.org", root), "the new policy host"
+    )
+    assert https_exchange(
+        nginx.https_port, "mta-sts.sts.example.org", root, "/.well-known/mta-sts.txt"
+    )[:2] == (200, expected)
+    assert served_names(nginx, hostname)[1] == [
+        hostname,
+        "mta-sts.sts.example.com",
+        "mta-sts.sts.example.org",
+    ]
+
+
+def served_names(nginx: NginxServer, hostname: str) -> tuple[str, list[str]]:
+    """The serial and SAN list of the certificate nginx presents for SNI ``hostname``."""
+    leaf = served_certificate(nginx.https_port, hostname)
+    assert leaf is not None, f"no certificate served for {hostname}"
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return format(leaf.serial_number, "x"), san.get_values_for_type(x509.DNSName)
 
 
 def serves_verified(nginx: NginxServer, hostname: str, root: bytes) -> bool:

@@ -76,6 +76,68 @@ def test_the_crd_refuses_a_maildomain_linking_an_unservable_hostname(
 
 
 @pytest.mark.parametrize(
+    ("names", "fragment"),
+    [
+        (["Imap.example.com"], "additional name Imap.example.com must be lowercase (use imap."),
+        (["imap.10"], "additional name imap.10 must not end in an all-digit label"),
+        (["imap.example.com", "imap.example.com"], "Duplicate value"),
+        (["mail.example.com"], "additional name mail.example.com is the hostname itself"),
+        ([TOO_LONG], "may not be more than 248"),
+        (["-imap.example.com"], "should match"),
+        ([f"n{i}.example.com" for i in range(20)], "must have at most 19 items"),
+    ],
+)
+def test_the_crd_refuses_invalid_additional_names(
+    cluster: Cluster, tmp_path: Path, names: list[str], fragment: str
+) -> None:
+    host = virtualhost("extra", "mail.example.com", additionalNames=names)
+    try:
+        code, error = apply(cluster, host, tmp_path)
+        print(f"\n{names[:2]}: {error.strip()}")
+        assert code != 0 and fragment in error, error
+        assert get_object(cluster, "vh", "extra") is None
+    finally:
+        cluster.kubectl("delete", "vh", "extra", "--ignore-not-found", "--wait=false")
+
+
+def test_the_crd_accepts_the_most_additional_names(cluster: Cluster, tmp_path: Path) -> None:
+    names = [f"n{i}.example.com" for i in range(19)]
+    try:
+        code, error = apply(
+            cluster, virtualhost("most", "mail.example.com", additionalNames=names), tmp_path
+        )
+        assert code == 0, error
+    finally:
+        cluster.kubectl("delete", "vh", "most", "--ignore-not-found", "--wait=false")
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"mtaSts": {"mode": "enforce"}}, "mtaSts.mx must list the MX hosts unless mode is none"),
+        ({"mtaSts": {"mode": "strict", "mx": ["a.example"]}}, 'Unsupported value: "strict"'),
+        ({"mtaSts": {"mode": "testing", "mx": ["Mail.example"]}}, "should match"),
+        ({"mtaSts": {"mode": "none", "maxAge": 31557601}}, "less than or equal to 31557600"),
+        (
+            {"mtaSts": {"mode": "none"}, "domains": [f"d{i}.example" for i in range(100)]},
+            "must fit one certificate (at most 100 names)",
+        ),
+    ],
+)
+def test_the_crd_refuses_an_invalid_mta_sts_policy(
+    cluster: Cluster, tmp_path: Path, fields: dict[str, Any], fragment: str
+) -> None:
+    host = virtualhost("sts", "mail.example.com", **fields)
+    try:
+        code, error = apply(cluster, host, tmp_path)
+        print(f"\n{error.strip()[:300]}")
+        assert code != 0 and fragment in error, error
+        assert get_object(cluster, "vh", "sts") is None
+    finally:
+        cluster.kubectl("delete", "vh", "sts", "--ignore-not-found", "--wait=false")
+
+
+@pytest.mark.parametrize(
     "logo",
     [
         "https://x.example/a(b).svg",  # parentheses close a CSS url()

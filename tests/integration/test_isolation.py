@@ -176,3 +176,34 @@ def test_without_the_webhook_the_oldest_host_keeps_its_hostname(
         cluster, "vh", "dup-second", lambda o: phase_of(o) == "Ready", what="Ready", timeout=90
     )
     assert taken["metadata"]["annotations"][RETRY_ANNOTATION].startswith("takeover-from-")
+
+
+def test_without_the_webhook_the_oldest_host_keeps_an_additional_name(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    """The same rule for additional names: the younger host listing a name the older one
+    serves fails before any step, naming the owner; once the owner is deleted it takes the
+    name over and gets a certificate that names it."""
+    start_operator()  # ACME through pebble, no webhook
+    shared = "imap.shared.example.com"
+    first = kube.virtualhost("extra-first", "mail.first.example.com", additionalNames=[shared])
+    kube.apply_manifests(cluster, [first], tmp_path)
+    wait_for(cluster, "vh", "extra-first", is_ready, what="Ready", timeout=90)
+    second = kube.virtualhost("extra-second", "mail.second.example.com", additionalNames=[shared])
+    kube.apply_manifests(cluster, [second], tmp_path)
+    failed = wait_for(cluster, "vh", "extra-second", settled, what="a settled phase", timeout=60)
+    print(f"\nstatus.error: {failed['status'].get('error')}")
+    assert phase_of(failed) == "Failed"
+    assert failed["status"]["error"]["message"].startswith(
+        f"additional name {shared} is already served by VirtualHost extra-first, which is older"
+    )
+    assert kube.secret_data(cluster, next_key_secret_name("extra-second")) is None
+
+    cluster.kubectl("delete", "vh", "extra-first", "--timeout=30s")
+    taken = wait_for(cluster, "vh", "extra-second", is_ready, what="Ready", timeout=90)
+    assert taken["metadata"]["annotations"][RETRY_ANNOTATION].startswith("takeover-from-")
+    assert taken["status"]["certificate"]["names"] == ["mail.second.example.com", shared]
+
+
+def is_ready(obj: dict[str, object]) -> bool:
+    return phase_of(obj) == "Ready"

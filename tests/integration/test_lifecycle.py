@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness import kube
 from tests.harness.clusters import Cluster
@@ -73,6 +74,65 @@ def test_duplicate_hostname_is_refused(
     assert refused.returncode != 0
     assert "hostname shared.example.com is already used by VirtualHost first" in refused.stderr
     assert get_object(cluster, "vh", "second") is None
+
+
+def test_a_name_another_host_serves_is_refused(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    """Hostnames and additional names share one namespace: the webhook refuses a name that
+    another VirtualHost serves, either way round, and an edit that adds one."""
+    start_with_webhook(start_operator, cluster)
+    owner = kube.virtualhost(
+        "names-a", "mail.a.example.com", additionalNames=["imap.a.example.com"]
+    )
+    kube.apply_manifests(cluster, [owner], tmp_path)
+    wait_for(cluster, "vh", "names-a", settled, what="a settled phase", timeout=60)
+    cases = [
+        (
+            kube.virtualhost(
+                "names-b", "mail.b.example.com", additionalNames=["imap.a.example.com"]
+            ),
+            "additional name imap.a.example.com is already used by VirtualHost names-a",
+        ),
+        (
+            kube.virtualhost("names-b", "imap.a.example.com"),
+            "hostname imap.a.example.com is already used by VirtualHost names-a",
+        ),
+        (
+            kube.virtualhost(
+                "names-b", "mail.b.example.com", additionalNames=["mail.a.example.com"]
+            ),
+            "additional name mail.a.example.com is already used by VirtualHost names-a",
+        ),
+    ]
+    for manifest, message in cases:
+        path = tmp_path / "names-b.yaml"
+        path.write_text(yaml.safe_dump(manifest))
+        refused = cluster.kubectl("apply", "-f", str(path), check=False)
+        print(f"\n$ kubectl apply -f names-b.yaml\n{refused.stderr.strip()}")
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+        assert get_object(cluster, "vh", "names-b") is None
+    kube.apply_manifests(cluster, [kube.virtualhost("names-b", "mail.b.example.com")], tmp_path)
+    patch = '{"spec":{"additionalNames":["imap.a.example.com"]}}'
+    refused = cluster.kubectl("patch", "vh", "names-b", "--type=merge", "-p", patch, check=False)
+    assert refused.returncode != 0 and "(Conflict)" in refused.stderr, refused.stderr
+    # A MailDomain links to a hostname: linking to another host's additional name would
+    # create a VirtualHost for a name that host serves.
+    linked = {
+        "apiVersion": "vhost-operator.io/v1alpha1",
+        "kind": "MailDomain",
+        "metadata": {"name": "a-example-com"},
+        "spec": {"name": "a.example.com", "virtualHost": "imap.a.example.com"},
+    }
+    path = tmp_path / "maildomain.yaml"
+    path.write_text(yaml.safe_dump(linked))
+    refused = cluster.kubectl("apply", "-f", str(path), check=False)
+    print(f"\n$ kubectl apply -f maildomain.yaml\n{refused.stderr.strip()}")
+    assert refused.returncode != 0, refused.stdout
+    assert (
+        "virtualHost imap.a.example.com is a name VirtualHost names-a serves besides its "
+        "hostname; link the domain to mail.a.example.com instead"
+    ) in refused.stderr
 
 
 def test_retry_on_a_ready_host_is_a_conflict(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +322,80 @@ def test_every_layer_judges_a_linked_domain_alike(apiserver: ApiServer, domain: 
     if domain and len(domain) <= MAX_HOSTNAME_LENGTH:
         # Longer domains are valid, but no host can be served under such a name.
         assert len({crd for crd, _ in verdicts.values()}) == 1, f"{domain!r}: {verdicts}"
+
+
+@AGREEMENT
+@given(
+    names=st.lists(
+        st.one_of(ANY_HOSTNAME, st.sampled_from(["extra.example.com", "imap.example.com"])),
+        max_size=3,
+    )
+)
+def test_every_layer_judges_additional_names_alike(apiserver: ApiServer, names: list[str]) -> None:
+    """``spec.additionalNames``: each name as the hostname is judged, and the list (no name
+    twice, not the hostname ``extra.example.com``) by the CRD, the webhook, the model and the
+    renderer alike."""
+    spec = {"hostname": "extra.example.com", "additionalNames": names}
+    verdicts = {
+        "crd": apiserver.accepts(spec),
+        "webhook": webhook_accepts(spec),
+        "model": _accepts(lambda: VirtualHostSpec.model_validate(spec)),
+        "renderer": _accepts(
+            lambda: SiteConfig(
+                hostname="extra.example.com",
+                additional_names=tuple(names),
+                challenge_upstream="challenges:8089",
+                upstream="http://app",
+            )
+        ),
+    }
+    note(f"verdicts for {names!r}: {verdicts}")
+    event("accepted" if verdicts["webhook"] else "refused")
+    assert len(set(verdicts.values())) == 1, f"{names!r}: {verdicts}"
+
+
+@AGREEMENT
+@given(domain=st.one_of(ANY_HOSTNAME, sized_hostnames()))
+def test_every_layer_judges_a_domain_with_mta_sts_alike(apiserver: ApiServer, domain: str) -> None:
+    """With ``spec.mtaSts`` every linked domain's ``mta-sts.<domain>`` must be a servable
+    name: the CRD's limit and the webhook's (and the model's) agree."""
+    spec = {
+        "hostname": "sts.example.com",
+        "domains": [domain],
+        "mtaSts": {"mode": "enforce", "mx": ["sts.example.com"]},
+    }
+    verdicts = {"crd": apiserver.accepts(spec), "webhook": webhook_accepts(spec)}
+    note(f"verdicts for {domain!r} ({len(domain)} characters): {verdicts}")
+    event("accepted" if verdicts["webhook"] else "refused")
+    assert len(set(verdicts.values())) == 1, f"{domain!r}: {verdicts}"
+    if verdicts["webhook"]:
+        assert _accepts(lambda: VirtualHostSpec.model_validate(spec))
+
+
+@AGREEMENT
+@given(
+    mx=st.one_of(ANY_HOSTNAME, HOSTNAMES.map("*.{}".format), mutated(HOSTNAMES.map("*.{}".format)))
+)
+def test_every_layer_judges_an_mta_sts_mx_alike(apiserver: ApiServer, mx: str) -> None:
+    """An MX pattern of ``spec.mtaSts``: a hostname, or ``*.`` and one. What the CRD accepts the
+    model must read (a host it could not read would stall), and the webhook agrees."""
+    spec = {"hostname": "mx.example.com", "mtaSts": {"mode": "testing", "mx": [mx]}}
+    verdicts = {
+        "crd": apiserver.accepts(spec),
+        "webhook": webhook_accepts(spec),
+        "model": _accepts(lambda: VirtualHostSpec.model_validate(spec)),
+    }
+    note(f"verdicts for {mx!r}: {verdicts}")
+    event("accepted" if verdicts["webhook"] else "refused")
+    assert len(set(verdicts.values())) == 1, f"{mx!r}: {verdicts}"
+
+
+def _accepts(build: Callable[[], object]) -> bool:
+    try:
+        build()
+    except ValidationError:
+        return False
+    return True
 
 
 @AGREEMENT

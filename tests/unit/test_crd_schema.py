@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from vhost_operator.resources.hostnames import MAX_HOSTNAME_LENGTH
+from vhost_operator.resources.hostnames import MAX_ADDITIONAL_NAMES, MAX_HOSTNAME_LENGTH
 from vhost_operator.resources.models import VirtualHostSpec, VirtualHostStatus
 from vhost_operator.tenancy.themes import LOGO_URL_PATTERN, MAX_LOGO_URL_LENGTH
 
@@ -56,6 +56,10 @@ def test_crd_limits_come_from_the_code() -> None:
     down): the hostname length a served host can have, and the theme's logo URL pattern."""
     spec = schema()["spec"]["properties"]
     assert spec["hostname"]["maxLength"] == MAX_HOSTNAME_LENGTH
+    additional = spec["additionalNames"]
+    assert additional["maxItems"] == MAX_ADDITIONAL_NAMES
+    assert additional["items"]["maxLength"] == MAX_HOSTNAME_LENGTH
+    assert additional["items"]["pattern"] == spec["hostname"]["pattern"]
     maildomain = yaml.safe_load(CRD.with_name("maildomains.yaml").read_text())
     linked = maildomain["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert linked["properties"]["virtualHost"]["maxLength"] == MAX_HOSTNAME_LENGTH

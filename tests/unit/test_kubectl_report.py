@@ -269,3 +269,17 @@ def test_status_shows_where_the_renewal_time_comes_from() -> None:
     lifetime = host(phase="Ready", certificate={**CERTIFICATE, "renewalWindow": instant})
     text = report.status_text(lifetime, site(), now=NOW)
     assert "  window      the lifetime rule (RENEWAL_FRACTION), no renewal information" in text
+
+
+def test_status_shows_the_certificates_names_and_a_changed_list() -> None:
+    names = ["mail.example.com", "imap.example.com"]
+    covered = host(phase="Ready", certificate={**CERTIFICATE, "names": names})
+    text = report.status_text(covered, site(), now=NOW)
+    assert "  names       mail.example.com, imap.example.com" in text
+    assert "a new certificate is due" in text, "imap is not in the spec"
+    assert "(-imap.example.com)" in text
+    assert_fits(text)
+    in_spec = covered.model_copy(
+        update={"spec": covered.spec.model_copy(update={"additional_names": ["imap.example.com"]})}
+    )
+    assert "a new certificate is due" not in report.status_text(in_spec, site(), now=NOW)

@@ -161,12 +161,13 @@ async def self_check(
 
 
 def self_checker(
-    hostname: str, url_base: str | None = None, timeout: float = 10.0
-) -> Callable[[str, str], Awaitable[None]]:
-    """:func:`self_check` bound to one host, in the shape ``AcmeClient.issue`` takes."""
+    url_base: str | None = None, timeout: float = 10.0
+) -> Callable[[str, str, str], Awaitable[None]]:
+    """:func:`self_check` in the shape ``AcmeClient.issue`` takes: ``(name, token,
+    key_authorization)``, called for each name of the order."""
 
-    async def check(token: str, key_authorization: str) -> None:
-        await self_check(url_base, hostname, token, key_authorization, timeout)
+    async def check(name: str, token: str, key_authorization: str) -> None:
+        await self_check(url_base, name, token, key_authorization, timeout)
 
     return check
 

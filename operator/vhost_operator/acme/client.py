@@ -1,4 +1,4 @@
-"""A narrow async ACME client: one account, HTTP-01 orders for single hostnames.
+"""A narrow async ACME client: one account, HTTP-01 orders for a hostname and its additional names.
 
 It wraps certbot's ``acme`` library, whose calls block, by running each of them in a worker
 thread (``asyncio.to_thread``) while the hooks the caller passes (publish the challenge, persist
@@ -11,7 +11,7 @@ Its errors, their mapping and the stable messages are in ``errors``, its configu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from vhost_operator.acme.orders import (
     OrderOptions,
     OrderSession,
     RenewalInfo,
+    SelfCheckHook,
 )
 from vhost_operator.acme.transport import (
     Network,
@@ -172,19 +173,24 @@ class AcmeClient:
         *,
         publish: ChallengeHook,
         unpublish: ChallengeHook,
-        self_check: ChallengeHook | None = None,
+        self_check: SelfCheckHook | None = None,
         order_url: str | None = None,
         on_order_created: OrderHook | None = None,
         options: OrderOptions | None = None,
+        additional_names: Sequence[str] = (),
     ) -> IssuedCertificate:
         """Order, validate and download a certificate for ``hostname`` and ``private_key_pem``.
 
+        ``additional_names`` go into the same certificate (its subjectAltName, after the
+        hostname); each name's authorization is validated like the hostname's, self-check
+        included.
+
         ``order_url`` resumes an earlier order when the CA still holds it (pending, ready,
-        processing or valid, for this hostname), so a restart mid-issuance does not order twice;
-        otherwise a new order is created and reported to ``on_order_created`` before validation
-        starts. The challenge is published, ``self_check`` (if any) must pass before the CA is
-        asked, and it is unpublished again however the issuance ends. The downloaded leaf is
-        checked against ``private_key_pem``: a mismatched pair is never returned.
+        processing or valid, for exactly these names), so a restart mid-issuance does not order
+        twice; otherwise a new order is created and reported to ``on_order_created`` before
+        validation starts. Each challenge is published, ``self_check`` (if any) must pass before
+        the CA is asked, and it is unpublished again however the issuance ends. The downloaded
+        leaf is checked against ``private_key_pem``: a mismatched pair is never returned.
 
         Once the CA asked for a pause (:class:`AcmeRetryLater`, from any issuance), no new
         issuance starts before its end: this raises the same error without asking the CA.
@@ -199,7 +205,7 @@ class AcmeClient:
         self._pause.check(self._config.ca_origin)
         if self._account is not None:
             check_profile(options.profile, self.profiles, self._config.ca_origin)
-        session = self._open_session(hostname, private_key_pem)
+        session = self._open_session(hostname, private_key_pem, additional_names)
         try:
             order = await session.resume(order_url) if order_url else None
             if order is None:
@@ -213,7 +219,9 @@ class AcmeClient:
             session.close()
         return IssuedCertificate(chain_pem=chain_pem, order_url=order.uri)
 
-    def _open_session(self, hostname: str, private_key_pem: bytes) -> OrderSession:
+    def _open_session(
+        self, hostname: str, private_key_pem: bytes, additional_names: Sequence[str]
+    ) -> OrderSession:
         if self._account is None:
             raise AcmeError("the ACME account is not registered yet")
         account = self._account
@@ -226,6 +234,7 @@ class AcmeClient:
             pause=self._pause,
             hostname=hostname,
             private_key_pem=private_key_pem,
+            additional_names=additional_names,
         )
 
     def _network(

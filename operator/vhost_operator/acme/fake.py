@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -32,6 +33,7 @@ from vhost_operator.acme.orders import (
     OrderHook,
     OrderOptions,
     RenewalInfo,
+    SelfCheckHook,
 )
 
 ORIGIN = "https://ca.fake"
@@ -43,7 +45,8 @@ class FakeOrder:
     """One order the fake CA holds."""
 
     url: str
-    hostname: str
+    names: tuple[str, ...]
+    """The hostname, then the additional names."""
     status: str = "pending"
     """``pending`` → ``ready`` (validated) → ``valid`` (issued); ``invalid`` after a failure."""
     chain_pem: bytes | None = None
@@ -91,31 +94,36 @@ class FakeAcme:
         *,
         publish: ChallengeHook,
         unpublish: ChallengeHook,
-        self_check: ChallengeHook | None = None,
+        self_check: SelfCheckHook | None = None,
         order_url: str | None = None,
         on_order_created: OrderHook | None = None,
         options: OrderOptions | None = None,
+        additional_names: Sequence[str] = (),
     ) -> IssuedCertificate:
         if self.account_key is None:
             raise AcmeError("the ACME account is not registered yet")
         options = options or OrderOptions()
         check_profile(options.profile, {name: "" for name in self.profiles}, ORIGIN)
-        certs.csr_pem(private_key_pem, hostname)  # the real client builds the CSR first
-        order = self._resumable(order_url, hostname, private_key_pem)
+        # The real client builds the CSR first.
+        certs.csr_pem(private_key_pem, hostname, additional_names)
+        names = (hostname, *additional_names)
+        order = self._resumable(order_url, names, private_key_pem)
         if order is None:
-            order = self._new_order(hostname, options)
+            order = self._new_order(names, options)
             if on_order_created is not None:
                 await on_order_created(order.url)
         if order.status == "pending":
             await self._validate(order, publish, unpublish, self_check)
         if order.chain_pem is None:
-            order.chain_pem = self._sign(hostname, private_key_pem, order.options.profile)
+            order.chain_pem = self._sign(names, private_key_pem, order.options.profile)
             order.status = "valid"
         return IssuedCertificate(chain_pem=order.chain_pem, order_url=order.url)
 
-    def _resumable(self, url: str | None, hostname: str, key_pem: bytes) -> FakeOrder | None:
+    def _resumable(
+        self, url: str | None, names: tuple[str, ...], key_pem: bytes
+    ) -> FakeOrder | None:
         order = self.orders.get(url) if url else None
-        if order is None or order.hostname != hostname or order.status == "invalid":
+        if order is None or set(order.names) != set(names) or order.status == "invalid":
             return None
         if order.chain_pem is not None and not certs.certificate_matches_key(
             order.chain_pem, key_pem
@@ -142,12 +150,10 @@ class FakeAcme:
                 return RenewalInfo(info.not_before + third, info.not_after - third, None)
         return None
 
-    def _new_order(self, hostname: str, options: OrderOptions) -> FakeOrder:
+    def _new_order(self, names: tuple[str, ...], options: OrderOptions) -> FakeOrder:
         if self.refuse_orders is not None:
             raise self.refuse_orders
-        order = FakeOrder(
-            url=f"{ORIGIN}/order/{next(self._numbers)}", hostname=hostname, options=options
-        )
+        order = FakeOrder(url=f"{ORIGIN}/order/{next(self._numbers)}", names=names, options=options)
         self.orders[order.url] = order
         return order
 
@@ -156,14 +162,15 @@ class FakeAcme:
         order: FakeOrder,
         publish: ChallengeHook,
         unpublish: ChallengeHook,
-        self_check: ChallengeHook | None,
+        self_check: SelfCheckHook | None,
     ) -> None:
         token = f"token-{order.url.rpartition('/')[2]}"
         key_authorization = f"{token}.fake-thumbprint"
         await publish(token, key_authorization)
         try:
             if self_check is not None:
-                await self_check(token, key_authorization)
+                for name in order.names:
+                    await self_check(name, token, key_authorization)
             failure = self.fail_validation
             if failure is not None:
                 if not isinstance(failure, AcmeUnavailable):
@@ -173,7 +180,7 @@ class FakeAcme:
         finally:
             await unpublish(token, key_authorization)
 
-    def _sign(self, hostname: str, key_pem: bytes, profile: str | None) -> bytes:
+    def _sign(self, names: tuple[str, ...], key_pem: bytes, profile: str | None) -> bytes:
         key = certs.load_private_key(
             certs.new_private_key_pem() if self.sign_another_key else key_pem
         )
@@ -181,13 +188,16 @@ class FakeAcme:
         now = datetime.now(UTC)
         leaf = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(self._ca_name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=1))
             .not_valid_after(now + validity)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name) for name in names]),
+                critical=False,
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()),
                 critical=False,

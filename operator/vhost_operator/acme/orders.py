@@ -1,4 +1,5 @@
-"""One issuance: an order for a single hostname, validated over HTTP-01, its chain checked.
+"""One issuance: an order for a hostname and its additional names, validated over HTTP-01 (one
+authorization per name), its chain checked.
 
 :class:`OrderSession` resumes or creates the order, answers its challenges through the caller's
 hooks, finalizes it and downloads the chain, each call in a worker thread (``transport``). The
@@ -11,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -41,6 +42,9 @@ T = TypeVar("T")
 
 ChallengeHook = Callable[[str, str], Awaitable[None]]
 """``(token, key_authorization)``: publish, unpublish or self-check one HTTP-01 challenge."""
+
+SelfCheckHook = Callable[[str, str, str], Awaitable[None]]
+"""``(name, token, key_authorization)``: check that ``name`` serves one HTTP-01 challenge."""
 
 OrderHook = Callable[[str], Awaitable[None]]
 """``(order_url)``: called once a new order exists, before any validation starts."""
@@ -97,14 +101,16 @@ class OrderSession:
         pause: Pause,
         hostname: str,
         private_key_pem: bytes,
+        additional_names: Sequence[str] = (),
     ) -> None:
         self._client = client
         self._account = account
         self._config = config
         self._pause = pause
         self._hostname = hostname
+        self._names = frozenset((hostname, *additional_names))
         self._key_pem = private_key_pem
-        self._csr_pem = certs.csr_pem(private_key_pem, hostname)
+        self._csr_pem = certs.csr_pem(private_key_pem, hostname, additional_names)
         self._deadline = time.monotonic() + config.order_timeout
 
     def close(self) -> None:
@@ -135,7 +141,7 @@ class OrderSession:
         )
         names = {identifier.value for identifier in body.identifiers}
         expired = body.expires is not None and body.expires <= datetime.now(UTC)
-        return body.status in usable and names == {self._hostname} and not expired
+        return body.status in usable and names == self._names and not expired
 
     async def _issued_for_our_key(self, body: messages.Order) -> bool:
         if body.certificate is None:
@@ -158,9 +164,9 @@ class OrderSession:
         order: messages.OrderResource,
         publish: ChallengeHook,
         unpublish: ChallengeHook,
-        self_check: ChallengeHook | None,
+        self_check: SelfCheckHook | None,
     ) -> None:
-        """Complete every pending authorization of ``order`` over HTTP-01."""
+        """Complete every pending authorization of ``order`` over HTTP-01 (one per name)."""
         published: list[tuple[str, str]] = []
         # A new order comes with its authorizations fetched (the acme library does that); only
         # a resumed one needs them fetched here.
@@ -179,7 +185,7 @@ class OrderSession:
                 published.append((token, key_authorization))
                 await publish(token, key_authorization)
                 if self_check is not None:
-                    await self_check(token, key_authorization)
+                    await self_check(authz.identifier.value, token, key_authorization)
                 if challenge.status == messages.STATUS_PENDING:
                     response = http01.response(self._account.jwk)
                     await self._call(
@@ -204,7 +210,7 @@ class OrderSession:
         for challenge in authz.challenges:
             if isinstance(challenge.chall, acme_challenges.HTTP01):
                 return challenge, challenge.chall
-        raise AcmeRefused(f"the CA offered no http-01 challenge for {self._hostname}")
+        raise AcmeRefused(f"the CA offered no http-01 challenge for {authz.identifier.value}")
 
     async def _wait_for_validation(self, authz_url: str) -> None:
         # The first look comes after the first delay: asked at once, a CA has never validated
@@ -223,13 +229,14 @@ class OrderSession:
 
     def _challenge_failed(self, authz: messages.Authorization) -> ChallengeFailed:
         problem = next((c.error for c in authz.challenges if c.error is not None), None)
-        where = f"http://{self._hostname}/.well-known/acme-challenge/"
+        name = authz.identifier.value
+        where = f"http://{name}/.well-known/acme-challenge/"
         if problem is None:
             return ChallengeFailed(
                 f"the CA could not validate {where}: authorization {authz.status}"
             )
         return ChallengeFailed(
-            f"the CA could not validate {where}: {describe_problem(problem, self._hostname)}",
+            f"the CA could not validate {where}: {describe_problem(problem, name)}",
             problem_type=problem.typ,
         )
 
@@ -278,7 +285,7 @@ class OrderSession:
         )
 
     def _checked(self, chain_pem: bytes) -> bytes:
-        """Refuse a chain whose leaf is not for our key and hostname (never store such a pair)."""
+        """Refuse a chain whose leaf is not for our key and names (never store such a pair)."""
         try:
             info = certs.inspect_certificate(chain_pem)
         except certs.KeyMaterialError as error:
@@ -287,8 +294,9 @@ class OrderSession:
             ) from error
         if not certs.certificate_matches_key(chain_pem, self._key_pem):
             raise AcmeError(f"the CA issued a certificate for {self._hostname} with another key")
-        if self._hostname not in info.dns_names:
-            raise AcmeError(f"the CA issued a certificate that does not name {self._hostname}")
+        missing = sorted(self._names - set(info.dns_names))
+        if missing:
+            raise AcmeError(f"the CA issued a certificate that does not name {', '.join(missing)}")
         return chain_pem
 
     async def _sleep(self, seconds: float, what: str) -> None:

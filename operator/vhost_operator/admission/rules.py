@@ -15,10 +15,18 @@ from pydantic import ValidationError
 from vhost_operator.resources.hostnames import (
     MAX_HOSTNAME_LENGTH,
     MAX_NAME_LENGTH,
+    additional_names_problem,
     hostname_problem,
     primary_hostname_problem,
 )
-from vhost_operator.resources.models import RETRY_ANNOTATION, Phase, VirtualHostSpec
+from vhost_operator.resources.models import (
+    RETRY_ANNOTATION,
+    Phase,
+    VirtualHostSpec,
+    mta_sts_names_problem,
+    served_names,
+)
+from vhost_operator.resources.mtasts import MtaStsPolicy
 from vhost_operator.tenancy.themes import check_color, check_logo_url
 
 INVALID = 422
@@ -44,17 +52,21 @@ def review_virtualhost(
     hostname_owners: Collection[str],
     domain_owners: Mapping[str, Collection[str]] | None = None,
     primary_hostnames: Collection[str] = (),
+    name_owners: Mapping[str, Collection[str]] | None = None,
 ) -> None:
     """Refuse an invalid VirtualHost create or update.
 
-    ``hostname_owners`` are the names of the VirtualHosts that already use the new hostname;
-    ``domain_owners`` maps a domain to the names of the VirtualHosts listing it;
+    ``hostname_owners`` are the names of the VirtualHosts that already serve the new hostname
+    (as their hostname or an additional name); ``name_owners`` maps each additional name to
+    the same; ``domain_owners`` maps a domain to the names of the VirtualHosts listing it;
     ``primary_hostnames`` are the instance's own, which no VirtualHost may have.
     """
     spec = new.get("spec") or {}
     hostname = spec.get("hostname", "")
     _check_hostname(hostname, what="hostname")
     _check_not_primary(hostname, primary_hostnames)
+    _check_additional_names(hostname, spec, primary_hostnames)
+    _check_mta_sts(spec)
     _check_spec(spec)
     if old is not None:
         previous = (old.get("spec") or {}).get("hostname")
@@ -68,6 +80,21 @@ def review_virtualhost(
     others = sorted(set(hostname_owners) - {name})
     if others:
         raise Refusal(f"hostname {hostname} is already used by VirtualHost {others[0]}", CONFLICT)
+    # Only names this change adds: a clash that predates the rule (or got in while the webhook
+    # was down) must not block unrelated edits, or the very edit that removes it.
+    before = set(served_names((old or {}).get("spec") or {})[1:])
+    additional = set(spec.get("additionalNames") or ())
+    for extra in served_names(spec)[1:]:
+        if extra in before:
+            continue
+        others = sorted(set((name_owners or {}).get(extra, ())) - {name})
+        if others:
+            kind = "additional name" if extra in additional else "MTA-STS policy host"
+            raise Refusal(
+                f"{kind} {extra} is already used by VirtualHost {others[0]} (as its "
+                "hostname or another name it serves); a name is served by one host only",
+                CONFLICT,
+            )
     _check_domains(spec, old, name=name, domain_owners=domain_owners or {})
 
 
@@ -77,9 +104,11 @@ def review_maildomain(
     name: str,
     domain_owners: Collection[str],
     primary_hostnames: Collection[str] = (),
+    served_as_other_name: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse an invalid MailDomain; a domain is described by one MailDomain only, and links to
-    no primary hostname (linking would create a VirtualHost for it)."""
+    no primary hostname (linking would create a VirtualHost for it), nor to a name another host
+    serves besides its hostname (``served_as_other_name``: VirtualHost -> its hostname)."""
     spec = new.get("spec") or {}
     domain = spec.get("name", "")
     _check_hostname(domain, what="domain")
@@ -87,6 +116,13 @@ def review_maildomain(
     if virtual_host:
         _check_hostname(virtual_host, what="hostname")
         _check_not_primary(virtual_host, primary_hostnames)
+        if served_as_other_name:
+            host, its_hostname = min(served_as_other_name.items())
+            raise Refusal(
+                f"virtualHost {virtual_host} is a name VirtualHost {host} serves besides its "
+                f"hostname; link the domain to {its_hostname} instead",
+                CONFLICT,
+            )
     others = sorted(set(domain_owners) - {name})
     if others:
         raise Refusal(
@@ -129,6 +165,40 @@ def _check_hostname(value: str, *, what: str) -> None:
         raise Refusal(
             problem if what == "hostname" else problem.replace("hostname", what, 1), INVALID
         )
+
+
+def _check_additional_names(
+    hostname: str, spec: Mapping[str, Any], primary_hostnames: Collection[str]
+) -> None:
+    """Each additional name passes the hostname's checks (with its own clear message), then
+    the list as a whole (length, duplicates, the hostname itself)."""
+    names = spec.get("additionalNames") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise Refusal("spec.additionalNames must be a list of hostnames", INVALID)
+    for extra in names:
+        problem = hostname_problem(extra) or primary_hostname_problem(extra, primary_hostnames)
+        if problem is not None:
+            raise Refusal(f"spec.additionalNames: {problem}", INVALID)
+    problem = additional_names_problem(hostname, names)
+    if problem is not None:
+        raise Refusal(f"spec.additionalNames: {problem}", INVALID)
+
+
+def _check_mta_sts(spec: Mapping[str, Any]) -> None:
+    """The policy's fields, then the ``mta-sts.<domain>`` names it adds to the certificate."""
+    wire = spec.get("mtaSts")
+    if wire is None:
+        return
+    try:
+        MtaStsPolicy.model_validate(wire)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "".join(f".{part}" for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise Refusal(f"spec.mtaSts{where}: {message}", INVALID) from error
+    problem = mta_sts_names_problem(served_names(spec))
+    if problem is not None:
+        raise Refusal(f"spec.mtaSts: {problem.removeprefix('mtaSts: ')}", INVALID)
 
 
 def _check_not_primary(hostname: str, primary_hostnames: Collection[str]) -> None:

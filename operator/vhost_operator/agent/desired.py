@@ -83,6 +83,8 @@ class SiteRequest:
     """The host this ConfigMap owns: a valid hostname no other ConfigMap claimed first."""
     config_hash: str | None
     """Hash of the config it holds (as the operator computes it), for ``apply-error``."""
+    additional_names: tuple[str, ...] = ()
+    """The config's other ``server_name`` names (additional names, MTA-STS policy hosts)."""
     site: Site | None = None
     problem: str | None = None
     waiting_for_secret: bool = False
@@ -117,7 +119,7 @@ def desired_state(
     too (``resources.claims``), so the outcome depends neither on event order nor on which of
     them decides. ``requests`` stay ordered by ConfigMap name.
     """
-    owners: dict[str, str] = {}
+    owners: dict[str, str] = {}  # every served name (hostname or additional) -> ConfigMap
     requests = {}
     for configmap in sorted(configmaps, key=_seniority):
         request = site_request(configmap, secrets, certificate_dir=certificate_dir)
@@ -126,8 +128,23 @@ def desired_state(
             if owner != request.configmap:
                 problem = f"hostname {request.hostname} is already served from ConfigMap {owner}"
                 request = SiteRequest(request.configmap, None, request.config_hash, problem=problem)
+            else:
+                request = _claim_additional_names(request, owners)
         requests[request.configmap] = request
     return DesiredState(tuple(requests[name] for name in sorted(requests)))
+
+
+def _claim_additional_names(request: SiteRequest, owners: dict[str, str]) -> SiteRequest:
+    """``request``, refused (its files held as they are) if a more senior ConfigMap serves one
+    of its additional names; else it claims them all."""
+    for name in request.additional_names:
+        owner = owners.get(name)
+        if owner is not None and owner != request.configmap:
+            problem = f"additional name {name} is already served from ConfigMap {owner}"
+            return dataclasses.replace(request, site=None, problem=problem)
+    for name in request.additional_names:
+        owners[name] = request.configmap
+    return request
 
 
 def _seniority(configmap: Object) -> tuple[Claim, str]:
@@ -166,12 +183,14 @@ def site_request(
             name, hostname, annotations.get(labels.CONFIG_HASH), problem=f"no data key {key}"
         )
     request = SiteRequest(name, hostname, config_hash(config))
-    if rendered_site(config, hostname, certificate_dir) is None:
+    rendered = rendered_site(config, hostname, certificate_dir)
+    if rendered is None:
         message = (
             f"the config is not one the operator renders for {hostname}: refused (server_name, "
             "certificate paths and directives must be exactly those of the operator's templates)"
         )
         return dataclasses.replace(request, problem=message)
+    request = dataclasses.replace(request, additional_names=rendered.additional_names)
     enabled = annotations.get(labels.ENABLED, "true")
     if enabled not in ("true", "false"):
         message = f"annotation {labels.ENABLED} must be 'true' or 'false', not {enabled!r}"

@@ -19,7 +19,13 @@ import kopf
 
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 from vhost_operator.handlers.context import context_of
-from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION, VIRTUALHOSTS
+from vhost_operator.resources.models import (
+    GROUP,
+    MAILDOMAINS,
+    VERSION,
+    VIRTUALHOSTS,
+    served_names,
+)
 
 CATALOG_WAIT = 2.0
 """Seconds a review waits for the catalogs' first list just after a start; past that it checks
@@ -47,7 +53,9 @@ async def validate_virtualhost(
     hosts = context.hosts
     await hosts.wait(CATALOG_WAIT)
     hostname = body.get("spec", {}).get("hostname", "")
-    owners = list(hosts.named_for(hostname))
+    owners = list(hosts.serving(hostname))
+    others = served_names(body.get("spec") or {})[1:]
+    name_owners = {n: list(hosts.serving(n)) for n in others}
     domains = body.get("spec", {}).get("domains") or []
     domain_owners = {d: list(hosts.listing(d)) for d in domains}
     try:
@@ -58,6 +66,7 @@ async def validate_virtualhost(
             hostname_owners=owners,
             domain_owners=domain_owners,
             primary_hostnames=context.settings.primary_hostnames,
+            name_owners=name_owners,
         )
     except Refusal as refusal:
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None
@@ -78,7 +87,19 @@ async def validate_maildomain(*, body: kopf.Body, name: str, memo: kopf.Memo, **
     domain = body.get("spec", {}).get("name", "")
     owners = [claim.name for claim in claims.claims(domain)]
     primaries = context.settings.primary_hostnames
+    virtual_host = body.get("spec", {}).get("virtualHost") or ""
+    served = {
+        host: record.hostname
+        for host in context.hosts.serving(virtual_host)
+        if (record := context.hosts.get(host)) is not None and record.hostname != virtual_host
+    }
     try:
-        review_maildomain(body, name=name, domain_owners=owners, primary_hostnames=primaries)
+        review_maildomain(
+            body,
+            name=name,
+            domain_owners=owners,
+            primary_hostnames=primaries,
+            served_as_other_name=served,
+        )
     except Refusal as refusal:
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None

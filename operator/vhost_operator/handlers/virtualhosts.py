@@ -16,7 +16,7 @@ from vhost_operator.handlers.context import OperatorContext, context_of
 from vhost_operator.handlers.maildomains import announce_unlinked
 from vhost_operator.provisioning.chain import run_chain, utc_now
 from vhost_operator.provisioning.cleanup import release
-from vhost_operator.provisioning.decisions import Action, decide, hostname_refusal, successor
+from vhost_operator.provisioning.decisions import Action, decide, names_refusal, successor
 from vhost_operator.provisioning.linking import unlink_maildomains_of
 from vhost_operator.provisioning.renewal import renew_certificate
 from vhost_operator.provisioning.sites import publish_enabled
@@ -100,19 +100,19 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     host = VirtualHost.from_body(body)
     action = decide(host)
     recorder = KubernetesChainRecorder(context)
-    if action in (Action.PROVISION, Action.RETRY):
+    if action in (Action.PROVISION, Action.RETRY, Action.REISSUE):
         refused = primary_hostname_problem(host.spec.hostname, context.settings.primary_hostnames)
-        # Uniqueness without the webhook: an older VirtualHost with this hostname keeps it.
+        # Uniqueness without the webhook: an older VirtualHost serving a name keeps it.
         hosts = context.hosts
         await hosts.wait(CATALOG_WAIT)
         status = await run_chain(
             host,
             context.steps,
             recorder,
-            restart=action == Action.RETRY,
+            restart=action in (Action.RETRY, Action.REISSUE),
             refused=refused,
             on_deferred=context.wakeups.schedule_host,
-            guard=lambda h: hostname_refusal(h, hosts.rivals(h.spec.hostname)),
+            guard=lambda h: names_refusal(h, hosts.rivals),
         )
         logger.info("VirtualHost %s: chain ended %s", host.name, status.phase)
     elif action == Action.REFUSE_RETRY:
@@ -159,22 +159,26 @@ async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 async def _hand_over(context: OperatorContext, host: VirtualHost) -> None:
-    """The next oldest VirtualHost with this hostname, Failed because this one kept it, is
-    retried as if its owner had asked (the retry annotation, visibly): it takes over."""
+    """The next oldest VirtualHost serving one of this host's names (its hostname or another),
+    Failed because this one kept it, is retried as if its owner had asked (the retry
+    annotation, visibly): it takes over."""
     hosts = context.hosts
-    name = successor(host, [*hosts.rivals(host.spec.hostname), host.claim])
-    record = hosts.get(name) if name is not None else None
-    if name is None or record is None or record.view.phase != Phase.FAILED.value:
+    heirs: dict[str, str] = {}  # VirtualHost -> the first name it takes over
+    for served in host.spec.names:
+        name = successor(host, [*hosts.rivals(served), host.claim])
+        record = hosts.get(name) if name is not None else None
+        if name is not None and record is not None and record.view.phase == Phase.FAILED.value:
+            heirs.setdefault(name, served)
+    if not heirs:
         return
     # The retried chain asks the catalog who keeps the hostname: it must see this host as
     # being deleted first (kopf and the catalog follow separate watches).
     deadline = asyncio.get_running_loop().time() + CATALOG_WAIT
     while not _deleting(hosts.get(host.name)) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)
-    await context.virtualhosts.annotate(name, {RETRY_ANNOTATION: f"takeover-from-{host.uid}"})
-    logger.info(
-        "VirtualHost %s takes hostname %s over from %s", name, host.spec.hostname, host.name
-    )
+    for name, served in heirs.items():
+        await context.virtualhosts.annotate(name, {RETRY_ANNOTATION: f"takeover-from-{host.uid}"})
+        logger.info("VirtualHost %s takes name %s over from %s", name, served, host.name)
 
 
 def _deleting(record: HostRecord | None) -> bool:

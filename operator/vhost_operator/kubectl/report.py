@@ -358,6 +358,17 @@ def _certificate_lines(host: VirtualHost, now: datetime) -> list[str]:
     ):
         lines.append(f"  {label:<12}{timestamp(value)} ({relative(value, now)})")
     lines += _window_lines(certificate.renewal_window, certificate.profile)
+    if certificate.names is not None:
+        lines += _wrapped(f"names       {', '.join(certificate.names)}", indent="  ")
+        missing = [n for n in host.spec.names if n not in certificate.names]
+        extra = [n for n in certificate.names if n not in host.spec.names]
+        if missing or extra:
+            drift = ", ".join([*(f"+{name}" for name in missing), *(f"-{name}" for name in extra)])
+            lines += _wrapped(
+                f"the spec names other names ({drift}): a new certificate is due "
+                "(ordered once the host is Ready and enabled)",
+                indent="  ",
+            )
     renewal = next((c for c in host.status.conditions if c.type == RENEWAL_CONDITION), None)
     if renewal is not None:
         outcome = "succeeded" if renewal.status.value == "True" else "FAILED"

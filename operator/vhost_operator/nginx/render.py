@@ -21,7 +21,8 @@ from typing import Final, Self
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vhost_operator.resources.hostnames import DNS_LABEL, Hostname
+from vhost_operator.resources.hostnames import DNS_LABEL, Hostname, additional_names_problem
+from vhost_operator.resources.mtasts import MtaStsPolicy, parse_policy
 
 SERVER_NAMES_HASH_BUCKET_SIZE: Final = 512
 """What the ``http {}`` context that includes these server blocks must set as
@@ -84,7 +85,10 @@ class SiteConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     hostname: Hostname
-    """The public hostname (``server_name``): lowercase, fully qualified, RFC 1123."""
+    """The public hostname (first ``server_name``): lowercase, fully qualified, RFC 1123."""
+    additional_names: tuple[Hostname, ...] = ()
+    """More ``server_name`` names: every name of the host's certificate (HTTP-01 needs port 80
+    for each, and each is served like the hostname). Redirects still name the hostname."""
     challenge_upstream: str
     """``host:port`` of the operator's HTTP-01 challenge responder."""
     upstream: str
@@ -95,6 +99,9 @@ class SiteConfig(BaseModel):
     """Absolute path of the full-chain PEM as nginx sees it; ``None`` renders HTTP only."""
     key_path: str | None = None
     """Absolute path of the private key PEM; set exactly when ``certificate_path`` is."""
+    mta_sts: MtaStsPolicy | None = None
+    """The MTA-STS policy served at ``/.well-known/mta-sts.txt`` over HTTPS (RFC 8461), or
+    ``None``. Its values are allow-listed (``resources.mtasts``), so the text is safe to quote."""
     max_body_size_mib: int = Field(default=50, ge=1, le=10_240)
     """``client_max_body_size`` towards the web app. nginx's default of 1 MiB would refuse most
     mail attachments with a bare 413."""
@@ -136,6 +143,11 @@ class SiteConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        names_problem = additional_names_problem(self.hostname, self.additional_names)
+        if names_problem is not None:
+            raise ValueError(names_problem)
+        if self.mta_sts is not None and self.certificate_path is None:
+            raise ValueError("an MTA-STS policy is served over HTTPS only: it needs a certificate")
         if (self.certificate_path is None) != (self.key_path is None):
             raise ValueError("certificate_path and key_path must be given together or not at all")
         if self.http_port == self.https_port:
@@ -172,6 +184,7 @@ def render_final(site: SiteConfig) -> str:
 _FIELDS: Final = {
     # Template variable -> what its value may look like in a config; SiteConfig checks it after.
     "hostname": r"[a-z0-9.-]+",
+    "more_server_names": r"(?: [a-z0-9.-]+)*",
     "http_port": r"[0-9]{1,5}",
     "https_port": r"[0-9]{1,5}",
     "challenge_upstream": r"[A-Za-z0-9.:-]+",
@@ -180,14 +193,18 @@ _FIELDS: Final = {
     "certificate_path": r"/[A-Za-z0-9._/-]+",
     "key_path": r"/[A-Za-z0-9._/-]+",
     "max_body_size_mib": r"[0-9]{1,5}",
+    # The policy as nginx quotes it: lines of "key: value" joined by the escape "\n".
+    "mta_sts_policy": r"version: STSv1(?:\\n[a-z_]+: [*a-z0-9.-]+)+\\n",
 }
 _TEMPLATES: Final = (
-    # (template, kind, TLS, upstream over HTTPS)
-    ("bootstrap.conf.j2", "bootstrap", False, False),
-    ("final.conf.j2", "final", True, False),
-    ("final.conf.j2", "final", True, True),
-    ("final-http.conf.j2", "final HTTP-only", False, False),
-    ("final-http.conf.j2", "final HTTP-only", False, True),
+    # (template, kind, TLS, upstream over HTTPS, MTA-STS policy)
+    ("bootstrap.conf.j2", "bootstrap", False, False, False),
+    ("final.conf.j2", "final", True, False, False),
+    ("final.conf.j2", "final", True, True, False),
+    ("final.conf.j2", "final", True, False, True),
+    ("final.conf.j2", "final", True, True, True),
+    ("final-http.conf.j2", "final HTTP-only", False, False, False),
+    ("final-http.conf.j2", "final HTTP-only", False, True, False),
 )
 _RECOGNISED_CONFIGS = 16384
 """Verdicts kept: more than the hosts one nginx serves (each is asked again every batch)."""
@@ -218,6 +235,7 @@ def _rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConf
         try:
             site = SiteConfig(
                 hostname=hostname,
+                additional_names=tuple(found["more_server_names"].split()),
                 challenge_upstream=found["challenge_upstream"],
                 # The bootstrap config has no upstream, body size or HTTPS port in it: any
                 # valid value renders it the same.
@@ -227,6 +245,7 @@ def _rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConf
                 certificate_path=f"{directory}/tls.crt" if tls else None,
                 key_path=f"{directory}/tls.key" if tls else None,
                 max_body_size_mib=int(found.get("max_body_size_mib") or 50),
+                mta_sts=_policy_in(found.get("mta_sts_policy")),
             )
         except ValueError:
             continue
@@ -241,9 +260,11 @@ def _config_patterns() -> tuple[tuple[re.Pattern[str], Callable[[SiteConfig], st
     capture the variables (a repeated variable must repeat its first value); with the function
     that renders it and whether it has a certificate."""
     patterns = []
-    for template, kind, tls, upstream_is_https in _TEMPLATES:
+    for template, kind, tls, upstream_is_https, mta_sts in _TEMPLATES:
         context: dict[str, object] = {name: f"\x00{name}\x00" for name in _FIELDS}
         context.update(kind=kind, upstream_is_https=upstream_is_https)
+        if not mta_sts:
+            context["mta_sts_policy"] = None
         text = re.escape(_environment().get_template(template).render(context))
         seen: set[str] = set()
 
@@ -258,6 +279,17 @@ def _config_patterns() -> tuple[tuple[re.Pattern[str], Callable[[SiteConfig], st
         render = render_bootstrap if template == "bootstrap.conf.j2" else render_final
         patterns.append((re.compile(regex), render, tls))
     return tuple(patterns)
+
+
+def _policy_in(quoted: str | None) -> MtaStsPolicy | None:
+    """The policy of a config's quoted ``mta_sts_policy``; a text that is not exactly one the
+    renderer writes is refused (``ValueError``: the config is not recognised)."""
+    if quoted is None:
+        return None
+    policy = parse_policy(quoted.replace("\\n", "\n"))
+    if policy is None:
+        raise ValueError("not an MTA-STS policy the operator renders")
+    return policy
 
 
 def config_hash(config: str) -> str:
@@ -287,6 +319,7 @@ def _context(site: SiteConfig, *, kind: str) -> dict[str, object]:
     return {
         "kind": kind,
         "hostname": site.hostname,
+        "more_server_names": "".join(f" {name}" for name in site.additional_names),
         "http_port": site.http_port,
         "https_port": site.https_port,
         "challenge_upstream": site.challenge_upstream,
@@ -296,6 +329,9 @@ def _context(site: SiteConfig, *, kind: str) -> dict[str, object]:
         "certificate_path": site.certificate_path,
         "key_path": site.key_path,
         "max_body_size_mib": site.max_body_size_mib,
+        # nginx's quoted strings take "\n" as a newline; the values cannot hold quotes,
+        # backslashes or "$" (allow-listed).
+        "mta_sts_policy": site.mta_sts.text().replace("\n", "\\n") if site.mta_sts else None,
     }
 
 

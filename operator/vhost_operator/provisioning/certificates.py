@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ from vhost_operator.acme.orders import (
     OrderHook,
     OrderOptions,
     RenewalInfo,
+    SelfCheckHook,
 )
 from vhost_operator.certs import (
     ARI,
@@ -104,10 +105,11 @@ class CertificateAuthority(Protocol):
         *,
         publish: ChallengeHook,
         unpublish: ChallengeHook,
-        self_check: ChallengeHook | None = None,
+        self_check: SelfCheckHook | None = None,
         order_url: str | None = None,
         on_order_created: OrderHook | None = None,
         options: OrderOptions | None = None,
+        additional_names: Sequence[str] = (),
     ) -> IssuedCertificate: ...
 
     @property
@@ -271,6 +273,7 @@ class CertificateStep:
             ),
             certificate_id=ident or None,
             profile=profile,
+            names=list(info.dns_names),
         )
 
     async def _window(self, host: VirtualHost, info: CertificateInfo, ident: str) -> RenewalWindow:
@@ -313,7 +316,9 @@ class CertificateStep:
             matches = certificate_matches_key(chain, key)
         except KeyMaterialError:
             return None
-        if not matches or host.spec.hostname not in info.dns_names:
+        # Exactly the host's names: a changed list (additionalNames, or the linked domains
+        # under mtaSts) needs a new certificate.
+        if not matches or set(info.dns_names) != set(host.spec.names):
             return None
         known = host.status.certificate
         profile = known.profile if known is not None and known.serial == info.serial else None
@@ -399,9 +404,9 @@ class CertificateStep:
         remember_order: OrderHook,
         options: OrderOptions,
     ) -> IssuedCertificate:
-        check: ChallengeHook | None = None
+        check: SelfCheckHook | None = None
         if self._settings.self_check_enabled:
-            check = self_checker(host.spec.hostname, self._settings.self_check_address)
+            check = self_checker(self._settings.self_check_address)
         try:
             return await self._account.client.issue(
                 host.spec.hostname,
@@ -412,6 +417,7 @@ class CertificateStep:
                 order_url=order_url,
                 on_order_created=remember_order,
                 options=options,
+                additional_names=host.spec.other_names,
             )
         except KeyMaterialError as error:
             raise StepFailed(f"the stored private key is unusable: {error}") from error

@@ -12,6 +12,7 @@ import posixpath
 from typing import Protocol
 
 from vhost_operator.errors import ForeignObjectError
+from vhost_operator.kube.objects import SecretData
 from vhost_operator.nginx import SiteConfig, config_hash, render_bootstrap, render_final
 from vhost_operator.probes import ProbeFailed, served_certificate_serial
 from vhost_operator.provisioning.chain import StepFailed, StepOutcome
@@ -44,6 +45,9 @@ def site_config(host: VirtualHost, settings: Settings, *, with_certificate: bool
     try:
         return SiteConfig(
             hostname=host.spec.hostname,
+            additional_names=host.spec.other_names,
+            # RFC 8461: the policy is fetched over HTTPS only.
+            mta_sts=host.spec.mta_sts if with_certificate else None,
             challenge_upstream=settings.challenge_upstream,
             upstream=settings.upstream,
             http_port=settings.nginx_http_port,
@@ -168,19 +172,48 @@ class SitePublisher:
             )
 
 
+class SecretReader(Protocol):
+    async def read_secret(self, namespace: str, name: str) -> SecretData | None: ...
+
+
 class BootstrapStep:
-    """Publish the port-80 config that answers ACME challenges and holds everything else."""
+    """Publish the port-80 config that answers ACME challenges and holds everything else.
+
+    A host that already holds a certificate (its chain runs again: its names changed, or a
+    retry) keeps serving it: the final config with the current certificate is published
+    instead, for the spec's names, so that port 80 answers the challenges of every new name
+    while HTTPS goes on with the current certificate until the new one replaces it.
+    """
 
     name = BOOTSTRAP
 
-    def __init__(self, publisher: SitePublisher, settings: Settings) -> None:
+    def __init__(
+        self, publisher: SitePublisher, settings: Settings, secrets: SecretReader | None = None
+    ) -> None:
         self._publisher = publisher
         self._settings = settings
+        self._secrets = secrets
 
     async def run(self, host: VirtualHost) -> StepOutcome:
+        if await self._holds_certificate(host):
+            config = render_final(site_config(host, self._settings, with_certificate=True))
+            message = await self._publisher.publish(host, FINAL, config, tls=True)
+            return StepOutcome(message=f"current certificate kept serving: {message}")
         config = render_bootstrap(site_config(host, self._settings, with_certificate=False))
         message = await self._publisher.publish(host, BOOTSTRAP, config, tls=False)
         return StepOutcome(message=message)
+
+    async def _holds_certificate(self, host: VirtualHost) -> bool:
+        """Whether the host's TLS Secret holds a certificate nginx can go on serving."""
+        if self._secrets is None or not self._settings.acme_enabled:
+            return False
+        if host.status.certificate is None:  # a new host: no read needed
+            return False
+        secret = await self._secrets.read_secret(
+            self._settings.nginx_namespace, tls_secret_name(host.name)
+        )
+        data = secret.data if secret is not None else {}
+        return bool(data.get("tls.crt") and data.get("tls.key"))
 
 
 class FinalStep:

@@ -89,7 +89,7 @@ def plan_steps(services: StepServices) -> list[Step]:
     steps: list[Step] = []
     publisher = SitePublisher(objects, settings, services.applications)
     if settings.nginx_enabled:
-        steps.append(BootstrapStep(publisher, settings))
+        steps.append(BootstrapStep(publisher, settings, objects))
     if settings.acme_enabled:
         if services.certificate is None:
             raise ValueError("ACME is enabled but no certificate step was given")

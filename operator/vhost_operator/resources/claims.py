@@ -42,3 +42,12 @@ def hostname_taken_message(hostname: str, owner: str) -> str:
         f"hostname {hostname} is already used by VirtualHost {owner}, which is older and keeps "
         "it; delete this VirtualHost, or delete that one and retry this one"
     )
+
+
+def additional_name_taken_message(name: str, owner: str) -> str:
+    """Why a VirtualHost one of whose additional names an older host serves is not
+    provisioned. Stable text."""
+    return (
+        f"additional name {name} is already served by VirtualHost {owner}, which is older and "
+        "keeps it; remove it from spec.additionalNames here or there, then retry this one"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -66,6 +66,34 @@ def hostname_problem(hostname: str, *, max_length: int = MAX_HOSTNAME_LENGTH) ->
         )
     if hostname != hostname.lower():
         return f"hostname {hostname!r} must be lowercase (use {hostname.lower()!r})"
+    return None
+
+
+MAX_ADDITIONAL_NAMES = 19
+"""Names a host may serve besides its hostname: 20 in its one certificate. Let's Encrypt
+allows 100 per certificate, but every name is an authorization to validate (each a request
+to the CA and a self-check) at every renewal, and a mail domain needs a handful
+(``imap.``, ``smtp.``, ``autoconfig.``, ``autodiscover.``, ``mta-sts.``)."""
+
+
+def additional_names_problem(hostname: str, names: Sequence[str]) -> str | None:
+    """Why ``names`` cannot be a host's additional names besides ``hostname``, or ``None``.
+
+    Each name on its own is checked by :func:`hostname_problem`; this is about the list:
+    its length, no name twice, and not the hostname itself.
+    """
+    if len(names) > MAX_ADDITIONAL_NAMES:
+        return (
+            f"additionalNames has {len(names)} names; at most {MAX_ADDITIONAL_NAMES} are "
+            f"allowed ({MAX_ADDITIONAL_NAMES + 1} names in one certificate with the hostname)"
+        )
+    if hostname in names:
+        return f"additional name {hostname} is the hostname itself; list only other names"
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return f"additional name {name} is listed twice"
+        seen.add(name)
     return None
 
 

@@ -7,15 +7,21 @@ Kubernetes API conventions (camelCase on the wire, via aliases).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from vhost_operator.resources.claims import Claim
-from vhost_operator.resources.hostnames import Hostname
+from vhost_operator.resources.hostnames import (
+    MAX_NAME_LENGTH,
+    Hostname,
+    additional_names_problem,
+    hostname_problem,
+)
+from vhost_operator.resources.mtasts import MAX_CERTIFICATE_NAMES, MtaStsPolicy, mta_sts_names
 
 GROUP = "vhost-operator.io"
 VERSION = "v1alpha1"
@@ -59,10 +65,70 @@ class Theme(_WireModel):
 
 class VirtualHostSpec(_WireModel):
     hostname: Hostname
+    additional_names: list[Hostname] = Field(default_factory=list)
+    """More names in the host's one certificate and nginx site (``imap.``, ``autoconfig.``):
+    validated like the hostname, see :func:`~vhost_operator.resources.hostnames
+    .additional_names_problem`."""
     domains: list[str] = Field(default_factory=list)
     enabled: bool = True
     acme_profile: str | None = None
     theme: Theme = Field(default_factory=Theme)
+    mta_sts: MtaStsPolicy | None = None
+    """MTA-STS for the linked domains: ``mta-sts.<domain>`` joins the certificate and nginx
+    serves the policy (``resources.mtasts``)."""
+
+    @model_validator(mode="after")
+    def _names_distinct(self) -> VirtualHostSpec:
+        problem = additional_names_problem(self.hostname, self.additional_names)
+        problem = problem or mta_sts_names_problem(self.names)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the host serves and its certificate covers: the hostname first, then the
+        additional names, then the MTA-STS policy hosts of the linked domains."""
+        return (self.hostname, *self.other_names)
+
+    @property
+    def other_names(self) -> tuple[str, ...]:
+        """:attr:`names` but the hostname: the ``server_name`` and subjectAltName entries after
+        it."""
+        policy_hosts = mta_sts_names(self.domains) if self.mta_sts is not None else ()
+        return _distinct(self.hostname, [*self.additional_names, *policy_hosts])
+
+
+def served_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """:attr:`VirtualHostSpec.names` of a raw spec, unvalidated: for the catalogs and the
+    webhook, which must not trust or parse every object fully."""
+    hostname = str(spec.get("hostname", ""))
+    extra = [str(name) for name in spec.get("additionalNames") or ()]
+    if spec.get("mtaSts"):
+        extra += mta_sts_names(str(domain) for domain in spec.get("domains") or ())
+    return (hostname, *_distinct(hostname, extra))
+
+
+def _distinct(hostname: str, names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` without repeats and without ``hostname``: a policy host may also be listed as
+    an additional name (or be the hostname); it is one name in the certificate all the same."""
+    return tuple(name for name in dict.fromkeys(names) if name != hostname)
+
+
+def mta_sts_names_problem(names: Sequence[str]) -> str | None:
+    """Why a host's ``names`` (hostname first) with the ones MTA-STS adds (``mta-sts.<domain>``)
+    cannot be served, or ``None``."""
+    if len(names) > MAX_CERTIFICATE_NAMES:
+        return (
+            f"with mtaSts the host needs {len(names)} names in its certificate (the hostname, "
+            f"the additional names and mta-sts.<domain> per linked domain); at most "
+            f"{MAX_CERTIFICATE_NAMES} fit one certificate"
+        )
+    for name in names[1:]:
+        problem = hostname_problem(name, max_length=MAX_NAME_LENGTH)
+        if problem is not None:
+            return f"mtaSts: {problem}"
+    return None
 
 
 class Phase(enum.StrEnum):
@@ -111,6 +177,10 @@ class CertificateStatus(_WireModel):
     """ACME Renewal Information identifier: names it in renewalInfo and a renewal's
     ``replaces``."""
     profile: str | None = None
+    names: list[str] | None = None
+    """The DNS names the certificate covers (its subjectAltName), so that a changed
+    ``spec.additionalNames`` shows as drift until the new certificate is issued. ``None`` on
+    certificates recorded before the field existed: those cover the hostname alone."""
 
 
 class ConditionStatus(enum.StrEnum):

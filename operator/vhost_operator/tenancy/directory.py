@@ -1,4 +1,7 @@
-"""The gate's in-memory view of every VirtualHost: hostname -> ``HostEntry``.
+"""The gate's in-memory view of every VirtualHost: served name -> ``HostEntry``.
+
+A host's additional names (``spec.additionalNames``) are served by nginx like its hostname, so a
+login through one of them is decided by the same host's domains.
 
 State only, no I/O: it changes when ``apply`` is handed a watch event (``resources.watch``), and
 each login reads it with one dict lookup. A ``SYNC`` event (every object, after each list)
@@ -37,6 +40,8 @@ class _Claim:
     name: str
     created: str  # RFC 3339 in UTC: sorts as a string
     entry: HostEntry
+    names: tuple[str, ...]
+    """The hostname and the additional names: each leads to ``entry``."""
 
     @property
     def claim(self) -> Claim:
@@ -52,6 +57,7 @@ def _claim_of(body: Mapping[str, Any]) -> _Claim | None:
         theme, problems = themes.sanitise(spec.theme)
         entry = HostEntry(
             hostname=spec.hostname,
+            additional_names=frozenset(spec.other_names),
             enabled=spec.enabled,
             domains=frozenset(spec.domains),
             theme=theme,
@@ -61,16 +67,17 @@ def _claim_of(body: Mapping[str, Any]) -> _Claim | None:
         return None
     for problem in problems:
         logger.warning("VirtualHost %s: theme value ignored (inherits): %s", name, problem)
-    return _Claim(name=name, created=str(metadata.get("creationTimestamp", "")), entry=entry)
+    created = str(metadata.get("creationTimestamp", ""))
+    return _Claim(name=name, created=created, entry=entry, names=spec.names)
 
 
 class HostDirectory:
-    """hostname -> entry of every VirtualHost, current as of the last event applied."""
+    """served name -> entry of every VirtualHost, current as of the last event applied."""
 
     def __init__(self) -> None:
         self._claims: dict[str, _Claim] = {}  # object name -> its claim
-        self._claimants: dict[str, dict[str, _Claim]] = {}  # hostname -> object name -> claim
-        self._hosts: dict[str, HostEntry] = {}  # hostname -> the winning claim's entry
+        self._claimants: dict[str, dict[str, _Claim]] = {}  # served name -> object -> claim
+        self._hosts: dict[str, HostEntry] = {}  # served name -> the winning claim's entry
         self._synced = False
 
     # -- reading (per request) -------------------------------------------------------------
@@ -85,7 +92,8 @@ class HostDirectory:
         return self._synced
 
     def __len__(self) -> int:
-        return len(self._hosts)
+        """The hosts served (each once, however many names it has)."""
+        return sum(1 for name, entry in self._hosts.items() if name == entry.hostname)
 
     # -- writing (per watch event) ---------------------------------------------------------
 
@@ -104,7 +112,7 @@ class HostDirectory:
         for body in bodies:
             self.upsert(body)
         self._synced = True
-        logger.info("gate directory loaded: %d virtual hosts", len(self._hosts))
+        logger.info("gate directory loaded: %d virtual hosts", len(self))
 
     def upsert(self, body: Mapping[str, Any]) -> None:
         name = str((body.get("metadata") or {}).get("name", ""))
@@ -112,8 +120,9 @@ class HostDirectory:
         claim = _claim_of(body)
         if claim is not None:
             self._claims[name] = claim
-            self._claimants.setdefault(claim.entry.hostname, {})[name] = claim
-            self._elect(claim.entry.hostname)
+            for served in claim.names:
+                self._claimants.setdefault(served, {})[name] = claim
+                self._elect(served)
 
     def remove(self, body: Mapping[str, Any]) -> None:
         self._drop(str((body.get("metadata") or {}).get("name", "")))
@@ -122,12 +131,12 @@ class HostDirectory:
         old = self._claims.pop(name, None)
         if old is None:
             return
-        hostname = old.entry.hostname
-        rivals = self._claimants.get(hostname, {})
-        rivals.pop(name, None)
-        if not rivals:
-            self._claimants.pop(hostname, None)
-        self._elect(hostname)
+        for served in old.names:
+            rivals = self._claimants.get(served, {})
+            rivals.pop(name, None)
+            if not rivals:
+                self._claimants.pop(served, None)
+            self._elect(served)
 
     def _elect(self, hostname: str) -> None:
         rivals = self._claimants.get(hostname)

@@ -90,6 +90,8 @@ class HostEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     hostname: Hostname
+    additional_names: frozenset[Hostname] = frozenset()
+    """Served by nginx like the hostname: logins through them are decided the same way."""
     enabled: bool = True
     domains: frozenset[str] = frozenset()
     theme: Theme = Field(default_factory=Theme)
@@ -108,7 +110,7 @@ def evaluate(
         return _allow(Reason.SUPERUSER, f"{request.email} is a superuser")
     if any(normalise_hostname(primary) == request.hostname for primary in primary_hostnames):
         return _allow(Reason.PRIMARY_HOST, f"{request.hostname} is a primary hostname")
-    if host is None or host.hostname != request.hostname:
+    if host is None or request.hostname not in (host.hostname, *host.additional_names):
         return _deny(Reason.UNKNOWN_HOST, f"{request.hostname} is not a known virtual host")
     if not host.enabled:
         return _deny(Reason.HOST_DISABLED, f"virtual host {host.hostname} is disabled")
