@@ -128,6 +128,10 @@ class MailServers:
         self._dovecot: ManagedProcess | None = None
 
     @property
+    def postfix_main_cf(self) -> Path:
+        return self.postfix_conf / "main.cf"
+
+    @property
     def sni_map(self) -> str:
         return f"hash:{self.agent_root}/postfix/current/sni"
 

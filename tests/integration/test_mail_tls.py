@@ -9,6 +9,7 @@ with STARTTLS.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -31,10 +32,12 @@ from tests.harness.mail import (
     client_context,
     served_leaf,
 )
+from tests.harness.nginx import self_signed_certificate
 from tests.harness.pebble import Pebble
 from tests.harness.processes import unverified_tls
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
+from vhost_operator.certs import inspect_certificate
 from vhost_operator.resources import labels
 from vhost_operator.resources.mailtls import decode
 from vhost_operator.resources.naming import tls_secret_name
@@ -182,3 +185,129 @@ def test_each_host_gets_its_pebble_certificate_everywhere_and_renewals_keep_sess
         f"answer NOOP; reloads postfix {after['postfix'] - reloads['postfix']}, "
         f"dovecot {after['dovecot'] - reloads['dovecot']}"
     )
+
+
+# -- refusals: the last good state keeps serving -----------------------------------------------
+
+
+def apply_secrets(cluster: Cluster, secrets: list[dict[str, Any]], tmp_path: Path) -> None:
+    path = tmp_path / f"secrets-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": secrets}))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+
+
+def self_signed_secret(name: str, hostname: str) -> tuple[dict[str, Any], str]:
+    chain, key = self_signed_certificate([hostname])
+    return kube.tls_secret(name, chain, key), inspect_certificate(chain).serial
+
+
+def wait_report(cluster: Cluster, secret: str, accept: Callable[[Any], bool]) -> Any:
+    def probe() -> Any:
+        entry = report(cluster).get(secret)
+        return entry if entry is not None and accept(entry) else None
+
+    return eventually(probe, timeout=60, what=f"the report on {secret}")
+
+
+@pytest.mark.parametrize(
+    ("refusing", "config", "breakage"),
+    [
+        pytest.param("postfix", "postfix_main_cf", "this line is no parameter\n", id="postfix"),
+        pytest.param("dovecot", "dovecot_conf", "}\n", id="dovecot"),
+    ],
+)
+def test_a_config_one_service_refuses_is_reported_and_the_other_serves_on(
+    cluster: Cluster,
+    mail: MailServers,
+    mail_agent: MailTlsAgentProcess,
+    tmp_path: Path,
+    refusing: str,
+    config: str,
+    breakage: str,
+) -> None:
+    hostname = f"refuse-{refusing}.example.com"
+    secret, first = self_signed_secret(f"refuse-{refusing}-tls", hostname)
+    name = secret["metadata"]["name"]
+    apply_secrets(cluster, [secret], tmp_path)
+    wait_report(cluster, name, lambda e: e.serving == {"postfix": first, "dovecot": first})
+    assert all_serve(mail, hostname, first)
+
+    path: Path = getattr(mail, config)
+    original = path.read_text()
+    refusals = mail_agent.metrics()[f"vhost_mail_tls_{refusing}_refusals_total"]
+    other = "dovecot" if refusing == "postfix" else "postfix"
+    try:
+        path.write_text(original + breakage)
+        renewed, second = self_signed_secret(name, hostname)
+        apply_secrets(cluster, [renewed], tmp_path)
+        entry = wait_report(cluster, name, lambda e: refusing in e.errors)
+        print(f"\n{refusing} refused: {entry.errors[refusing]}")
+        assert entry.serving == {refusing: first, other: second}, entry
+        assert mail_agent.metrics()[f"vhost_mail_tls_{refusing}_refusals_total"] > refusals
+        # The refusing service still serves the last good certificate; the other, the new one.
+        kinds = {kind for kind in KINDS if SERVICE_OF[kind] == refusing}
+        assert all_serve(mail, hostname, first, tuple(kinds))
+        assert all_serve(mail, hostname, second, tuple(set(KINDS) - kinds))
+    finally:
+        path.write_text(original)
+    # Fixed: the agent's retry brings the refusing service to the new certificate.
+    wait_report(cluster, name, lambda e: e.serving[refusing] == second and not e.errors)
+    assert all_serve(mail, hostname, second)
+
+
+def test_a_secret_with_a_broken_key_is_reported_and_takes_no_other_host_down(
+    cluster: Cluster, mail: MailServers, mail_agent: MailTlsAgentProcess, tmp_path: Path
+) -> None:
+    good, good_serial = self_signed_secret("good-tls", "good.example.com")
+    chain, _ = self_signed_certificate(["broken.example.com"])
+    _, other_key = self_signed_certificate(["elsewhere.example.com"])
+    broken = kube.tls_secret("broken-tls", chain, other_key)  # a key of another certificate
+    apply_secrets(cluster, [good, broken], tmp_path)
+    entry = wait_report(cluster, "broken-tls", lambda e: bool(e.errors))
+    assert "does not belong to the certificate" in entry.errors["postfix"], entry
+    wait_report(cluster, "good-tls", lambda e: e.serving["postfix"] == good_serial)
+    assert all_serve(mail, "good.example.com", good_serial)
+
+
+# -- a burst -----------------------------------------------------------------------------------
+
+BURST = 100
+
+
+def all_reported(cluster: Cluster, serials: dict[str, str]) -> bool:
+    """Both services report serving each Secret's serial."""
+    found = report(cluster)
+    return all(
+        found.get(name) is not None
+        and found[name].serving == {"postfix": wanted, "dovecot": wanted}
+        for name, wanted in serials.items()
+    )
+
+
+def test_a_burst_of_a_hundred_certificate_changes_takes_a_few_reloads(
+    cluster: Cluster, mail: MailServers, mail_agent: MailTlsAgentProcess, tmp_path: Path
+) -> None:
+    names = [f"burst-{i}-tls" for i in range(BURST)]
+    lines = []
+    for round_ in ("new", "renewed"):
+        made = [self_signed_secret(name, f"burst-{i}.example.com") for i, name in enumerate(names)]
+        serials = {name: serial_ for name, (_, serial_) in zip(names, made, strict=True)}
+        before, started = mail_agent.reloads(), time.monotonic()
+        apply_secrets(cluster, [secret for secret, _ in made], tmp_path)
+
+        eventually(
+            functools.partial(all_reported, cluster, serials),
+            timeout=90,
+            what=f"{BURST} {round_} certificates reported",
+        )
+        elapsed, after = time.monotonic() - started, mail_agent.reloads()
+        reloads = {service: after[service] - before[service] for service in after}
+        lines.append(
+            f"{BURST} {round_} certificates: reloads postfix {reloads['postfix']}, dovecot "
+            f"{reloads['dovecot']}; all served and reported after {elapsed:.1f}s"
+        )
+        for service, count in reloads.items():
+            assert 1 <= count <= 5, (service, count)
+        for i in (0, BURST - 1):
+            assert all_serve(mail, f"burst-{i}.example.com", serials[names[i]])
+    print("\n" + "\n".join(lines))
