@@ -140,6 +140,10 @@ class MailServers:
         return self.agent_root / "dovecot" / "current" / "local_names.conf"
 
     def __enter__(self) -> MailServers:
+        return self.start()
+
+    def start(self) -> MailServers:
+        """Both servers up (on failure, everything of them removed again)."""
         try:
             self._write_configs()
             self.start_postfix()
