@@ -117,6 +117,25 @@ def wait_served(
     return eventually(probe, timeout=30, what=f"{kind} serving the certificate for {sni}")
 
 
+def mail_serving(serial: str | None) -> Callable[[dict[str, Any]], bool]:
+    """A VirtualHost whose MailServing is True for ``serial`` (``None``: its current one)."""
+
+    def check(host: dict[str, Any]) -> bool:
+        status = host.get("status") or {}
+        wanted = serial or (status.get("certificate") or {}).get("serial")
+        return (
+            any(
+                c["type"] == "MailServing"
+                and c["status"] == "True"
+                and c["message"] == f"dovecot, postfix serve certificate {wanted}"
+                for c in status.get("conditions") or ()
+            )
+            and (status.get("certificate") or {}).get("serial") == wanted
+        )
+
+    return check
+
+
 def all_serve(mail: MailServers, sni: str, wanted: str, kinds: tuple[str, ...] = KINDS) -> bool:
     return all(served_serial(mail, kind, sni) == wanted for kind in kinds)
 
@@ -157,6 +176,12 @@ def test_each_host_gets_its_pebble_certificate_everywhere_and_renewals_keep_sess
         assert entry.serving == {"postfix": serials[name], "dovecot": serials[name]}, entry
         assert not entry.errors
     assert serials["mx-a"] != serials["mx-b"]
+    for name in hosts:
+        host = wait_for(
+            cluster, "vh", name, mail_serving(serials[name]), what="MailServing", timeout=30
+        )
+        [condition] = [c for c in host["status"]["conditions"] if c["type"] == "MailServing"]
+        print(f"\n{name}: MailServing={condition['status']} {condition['message']}")
     print("\nTLS handshakes (service, port kind, SNI, serial served):")
     for kind, service, hostname, served in table:
         print(f"  {service:8} {kind:12} {hostname:18} {served}")
@@ -180,6 +205,10 @@ def test_each_host_gets_its_pebble_certificate_everywhere_and_renewals_keep_sess
         assert serial(session.leaf) == first
         session.close()
     after = mail_agent.reloads()
+    renewed_serial = wait_for(
+        cluster, "vh", "mx-a", mail_serving(None), what="MailServing after the renewal", timeout=30
+    )["status"]["certificate"]["serial"]
+    assert renewed_serial != first
     print(
         f"renewal of mx-a.example.com: {first} -> {new}; sessions opened before it all still "
         f"answer NOOP; reloads postfix {after['postfix'] - reloads['postfix']}, "

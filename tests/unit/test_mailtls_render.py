@@ -1,8 +1,9 @@
 """The mail TLS agent's pure parts: which certificate serves which names, the files of a
-generation, and the report."""
+generation, and the report; and the operator's MailServing condition drawn from it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -17,7 +18,15 @@ from vhost_operator.mailtls.render import (
     report_patch,
     served,
 )
+from vhost_operator.provisioning.mailserving import (
+    MailCondition,
+    MailServingKeeper,
+    MailSubject,
+    mail_condition,
+)
 from vhost_operator.resources.mailtls import MailServing, decode, encode
+from vhost_operator.resources.models import ConditionStatus
+from vhost_operator.resources.watch import WatchEvent
 
 
 def tls_secret(
@@ -105,3 +114,79 @@ def test_the_report_says_what_each_service_serves_and_why_not_the_current_one() 
     }
     assert decode(encode(MailServing({POSTFIX: "1"}))) == MailServing({POSTFIX: "1"})
     assert decode("not json") is None
+
+
+# -- the operator's MailServing condition --------------------------------------------------------
+
+
+def test_mail_serving_is_true_only_when_every_service_serves_the_current_serial() -> None:
+    both = MailServing({POSTFIX: "ab", DOVECOT: "ab"})
+    assert mail_condition("ab", {"vhost-mail-tls": both}) == MailCondition(
+        ConditionStatus.TRUE, "Serving", "dovecot, postfix serve certificate ab"
+    )
+    behind = MailServing({POSTFIX: "ab", DOVECOT: "aa"})
+    pending = mail_condition("ab", {"vhost-mail-tls": behind})
+    assert (pending.status, pending.reason) == (ConditionStatus.FALSE, "Pending")
+    assert pending.message == "not serving ab: dovecot serves aa"
+    refused = MailServing({POSTFIX: "ab", DOVECOT: "aa"}, {DOVECOT: "doveconf -n failed"})
+    assert mail_condition("ab", {"r": refused}) == MailCondition(
+        ConditionStatus.FALSE, "Refused", "dovecot: doveconf -n failed"
+    )
+    # Two agents (two mail pods): each service is named with its report.
+    two = mail_condition("ab", {"mx1": both, "mx2": None})
+    assert two.message == "not serving ab: mx2 has not reported it yet"
+
+
+class Catalog:
+    def __init__(self, subjects: dict[str, MailSubject]) -> None:
+        self.subjects = subjects
+
+    def mail_subject(self, name: str) -> MailSubject | None:
+        return self.subjects.get(name)
+
+    def named_by_secret(self, secret: str) -> list[str]:
+        return [name for name, s in self.subjects.items() if s.secret == secret]
+
+    def names(self) -> list[str]:
+        return list(self.subjects)
+
+
+def report_configmap(name: str, data: dict[str, MailServing]) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "data": {k: encode(v) for k, v in data.items()}}
+
+
+def test_the_keeper_writes_only_hosts_whose_report_changed_and_whose_condition_differs() -> None:
+    asyncio.run(keeper_scenario())
+
+
+async def keeper_scenario() -> None:
+    serving = MailCondition(ConditionStatus.TRUE, "Serving", "dovecot, postfix serve certificate 1")
+    catalog = Catalog(
+        {
+            "a": MailSubject("a-tls", "1", None),
+            "b": MailSubject("b-tls", "1", serving),
+        }
+    )
+    keeper = MailServingKeeper(catalog)
+    writes: list[tuple[str, MailCondition]] = []
+
+    async def write(name: str, condition: MailCondition) -> None:
+        writes.append((name, condition))
+
+    task = asyncio.create_task(keeper.run(write))
+    try:
+        assert keeper.desired("a") is None  # no agent reports: no condition at all
+        both = MailServing({POSTFIX: "1", DOVECOT: "1"})
+        keeper.handle_report(
+            WatchEvent("SYNC", objects=(report_configmap("r", {"a-tls": both, "b-tls": both}),))
+        )
+        await asyncio.sleep(0.01)
+        assert writes == [("a", serving)]  # b holds it already
+        writes.clear()
+        # A renewal of b: its serial changes (host event), the report catches up later.
+        catalog.subjects["b"] = MailSubject("b-tls", "2", serving)
+        keeper.handle_host(WatchEvent("MODIFIED", object={"metadata": {"name": "b"}}))
+        await asyncio.sleep(0.01)
+        assert [(name, c.reason) for name, c in writes] == [("b", "Pending")]
+    finally:
+        task.cancel()

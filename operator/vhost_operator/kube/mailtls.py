@@ -1,5 +1,5 @@
 """The mail TLS agent's API calls: watch the TLS Secrets of one namespace, read and patch its
-report ConfigMap.
+report ConfigMap; and the operator's watch of those reports.
 
 RBAC (namespaced, in the TLS Secrets' namespace): secrets get/list/watch; configmaps get/patch
 on the report ConfigMap only (``resourceNames``). The agent never creates or deletes objects.
@@ -54,3 +54,14 @@ class MailTlsObjects:
             ),
             what=f"patching ConfigMap {self.namespace}/{self.report}",
         )
+
+
+def watch_mail_reports(client: kubernetes.client.ApiClient, namespace: str) -> ObjectWatch:
+    """The mail TLS agents' report ConfigMaps in ``namespace`` (for the operator: its
+    configmaps list/watch there covers them)."""
+    return ObjectWatch(
+        CoreObjects(client).lister("configmaps"),
+        namespace,
+        label_selector=f"{labels.COMPONENT}={REPORT_COMPONENT}",
+        what=f"mail TLS reports in {namespace}",
+    )
