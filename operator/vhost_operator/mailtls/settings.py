@@ -41,15 +41,23 @@ class MailTlsSettings(BaseSettings):
     """Table type of the SNI map (``hash``, ``lmdb``, ``cdb``: one ``postmap -F`` can build)."""
 
     postfix_binary: str = "postfix"
+    """``postfix`` command (``check``, ``reload``), looked up on PATH unless absolute."""
+
     postmap_binary: str = "postmap"
+    """``postmap`` command that builds the SNI table (``postmap -F``)."""
+
     postconf_binary: str = "postconf"
+    """``postconf`` command the agent asks which SNI table ``main.cf`` uses."""
 
     dovecot_config: Path | None = None
     """Dovecot's main config (``/etc/dovecot/dovecot.conf``); unset: no Dovecot. It must contain
     ``!include_try <root_dir>/dovecot/current/local_names.conf``."""
 
     doveconf_binary: str = "doveconf"
+    """``doveconf`` command that validates Dovecot's config (``doveconf -n``)."""
+
     doveadm_binary: str = "doveadm"
+    """``doveadm`` command that reloads Dovecot (``doveadm reload``)."""
 
     quiet_window: float = Field(default=0.5, gt=0)
     """Seconds without further changes after which a burst is applied (one check and one reload
