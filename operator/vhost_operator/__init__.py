@@ -26,8 +26,7 @@ must be given a layer there.
    its errors onto ``errors``), ``acme`` (the only one that talks to a certificate authority),
    ``nginx`` (config rendering, pure), ``probes`` (what nginx really serves), ``memory``
    (freed memory back to the OS), ``metrics`` (Prometheus), ``bursts`` (folding a burst of
-   changes into one batch) and ``health`` (the sidecars' ``/healthz``, ``/readyz``,
-   ``/metrics``).
+   changes into one batch) and ``sidecar`` (the agents' endpoint, commands and process life).
 8. Data and rules, independent, no I/O: ``resources`` (our resources' models, hostnames,
    conditions, derived names, watch events), ``certs`` (keys, CSRs, certificates),
    ``settings``, ``errors``.

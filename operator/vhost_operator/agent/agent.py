@@ -16,12 +16,12 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from vhost_operator import sidecar
 from vhost_operator.agent import files
 from vhost_operator.agent.apply import (
     BaselineRejected,
@@ -56,7 +56,6 @@ from vhost_operator.agent.plan import (
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.bursts import Burst
 from vhost_operator.errors import VhostOperatorError
-from vhost_operator.health import serve
 from vhost_operator.resources import labels
 from vhost_operator.resources.watch import ObjectStore, WatchEvent
 
@@ -480,33 +479,21 @@ async def run_agent(settings: AgentSettings) -> None:
         reload_timeout=settings.reload_timeout,
     )
     agent = NginxAgent(settings, api, nginx)
-    runner = (
-        await serve(agent.stats, settings.health_port, NOT_READY) if settings.health_port else None
-    )
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
     logger.info(
         "nginx agent watching namespace %s, writing %s, testing %s",
         settings.namespace,
         settings.root_dir,
         settings.nginx_conf,
     )
-    try:
-        await agent.run()
-    except asyncio.CancelledError:
-        logger.info("nginx agent stopping")
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+    await sidecar.run_until_stopped(
+        agent.run,
+        agent.stats,
+        health_port=settings.health_port,
+        not_ready=NOT_READY,
+        name="nginx agent",
+    )
 
 
 def main(settings: AgentSettings, *, verbose: bool) -> None:
     """Entry point of ``vhost-operator nginx-agent``."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(run_agent(settings))
+    sidecar.main(lambda: run_agent(settings), verbose=verbose)

@@ -1,11 +1,11 @@
-"""The nginx agent's counters (served on ``/metrics`` by ``vhost_operator.health``)."""
+"""The nginx agent's counters (served on ``/metrics`` by ``vhost_operator.sidecar``)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import ClassVar
 
-from vhost_operator.health import Counters
+from vhost_operator.sidecar import Counters
 
 NOT_READY = "waiting for the first sync and reload"
 

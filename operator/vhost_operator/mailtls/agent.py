@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from vhost_operator import sidecar
 from vhost_operator.bursts import Burst
 from vhost_operator.errors import VhostOperatorError
-from vhost_operator.health import Counters, serve
 from vhost_operator.mailtls.desired import MailState, mail_state, relevant_secret
 from vhost_operator.mailtls.generations import CURRENT, Generations
 from vhost_operator.mailtls.render import (
@@ -41,6 +40,7 @@ from vhost_operator.mailtls.services import (
 from vhost_operator.mailtls.settings import MailTlsSettings
 from vhost_operator.resources.mailtls import decode
 from vhost_operator.resources.watch import ObjectStore, WatchEvent
+from vhost_operator.sidecar import Counters
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +209,7 @@ class MailTlsAgent:
         )
         try:
             await service.build(generation)
+            await asyncio.to_thread(generations.sync, generation)
             await asyncio.to_thread(generations.switch, generation)
             await service.check(generations.directory / CURRENT)
         except BaseException:
@@ -277,33 +278,21 @@ async def run_agent(settings: MailTlsSettings) -> None:
 
     api = MailTlsObjects(connect(), settings.namespace, settings.report_configmap)
     agent = MailTlsAgent(settings, api, services_of(settings))
-    runner = (
-        await serve(agent.stats, settings.health_port, NOT_READY) if settings.health_port else None
-    )
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
     logger.info(
         "mail TLS agent watching TLS Secrets in %s for %s, writing %s",
         settings.namespace,
         ", ".join(agent.service_names),
         settings.root_dir,
     )
-    try:
-        await agent.run()
-    except asyncio.CancelledError:
-        logger.info("mail TLS agent stopping")
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+    await sidecar.run_until_stopped(
+        agent.run,
+        agent.stats,
+        health_port=settings.health_port,
+        not_ready=NOT_READY,
+        name="mail TLS agent",
+    )
 
 
 def main(settings: MailTlsSettings, *, verbose: bool) -> None:
     """Entry point of ``vhost-operator mail-tls-agent``."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(run_agent(settings))
+    sidecar.main(lambda: run_agent(settings), verbose=verbose)

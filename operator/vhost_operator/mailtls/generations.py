@@ -53,8 +53,8 @@ class Generations:
         return value
 
     def write(self, render: Callable[[str], Sequence[GenerationFile]]) -> Path:
-        """A new generation with the files ``render(its directory)`` returns, on disk for good
-        (synced) before anything points at it."""
+        """A new generation with the files ``render(its directory)`` returns (not yet synced:
+        :meth:`sync` once the service has built its derived files too)."""
         numbers = [int(entry.name) for entry in self._generations.iterdir() if entry.name.isdigit()]
         directory = self._generations / str(max(numbers, default=0) + 1)
         directory.mkdir(mode=DIRECTORY_MODE)
@@ -62,11 +62,22 @@ class Generations:
             previous = self.current()
             for file in render(str(directory)):
                 _place(directory, file, previous)
-            os.sync()
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
         return directory
+
+    def sync(self, generation: Path) -> None:
+        """Every file and directory of ``generation`` on disk for good, before anything points
+        at it (a crash must not leave ``current`` naming files that never reached the disk).
+        Linked files are clean already: their fsync costs next to nothing."""
+        for directory, _, names in os.walk(generation):
+            for name in [*names, "."]:
+                descriptor = os.open(Path(directory) / name, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
 
     def switch(self, generation: Path | None) -> None:
         """Make ``generation`` current (``None``: no generation)."""
@@ -78,6 +89,11 @@ class Generations:
         temporary.unlink(missing_ok=True)
         os.symlink(os.path.relpath(generation, self.directory), temporary)
         os.replace(temporary, link)
+        descriptor = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)  # the rename itself, durable
+        finally:
+            os.close(descriptor)
 
     def discard(self, generation: Path) -> None:
         shutil.rmtree(generation, ignore_errors=True)

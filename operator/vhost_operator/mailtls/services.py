@@ -9,12 +9,11 @@ while existing connections stay with the old ones.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
 from typing import Protocol
 
 from vhost_operator.mailtls.render import DOVECOT, DOVECOT_CONFIG, POSTFIX, POSTFIX_MAP
+from vhost_operator.sidecar import CommandFailed, run_command
 
 COMMAND_TIMEOUT_SECONDS = 120.0
 """A check or reload that takes longer is stuck (``postmap`` of 10,000 hosts takes seconds)."""
@@ -116,24 +115,9 @@ class Dovecot:
 async def _run(error: type[ServiceError], *argv: str) -> str:
     """Run ``argv``; its output, or ``error`` with what it said."""
     try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as failure:
-        raise ServiceError(f"cannot run {argv[0]}: {failure.strerror or failure}") from failure
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_SECONDS)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise ServiceError(
-            f"{' '.join(argv[:2])} did not finish within {COMMAND_TIMEOUT_SECONDS:.0f}s"
-        ) from None
-    if process.returncode != 0:
-        said = (stderr or stdout).decode(errors="replace").strip()
-        raise error(f"{' '.join(argv)} failed (exit {process.returncode}): {said}")
-    return stdout.decode(errors="replace")
+        finished = await run_command(argv, timeout=COMMAND_TIMEOUT_SECONDS, what=" ".join(argv[:2]))
+    except CommandFailed as failure:
+        raise ServiceError(str(failure)) from failure
+    if finished.returncode != 0:
+        raise error(f"{' '.join(argv)} failed (exit {finished.returncode}): {finished.said}")
+    return finished.stdout
