@@ -340,3 +340,28 @@ def test_a_burst_of_a_hundred_certificate_changes_takes_a_few_reloads(
         for i in (0, BURST - 1):
             assert all_serve(mail, f"burst-{i}.example.com", serials[names[i]])
     print("\n" + "\n".join(lines))
+
+
+# -- restarts ----------------------------------------------------------------------------------
+
+
+def test_a_restarted_agent_writes_nothing_new_and_reloads_each_service_once(
+    cluster: Cluster, mail: MailServers, mail_agent: MailTlsAgentProcess, tmp_path: Path
+) -> None:
+    secret, serial_ = self_signed_secret("restart-tls", "restart.example.com")
+    apply_secrets(cluster, [secret], tmp_path)
+    wait_report(cluster, "restart-tls", lambda e: e.serving["dovecot"] == serial_)
+    current = {
+        service: (mail.agent_root / service / "current").resolve()
+        for service in SERVICE_OF.values()
+    }
+    for service in current:
+        # The current generation and at most the one before it are kept.
+        assert len(list((mail.agent_root / service / "generations").iterdir())) <= 2
+
+    mail_agent.stop()
+    mail_agent.start()
+    assert mail_agent.reloads() == {"postfix": 1, "dovecot": 1}  # the start-up reload only
+    for service, generation in current.items():
+        assert (mail.agent_root / service / "current").resolve() == generation, service
+    assert all_serve(mail, "restart.example.com", serial_)
