@@ -70,10 +70,14 @@ class Generations:
     def sync(self, generation: Path) -> None:
         """Every file and directory of ``generation`` on disk for good, before anything points
         at it (a crash must not leave ``current`` naming files that never reached the disk).
-        Linked files are clean already: their fsync costs next to nothing."""
+        A file with more than one link is one a synced generation passed on: skipped (with
+        1,000 hosts, fsyncing them all took a second per batch)."""
         for directory, _, names in os.walk(generation):
             for name in [*names, "."]:
-                descriptor = os.open(Path(directory) / name, os.O_RDONLY)
+                path = Path(directory) / name
+                if name != "." and path.stat().st_nlink > 1:
+                    continue
+                descriptor = os.open(path, os.O_RDONLY)
                 try:
                     os.fsync(descriptor)
                 finally:
