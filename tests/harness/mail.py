@@ -223,35 +223,25 @@ class MailServers:
             lambda: _listening(self.ports[IMAPS]), timeout=30, what="Dovecot listening"
         )
 
+    def stop_postfix(self) -> None:
+        _stop(
+            self._postfix,
+            ["postfix", "-c", str(self.postfix_conf), "stop"],
+            self.postfix_dir / "queue" / "pid" / "master.pid",
+        )
+        self._postfix = None
+
+    def stop_dovecot(self) -> None:
+        _stop(
+            self._dovecot,
+            ["doveadm", "-c", str(self.dovecot_conf), "stop"],
+            self.dovecot_dir / "run" / "master.pid",
+        )
+        self._dovecot = None
+
     def stop(self) -> None:
-        for process, stop, pid_file in (
-            (
-                self._postfix,
-                ["postfix", "-c", str(self.postfix_conf), "stop"],
-                self.postfix_dir / "queue" / "pid" / "master.pid",
-            ),
-            (
-                self._dovecot,
-                ["doveadm", "-c", str(self.dovecot_conf), "stop"],
-                self.dovecot_dir / "run" / "master.pid",
-            ),
-        ):
-            if process is None:
-                continue
-            master = _pid(pid_file)
-            if process.process.poll() is None:
-                subprocess.run(stop, capture_output=True, timeout=30, check=False)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.process.wait(10)
-            # Whatever a master left, or a master that ignored the stop: its whole process
-            # group (Postfix's master runs in a session of its own), then ours.
-            for group in (master, process.process.pid):
-                if group is not None:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(group, signal.SIGKILL)
-            process.kill()
-            process.stop()
-        self._postfix = self._dovecot = None
+        self.stop_postfix()
+        self.stop_dovecot()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def logs(self) -> str:
@@ -260,6 +250,24 @@ class MailServers:
             + "\n"
             + log_tail(self.dovecot_dir / "dovecot.log")
         )
+
+
+def _stop(process: ManagedProcess | None, stop: list[str], pid_file: Path) -> None:
+    if process is None:
+        return
+    master = _pid(pid_file)
+    if process.process.poll() is None:
+        subprocess.run(stop, capture_output=True, timeout=30, check=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.process.wait(10)
+    # Whatever a master left, or a master that ignored the stop: its whole process group
+    # (Postfix's master runs in a session of its own), then ours.
+    for group in (master, process.process.pid):
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+    process.kill()
+    process.stop()
 
 
 def _pid(pid_file: Path) -> int | None:

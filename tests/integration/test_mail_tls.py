@@ -284,6 +284,27 @@ def test_a_config_one_service_refuses_is_reported_and_the_other_serves_on(
     assert all_serve(mail, hostname, second)
 
 
+def test_a_service_that_is_down_is_reported_and_catches_up_when_it_is_back(
+    cluster: Cluster, mail: MailServers, mail_agent: MailTlsAgentProcess, tmp_path: Path
+) -> None:
+    secret, first = self_signed_secret("down-tls", "down.example.com")
+    apply_secrets(cluster, [secret], tmp_path)
+    wait_report(cluster, "down-tls", lambda e: e.serving == {"postfix": first, "dovecot": first})
+    mail.stop_dovecot()
+    try:
+        renewed, second = self_signed_secret("down-tls", "down.example.com")
+        apply_secrets(cluster, [renewed], tmp_path)
+        entry = wait_report(cluster, "down-tls", lambda e: "dovecot" in e.errors)
+        print(f"\ndovecot down: {entry.errors['dovecot']}")
+        assert entry.serving == {"postfix": second, "dovecot": first}, entry
+        assert all_serve(mail, "down.example.com", second, (SMTP, SUBMISSIONS))
+    finally:
+        mail.start_dovecot()
+    # Back: it starts with the agent's current generation, and the retry reloads it.
+    wait_report(cluster, "down-tls", lambda e: e.serving["dovecot"] == second and not e.errors)
+    assert all_serve(mail, "down.example.com", second)
+
+
 def test_a_secret_with_a_broken_key_is_reported_and_takes_no_other_host_down(
     cluster: Cluster, mail: MailServers, mail_agent: MailTlsAgentProcess, tmp_path: Path
 ) -> None:

@@ -176,13 +176,17 @@ class MailTlsAgent:
             if previous is None or await asyncio.to_thread(generations.served) != wanted:
                 await self._switch(service, generations, state, previous)
             else:
-                await service.check(current)  # start-up: the current one, checked once more
-        except Refused as error:
-            self._count(f"{service.name}_refusals_total")
+                await service.check(current)  # start-up or a failed reload: checked once more
+            await service.reload()
+        except ServiceError as error:
+            # Refused: the last good generation is current again. A failed reload (the service
+            # is down): the new one is current and is reloaded with the retry. Either way the
+            # report keeps what the service last loaded, with this as the reason.
+            if isinstance(error, Refused):
+                self._count(f"{service.name}_refusals_total")
             self._refusals[service.name] = str(error)
             logger.error("%s keeps its last good certificates: %s", service.name, error)
             raise
-        await service.reload()
         self._running[service.name] = wanted
         self._refusals.pop(service.name, None)
         self._count(f"{service.name}_reloads_total")
