@@ -1,10 +1,10 @@
 # The two commands that set everything up on a fresh machine:
 #   make demo   the operator on an embedded local control plane, examples applied (Ctrl-C stops)
 #   make test   lint, type checks, import contracts and the whole test suite against real servers
-# Everything they need is installed on the way: Debian packages (nginx; containerd, CNI
-# plugins, iptables, podman for the real node; podman, runc, debootstrap for the images), a Python
-# venv, etcd/kube-apiserver/kubectl, kubelet/kube-scheduler/kube-proxy, CoreDNS and pebble built
-# from their Go modules, and the Dockerfile's images built with podman, all cached in
+# Everything they need is installed on the way: Debian packages (nginx, Postfix, Dovecot;
+# containerd, CNI plugins, iptables, podman for the real node; podman, runc, debootstrap for the
+# images), a Python venv, etcd/kube-apiserver/kubectl, kubelet/kube-scheduler/kube-proxy, CoreDNS
+# and pebble built from their Go modules, and the Dockerfile's images built with podman, all cached in
 # ~/.cache/vhost-operator.
 
 PYTHON ?= python3
@@ -22,8 +22,8 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: demo demo-node test bench lint unit docs system-packages image-packages control-plane \
-	node-binaries delivery-tools images pebble venv clean
+.PHONY: demo demo-node test bench lint unit docs system-packages mail-packages image-packages \
+	control-plane node-binaries delivery-tools images pebble venv clean
 
 demo: venv system-packages control-plane pebble
 	$(BIN)/python -m tests.harness.demo $(DEMO_ARGS)
@@ -63,8 +63,21 @@ apt-install = @dpkg -s $(1) >/dev/null 2>&1 || { \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); }
 
 # Debian packages for the real servers the tests use.
-system-packages:
+system-packages: mail-packages
 	$(call apt-install,$(DEBIAN_PACKAGES))
+
+# Postfix and Dovecot for the mail TLS agent's tests (tests/harness/mail.py runs throwaway
+# instances on loopback ports). Their packages must not start the machine's own mail services:
+# "No configuration" leaves Postfix without a main.cf, and a policy-rc.d (unless one exists)
+# refuses every service start during the install.
+MAIL_PACKAGES := postfix dovecot-imapd
+mail-packages:
+	@dpkg -s $(MAIL_PACKAGES) >/dev/null 2>&1 || { \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; guard=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(MAIL_PACKAGES); \
+	  status=$$?; if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$status; }
 
 image-packages:
 	$(call apt-install,$(IMAGE_PACKAGES))

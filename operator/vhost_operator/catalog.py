@@ -28,13 +28,15 @@ from typing import Any
 import pydantic
 
 from vhost_operator.metrics import HostView
+from vhost_operator.provisioning.mailserving import MailCondition, MailSubject
 from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.provisioning.retries import RetryCandidate
 from vhost_operator.resources.claims import Claim
-from vhost_operator.resources.conditions import CERTIFICATE_VALID
+from vhost_operator.resources.conditions import CERTIFICATE_VALID, MAIL_SERVING
 from vhost_operator.resources.models import (
     RENEW_ANNOTATION,
     RETRY_ANNOTATION,
+    ConditionStatus,
     Phase,
     VirtualHost,
     served_names,
@@ -65,6 +67,8 @@ class HostRecord:
     """Set when the host is Failed (see ``provisioning.retries``)."""
     other_names: tuple[str, ...] = ()
     """The names it serves besides ``hostname``: additional names, MTA-STS policy hosts."""
+    mail: MailSubject | None = None
+    """Set when the host holds a certificate (see ``provisioning.mailserving``)."""
 
 
 _HOST_ANNOTATIONS = (RENEW_ANNOTATION, RETRY_ANNOTATION)
@@ -77,8 +81,9 @@ _HOST_STATUS = (
     "failedAttempts",
     "lastFailureTime",
 )
-_HOST_CONDITIONS = (CERTIFICATE_VALID,)
-"""The conditions the scanner compares with the clock; the others stay out of memory."""
+_HOST_CONDITIONS = (CERTIFICATE_VALID, MAIL_SERVING)
+"""The conditions the scanner compares with the clock and the one the mail reports set; the
+others stay out of memory."""
 
 
 def slim_host(body: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +155,23 @@ def host_record(body: Object) -> HostRecord:
         ),
         candidate=candidate,
         failure=failure,
+        mail=_mail_subject(status),
     )
+
+
+def _mail_subject(status: Object) -> MailSubject | None:
+    certificate = status.get("certificate") or {}
+    if not certificate.get("secretName") or not certificate.get("serial"):
+        return None
+    current = next(
+        (
+            MailCondition(ConditionStatus(c["status"]), c.get("reason", ""), c.get("message", ""))
+            for c in status.get("conditions") or ()
+            if c.get("type") == MAIL_SERVING and c.get("status") in iter(ConditionStatus)
+        ),
+        None,
+    )
+    return MailSubject(str(certificate["secretName"]), str(certificate["serial"]), current)
 
 
 class _Catalog(abc.ABC):
@@ -213,6 +234,7 @@ class HostCatalog(_Catalog):
         self._by_served_name: dict[str, tuple[str, ...]] = {}
         """Every name a host serves (``served_names``): what no two hosts may share."""
         self._by_domain: dict[str, tuple[str, ...]] = {}
+        self._by_secret: dict[str, tuple[str, ...]] = {}
         self._failed: dict[str, RetryCandidate] = {}
         self._next_wake: datetime | None = None
         self._duty = asyncio.Event()
@@ -222,6 +244,7 @@ class HostCatalog(_Catalog):
         self._by_hostname.clear()
         self._by_served_name.clear()
         self._by_domain.clear()
+        self._by_secret.clear()
         self._failed.clear()
 
     def _put(self, obj: Object) -> None:
@@ -232,6 +255,8 @@ class HostCatalog(_Catalog):
             _add(self._by_served_name, served, record.name)
         for domain in record.domains:
             _add(self._by_domain, domain, record.name)
+        if record.mail is not None:
+            _add(self._by_secret, record.mail.secret, record.name)
         if record.failure is not None:
             self._failed[record.name] = record.failure
         if self._next_wake is not None and _duty_before(record, self._next_wake):
@@ -246,6 +271,8 @@ class HostCatalog(_Catalog):
                 _remove(self._by_served_name, served, name)
             for domain in record.domains:
                 _remove(self._by_domain, domain, name)
+            if record.mail is not None:
+                _remove(self._by_secret, record.mail.secret, name)
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -271,6 +298,17 @@ class HostCatalog(_Catalog):
     def listing(self, domain: str) -> Collection[str]:
         """Names of the VirtualHosts whose ``spec.domains`` lists this domain."""
         return self._by_domain.get(domain, ())
+
+    def names(self) -> list[str]:
+        return list(self._hosts)
+
+    def named_by_secret(self, secret: str) -> Collection[str]:
+        """Names of the VirtualHosts whose certificate is in this TLS Secret (normally one)."""
+        return self._by_secret.get(secret, ())
+
+    def mail_subject(self, name: str) -> MailSubject | None:
+        record = self._hosts.get(name)
+        return record.mail if record is not None else None
 
     def views(self) -> list[HostView]:
         return [record.view for record in self._hosts.values()]

@@ -8,10 +8,13 @@ Everything crosses module boundaries as PEM ``bytes`` because that is how the ma
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -243,3 +246,64 @@ def certificate_id(chain_pem: bytes) -> str:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+# -- TLS Secrets ---------------------------------------------------------------------------------
+
+CERTIFICATE_KEY = "tls.crt"
+"""Data key of the full chain in a ``kubernetes.io/tls`` Secret (and the file name on disk)."""
+PRIVATE_KEY_KEY = "tls.key"
+"""Data key of the private key in a ``kubernetes.io/tls`` Secret (and the file name on disk)."""
+
+_CACHED_CERTIFICATES = 16384
+"""Parsed certificates kept: more than the hosts one server serves, bounded across renewals."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """A TLS Secret's certificate as a server gets it: PEM full chain, PEM key, the leaf's
+    serial and the DNS names it is valid for."""
+
+    chain_pem: bytes
+    key_pem: bytes
+    serial: str
+    dns_names: tuple[str, ...] = ()
+
+
+def secret_certificate(secret: Mapping[str, Any]) -> Certificate:
+    """The certificate of a ``kubernetes.io/tls`` Secret (the raw API dict), checked so a
+    server will load it."""
+    data: Mapping[str, str] = secret.get("data") or {}
+    for key in (CERTIFICATE_KEY, PRIVATE_KEY_KEY):
+        if key not in data:
+            raise KeyMaterialError(f"data key {key} is missing")
+    return _certificate(data[CERTIFICATE_KEY], data[PRIVATE_KEY_KEY])
+
+
+@functools.lru_cache(maxsize=_CACHED_CERTIFICATES)
+def _certificate(chain_base64: str, key_base64: str) -> Certificate:
+    """Decode and check one pair. Cached: every batch looks at every Secret again, and parsing
+    thousands of keys and certificates each time would be the agents' main cost."""
+    try:
+        chain = base64.b64decode(chain_base64, validate=True)
+        key = base64.b64decode(key_base64, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise KeyMaterialError("data is not valid base64") from error
+    try:
+        info = inspect_certificate(chain)
+    except KeyMaterialError as error:
+        raise KeyMaterialError(f"{CERTIFICATE_KEY} is not a PEM certificate chain") from error
+    # A pair that does not belong together would make the server refuse its whole configuration.
+    if not certificate_matches_key(chain, key):
+        raise KeyMaterialError(f"{PRIVATE_KEY_KEY} does not belong to the certificate")
+    return Certificate(chain, key, info.serial, info.dns_names)
+
+
+@functools.lru_cache(maxsize=_CACHED_CERTIFICATES)
+def certificate_serial(chain_pem: bytes) -> str | None:
+    """The leaf's serial as :func:`inspect_certificate` formats it, or ``None`` for unusable
+    PEM."""
+    try:
+        return inspect_certificate(chain_pem).serial
+    except KeyMaterialError:
+        return None

@@ -1,10 +1,10 @@
 """The ``vhost-operator`` command.
 
-Its three subcommands are three different processes, and each imports only what it runs: the
+Its four subcommands are four different processes, and each imports only what it runs: the
 operator (``run``: kopf, the handlers, the ACME library, via ``wiring``), the tenancy gate
-(``tenancy.service``) and the nginx agent (``agent.agent``). The gate and the agent never load
-kopf or the ACME library (``tests/unit/test_cli_imports.py``), so this module imports none of
-them at the top.
+(``tenancy.service``), the nginx agent (``agent.agent``) and the mail TLS agent
+(``mailtls.agent``). The gate and the agents never load kopf or the ACME library
+(``tests/unit/test_cli_imports.py``), so this module imports none of them at the top.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the nginx agent next to nginx (settings from VHOST_AGENT_*)",
     )
     agent_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    mail_parser = commands.add_parser(
+        "mail-tls-agent",
+        help="run the mail TLS agent next to Postfix/Dovecot (settings from VHOST_MAILTLS_*)",
+    )
+    mail_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     arguments = parser.parse_args(argv)
     if arguments.command == "run":
         from vhost_operator import wiring
@@ -50,4 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vhost_operator.agent.settings import AgentSettings
 
         agent.main(AgentSettings(), verbose=arguments.verbose)
+    elif arguments.command == "mail-tls-agent":
+        from vhost_operator.mailtls import agent as mail_agent
+        from vhost_operator.mailtls.settings import MailTlsSettings
+
+        mail_agent.main(MailTlsSettings(), verbose=arguments.verbose)
     return 0

@@ -16,6 +16,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from vhost_operator.agent.settings import AgentSettings
+from vhost_operator.mailtls.settings import MailTlsSettings
 from vhost_operator.settings import Settings
 from vhost_operator.tenancy.settings import GateSettings
 
@@ -23,6 +24,7 @@ SECTIONS: dict[str, type[BaseSettings]] = {
     "operator": Settings,
     "nginx-agent": AgentSettings,
     "tenancy-gate": GateSettings,
+    "mail-tls-agent": MailTlsSettings,
 }
 
 

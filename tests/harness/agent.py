@@ -1,13 +1,14 @@
-"""The nginx agent as a real process (``python -m vhost_operator nginx-agent``), next to a real
-nginx, as it runs as a sidecar in a cluster."""
+"""The sidecar agents as real processes, as they run in a cluster: the nginx agent
+(``python -m vhost_operator nginx-agent``) next to a real nginx, the mail TLS agent
+(``mail-tls-agent``) next to a real Postfix and Dovecot."""
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
+from tests.harness.mail import MailServers
 from tests.harness.nginx import NginxServer
-from tests.harness.processes import ComponentProcess, free_port
+from tests.harness.processes import ComponentProcess, free_port, scrape
 
 
 class AgentProcess(ComponentProcess):
@@ -45,18 +46,53 @@ class AgentProcess(ComponentProcess):
 
     def metrics(self) -> dict[str, float]:
         """The agent's ``/metrics``, name → value."""
-        url = f"http://127.0.0.1:{self.health_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
+        return scrape(self.health_port)
 
     def reloads(self) -> int:
         return int(self.metrics()["vhost_agent_reloads_total"])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class MailTlsAgentProcess(ComponentProcess):
+    """Starts the mail TLS agent for ``servers`` (both Postfix and Dovecot), watching
+    ``namespace`` and reporting into ConfigMap ``report``."""
+
+    command = "mail-tls-agent"
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        servers: MailServers,
+        namespace: str,
+        report: str,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(kubeconfig, servers.workdir / "mail-tls-agent.log", verbose=True)
+        self.health_port = free_port()
+        self.settings = {
+            "VHOST_MAILTLS_NAMESPACE": namespace,
+            "VHOST_MAILTLS_ROOT_DIR": str(servers.agent_root),
+            "VHOST_MAILTLS_REPORT_CONFIGMAP": report,
+            "VHOST_MAILTLS_POSTFIX_CONFIG_DIR": str(servers.postfix_conf),
+            "VHOST_MAILTLS_DOVECOT_CONFIG": str(servers.dovecot_conf),
+            "VHOST_MAILTLS_HEALTH_PORT": str(self.health_port),
+            **(settings or {}),
+        }
+
+    def start(self) -> MailTlsAgentProcess:
+        # Ready: the Secrets listed, and Postfix and Dovecot reloaded with a generation.
+        self._launch(self.settings, f"http://127.0.0.1:{self.health_port}/readyz", what="readiness")
+        return self
+
+    def metrics(self) -> dict[str, float]:
+        return scrape(self.health_port)
+
+    def reloads(self) -> dict[str, int]:
+        """Reloads so far, by service."""
+        metrics = self.metrics()
+        return {
+            service: int(metrics[f"vhost_mail_tls_{service}_reloads_total"])
+            for service in ("postfix", "dovecot")
+        }

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness.agent import AgentProcess
+from tests.harness.agent import AgentProcess, MailTlsAgentProcess
 from tests.harness.audit import AuditedControlPlane
 from tests.harness.clusters import Cluster
 from tests.harness.gate import GateProcess
 from tests.harness.helm import Helm, Manifest, container, literal_env, one
+from tests.harness.mail import MailServers
 from tests.harness.nginx import NginxServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
@@ -27,6 +28,8 @@ RELEASE = "chart-test"
 OPERATOR_NS = "chart-operator"
 WEB_NS = "chart-web"
 OTHER_NS = "chart-other"
+MAIL_NS = "chart-mail"
+"""Where the mail server pod with the mail TLS agent would run (the chart makes its account)."""
 WEBHOOK_CONFIGURATION = "chart-test.vhost-operator.io"
 FULLNAME = "chart-test-vhost-operator"
 EAB_KID = "chart-kid"
@@ -43,11 +46,14 @@ class Installed:
     operator_kubeconfig: Path
     agent_kubeconfig: Path
     gate_kubeconfig: Path
+    mail_kubeconfig: Path
     nginx: NginxServer
+    mail: MailServers
     pebble: Pebble
     operator: OperatorProcess | None = None
     agent: AgentProcess | None = None
     gate: GateProcess | None = None
+    mail_agent: MailTlsAgentProcess | None = None
 
     def deployment_env(self, name: str, container_name: str) -> dict[str, str]:
         deployment = one(self.manifests, "Deployment", name)
@@ -64,8 +70,15 @@ class Installed:
                 env[entry["name"]] = base64.b64decode(data).decode()
         return env
 
-    def processes(self) -> list[tuple[str, OperatorProcess | AgentProcess | GateProcess]]:
-        candidates = (("operator", self.operator), ("agent", self.agent), ("gate", self.gate))
+    def processes(
+        self,
+    ) -> list[tuple[str, OperatorProcess | AgentProcess | GateProcess | MailTlsAgentProcess]]:
+        candidates = (
+            ("operator", self.operator),
+            ("agent", self.agent),
+            ("gate", self.gate),
+            ("mail-tls-agent", self.mail_agent),
+        )
         return [(name, process) for name, process in candidates if process is not None]
 
     def logs(self) -> str:
@@ -127,4 +140,5 @@ def install_values(pebble: Pebble, nginx: NginxServer) -> dict[str, Any]:
             "applyTimeout": 30,
         },
         "gate": {"enabled": True},
+        "mailTls": {"enabled": True, "namespace": MAIL_NS},
     }

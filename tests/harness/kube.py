@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from tests.harness.clusters import Cluster
+from vhost_operator.resources import labels
 
 NAMESPACE = "vhost-operator"
 """Where the tests' operator keeps site ConfigMaps, TLS Secrets and its ACME account."""
@@ -33,6 +34,21 @@ def virtualhost(name: str, hostname: str, **spec: Any) -> dict[str, Any]:
         "kind": "VirtualHost",
         "metadata": {"name": name},
         "spec": {"hostname": hostname, **spec},
+    }
+
+
+def tls_secret(name: str, chain: bytes, key: bytes, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """A TLS Secret as the operator writes it (its label is what the agents select)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels.component_labels(labels.TLS_COMPONENT),
+        },
+        "stringData": {"tls.crt": chain.decode(), "tls.key": key.decode()},
     }
 
 

@@ -97,6 +97,18 @@ def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
         return False
 
 
+def scrape(port: int) -> dict[str, float]:
+    """A component's ``/metrics`` on ``port``, name → value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
 class ComponentProcess:
     """One of our own commands (``python -m vhost_operator <command>``) as a real process
     against a kubeconfig, as it runs in a cluster: started, waited for until ``ready_url``

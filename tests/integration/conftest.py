@@ -20,6 +20,7 @@ from tests.harness.chart_install import (
     DEFAULTS_NS,
     EAB_KID,
     FULLNAME,
+    MAIL_NS,
     OPERATOR_NS,
     OTHER_NS,
     RELEASE,
@@ -33,6 +34,7 @@ from tests.harness.chart_install import (
 from tests.harness.clusters import Cluster, install_crds
 from tests.harness.helm import CHART, Helm, helm_binary, parse_manifests
 from tests.harness.identities import service_account_kubeconfig
+from tests.harness.mail import MailServers
 from tests.harness.nginx import NginxServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
@@ -137,7 +139,7 @@ def target(
     if request.config.getoption("--cluster") != "local":
         yield request.getfixturevalue("cluster"), None
         return
-    groups = [f"system:serviceaccounts:{ns}" for ns in (OPERATOR_NS, WEB_NS, DEFAULTS_NS)]
+    groups = [f"system:serviceaccounts:{ns}" for ns in (OPERATOR_NS, WEB_NS, MAIL_NS, DEFAULTS_NS)]
     plane = AuditedControlPlane(tmp_path_factory.mktemp("audited-cluster"), groups)
     plane.start()
     try:
@@ -162,6 +164,7 @@ def installed(
             namespace(OPERATOR_NS),
             namespace(WEB_NS),
             namespace(OTHER_NS),
+            namespace(MAIL_NS),
             secret("acme-eab", OPERATOR_NS, {"hmacKey": mac_key}),
             secret("unrelated", OTHER_NS, {"password": "not for the operator"}),
         ],
@@ -172,7 +175,9 @@ def installed(
     # pebble validates HTTP-01 through nginx, which proxies to the operator's responder.
     pebble = Pebble(http_port=nginx.http_port, eab_keys={EAB_KID: mac_key}, workdir=workdir / "ca")
     state: Installed | None = None
+    mail = MailServers()
     try:
+        mail.start()
         nginx.start()
         pebble.start()
         installing = release_helm.run(
@@ -201,7 +206,11 @@ def installed(
             gate_kubeconfig=service_account_kubeconfig(
                 cluster, OPERATOR_NS, f"{FULLNAME}-gate", workdir / "gate.kubeconfig"
             ),
+            mail_kubeconfig=service_account_kubeconfig(
+                cluster, MAIL_NS, f"{FULLNAME}-mail-tls", workdir / "mail.kubeconfig"
+            ),
             nginx=nginx,
+            mail=mail,
             pebble=pebble,
         )
         yield state
@@ -213,6 +222,7 @@ def installed(
             process.stop()
         pebble.stop()
         nginx.stop()
+        mail.stop()
         if audit is None:  # a shared cluster: leave nothing behind
             release_helm.run("uninstall", RELEASE, "--namespace", OPERATOR_NS, check=False)
             for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
@@ -221,7 +231,7 @@ def installed(
                     "delete", kind, WEBHOOK_CONFIGURATION, "--ignore-not-found", check=False
                 )
             # Waited for: the next chart module installs into the same namespaces.
-            for name in (OPERATOR_NS, WEB_NS, OTHER_NS):
+            for name in (OPERATOR_NS, WEB_NS, OTHER_NS, MAIL_NS):
                 cluster.kubectl("delete", "namespace", name, "--timeout=120s", check=False)
 
 

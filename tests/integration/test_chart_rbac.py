@@ -1,7 +1,8 @@
 """The RBAC proof of the Helm chart: its accounts are sufficient and minimal.
 
-The operator, the nginx agent and the tenancy gate run as processes with tokens of the chart's
-own ServiceAccounts and the chart's own settings, against pebble and a real nginx; a VirtualHost
+The operator, the nginx agent, the tenancy gate and the mail TLS agent run as processes with
+tokens of the chart's own ServiceAccounts and the chart's own settings, against pebble, a real
+nginx and a real Postfix and Dovecot; a VirtualHost
 goes Ready and is served, MailDomains link and create hosts, then everything is deleted and
 cleaned up, without a single refusal (sufficient), with the default values as well. What the
 chart must not allow (other namespaces' Secrets, other webhooks) is refused.
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.harness import kube
-from tests.harness.agent import AgentProcess
+from tests.harness.agent import AgentProcess, MailTlsAgentProcess
 from tests.harness.audit import AuditedControlPlane, Grant, grants_of
 from tests.harness.chart_install import (
     DEFAULTS_NS,
@@ -40,6 +41,7 @@ from tests.harness.clusters import Cluster
 from tests.harness.gate import GateProcess
 from tests.harness.helm import CHART, Helm, Manifest, container, literal_env, one, parse_manifests
 from tests.harness.identities import can_i, kubectl_as, service_account_kubeconfig
+from tests.harness.mail import SMTP, client_context, served_leaf
 from tests.harness.nginx import served_certificate as served
 from tests.harness.operator import OperatorProcess
 from tests.harness.processes import free_port
@@ -93,6 +95,20 @@ def test_the_chart_accounts_are_refused_what_they_must_not_do(installed: Install
     assert not can_i(cluster, installed.agent_kubeconfig, "delete", "configmaps", "-n", WEB_NS)
     assert not can_i(cluster, installed.agent_kubeconfig, "get", "secrets", "-n", OPERATOR_NS)
     assert not can_i(cluster, installed.gate_kubeconfig, "patch", "virtualhosts.vhost-operator.io")
+    mail = installed.mail_kubeconfig
+    assert can_i(cluster, mail, "patch", "configmaps/vhost-mail-tls", "-n", WEB_NS)
+    for query in (
+        ("get", "secrets", "-n", WEB_NS),  # list and watch only: it never reads one by name
+        ("get", "secrets", "-n", OTHER_NS),
+        ("list", "secrets", "--all-namespaces"),
+        ("list", "secrets", "-n", OPERATOR_NS),
+        ("patch", "secrets", "-n", WEB_NS),
+        ("patch", "configmaps/another", "-n", WEB_NS),
+        ("list", "configmaps", "-n", WEB_NS),
+        ("create", "configmaps", "-n", WEB_NS),
+        ("delete", "configmaps/vhost-mail-tls", "-n", WEB_NS),
+    ):
+        assert not can_i(cluster, mail, *query), query
 
 
 def webhook_configuration(
@@ -175,9 +191,25 @@ def start_processes(installed: Installed, workdir: Path) -> dict[str, str]:
     installed.agent = AgentProcess(installed.agent_kubeconfig, workdir, nginx, WEB_NS, agent_env)
     installed.agent.start()
     installed.gate = GateProcess(installed.gate_kubeconfig, workdir, gate_env).start()
+    # The mail TLS agent as the README's sidecar runs it, with the chart's report ConfigMap.
+    installed.mail_agent = MailTlsAgentProcess(
+        installed.mail_kubeconfig, installed.mail, WEB_NS, "vhost-mail-tls"
+    ).start()
     installed.operator = OperatorProcess(installed.operator_kubeconfig, workdir, operator_env)
     installed.operator.start()
     return operator_env
+
+
+def eventually_served(handshake: Any, timeout: float = 60) -> str:
+    """The serial of the first handshake that succeeds (the agent may still be applying)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return format(handshake().serial_number, "x")
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def maildomain(name: str, domain: str, hostname: str) -> Manifest:
@@ -249,6 +281,11 @@ def test_with_the_charts_accounts_hosts_are_provisioned_served_linked_and_remove
         shown = served(nginx.https_port, hostname)
         assert shown is not None
         assert format(shown.serial_number, "x") == certificate["serial"]
+        # And by Postfix over STARTTLS (the mail TLS agent's work), verified against pebble.
+        context = client_context(installed.pebble.root_pem())
+        smtp = installed.mail.ports[SMTP]
+        mail_serial = eventually_served(lambda: served_leaf(SMTP, smtp, hostname, context))
+        assert mail_serial == certificate["serial"]
 
         # The webhook answers through the API server: a duplicate hostname is refused.
         duplicate = tmp_path / "duplicate.json"

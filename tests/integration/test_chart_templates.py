@@ -37,6 +37,7 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
     "nginx": {"enabled": True, "namespace": "web"},
     "webhook": {"certSecretName": "webhook-tls"},
     "gate": {"enabled": True, "theme": {"primary": "#1a73e8"}},
+    "mailTls": {"enabled": True, "namespace": "mail"},
 }
 
 SETTINGS_NOT_IN_CHART: dict[str, str] = {
@@ -256,7 +257,33 @@ def test_secrets_only_in_the_nginx_namespace_and_the_account_secret(
             "resources": ["secrets"],
             "verbs": ["list", "watch"],
         },
+        ("web", "vhost-operator-mail-tls"): {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["list", "watch"],
+        },
     }
+
+
+def test_the_mail_tls_agent_reaches_its_report_and_nothing_else(
+    full_manifests: list[Manifest],
+) -> None:
+    role = one(full_manifests, "Role", "vhost-operator-mail-tls")
+    assert role["metadata"]["namespace"] == "web"  # where the TLS Secrets are
+    assert rules_of(role)[1] == {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": ["vhost-mail-tls"],
+        "verbs": ["get", "patch"],
+    }
+    binding = one(full_manifests, "RoleBinding", "vhost-operator-mail-tls")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "vhost-operator-mail-tls", "namespace": "mail"}
+    ]
+    account = one(full_manifests, "ServiceAccount", "vhost-operator-mail-tls")
+    assert account["metadata"]["namespace"] == "mail"
+    report = one(full_manifests, "ConfigMap", "vhost-mail-tls")
+    assert report["metadata"]["labels"]["vhost-operator.io/component"] == "mail-tls-report"
 
 
 def test_webhook_configuration_rights_are_narrowed(full_manifests: list[Manifest]) -> None:
@@ -427,7 +454,7 @@ def test_agent_and_operator_agree_on_paths(full_manifests: list[Manifest]) -> No
     assert nginx["command"] == ["nginx"]
     conf_arg = nginx["args"][nginx["args"].index("-c") + 1]
     assert conf_arg == agent["VHOST_AGENT_NGINX_CONF"]
-    conf = one(full_manifests, "ConfigMap")["data"]["nginx.conf"]
+    conf = one(full_manifests, "ConfigMap", "vhost-operator-nginx")["data"]["nginx.conf"]
     assert f"pid {agent['VHOST_AGENT_NGINX_PID_FILE']};" in conf
     assert f"include {agent['VHOST_AGENT_ROOT_DIR']}/sites-enabled/*.conf;" in conf
     assert f"server_names_hash_bucket_size {SERVER_NAMES_HASH_BUCKET_SIZE};" in conf

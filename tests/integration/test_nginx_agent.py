@@ -127,17 +127,7 @@ class Sites:
 
     @staticmethod
     def secret(name: str, chain: bytes, key: bytes) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {
-                "name": name,
-                "namespace": NAMESPACE,
-                "labels": labels.component_labels(labels.TLS_COMPONENT),
-            },
-            "stringData": {"tls.crt": chain.decode(), "tls.key": key.decode()},
-        }
+        return kube.tls_secret(name, chain, key, NAMESPACE)
 
     def tls_site(
         self, name: str, hostname: str, *, body_size: int = 50

@@ -23,12 +23,7 @@ from vhost_operator.agent.apply import (
     named_host,
     quarantine,
 )
-from vhost_operator.agent.desired import (
-    Certificate,
-    DesiredState,
-    Site,
-    relevant_configmap,
-)
+from vhost_operator.agent.desired import DesiredState, Site, relevant_configmap
 from vhost_operator.agent.desired import desired_state as agent_desired_state
 from vhost_operator.agent.nginx import nginx_complaint
 from vhost_operator.agent.plan import (
@@ -42,7 +37,7 @@ from vhost_operator.agent.plan import (
     report,
     report_patch,
 )
-from vhost_operator.certs import inspect_certificate
+from vhost_operator.certs import Certificate, inspect_certificate
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
 
@@ -107,7 +102,7 @@ def test_a_configmap_with_its_secret_becomes_a_site(pair: tuple[bytes, bytes]) -
         "a.example.com",
         CONFIG,
         False,
-        Certificate(chain, key, inspect_certificate(chain).serial),
+        Certificate(chain, key, inspect_certificate(chain).serial, ("a.example.com",)),
     )
     assert not desired.held
 

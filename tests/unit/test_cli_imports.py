@@ -35,9 +35,12 @@ print(json.dumps([name for name in json.loads(sys.stdin.read()) if name in sys.m
 """
 
 
-def loaded_heavy_modules(subcommand: str, module: str, body: str) -> list[str]:
+def loaded_heavy_modules(
+    subcommand: str, module: str, body: str, settings: dict[str, str] | None = None
+) -> list[str]:
     # No VHOST_* variable of the calling shell may change what the settings classes accept.
     env = {name: value for name, value in os.environ.items() if not name.startswith("VHOST_")}
+    env.update(settings or {})
     result = subprocess.run(
         [sys.executable, "-c", PROBE, subcommand, module, body],
         input=json.dumps(HEAVY),
@@ -52,16 +55,25 @@ def loaded_heavy_modules(subcommand: str, module: str, body: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("subcommand", "module", "body"),
+    ("subcommand", "module", "body", "settings"),
     [
-        pytest.param("nginx-agent", "vhost_operator.agent.agent", "main", id="nginx-agent"),
-        pytest.param("tenancy-gate", "vhost_operator.tenancy.service", "run", id="tenancy-gate"),
+        pytest.param("nginx-agent", "vhost_operator.agent.agent", "main", {}, id="nginx-agent"),
+        pytest.param(
+            "mail-tls-agent",
+            "vhost_operator.mailtls.agent",
+            "main",
+            {"VHOST_MAILTLS_DOVECOT_CONFIG": "/etc/dovecot/dovecot.conf"},
+            id="mail-tls-agent",
+        ),
+        pytest.param(
+            "tenancy-gate", "vhost_operator.tenancy.service", "run", {}, id="tenancy-gate"
+        ),
     ],
 )
 def test_sidecar_processes_load_neither_kopf_nor_acme(
-    subcommand: str, module: str, body: str
+    subcommand: str, module: str, body: str, settings: dict[str, str]
 ) -> None:
-    assert loaded_heavy_modules(subcommand, module, body) == []
+    assert loaded_heavy_modules(subcommand, module, body, settings) == []
 
 
 def test_the_operator_process_loads_them() -> None:

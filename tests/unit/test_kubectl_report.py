@@ -137,6 +137,24 @@ def test_status_of_a_ready_host_shows_the_window_and_what_nginx_serves() -> None
     assert "certificate: nginx serves serial 4f2a9c" in text
 
 
+def test_status_says_whether_the_mail_services_serve_the_certificate() -> None:
+    condition = {
+        "type": "MailServing",
+        "status": "False",
+        "reason": "Refused",
+        "message": "dovecot: doveconf -n failed",
+        "lastTransitionTime": at(-1),
+    }
+    refused = host(phase="Ready", certificate=CERTIFICATE, conditions=[condition])
+    assert "  mail: NOT serving (Refused): dovecot: doveconf -n failed" in report.status_text(
+        refused, site(), now=NOW
+    )
+    serving = {**condition, "status": "True", "reason": "Serving", "message": "dovecot serves"}
+    text = report.status_text(host(certificate=CERTIFICATE, conditions=[serving]), None, now=NOW)
+    assert "  mail: dovecot serves" in text
+    assert "  mail: " not in report.status_text(ready_host(), site(), now=NOW)
+
+
 def test_a_running_step_shows_for_how_long() -> None:
     pending = host(phase="Pending", chain=[entry("bootstrap", "Running", -2)])
     text = report.status_text(pending, None, now=NOW)

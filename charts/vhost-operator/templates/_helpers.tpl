@@ -135,6 +135,21 @@ vhost-operator.agentServiceAccountName is the nginx agent's ServiceAccount.
 {{- end -}}
 
 {{/*
+vhost-operator.mailTlsNamespace is where the mail server pod with the mail TLS agent runs.
+*/}}
+{{- define "vhost-operator.mailTlsNamespace" -}}
+{{- .Values.mailTls.namespace | default (include "vhost-operator.nginxNamespace" .) -}}
+{{- end -}}
+
+{{/*
+vhost-operator.mailTlsServiceAccountName is the ServiceAccount of the pod that runs the mail TLS
+agent.
+*/}}
+{{- define "vhost-operator.mailTlsServiceAccountName" -}}
+{{- .Values.mailTls.serviceAccount.name | default (include "vhost-operator.componentName" (dict "root" . "component" "mail-tls")) -}}
+{{- end -}}
+
+{{/*
 vhost-operator.gateServiceAccountName is the tenancy gate's ServiceAccount.
 */}}
 {{- define "vhost-operator.gateServiceAccountName" -}}

@@ -16,12 +16,12 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
-import signal
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from vhost_operator import sidecar
 from vhost_operator.agent import files
 from vhost_operator.agent.apply import (
     BaselineRejected,
@@ -38,7 +38,7 @@ from vhost_operator.agent.desired import (
     relevant_configmap,
     relevant_secret,
 )
-from vhost_operator.agent.metrics import AgentStats, serve
+from vhost_operator.agent.metrics import NOT_READY, AgentStats
 from vhost_operator.agent.nginx import ConfigRejected, NginxControl, NginxError, ReloadFailed
 from vhost_operator.agent.plan import (
     CERTS_DIR,
@@ -54,9 +54,10 @@ from vhost_operator.agent.plan import (
     summary,
 )
 from vhost_operator.agent.settings import AgentSettings
+from vhost_operator.bursts import Burst
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.resources import labels
-from vhost_operator.resources.watch import WatchEvent
+from vhost_operator.resources.watch import ObjectStore, WatchEvent
 
 logger = logging.getLogger(__name__)
 
@@ -96,36 +97,6 @@ class Rejection:
     fingerprint: str
     """The version of the site nginx refused: a new version is tried again, this one is not."""
     message: str
-
-
-class ObjectStore:
-    """The objects one watch has shown, by name, and whether its first list has arrived."""
-
-    def __init__(self, relevant: Callable[[Object | None], object]) -> None:
-        self.objects: dict[str, Object] = {}
-        self.synced = False
-        self._relevant = relevant
-
-    def update(self, event: WatchEvent) -> bool:
-        """Take in ``event``; ``True`` if it changed anything the files depend on."""
-        if event.type == "SYNC":
-            fresh = {obj["metadata"]["name"]: obj for obj in event.objects}
-            changed = not self.synced or self._fingerprints(fresh) != self._fingerprints(
-                self.objects
-            )
-            self.objects, self.synced = fresh, True
-            return changed
-        assert event.object is not None
-        name = event.object["metadata"]["name"]
-        before = self._relevant(self.objects.get(name))
-        if event.type == "DELETED":
-            self.objects.pop(name, None)
-        else:
-            self.objects[name] = event.object
-        return before != self._relevant(self.objects.get(name))
-
-    def _fingerprints(self, objects: Mapping[str, Object]) -> dict[str, object]:
-        return {name: self._relevant(obj) for name, obj in objects.items()}
 
 
 class DiskWorkspace:
@@ -202,11 +173,7 @@ class NginxAgent:
         self._reloading = ReloadingWorkspace(settings.root_dir, nginx, self.stats)
         self._configmaps = ObjectStore(relevant_configmap)
         self._secrets = ObjectStore(relevant_secret)
-        self._changed = asyncio.Event()
-        self._first_change: float | None = None
-        self._last_change = 0.0
-        self._paced_until = 0.0
-        """Loop time before which no batch starts (``reload_pacing``)."""
+        self._burst = Burst(settings.quiet_window, settings.max_delay)
         self._rejections: dict[str, Rejection] = {}
         self._missing_since: dict[str, float] = {}
         self._recheck_scheduled: set[str] = set()
@@ -230,7 +197,7 @@ class NginxAgent:
             if store is self._configmaps:
                 self._forget_reports(event)
             if store.update(event):
-                self._note_change()
+                self._burst.note()
 
     def _forget_reports(self, event: WatchEvent) -> None:
         """A new or deleted ConfigMap carries none of the annotations the agent once wrote."""
@@ -239,19 +206,9 @@ class NginxAgent:
         elif event.type in ("ADDED", "DELETED") and event.object is not None:
             self._reported.pop(event.object["metadata"]["name"], None)
 
-    def _note_change(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if self._first_change is None:
-            self._first_change = now
-        self._last_change = now
-        self._changed.set()
-
     async def _apply_forever(self) -> None:
         while True:
-            await self._changed.wait()
-            await self._settle()
-            self._changed.clear()
-            self._first_change = None
+            await self._burst.settled()
             if not (self._configmaps.synced and self._secrets.synced):
                 # Never plan from half a picture: a kind not listed yet would look deleted.
                 continue
@@ -263,26 +220,12 @@ class NginxAgent:
             else:
                 self._failures = 0
 
-    async def _settle(self) -> None:
-        """Wait until changes have paused for ``quiet_window``, or ``max_delay`` has passed
-        since the first of them: one batch (one reload) for a whole burst."""
-        loop = asyncio.get_running_loop()
-        while self._first_change is not None:
-            due = min(
-                self._last_change + self._settings.quiet_window,
-                self._first_change + self._settings.max_delay,
-            )
-            due = max(due, self._paced_until)
-            if loop.time() >= due:
-                return
-            await asyncio.sleep(due - loop.time())
-
     def _retry_later(self, error: Exception) -> None:
         delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
         self._failures += 1
         self.stats.batch_failures_total += 1
         logger.error("applying site changes failed, retrying in %gs: %s", delay, error)
-        asyncio.get_running_loop().call_later(delay, self._note_change)
+        self._burst.note_later(delay)
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -318,9 +261,7 @@ class NginxAgent:
         if not self._live:
             outcome = await self._reload_or_isolate(desired, outcome, started)
             busy = time.monotonic() - started
-            self._paced_until = asyncio.get_running_loop().time() + (
-                self._settings.reload_pacing * busy
-            )
+            self._burst.pace(self._settings.reload_pacing * busy)
         disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
         patched = await self._report(desired, disk)
         if patched:
@@ -500,7 +441,7 @@ class NginxAgent:
 
             def wake() -> None:
                 self._recheck_scheduled.discard(configmap)
-                self._note_change()
+                self._burst.note()
 
             asyncio.get_running_loop().call_later(delay, wake)
 
@@ -538,31 +479,21 @@ async def run_agent(settings: AgentSettings) -> None:
         reload_timeout=settings.reload_timeout,
     )
     agent = NginxAgent(settings, api, nginx)
-    runner = await serve(agent.stats, settings.health_port) if settings.health_port else None
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
     logger.info(
         "nginx agent watching namespace %s, writing %s, testing %s",
         settings.namespace,
         settings.root_dir,
         settings.nginx_conf,
     )
-    try:
-        await agent.run()
-    except asyncio.CancelledError:
-        logger.info("nginx agent stopping")
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+    await sidecar.run_until_stopped(
+        agent.run,
+        agent.stats,
+        health_port=settings.health_port,
+        not_ready=NOT_READY,
+        name="nginx agent",
+    )
 
 
 def main(settings: AgentSettings, *, verbose: bool) -> None:
     """Entry point of ``vhost-operator nginx-agent``."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(run_agent(settings))
+    sidecar.main(lambda: run_agent(settings), verbose=verbose)

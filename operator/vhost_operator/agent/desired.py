@@ -9,16 +9,13 @@ outside the agent's directory or a broken nginx.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vhost_operator.certs import KeyMaterialError, certificate_matches_key, inspect_certificate
+from vhost_operator.certs import Certificate, KeyMaterialError, secret_certificate
 from vhost_operator.nginx import config_hash, rendered_site
 from vhost_operator.resources import labels
 from vhost_operator.resources.claims import Claim
@@ -26,24 +23,8 @@ from vhost_operator.resources.hostnames import hostname_problem
 
 Object = Mapping[str, Any]
 
-CERTIFICATE_KEY = "tls.crt"
-"""Data key of the full chain in a ``kubernetes.io/tls`` Secret (and the file name on disk)."""
-PRIVATE_KEY_KEY = "tls.key"
-"""Data key of the private key in a ``kubernetes.io/tls`` Secret (and the file name on disk)."""
-
-_CACHED_CERTIFICATES = 16384
-"""Parsed certificates kept: more than the hosts one nginx serves, bounded across renewals."""
 _FILE_NAME_MAX = 255  # bytes in one path component on Linux file systems
 _HOSTNAME_CHARS = re.compile(r"[a-z0-9.-]+")
-
-
-@dataclasses.dataclass(frozen=True)
-class Certificate:
-    """A host's certificate as nginx gets it: PEM full chain, PEM key, and the leaf's serial."""
-
-    chain_pem: bytes
-    key_pem: bytes
-    serial: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,42 +205,6 @@ def _with_certificate(
         return dataclasses.replace(request, problem=f"TLS Secret {secret_name}: {error}")
     site = Site(request.configmap, request.hostname, config, enabled, certificate)
     return dataclasses.replace(request, site=site)
-
-
-def secret_certificate(secret: Object) -> Certificate:
-    """The certificate of a ``kubernetes.io/tls`` Secret, checked so nginx will load it."""
-    data: Mapping[str, str] = secret.get("data") or {}
-    for key in (CERTIFICATE_KEY, PRIVATE_KEY_KEY):
-        if key not in data:
-            raise KeyMaterialError(f"data key {key} is missing")
-    return _certificate(data[CERTIFICATE_KEY], data[PRIVATE_KEY_KEY])
-
-
-@functools.lru_cache(maxsize=_CACHED_CERTIFICATES)
-def _certificate(chain_base64: str, key_base64: str) -> Certificate:
-    """Decode and check one pair. Cached: every batch looks at every Secret again, and parsing
-    thousands of keys and certificates each time would be the agent's main cost."""
-    try:
-        chain = base64.b64decode(chain_base64, validate=True)
-        key = base64.b64decode(key_base64, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise KeyMaterialError("data is not valid base64") from error
-    serial = certificate_serial(chain)
-    if serial is None:
-        raise KeyMaterialError(f"{CERTIFICATE_KEY} is not a PEM certificate chain")
-    # A pair that does not belong together would make nginx refuse the whole configuration.
-    if not certificate_matches_key(chain, key):
-        raise KeyMaterialError(f"{PRIVATE_KEY_KEY} does not belong to the certificate")
-    return Certificate(chain, key, serial)
-
-
-@functools.lru_cache(maxsize=_CACHED_CERTIFICATES)
-def certificate_serial(chain_pem: bytes) -> str | None:
-    """The leaf's serial as ``certs`` formats it, or ``None`` for unusable PEM."""
-    try:
-        return inspect_certificate(chain_pem).serial
-    except KeyMaterialError:
-        return None
 
 
 def relevant_configmap(configmap: Object | None) -> object:

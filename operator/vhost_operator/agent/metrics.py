@@ -1,22 +1,21 @@
-"""The agent's counters and its small HTTP endpoint: ``/healthz``, ``/readyz``, ``/metrics``.
-
-The counters live in memory (tests and the loop read them directly) and are rendered in the
-Prometheus text format by hand: a dozen numbers do not justify another dependency. aiohttp comes
-with kopf already.
-"""
+"""The nginx agent's counters (served on ``/metrics`` by ``vhost_operator.sidecar``)."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
-from aiohttp import web
+from vhost_operator.sidecar import Counters
 
-_PREFIX = "vhost_agent"
+NOT_READY = "waiting for the first sync and reload"
 
 
 @dataclasses.dataclass
-class AgentStats:
-    """Counters (``_total``: only ever grow) and gauges of one agent process."""
+class AgentStats(Counters):
+    """Counters (``_total``: only ever grow) and gauges of one agent process. ``ready``: synced,
+    and nginx confirmed a reload of what the agent wrote (once: it stays true)."""
+
+    PREFIX: ClassVar[str] = "vhost_agent"
 
     batches_total: int = 0
     """Batches applied: each is one burst of changes (or a retry)."""
@@ -41,46 +40,3 @@ class AgentStats:
     last_reload_timestamp_seconds: float = 0.0
     synced: bool = False
     """Both watches delivered their first list."""
-    ready: bool = False
-    """Synced, and nginx confirmed a reload of what the agent wrote (once: it stays true)."""
-
-    def render(self) -> str:
-        """The Prometheus text exposition of every field."""
-        lines = []
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            kind = "counter" if field.name.endswith("_total") else "gauge"
-            name = f"{_PREFIX}_{field.name}"
-            lines.append(f"# TYPE {name} {kind}")
-            lines.append(
-                f"{name} {value!r}" if isinstance(value, float) else f"{name} {int(value)}"
-            )
-        return "\n".join(lines) + "\n"
-
-
-def application(stats: AgentStats) -> web.Application:
-    async def healthz(_: web.Request) -> web.Response:
-        # The process answers: the event loop runs. A dead loop task ends the process instead.
-        return web.Response(text="ok\n")
-
-    async def readyz(_: web.Request) -> web.Response:
-        if stats.ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: waiting for the first sync and reload\n")
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=stats.render(), content_type="text/plain", charset="utf-8")
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    return app
-
-
-async def serve(stats: AgentStats, port: int) -> web.AppRunner:
-    """Start the endpoint on ``port`` (all interfaces: probes come from the kubelet)."""
-    runner = web.AppRunner(application(stats), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()
-    return runner

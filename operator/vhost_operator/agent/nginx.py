@@ -22,6 +22,8 @@ import signal
 import time
 from pathlib import Path
 
+from vhost_operator.sidecar import CommandFailed, run_command
+
 TEST_TIMEOUT_SECONDS = 120.0
 """An ``nginx -t`` that takes longer is stuck (thousands of hosts test in a few seconds)."""
 
@@ -61,26 +63,11 @@ class NginxControl:
         """
         argv = [self.binary, "-t", "-q", "-c", str(self.conf), "-e", "stderr"]
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as error:
-            raise NginxError(f"cannot run {self.binary}: {error.strerror or error}") from error
-        try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), TEST_TIMEOUT_SECONDS)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            raise NginxError(
-                f"nginx -t did not finish within {TEST_TIMEOUT_SECONDS:.0f}s"
-            ) from None
-        if process.returncode != 0:
-            output = (stderr or stdout).decode(errors="replace")
-            raise ConfigRejected(nginx_complaint(output))
+            finished = await run_command(argv, timeout=TEST_TIMEOUT_SECONDS, what="nginx -t")
+        except CommandFailed as error:
+            raise NginxError(str(error)) from error
+        if finished.returncode != 0:
+            raise ConfigRejected(nginx_complaint(finished.stderr or finished.stdout))
 
     async def reload(self) -> None:
         """SIGHUP the master, then wait until it runs a new generation of workers."""

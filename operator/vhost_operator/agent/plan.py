@@ -18,14 +18,8 @@ import dataclasses
 from collections.abc import Collection, Mapping
 from pathlib import PurePosixPath
 
-from vhost_operator.agent.desired import (
-    CERTIFICATE_KEY,
-    PRIVATE_KEY_KEY,
-    DesiredState,
-    Site,
-    SiteRequest,
-    certificate_serial,
-)
+from vhost_operator.agent.desired import DesiredState, Site, SiteRequest
+from vhost_operator.certs import CERTIFICATE_KEY, PRIVATE_KEY_KEY, certificate_serial
 from vhost_operator.nginx import config_hash
 from vhost_operator.resources import labels
 

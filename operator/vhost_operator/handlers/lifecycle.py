@@ -18,12 +18,15 @@ import kopf
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, context_of
+from vhost_operator.handlers.mailserving import MailConditionWrites
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_renewal_info, start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
+from vhost_operator.kube.mailtls import watch_mail_reports
 from vhost_operator.kube.sites import SiteObjects
 from vhost_operator.kube.watching import ObjectWatch
 from vhost_operator.memory import release_periodically
+from vhost_operator.provisioning.mailserving import MailServingKeeper
 from vhost_operator.resources.models import GROUP
 from vhost_operator.resources.watch import WatchEvent
 from vhost_operator.settings import Settings
@@ -111,7 +114,15 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     context = context_of(memo)
     # The catalogs list everything before kopf's watches start handlers (start-up handlers
     # run first); whoever needs a complete catalog waits for its first list.
-    context.tasks.append(follow(context.virtualhosts.watch_all(slim_host), context.hosts.apply))
+    # With nginx (and so TLS Secrets in its namespace), mail TLS agents may report on them.
+    mail = MailServingKeeper(context.hosts) if context.applications is not None else None
+
+    def on_host(event: WatchEvent) -> None:
+        context.hosts.apply(event)
+        if mail is not None:
+            mail.handle_host(event)
+
+    context.tasks.append(follow(context.virtualhosts.watch_all(slim_host), on_host))
     context.tasks.append(
         follow(context.maildomains.watch_all(slim_maildomain), context.claims.apply)
     )
@@ -123,6 +134,12 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         # The nginx agent's reports (site ConfigMap annotations), for the waiting steps.
         sites = SiteObjects(context.client, context.settings.nginx_namespace)
         context.tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
+    if mail is not None:
+        # The mail TLS agents' reports (a ConfigMap each), for the MailServing condition.
+        reports = watch_mail_reports(context.client, context.settings.nginx_namespace)
+        context.tasks.append(follow(reports, mail.handle_report))
+        writes = MailConditionWrites(context)
+        context.tasks.append(asyncio.create_task(mail.run(writes.write), name="mail-serving"))
     if context.responder is not None:
         await context.responder.start("0.0.0.0", context.settings.challenge_listen_port)
         context.tasks.append(asyncio.create_task(context.wakeups.run(), name="wake-ups"))

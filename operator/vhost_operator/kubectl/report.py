@@ -376,6 +376,10 @@ def _certificate_lines(host: VirtualHost, now: datetime) -> list[str]:
             f"last renewal {outcome} {timestamp(renewal.last_transition_time)}: {renewal.message}",
             indent="  ",
         )
+    mail = next((c for c in host.status.conditions if c.type == conditions.MAIL_SERVING), None)
+    if mail is not None:
+        verdict = "" if mail.status.value == "True" else f"NOT serving ({mail.reason}): "
+        lines += _wrapped(f"mail: {verdict}{mail.message}", indent="  ")
     if not host.spec.enabled:
         lines.append("  the host is disabled: the renewal scanner skips it")
     return lines

@@ -16,6 +16,9 @@ PROVISIONED = "Provisioned"
 """Every step of the provisioning chain has succeeded."""
 CERTIFICATE_VALID = "CertificateValid"
 """The host holds a certificate that is within its validity period."""
+MAIL_SERVING = "MailServing"
+"""The mail services (Postfix, Dovecot: the mail TLS agents' reports) serve the host's current
+certificate. Set only where a mail TLS agent reports; ``Ready`` stays about nginx."""
 
 
 def set_condition(

@@ -6,12 +6,14 @@ a ``SYNC`` event carrying every object, and sends another ``SYNC`` whenever it h
 deletions missed while disconnected are not kept forever.
 
 The streams themselves are ``vhost_operator.kube.watching``; the consumers (the operator's
-catalogs, the nginx agent, the tenancy gate's directory) need only these types, not a client.
+catalogs, the sidecar agents, the tenancy gate's directory) need only these types, not a client.
+:class:`ObjectStore` is the sidecar agents' in-memory copy of one watched kind.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 Object = dict[str, Any]
@@ -25,3 +27,33 @@ class WatchEvent:
     """The object of an ADDED, MODIFIED or DELETED event."""
     objects: tuple[Object, ...] = ()
     """Every object, on SYNC."""
+
+
+class ObjectStore:
+    """The objects one watch has shown, by name, and whether its first list has arrived."""
+
+    def __init__(self, relevant: Callable[[Object | None], object]) -> None:
+        self.objects: dict[str, Object] = {}
+        self.synced = False
+        self._relevant = relevant
+
+    def update(self, event: WatchEvent) -> bool:
+        """Take in ``event``; ``True`` if it changed anything the files depend on."""
+        if event.type == "SYNC":
+            fresh = {obj["metadata"]["name"]: obj for obj in event.objects}
+            changed = not self.synced or self._fingerprints(fresh) != self._fingerprints(
+                self.objects
+            )
+            self.objects, self.synced = fresh, True
+            return changed
+        assert event.object is not None
+        name = event.object["metadata"]["name"]
+        before = self._relevant(self.objects.get(name))
+        if event.type == "DELETED":
+            self.objects.pop(name, None)
+        else:
+            self.objects[name] = event.object
+        return before != self._relevant(self.objects.get(name))
+
+    def _fingerprints(self, objects: Mapping[str, Object]) -> dict[str, object]:
+        return {name: self._relevant(obj) for name, obj in objects.items()}
