@@ -30,6 +30,7 @@ from vhost_operator.agent.desired import (
     relevant_configmap,
 )
 from vhost_operator.agent.desired import desired_state as agent_desired_state
+from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.agent.nginx import nginx_complaint
 from vhost_operator.agent.plan import (
     Change,
@@ -462,3 +463,25 @@ def test_undo_puts_back_replaced_and_removed_files(tmp_path: Path) -> None:
     undo.restore()
     assert files.read_disk(tmp_path) == before
     assert stat.S_IMODE((tmp_path / CERTS / "tls.key").stat().st_mode) == 0o600
+
+
+def test_a_named_replica_reports_under_its_own_keys() -> None:
+    [request] = desired_state([configmap()], {}).requests
+    keys = labels.report_keys("nginx-0")
+    disk = DiskState(configs={"a.example.com": b"older config"})
+    assert report(request, disk, None, keys) == {
+        keys.config_hash: config_hash("older config"),
+        keys.serial: None,
+        keys.error: None,
+    }
+
+
+def test_a_replica_is_ready_once_applied_and_while_not_failing() -> None:
+    stats = AgentStats()
+    assert not stats.ready, "nothing applied yet"
+    stats.applied = True
+    assert stats.ready
+    stats.failing, stats.failure = True, "nginx -t: [emerg] broken baseline"
+    assert not stats.ready
+    assert "vhost_agent_failing 1" in stats.render()
+    assert "broken baseline" not in stats.render(), "the reason is no metric"

@@ -211,6 +211,7 @@ class NginxAgent:
         self._missing_since: dict[str, float] = {}
         self._recheck_scheduled: set[str] = set()
         self._reported: dict[str, dict[str, str | None]] = {}
+        self._keys = labels.report_keys(settings.replica)
         self._live = False
         """nginx is confirmed to run exactly what is on disk."""
         self._failures = 0
@@ -258,10 +259,15 @@ class NginxAgent:
             self.stats.synced = True
             try:
                 await self.apply_once()
-            except (NginxError, BaselineRejected, VhostOperatorError, OSError) as error:
+            except VhostOperatorError as error:
+                self._retry_later(error)  # the API server: nginx still serves what it had
+            except (NginxError, BaselineRejected, OSError) as error:
+                # This replica may now serve stale config: out of the Service until it recovers.
+                self.stats.failing, self.stats.failure = True, str(error)
                 self._retry_later(error)
             else:
                 self._failures = 0
+                self.stats.failing, self.stats.failure = False, ""
 
     async def _settle(self) -> None:
         """Wait until changes have paused for ``quiet_window``, or ``max_delay`` has passed
@@ -323,6 +329,9 @@ class NginxAgent:
             )
         disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
         patched = await self._report(desired, disk)
+        # Ready once the whole state is served and reported: a new replica takes traffic (and
+        # the operator waits for it) only when it serves every host as the others do.
+        self.stats.applied = True
         if patched:
             logger.info(
                 "annotated %d site ConfigMaps, %.2fs after the batch started",
@@ -413,7 +422,7 @@ class NginxAgent:
             self._record(desired, isolated)
             # The isolation ends with nginx running what is on disk (its last attempt was
             # reloaded, or undone back to what was).
-            self._live = self.stats.ready = True
+            self._live = True
             rejected = {**outcome.rejected, **isolated.rejected}
             return Outcome(isolated.accepted, rejected, outcome.tests + isolated.tests)
         return outcome
@@ -425,9 +434,7 @@ class NginxAgent:
         except ReloadFailed:
             self.stats.reload_failures_total += 1
             raise
-        # Ready stays true from here on: a later failed reload leaves nginx serving the last
-        # good config, and flapping readiness would take the whole nginx pod out of service.
-        self._live = self.stats.ready = True
+        self._live = True
         changed = len(outcome.accepted)
         self.stats.reloads_total += 1
         self.stats.hosts_changed_total += changed
@@ -453,10 +460,10 @@ class NginxAgent:
         errors = 0
         for request in desired.requests:
             error, known = self._error_for(request)
-            wanted = report(request, disk, error)
+            wanted = report(request, disk, error, self._keys)
             if not known:
-                del wanted[labels.APPLY_ERROR]  # not yet decided: leave it as it is
-            errors += wanted.get(labels.APPLY_ERROR) is not None
+                del wanted[self._keys.error]  # not yet decided: leave it as it is
+            errors += wanted.get(self._keys.error) is not None
             patch = self._patch_for(request.configmap, wanted)
             if patch:
                 patches.append((request.configmap, patch))

@@ -41,14 +41,29 @@ class AgentStats:
     last_reload_timestamp_seconds: float = 0.0
     synced: bool = False
     """Both watches delivered their first list."""
-    ready: bool = False
-    """Synced, and nginx confirmed a reload of what the agent wrote (once: it stays true)."""
+    applied: bool = False
+    """Synced, and the whole state applied, reloaded and reported once (it stays true)."""
+    failing: bool = False
+    """The latest batch failed because of nginx or the disk (nginx refuses what the agent
+    wrote even without the new changes, will not reload, a write failed): this replica may
+    serve stale config, so it is not ready until a batch succeeds again."""
+    failure: str = ""
+    """Why, for ``/readyz`` (not a metric)."""
+
+    @property
+    def ready(self) -> bool:
+        """What ``/readyz`` answers: only a replica that serves the current state takes
+        traffic. A failure of the API server alone does not count: every replica would see
+        it, and nginx still serves what it had."""
+        return self.applied and not self.failing
 
     def render(self) -> str:
         """The Prometheus text exposition of every field."""
         lines = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if isinstance(value, str):
+                continue
             kind = "counter" if field.name.endswith("_total") else "gauge"
             name = f"{_PREFIX}_{field.name}"
             lines.append(f"# TYPE {name} {kind}")
@@ -66,6 +81,8 @@ def application(stats: AgentStats) -> web.Application:
     async def readyz(_: web.Request) -> web.Response:
         if stats.ready:
             return web.Response(text="ready\n")
+        if stats.failing:
+            return web.Response(status=503, text=f"not ready: applying failed: {stats.failure}\n")
         return web.Response(status=503, text="not ready: waiting for the first sync and reload\n")
 
     async def metrics(_: web.Request) -> web.Response:

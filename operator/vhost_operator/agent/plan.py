@@ -173,8 +173,14 @@ Report = dict[str, str | None]
 """Annotation → value for a site ConfigMap; ``None`` removes the annotation."""
 
 
-def report(request: SiteRequest, disk: DiskState, error: str | None) -> Report:
-    """The annotations that tell the operator what nginx runs for this ConfigMap.
+def report(
+    request: SiteRequest,
+    disk: DiskState,
+    error: str | None,
+    keys: labels.ReportKeys = labels.SINGLE_AGENT_KEYS,
+) -> Report:
+    """The annotations (``keys``: this agent's) that tell the operator what nginx runs for
+    this ConfigMap.
 
     Call only while ``disk`` is what nginx has loaded (after a confirmed reload): the applied
     values are read from the files, so they are true whatever the ConfigMap says now.
@@ -185,11 +191,11 @@ def report(request: SiteRequest, disk: DiskState, error: str | None) -> Report:
     config = disk.configs.get(hostname) if hostname else None
     chain = disk.certificates.get(hostname, {}).get(CERTIFICATE_KEY) if hostname else None
     return {
-        labels.APPLIED_CONFIG_HASH: config_hash(config.decode(errors="replace"))
+        keys.config_hash: config_hash(config.decode(errors="replace"))
         if config is not None
         else None,
-        labels.APPLIED_CERTIFICATE_SERIAL: certificate_serial(chain) if chain else None,
-        labels.APPLY_ERROR: apply_error(request.config_hash, error) if error else None,
+        keys.serial: certificate_serial(chain) if chain else None,
+        keys.error: apply_error(request.config_hash, error) if error else None,
     }
 
 

@@ -24,6 +24,12 @@ class AgentSettings(BaseSettings):
     """Namespace of the site ConfigMaps and TLS Secrets (the operator's ``nginx_namespace``).
     The agent watches this one namespace only."""
 
+    replica: str = Field(default="", max_length=200, pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
+    """Name of the nginx replica this agent serves (its pod's name, from the downward API) when
+    nginx runs several replicas: the agent then reports under keys of its own
+    (``<replica>.replicas.vhost-operator.io/...``) and the operator waits for every ready
+    replica. Empty: the only nginx, reporting under the plain keys."""
+
     root_dir: Path = Path("/etc/nginx/vhost-operator")
     """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/`` and
     ``certs/`` into. ``<root_dir>/certs`` must be the operator's ``nginx_certificate_dir``

@@ -123,6 +123,10 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         # The nginx agent's reports (site ConfigMap annotations), for the waiting steps.
         sites = SiteObjects(context.client, context.settings.nginx_namespace)
         context.tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
+        if selector := context.settings.nginx_replica_selector:
+            # Which nginx replicas are ready, so a step waits for each of them.
+            pods = sites.watch_nginx_pods(selector)
+            context.tasks.append(follow(pods, context.applications.handle_replicas))
     if context.responder is not None:
         await context.responder.start("0.0.0.0", context.settings.challenge_listen_port)
         context.tasks.append(asyncio.create_task(context.wakeups.run(), name="wake-ups"))
