@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,35 +54,38 @@ def pebble(nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def pods(cluster: Cluster, tmp_path: Path) -> Iterator[None]:
     """The two nginx pods, both Ready."""
     kube.ensure_namespace(cluster)
-    manifests = [
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": kube.NAMESPACE, "labels": {POD_LABEL: "yes"}},
-            # Never scheduled (no scheduler, no node): only its status matters here.
-            "spec": {"containers": [{"name": "nginx", "image": "nginx"}]},
-        }
-        for name in REPLICAS
-    ]
-    kube.apply_manifests(cluster, manifests, tmp_path)
+    # Never scheduled (no scheduler, no node): only its status matters here.
+    spec = {"containers": [{"name": "nginx", "image": "nginx"}]}
     for name in REPLICAS:
-        set_ready(cluster, name, True)
+        kube.stand_in_pod(cluster, kube.NAMESPACE, name, {POD_LABEL: "yes"}, spec, tmp_path)
     yield
     cluster.kubectl("delete", "pods", "-n", kube.NAMESPACE, "-l", POD_LABEL, "--wait=false")
 
 
 def set_ready(cluster: Cluster, pod: str, ready: bool) -> None:
-    status = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
-    cluster.kubectl(
-        "patch", "pod", pod, "-n", kube.NAMESPACE, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status}),
-    )  # fmt: skip
+    kube.set_pod_ready(cluster, kube.NAMESPACE, pod, ready)
 
 
-def start_agent(cluster: Cluster, nginx: NginxServer, replica: str, workdir: Path) -> AgentProcess:
-    workdir.mkdir()
-    settings = {"VHOST_AGENT_REPLICA": replica}
-    return AgentProcess(cluster.kubeconfig, workdir, nginx, kube.NAMESPACE, settings).start()
+AgentFactory = Callable[[NginxServer, str], AgentProcess]
+
+
+@pytest.fixture
+def start_agent(cluster: Cluster, tmp_path: Path) -> Iterator[AgentFactory]:
+    """Starts an agent for an nginx replica; all stop when the test ends. A test requests it
+    before ``start_operator``: the agents then outlive the hosts' deletion at the end."""
+    started: list[AgentProcess] = []
+
+    def start(nginx: NginxServer, replica: str) -> AgentProcess:
+        workdir = tmp_path / f"agent-{replica}"
+        workdir.mkdir()
+        settings = {"VHOST_AGENT_REPLICA": replica}
+        agent = AgentProcess(cluster.kubeconfig, workdir, nginx, kube.NAMESPACE, settings)
+        started.append(agent.start())
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
 
 
 def reports(cluster: Cluster, host: str) -> dict[str, tuple[str | None, str | None]]:
@@ -118,39 +121,26 @@ def settled(obj: dict[str, object]) -> bool:
 
 def test_ready_only_once_every_ready_replica_serves_and_a_broken_one_is_named(
     cluster: Cluster,
+    pods: None,
+    start_agent: AgentFactory,
     start_operator: OperatorFactory,
     nginx: NginxServer,
     nginx_b: NginxServer,
-    pods: None,
     upstream: int,
     tmp_path: Path,
 ) -> None:
-    agent_a = start_agent(cluster, nginx, "nginx-a", tmp_path / "agent-a")
-    agents = [agent_a]
-    try:
-        start_operator(
-            nginx_http_port=str(nginx.http_port),
-            nginx_https_port=str(nginx.https_port),
-            nginx_certificate_dir=str(nginx.root / "certs"),
-            self_check_address=f"http://127.0.0.1:{nginx.http_port}",
-            upstream=f"http://127.0.0.1:{upstream}",
-            nginx_wait_for_agent="true",
-            nginx_replica_selector=f"{POD_LABEL}=yes",
-            nginx_apply_timeout=str(APPLY_TIMEOUT),
-        )
-        run(cluster, nginx, nginx_b, agents, tmp_path)
-    finally:
-        for agent in agents:
-            agent.stop()
+    start_agent(nginx, "nginx-a")
+    start_operator(
+        nginx_http_port=str(nginx.http_port),
+        nginx_https_port=str(nginx.https_port),
+        nginx_certificate_dir=str(nginx.root / "certs"),
+        self_check_address=f"http://127.0.0.1:{nginx.http_port}",
+        upstream=f"http://127.0.0.1:{upstream}",
+        nginx_wait_for_agent="true",
+        nginx_replica_selector=f"{POD_LABEL}=yes",
+        nginx_apply_timeout=str(APPLY_TIMEOUT),
+    )
 
-
-def run(
-    cluster: Cluster,
-    nginx: NginxServer,
-    nginx_b: NginxServer,
-    agents: list[AgentProcess],
-    tmp_path: Path,
-) -> None:
     # 1. Replica b's agent is not running: a's report alone does not make the host Ready.
     kube.apply_manifests(cluster, [kube.virtualhost("one", "one.example.com")], tmp_path)
 
@@ -164,7 +154,7 @@ def run(
     assert host is not None and phase_of(host) != "Ready", "replica b has not applied it"
     assert reports(cluster, "one")["nginx-b"] == (None, None)
 
-    agents.append(start_agent(cluster, nginx_b, "nginx-b", tmp_path / "agent-b"))
+    agent_b = start_agent(nginx_b, "nginx-b")
     host = wait_for(cluster, "vh", "one", settled, what="Ready", timeout=90)
     assert phase_of(host) == "Ready", host["status"]
     serial = host["status"]["certificate"]["serial"]
@@ -179,7 +169,6 @@ def run(
     # 2. nginx b goes down: its agent cannot reload, fails its readiness and the operator,
     # which still sees pod b Ready (no kubelet here), names replica b as the one lagging.
     nginx_b.stop()
-    agent_b = agents[1]
     kube.apply_manifests(cluster, [kube.virtualhost("two", "two.example.com")], tmp_path)
     host = wait_for(cluster, "vh", "two", settled, what="Failed", timeout=APPLY_TIMEOUT + 60)
     assert phase_of(host) == "Failed", host["status"]

@@ -42,6 +42,7 @@ from vhost_operator.agent.plan import (
     plan,
     report,
     report_patch,
+    stale_reports,
 )
 from vhost_operator.certs import inspect_certificate
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
@@ -485,3 +486,19 @@ def test_a_replica_is_ready_once_applied_and_while_not_failing() -> None:
     assert not stats.ready
     assert "vhost_agent_failing 1" in stats.render()
     assert "broken baseline" not in stats.render(), "the reason is no metric"
+
+
+def test_reports_of_replicas_that_are_gone_are_dropped() -> None:
+    mine, alive, gone = (labels.report_keys(r) for r in ("nginx-0", "nginx-1", "nginx-old"))
+    current = {
+        labels.CONFIG_HASH: "h",
+        labels.APPLIED_CONFIG_HASH: "h",  # the unnamed agent's: not a replica's
+        mine.config_hash: "h",
+        alive.config_hash: "h",
+        gone.config_hash: "h",
+        gone.error: "h: old",
+    }
+    assert stale_reports(current, ["nginx-1"], "nginx-0") == {
+        gone.config_hash: None,
+        gone.error: None,
+    }

@@ -51,6 +51,7 @@ from vhost_operator.agent.plan import (
     report,
     report_patch,
     site_operations,
+    stale_reports,
     summary,
 )
 from vhost_operator.agent.settings import AgentSettings
@@ -85,6 +86,8 @@ class SiteApi(Protocol):
     def watch_configmaps(self) -> EventSource: ...
 
     def watch_secrets(self) -> EventSource: ...
+
+    def watch_pods(self) -> EventSource: ...
 
     async def annotate_configmap(
         self, name: str, annotations: Mapping[str, str | None]
@@ -212,6 +215,9 @@ class NginxAgent:
         self._recheck_scheduled: set[str] = set()
         self._reported: dict[str, dict[str, str | None]] = {}
         self._keys = labels.report_keys(settings.replica)
+        self._pods = ObjectStore(lambda _: None)
+        """With several replicas: the pods of the namespace, whose names say which replicas'
+        reports are still current."""
         self._live = False
         """nginx is confirmed to run exactly what is on disk."""
         self._failures = 0
@@ -225,6 +231,8 @@ class NginxAgent:
             tasks.create_task(self._follow(self._api.watch_configmaps(), self._configmaps))
             tasks.create_task(self._follow(self._api.watch_secrets(), self._secrets))
             tasks.create_task(self._apply_forever())
+            if self._settings.replica:
+                tasks.create_task(self._follow_pods(self._api.watch_pods()))
 
     async def _follow(self, source: EventSource, store: ObjectStore) -> None:
         async for event in source.events():
@@ -232,6 +240,10 @@ class NginxAgent:
                 self._forget_reports(event)
             if store.update(event):
                 self._note_change()
+
+    async def _follow_pods(self, source: EventSource) -> None:
+        async for event in source.events():
+            self._pods.update(event)  # no batch of its own: read when reporting
 
     def _forget_reports(self, event: WatchEvent) -> None:
         """A new or deleted ConfigMap carries none of the annotations the agent once wrote."""
@@ -523,6 +535,10 @@ class NginxAgent:
         for key, value in wanted.items():
             if key in written and written[key] != value:
                 patch[key] = value
+        if patch and self._pods.synced:
+            # In a patch sent anyway (a new replica reports on every ConfigMap once): no write
+            # of its own. A pod the watch has not shown yet has not started reporting either.
+            patch |= stale_reports(current, self._pods.objects.keys(), self._settings.replica)
         return patch
 
 

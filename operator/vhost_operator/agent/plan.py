@@ -211,6 +211,18 @@ def report_patch(current: Mapping[str, str], wanted: Report) -> Report:
     return {key: value for key, value in wanted.items() if current.get(key) != value}
 
 
+def stale_reports(current: Mapping[str, str], replicas: Collection[str], own: str) -> Report:
+    """Removals of the reports of nginx replicas that no longer exist (not in ``replicas``,
+    the pods there are), for a patch the agent sends anyway: each rollout would otherwise leave
+    its old pods' keys on every ConfigMap for good."""
+    stale: Report = {}
+    for key in current:
+        found = labels.reporting_replica(key)
+        if found is not None and found[0] not in ("", own) and found[0] not in replicas:
+            stale[key] = None
+    return stale
+
+
 def summary(desired: DesiredState) -> tuple[int, int]:
     """(sites, enabled sites), for the metrics."""
     sites = desired.sites

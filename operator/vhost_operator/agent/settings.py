@@ -72,8 +72,9 @@ class AgentSettings(BaseSettings):
     its previous files."""
 
     health_port: int = Field(default=8081, ge=0, le=65535)
-    """Port of ``/healthz`` (liveness), ``/readyz`` (synced and nginx reloaded once) and
-    ``/metrics`` (Prometheus). 0 switches the endpoint off."""
+    """Port of ``/healthz`` (liveness), ``/readyz`` (everything applied, reloaded and reported
+    once, and the latest batch not failed by nginx or the disk) and ``/metrics`` (Prometheus).
+    0 switches the endpoint off."""
 
     @model_validator(mode="after")
     def _delays_in_order(self) -> Self:

@@ -125,7 +125,7 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         context.tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
         if selector := context.settings.nginx_replica_selector:
             # Which nginx replicas are ready, so a step waits for each of them.
-            pods = sites.watch_nginx_pods(selector)
+            pods = sites.watch_pods(selector)
             context.tasks.append(follow(pods, context.applications.handle_replicas))
     if context.responder is not None:
         await context.responder.start("0.0.0.0", context.settings.challenge_listen_port)

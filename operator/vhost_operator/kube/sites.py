@@ -2,8 +2,9 @@
 annotate site ConfigMaps with what nginx applied.
 
 RBAC (namespaced, in the nginx namespace): configmaps get/list/watch/patch, secrets
-get/list/watch. The agent never creates or deletes objects. The operator also watches the nginx
-pods (pods list/watch) to know which replicas are ready.
+get/list/watch; with several nginx replicas also pods list/watch (which replicas exist). The
+agent never creates or deletes objects. The operator also watches the nginx pods (pods
+list/watch) to know which replicas are ready.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class SiteObjects:
             what=f"site ConfigMaps in {self.namespace}",
         )
 
-    def watch_nginx_pods(self, label_selector: str) -> ObjectWatch:
-        """The nginx pods, keeping only what tells whether each is ready."""
+    def watch_pods(self, label_selector: str | None = None) -> ObjectWatch:
+        """The (nginx) pods of the namespace, keeping only their names and whether each is
+        ready."""
         return ObjectWatch(
             self._core.lister("pods"),
             self.namespace,
