@@ -182,7 +182,8 @@ def test_rolling_upgrade_under_load(release: ChartOnNode) -> None:
     figures["requests during the rolling upgrade"] = load.requests
     figures["failed requests during the rolling upgrade"] = len(load.failures)
     print(f"\nrolling upgrade: {len(load.failures)} of {load.requests} requests failed")
-    # One request in flight at a time, and each of the old pods goes once.
-    assert len(load.failures) <= REPLICAS, f"more than those in flight failed: {load.failures}"
+    # One request in flight at a time (nginx's graceful stop finishes it: measured 0). Without
+    # the drain (nginx.drainSeconds 0) 2 of 90 failed here, and 6 of 50 during the deletion.
+    assert len(load.failures) <= 1, f"more than the one in flight failed: {load.failures}"
     assert all_ready(release, set(hosts))
     assert_every_replica_serves(release, hosts)
