@@ -189,6 +189,12 @@ class Settings(BaseSettings):
     """Finish the nginx steps only once the nginx agent reports that nginx loaded the config
     (and certificate). Off: publishing the ConfigMap is enough (nginx fed by other means)."""
 
+    nginx_replica_selector: str = ""
+    """Label selector of the nginx pods in ``nginx_namespace`` when nginx runs as several
+    replicas, each agent reporting under its pod's name (the agent's ``VHOST_AGENT_REPLICA``).
+    The operator then watches those pods and a config counts as applied once every ready pod
+    serves it. Empty: one nginx, whose agent has no replica name."""
+
     nginx_apply_timeout: float = Field(default=60.0, gt=0)
     """Seconds a step waits for the agent's report before it fails."""
 

@@ -29,12 +29,29 @@ class Counters:
 
     PREFIX: ClassVar[str]
     ready: bool = False
+    """Synced, and the whole state applied, reloaded and reported once (it stays true)."""
+    failing: bool = False
+    """The latest batch failed because of the server or the disk (it refuses what the agent
+    wrote even without the new changes, will not reload, a write failed): this replica may
+    serve stale config, so it takes no traffic until a batch succeeds again. A failure of the
+    API server alone does not count: every replica would see it, and the server still serves
+    what it had."""
+    failure: str = ""
+    """Why it is failing, for ``/readyz`` (text: not a metric)."""
+
+    @property
+    def serving(self) -> bool:
+        """What ``/readyz`` answers: only a replica that serves the current state takes
+        traffic."""
+        return self.ready and not self.failing
 
     def render(self) -> str:
-        """The Prometheus text exposition of every field."""
+        """The Prometheus text exposition of every numeric field."""
         lines = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if isinstance(value, str):
+                continue
             kind = "counter" if field.name.endswith("_total") else "gauge"
             name = f"{self.PREFIX}_{field.name}"
             lines.append(f"# TYPE {name} {kind}")
@@ -45,15 +62,18 @@ class Counters:
 
 
 def application(stats: Counters, not_ready: str) -> web.Application:
-    """``/readyz`` answers 503 with ``not_ready`` until ``stats.ready``."""
+    """``/readyz`` answers 503 with ``not_ready`` until ``stats.ready``, and with the failure
+    while ``stats.failing``."""
 
     async def healthz(_: web.Request) -> web.Response:
         # The process answers: the event loop runs. A dead loop task ends the process instead.
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if stats.ready:
+        if stats.serving:
             return web.Response(text="ready\n")
+        if stats.failing:
+            return web.Response(status=503, text=f"not ready: applying failed: {stats.failure}\n")
         return web.Response(status=503, text=f"not ready: {not_ready}\n")
 
     async def metrics(_: web.Request) -> web.Response:

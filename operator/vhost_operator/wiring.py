@@ -70,7 +70,11 @@ def build_context(settings: Settings) -> OperatorContext:
         certificates = CertificateStep(
             account, challenges, objects, settings, budget=order_ledger(settings, objects)
         )
-    applications = SiteApplications() if settings.nginx_enabled else None
+    applications = (
+        SiteApplications(replica_watch=bool(settings.nginx_replica_selector))
+        if settings.nginx_enabled
+        else None
+    )
     steps = plan_steps(StepServices(settings, objects, certificates, applications))
     renewer: CertificateRenewer | None = certificates
     final = next((step for step in steps if step.name == FINAL), None)

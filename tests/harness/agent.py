@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from tests.harness.mail import MailServers
@@ -28,6 +30,7 @@ class AgentProcess(ComponentProcess):
     ) -> None:
         super().__init__(kubeconfig, workdir / "nginx-agent.log", verbose=verbose)
         self.workdir = workdir
+        self.nginx = nginx
         self.health_port = free_port()
         self.settings = {
             "VHOST_AGENT_NAMESPACE": namespace,
@@ -41,12 +44,22 @@ class AgentProcess(ComponentProcess):
 
     def start(self) -> AgentProcess:
         # Ready: both watches listed and nginx confirmed a reload of what the agent wrote.
-        self._launch(self.settings, f"http://127.0.0.1:{self.health_port}/readyz", what="readiness")
+        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        self._launch(self.settings, url, what="readiness", prefix=self.nginx.enter())
         return self
 
     def metrics(self) -> dict[str, float]:
         """The agent's ``/metrics``, name → value."""
         return scrape(self.health_port)
+
+    def readiness(self) -> tuple[int, str]:
+        """``/readyz``: (status, body)."""
+        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
     def reloads(self) -> int:
         return int(self.metrics()["vhost_agent_reloads_total"])

@@ -64,3 +64,33 @@ def secret_data(cluster: Cluster, name: str, namespace: str = NAMESPACE) -> dict
         return None
     body = json.loads(found.stdout)
     return {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
+
+
+def stand_in_pod(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    labels: dict[str, str],
+    spec: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """A Pod that no kubelet runs (a control plane without nodes leaves it unscheduled), Ready
+    because the test says so: it stands for a pod whose processes the test runs itself (an
+    nginx replica for the operator's watch of them). Delete it with the namespace or kubectl."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
+    apply_manifests(cluster, [manifest], tmp_path)
+    set_pod_ready(cluster, namespace, name, True)
+
+
+def set_pod_ready(cluster: Cluster, namespace: str, name: str, ready: bool) -> None:
+    """Set a Pod's Ready condition, as the kubelet does from its readiness probes."""
+    status = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    cluster.kubectl(
+        "patch", "pod", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip

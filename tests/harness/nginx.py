@@ -14,6 +14,7 @@ collide), but a privileged port is not: without root, blocks must listen on port
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import http.client
 import os
@@ -22,8 +23,10 @@ import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,6 +38,8 @@ from vhost_operator.nginx import SERVER_NAMES_HASH_BUCKET_SIZE
 
 NGINX_ENV = "VHOST_OPERATOR_TEST_NGINX"
 """Environment variable naming the nginx binary to test with, if not the one on PATH."""
+
+T = TypeVar("T")
 
 _FALLBACK_NGINX = "/usr/sbin/nginx"  # Debian's location; /usr/sbin is not on every user's PATH
 _TIMEOUT_SECONDS = 30
@@ -172,8 +177,17 @@ class NginxServer:
     the agent signals to reload.
     """
 
-    def __init__(self, workdir: Path, http_port: int, https_port: int) -> None:
-        self.workdir = workdir.resolve()
+    def __init__(
+        self, workdir: Path, http_port: int, https_port: int, *, seen_at: Path | None = None
+    ) -> None:
+        """``seen_at``: another nginx's directory. This nginx then runs in network and mount
+        namespaces of its own (root only) in which ``workdir`` is mounted at ``seen_at``: a
+        second replica that loads the same site configs, which name the other's certificate
+        paths and listen on its ports. Its paths (``root``, ``conf``...) are those it sees;
+        reach it with :meth:`inside`, run its agent with :meth:`enter`."""
+        self.real_dir = workdir.resolve()
+        self.isolated = seen_at is not None
+        self.workdir = seen_at.resolve() if seen_at is not None else self.real_dir
         self.http_port = http_port
         self.https_port = https_port
         self.root = self.workdir / "agent-root"
@@ -184,10 +198,9 @@ class NginxServer:
         self._process: ManagedProcess | None = None
 
     def start(self) -> NginxServer:
-        (self.root / "sites-enabled").mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(self._config(), encoding="utf-8")
-        argv = [
-            self.binary,
+        (self.real(self.root) / "sites-enabled").mkdir(parents=True, exist_ok=True)
+        self.real(self.conf).write_text(self._config(), encoding="utf-8")
+        argv_tail = [
             "-c",
             str(self.conf),
             "-p",
@@ -197,9 +210,19 @@ class NginxServer:
             "-g",
             "daemon off;",
         ]
-        self._process = ManagedProcess("nginx", argv, self.workdir / "nginx.out")
+        argv = [self.binary, *argv_tail]
+        if self.isolated:
+            # unshare execs (no fork): the process stays nginx's master. A new network
+            # namespace has its loopback down; mounts made in it stay in it.
+            script = 'mount --bind "$1" "$2" && ip link set lo up && shift 2 && exec "$@"'
+            argv = ["unshare", "--mount", "--net", "--", "sh", "-c", script, "sh"]
+            argv += [str(self.real_dir), str(self.workdir), self.binary, *argv_tail]
+        self._process = ManagedProcess("nginx", argv, self.real_dir / "nginx.out")
         self._process.wait_until(
-            lambda: self.pid_file.exists() and http_status(self.http_port, "probe.invalid") == 404,
+            lambda: (
+                self.real(self.pid_file).exists()
+                and self.inside(lambda: http_status(self.http_port, "probe.invalid")) == 404
+            ),
             timeout=20,
             what="nginx answering on its HTTP port",
         )
@@ -225,6 +248,23 @@ class NginxServer:
                 os.killpg(self._process.process.pid, signal.SIGKILL)  # its own session
             self._process.stop()  # reaps the master: the agent sees it gone, not a zombie
             self._process = None
+
+    def real(self, path: Path) -> Path:
+        """Where ``path``, as nginx sees it, is for the test."""
+        return self.real_dir / path.relative_to(self.workdir)
+
+    def enter(self) -> list[str]:
+        """The command prefix that runs a process (its agent) in nginx's mount namespace."""
+        if not self.isolated:
+            return []
+        return ["nsenter", f"--mount=/proc/{self.master_pid}/ns/mnt", "--"]
+
+    def inside(self, call: Callable[[], T]) -> T:
+        """``call()`` in nginx's network (a thread that joins its namespace, if it has one)."""
+        if not self.isolated:
+            return call()
+        assert self._process is not None, "not started"
+        return in_network_of(self._process.process.pid, call)
 
     def __enter__(self) -> NginxServer:
         return self.start()
@@ -269,10 +309,37 @@ http {{
 """
 
     def error_log_tail(self, lines: int = 40) -> str:
-        return log_tail(self.error_log, lines)
+        return log_tail(self.real(self.error_log), lines)
 
 
 # -- clients -----------------------------------------------------------------------------------
+
+
+def in_network_of(pid: int, call: Callable[[], T]) -> T:
+    """``call()`` in a thread that has joined process ``pid``'s network namespace (setns
+    affects the calling thread only; the thread, and its namespace membership, then ends)."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            with open(f"/proc/{pid}/ns/net", "rb") as namespace:
+                if libc.setns(namespace.fileno(), _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+            results.append(call())
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+_CLONE_NEWNET = 0x40000000
 
 
 def http_request(port: int, host: str, path: str = "/") -> tuple[int, str, dict[str, str]]:

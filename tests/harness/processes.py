@@ -124,8 +124,11 @@ class ComponentProcess:
         """Debug logging (the tests read it); the benchmark runs without, as in production."""
         self._process: ManagedProcess | None = None
 
-    def _launch(self, env: dict[str, str], ready_url: str, *, what: str) -> None:
-        argv = [sys.executable, "-m", "vhost_operator", self.command]
+    def _launch(
+        self, env: dict[str, str], ready_url: str, *, what: str, prefix: Sequence[str] = ()
+    ) -> None:
+        """``prefix``: a command that runs ours (``nsenter ...``)."""
+        argv = [*prefix, sys.executable, "-m", "vhost_operator", self.command]
         if self.verbose:
             argv.append("--verbose")
         self._process = ManagedProcess(

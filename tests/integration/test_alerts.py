@@ -142,7 +142,7 @@ def test_every_metric_a_rule_names_is_exported(helm: Helm) -> None:
         for rule in group["rules"]
         for name in re.findall(r"\bvhost_(?:operator|agent)_\w+", rule["expr"])
     }
-    assert len(named) == 6
+    assert len(named) == 7
     assert named <= exported_metrics(), named - exported_metrics()
 
 
@@ -154,7 +154,7 @@ def test_promtool_checks_and_unit_tests_the_rules(
     checked = promtool(promtool_path, "check", "rules", "rules.yaml", cwd=tmp_path)
     print(f"\n$ promtool check rules rules.yaml\n{checked.stdout}{checked.stderr}")
     assert checked.returncode == 0
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout
     tested = promtool(promtool_path, "test", "rules", UNIT_TESTS.name, cwd=tmp_path)
     print(f"$ promtool test rules {UNIT_TESTS.name}\n{tested.stdout}{tested.stderr}")
     assert tested.returncode == 0

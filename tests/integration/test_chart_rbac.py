@@ -185,6 +185,14 @@ def start_processes(installed: Installed, workdir: Path) -> dict[str, str]:
     agent_env = installed.deployment_env(f"{FULLNAME}-nginx", "agent")
     for key in ("NGINX_BINARY", "NGINX_CONF", "NGINX_PID_FILE", "HEALTH_PORT"):
         agent_env.pop(f"VHOST_AGENT_{key}")
+    # The nginx pod the agent reports as (no kubelet here: a stand-in, from the chart's own pod
+    # template, that the operator's watch of the nginx pods sees Ready).
+    deployment = one(installed.manifests, "Deployment", f"{FULLNAME}-nginx")
+    template = deployment["spec"]["template"]
+    replica = f"{FULLNAME}-nginx-0"
+    labels = template["metadata"]["labels"]
+    kube.stand_in_pod(installed.cluster, WEB_NS, replica, labels, template["spec"], workdir)
+    agent_env["VHOST_AGENT_REPLICA"] = replica  # the downward API's metadata.name
     gate_env = installed.deployment_env(f"{FULLNAME}-gate", "gate")
     gate_env.pop("VHOST_GATE_LISTEN_PORT")
 

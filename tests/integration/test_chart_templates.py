@@ -511,3 +511,166 @@ def test_the_nginx_conf_and_a_site_pass_nginx_t(helm: Helm, tmp_path: Path) -> N
         check=False,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+# -- several replicas: rollouts, disruptions, placement ---------------------------------------
+
+
+def test_several_replicas_get_disruption_budgets_and_spread(helm: Helm) -> None:
+    one_each = helm.template({"nginx": {"enabled": True}, "gate": {"enabled": True}})
+    assert find(one_each, "PodDisruptionBudget") == [], "with one replica it would block drains"
+
+    values = {
+        "nginx": {
+            "enabled": True,
+            "replicas": 3,
+            "podAntiAffinity": "hard",
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}
+            ],
+        },
+        "gate": {"enabled": True, "replicas": 2},
+    }
+    manifests = helm.template(values)
+    for component in ("nginx", "gate"):
+        name = f"vhost-operator-{component}"
+        deployment = one(manifests, "Deployment", name)
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        budget = one(manifests, "PodDisruptionBudget", name)
+        assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+        assert budget["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {
+            "maxSurge": 1,
+            "maxUnavailable": 0,
+        }, "a new pod is ready before an old one goes"
+        anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        terms = (
+            anti["requiredDuringSchedulingIgnoredDuringExecution"]
+            if component == "nginx"
+            else [
+                t["podAffinityTerm"]
+                for t in anti["preferredDuringSchedulingIgnoredDuringExecution"]
+            ]
+        )
+        assert terms == [
+            {"labelSelector": {"matchLabels": selector}, "topologyKey": "kubernetes.io/hostname"}
+        ]
+    nginx = one(manifests, "Deployment", "vhost-operator-nginx")["spec"]["template"]["spec"]
+    assert nginx["topologySpreadConstraints"] == [
+        {
+            "labelSelector": {
+                "matchLabels": one(manifests, "PodDisruptionBudget", "vhost-operator-nginx")[
+                    "spec"
+                ]["selector"]["matchLabels"]
+            },
+            "maxSkew": 1,
+            "topologyKey": "zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        }
+    ]
+
+    explicit: dict[str, Any] = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}
+    }
+    manifests = helm.template({"gate": {"enabled": True, "affinity": explicit}})
+    gate = one(manifests, "Deployment", "vhost-operator-gate")["spec"]["template"]["spec"]
+    assert gate["affinity"] == explicit, "an explicit affinity replaces the preset"
+    manifests = helm.template({"gate": {"enabled": True, "podAntiAffinity": ""}})
+    assert (
+        "affinity"
+        not in one(manifests, "Deployment", "vhost-operator-gate")["spec"]["template"]["spec"]
+    )
+
+
+def test_each_agent_reports_as_its_pod_and_the_operator_watches_those_pods(
+    full_manifests: list[Manifest],
+) -> None:
+    nginx = one(full_manifests, "Deployment", "vhost-operator-nginx")
+    agent = container(nginx, "agent")
+    [replica] = [e for e in agent["env"] if e["name"] == "VHOST_AGENT_REPLICA"]
+    assert replica["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    operator = container(one(full_manifests, "Deployment", "vhost-operator"), "operator")
+    selector = literal_env(operator)["VHOST_OPERATOR_NGINX_REPLICA_SELECTOR"]
+    labels = nginx["spec"]["selector"]["matchLabels"]
+    assert dict(pair.split("=") for pair in selector.split(",")) == labels
+    role = one(full_manifests, "Role", "vhost-operator")
+    assert role["metadata"]["namespace"] == "web"
+    assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]} in rules_of(role)
+
+
+def test_a_stopping_nginx_drains_then_quits_gracefully(full_manifests: list[Manifest]) -> None:
+    nginx = one(full_manifests, "Deployment", "vhost-operator-nginx")
+    spec = nginx["spec"]["template"]["spec"]
+    command = container(nginx, "nginx")["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    script = command[2]
+    assert script.startswith("sleep 5;"), "endpoints are removed before nginx stops"
+    assert 'kill -QUIT "$(cat /run/nginx/nginx.pid)"' in script, "the requests in flight finish"
+    assert "while [ -e /run/nginx/nginx.pid ]" in script, "SIGTERM only once nginx has exited"
+    assert spec["terminationGracePeriodSeconds"] == 30
+    # The agent's readiness gates the pod: ready only after its first full apply and report.
+    assert container(nginx, "agent")["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_network_policies_allow_only_the_architectures_flows(helm: Helm) -> None:
+    assert find(helm.template(NON_DEFAULT_VALUES), "NetworkPolicy") == [], "off by default"
+    refused = helm.run(
+        "template", "x", str(CHART), "--values",
+        str(helm.values_file({**NON_DEFAULT_VALUES, "networkPolicy": {"enabled": True}})),
+        check=False,
+    )  # fmt: skip
+    assert "networkPolicy.enabled needs networkPolicy.apiServerCidrs" in refused.stderr
+
+    webmail = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mail"}}}]
+    prometheus = [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    policy = {
+        "enabled": True,
+        "apiServerCidrs": ["10.0.0.1/32"],
+        "webmail": webmail,
+        "metricsFrom": prometheus,
+    }
+    manifests = helm.template({**NON_DEFAULT_VALUES, "networkPolicy": policy})
+    dns = {
+        "to": [{"namespaceSelector": {}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
+    api = {
+        "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+        "ports": [{"port": 6443, "protocol": "TCP"}],
+    }
+
+    nginx = one(manifests, "NetworkPolicy", "vhost-operator-nginx")
+    deployment = one(manifests, "Deployment", "vhost-operator-nginx")
+    assert nginx["metadata"]["namespace"] == "web"
+    assert nginx["spec"]["podSelector"] == deployment["spec"]["selector"]
+    assert nginx["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert nginx["spec"]["ingress"] == [
+        {"ports": [{"port": 80, "protocol": "TCP"}, {"port": 443, "protocol": "TCP"}]},
+        {"from": prometheus, "ports": [{"port": 8081, "protocol": "TCP"}]},
+    ]
+    operator = one(manifests, "Deployment", "vhost-operator")
+    responder = {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {
+                        "kubernetes.io/metadata.name": operator["metadata"]["namespace"]
+                    }
+                },
+                "podSelector": operator["spec"]["selector"],
+            }
+        ],
+        "ports": [{"port": 8089, "protocol": "TCP"}],
+    }
+    assert literal_env(container(operator, "operator"))["VHOST_OPERATOR_CHALLENGE_LISTEN_PORT"] == (
+        "8089"
+    )
+    assert nginx["spec"]["egress"] == [dns, api, responder, {"to": webmail}]
+
+    gate = one(manifests, "NetworkPolicy", "vhost-operator-gate")
+    gate_deployment = one(manifests, "Deployment", "vhost-operator-gate")
+    assert gate["spec"]["podSelector"] == gate_deployment["spec"]["selector"]
+    assert gate["spec"]["ingress"] == [
+        {"from": webmail, "ports": [{"port": 8090, "protocol": "TCP"}]}
+    ]
+    assert gate["spec"]["egress"] == [dns, api]

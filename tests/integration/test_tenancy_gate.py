@@ -8,6 +8,7 @@ login within 2 s, theme inheritance and theme edits, and the gate's latency (pri
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -439,3 +440,43 @@ def test_latency(client: GateClient) -> None:
         f"\n  GET  /v1/auth:        {auth}"
         f"\n  GET  /v1/themes/...:  {theme}"
     )
+
+
+# -- several replicas ------------------------------------------------------------------------
+
+
+def test_two_replicas_answer_alike_each_from_its_own_watch(
+    cluster: Cluster, gate: GateProcess, tmp_path: Path
+) -> None:
+    """Two gates with the same settings (two replicas of the chart's Deployment) give the same
+    answers, both follow a change within the limit, and one keeps answering when the other
+    stops: each answers from its own watch, nothing is shared."""
+    replicas = []
+    for index in range(2):
+        (tmp_path / f"gate-{index}").mkdir()
+        replicas.append(GateProcess(cluster.kubeconfig, tmp_path / f"gate-{index}", gate.settings))
+    clients = []
+    try:
+        for replica in replicas:
+            clients.append(replica.start().client())
+        for hostname, email, administered, superuser, allowed_, reason in MATRIX:
+            answers = [
+                c.login_check(hostname, email, administered, superuser=superuser).json()
+                for c in clients
+            ]
+            assert [(a["allowed"], a["reason"]) for a in answers] == [(allowed_, reason)] * 2
+        apply_manifests(
+            cluster, [virtualhost("gate-twice", "mail.twice.test", domains=["a.twice"])], tmp_path
+        )
+        patch(cluster, "gate-twice", {"spec": {"domains": ["b.twice"]}})
+        for client in clients:
+            seconds_until(functools.partial(allowed, client, "mail.twice.test", "u@b.twice"))
+        replicas[0].stop()
+        assert allowed(clients[1], "mail.twice.test", "u@b.twice")
+        assert reason_of(clients[1], "mail.twice.test", "u@a.twice") == "not-a-tenant"
+    finally:
+        for client in clients:
+            client.close()
+        for replica in replicas:
+            replica.stop()
+        cluster.kubectl("delete", "vh", "gate-twice", "--ignore-not-found", "--wait=false")

@@ -25,6 +25,7 @@ from vhost_operator.agent.apply import (
 )
 from vhost_operator.agent.desired import DesiredState, Site, relevant_configmap
 from vhost_operator.agent.desired import desired_state as agent_desired_state
+from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.agent.nginx import nginx_complaint
 from vhost_operator.agent.plan import (
     Change,
@@ -36,6 +37,7 @@ from vhost_operator.agent.plan import (
     plan,
     report,
     report_patch,
+    stale_reports,
 )
 from vhost_operator.certs import Certificate, inspect_certificate
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
@@ -457,3 +459,41 @@ def test_undo_puts_back_replaced_and_removed_files(tmp_path: Path) -> None:
     undo.restore()
     assert files.read_disk(tmp_path) == before
     assert stat.S_IMODE((tmp_path / CERTS / "tls.key").stat().st_mode) == 0o600
+
+
+def test_a_named_replica_reports_under_its_own_keys() -> None:
+    [request] = desired_state([configmap()], {}).requests
+    keys = labels.report_keys("nginx-0")
+    disk = DiskState(configs={"a.example.com": b"older config"})
+    assert report(request, disk, None, keys) == {
+        keys.config_hash: config_hash("older config"),
+        keys.serial: None,
+        keys.error: None,
+    }
+
+
+def test_a_replica_is_ready_once_applied_and_while_not_failing() -> None:
+    stats = AgentStats()
+    assert not stats.serving, "nothing applied yet"
+    stats.ready = True
+    assert stats.serving
+    stats.failing, stats.failure = True, "nginx -t: [emerg] broken baseline"
+    assert not stats.serving
+    assert "vhost_agent_failing 1" in stats.render()
+    assert "broken baseline" not in stats.render(), "the reason is no metric"
+
+
+def test_reports_of_replicas_that_are_gone_are_dropped() -> None:
+    mine, alive, gone = (labels.report_keys(r) for r in ("nginx-0", "nginx-1", "nginx-old"))
+    current = {
+        labels.CONFIG_HASH: "h",
+        labels.APPLIED_CONFIG_HASH: "h",  # the unnamed agent's: not a replica's
+        mine.config_hash: "h",
+        alive.config_hash: "h",
+        gone.config_hash: "h",
+        gone.error: "h: old",
+    }
+    assert stale_reports(current, ["nginx-1"], "nginx-0") == {
+        gone.config_hash: None,
+        gone.error: None,
+    }

@@ -13,6 +13,7 @@ from tests.unit.builders import virtualhost_body
 from vhost_operator.kube.admin import kubeconfig_files
 from vhost_operator.kubectl import report
 from vhost_operator.kubectl.report import SiteReport
+from vhost_operator.resources import labels
 from vhost_operator.resources.models import VirtualHost
 
 NOW = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
@@ -301,3 +302,17 @@ def test_status_shows_the_certificates_names_and_a_changed_list() -> None:
         update={"spec": covered.spec.model_copy(update={"additional_names": ["imap.example.com"]})}
     )
     assert "a new certificate is due" not in report.status_text(in_spec, site(), now=NOW)
+
+
+def test_with_several_replicas_the_lagging_one_stands_for_all() -> None:
+    annotations = {"vhost-operator.io/stage": "final", "vhost-operator.io/config-hash": "abc123"}
+    for replica, applied in (("nginx-a", "abc123"), ("nginx-b", "old999")):
+        keys = labels.report_keys(replica)
+        annotations[keys.config_hash] = applied
+        annotations[keys.serial] = "4f2a9c"
+    several = SiteReport.of({"metadata": {"name": "vhost-mail", "annotations": annotations}})
+    assert several.lagging == ["nginx-b"]
+    assert report.serving_label(several, "4f2a9c") == "applying"
+    lines = report.serving_lines(several, "4f2a9c")
+    assert "reports from nginx replicas nginx-a, nginx-b; behind: nginx-b" in lines
+    assert any(line.startswith("nginx still runs old999") for line in lines)

@@ -195,3 +195,65 @@ every pod and container of the chart runs with (values podSecurityContext/securi
 {{- define "vhost-operator.securityContext" -}}
 {{- toYaml .Values.securityContext -}}
 {{- end -}}
+
+{{/*
+vhost-operator.placement renders a serving component's affinity and topology spread (nginx,
+gate: several replicas that should not share a node or a zone). Call with
+(dict "root" $ "component" "nginx" "values" .Values.nginx). An explicit `affinity` wins over the
+`podAntiAffinity` preset ("soft": preferably one replica per node, "hard": required, "": none);
+a spread constraint without a labelSelector gets the component's pods.
+*/}}
+{{- define "vhost-operator.placement" -}}
+{{- $selector := dict "matchLabels" (include "vhost-operator.selectorLabels" . | fromYaml) }}
+{{- $term := dict "labelSelector" $selector "topologyKey" "kubernetes.io/hostname" }}
+{{- $affinity := .values.affinity }}
+{{- if and (not $affinity) (eq .values.podAntiAffinity "soft") }}
+{{- $affinity = dict "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+{{- else if and (not $affinity) (eq .values.podAntiAffinity "hard") }}
+{{- $affinity = dict "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+{{- end }}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{- range . }}
+  - {{ toYaml (merge (deepCopy .) (dict "labelSelector" $selector)) | nindent 4 | trim }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+vhost-operator.labelSelector is selectorLabels as a label selector string ("k=v,k=v"), for a
+setting. Call with (dict "root" $ "component" "nginx").
+*/}}
+{{- define "vhost-operator.labelSelector" -}}
+{{- $pairs := list }}
+{{- range $key, $value := include "vhost-operator.selectorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end -}}
+
+{{/*
+vhost-operator.networkPolicyBaseEgress are the egress rules every policed pod needs: DNS (any
+namespace: the cluster's resolver) and the API server (networkPolicy.apiServerCidrs).
+*/}}
+{{- define "vhost-operator.networkPolicyBaseEgress" -}}
+- to:
+    - namespaceSelector: {}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+- to:
+    {{- range .Values.networkPolicy.apiServerCidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - port: {{ .Values.networkPolicy.apiServerPort }}
+      protocol: TCP
+{{- end -}}

@@ -51,6 +51,7 @@ from vhost_operator.agent.plan import (
     report,
     report_patch,
     site_operations,
+    stale_reports,
     summary,
 )
 from vhost_operator.agent.settings import AgentSettings
@@ -86,6 +87,8 @@ class SiteApi(Protocol):
     def watch_configmaps(self) -> EventSource: ...
 
     def watch_secrets(self) -> EventSource: ...
+
+    def watch_pods(self) -> EventSource: ...
 
     async def annotate_configmap(
         self, name: str, annotations: Mapping[str, str | None]
@@ -178,6 +181,10 @@ class NginxAgent:
         self._missing_since: dict[str, float] = {}
         self._recheck_scheduled: set[str] = set()
         self._reported: dict[str, dict[str, str | None]] = {}
+        self._keys = labels.report_keys(settings.replica)
+        self._pods = ObjectStore(lambda _: None)
+        """With several replicas: the pods of the namespace, whose names say which replicas'
+        reports are still current."""
         self._live = False
         """nginx is confirmed to run exactly what is on disk."""
         self._failures = 0
@@ -191,6 +198,8 @@ class NginxAgent:
             tasks.create_task(self._follow(self._api.watch_configmaps(), self._configmaps))
             tasks.create_task(self._follow(self._api.watch_secrets(), self._secrets))
             tasks.create_task(self._apply_forever())
+            if self._settings.replica:
+                tasks.create_task(self._follow_pods(self._api.watch_pods()))
 
     async def _follow(self, source: EventSource, store: ObjectStore) -> None:
         async for event in source.events():
@@ -198,6 +207,10 @@ class NginxAgent:
                 self._forget_reports(event)
             if store.update(event):
                 self._burst.note()
+
+    async def _follow_pods(self, source: EventSource) -> None:
+        async for event in source.events():
+            self._pods.update(event)  # no batch of its own: read when reporting
 
     def _forget_reports(self, event: WatchEvent) -> None:
         """A new or deleted ConfigMap carries none of the annotations the agent once wrote."""
@@ -215,10 +228,15 @@ class NginxAgent:
             self.stats.synced = True
             try:
                 await self.apply_once()
-            except (NginxError, BaselineRejected, VhostOperatorError, OSError) as error:
+            except VhostOperatorError as error:
+                self._retry_later(error)  # the API server: nginx still serves what it had
+            except (NginxError, BaselineRejected, OSError) as error:
+                # This replica may now serve stale config: out of the Service until it recovers.
+                self.stats.failing, self.stats.failure = True, str(error)
                 self._retry_later(error)
             else:
                 self._failures = 0
+                self.stats.failing, self.stats.failure = False, ""
 
     def _retry_later(self, error: Exception) -> None:
         delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
@@ -264,6 +282,9 @@ class NginxAgent:
             self._burst.pace(self._settings.reload_pacing * busy)
         disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
         patched = await self._report(desired, disk)
+        # Ready once the whole state is served and reported: a new replica takes traffic (and
+        # the operator waits for it) only when it serves every host as the others do.
+        self.stats.ready = True
         if patched:
             logger.info(
                 "annotated %d site ConfigMaps, %.2fs after the batch started",
@@ -354,7 +375,7 @@ class NginxAgent:
             self._record(desired, isolated)
             # The isolation ends with nginx running what is on disk (its last attempt was
             # reloaded, or undone back to what was).
-            self._live = self.stats.ready = True
+            self._live = True
             rejected = {**outcome.rejected, **isolated.rejected}
             return Outcome(isolated.accepted, rejected, outcome.tests + isolated.tests)
         return outcome
@@ -366,9 +387,7 @@ class NginxAgent:
         except ReloadFailed:
             self.stats.reload_failures_total += 1
             raise
-        # Ready stays true from here on: a later failed reload leaves nginx serving the last
-        # good config, and flapping readiness would take the whole nginx pod out of service.
-        self._live = self.stats.ready = True
+        self._live = True
         changed = len(outcome.accepted)
         self.stats.reloads_total += 1
         self.stats.hosts_changed_total += changed
@@ -394,10 +413,10 @@ class NginxAgent:
         errors = 0
         for request in desired.requests:
             error, known = self._error_for(request)
-            wanted = report(request, disk, error)
+            wanted = report(request, disk, error, self._keys)
             if not known:
-                del wanted[labels.APPLY_ERROR]  # not yet decided: leave it as it is
-            errors += wanted.get(labels.APPLY_ERROR) is not None
+                del wanted[self._keys.error]  # not yet decided: leave it as it is
+            errors += wanted.get(self._keys.error) is not None
             patch = self._patch_for(request.configmap, wanted)
             if patch:
                 patches.append((request.configmap, patch))
@@ -457,6 +476,10 @@ class NginxAgent:
         for key, value in wanted.items():
             if key in written and written[key] != value:
                 patch[key] = value
+        if patch and self._pods.synced:
+            # In a patch sent anyway (a new replica reports on every ConfigMap once): no write
+            # of its own. A pod the watch has not shown yet has not started reporting either.
+            patch |= stale_reports(current, self._pods.objects.keys(), self._settings.replica)
         return patch
 
 

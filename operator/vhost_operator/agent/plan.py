@@ -167,8 +167,14 @@ Report = dict[str, str | None]
 """Annotation → value for a site ConfigMap; ``None`` removes the annotation."""
 
 
-def report(request: SiteRequest, disk: DiskState, error: str | None) -> Report:
-    """The annotations that tell the operator what nginx runs for this ConfigMap.
+def report(
+    request: SiteRequest,
+    disk: DiskState,
+    error: str | None,
+    keys: labels.ReportKeys = labels.SINGLE_AGENT_KEYS,
+) -> Report:
+    """The annotations (``keys``: this agent's) that tell the operator what nginx runs for
+    this ConfigMap.
 
     Call only while ``disk`` is what nginx has loaded (after a confirmed reload): the applied
     values are read from the files, so they are true whatever the ConfigMap says now.
@@ -179,11 +185,11 @@ def report(request: SiteRequest, disk: DiskState, error: str | None) -> Report:
     config = disk.configs.get(hostname) if hostname else None
     chain = disk.certificates.get(hostname, {}).get(CERTIFICATE_KEY) if hostname else None
     return {
-        labels.APPLIED_CONFIG_HASH: config_hash(config.decode(errors="replace"))
+        keys.config_hash: config_hash(config.decode(errors="replace"))
         if config is not None
         else None,
-        labels.APPLIED_CERTIFICATE_SERIAL: certificate_serial(chain) if chain else None,
-        labels.APPLY_ERROR: apply_error(request.config_hash, error) if error else None,
+        keys.serial: certificate_serial(chain) if chain else None,
+        keys.error: apply_error(request.config_hash, error) if error else None,
     }
 
 
@@ -197,6 +203,18 @@ def apply_error(config_hash: str | None, message: str) -> str:
 def report_patch(current: Mapping[str, str], wanted: Report) -> Report:
     """Only the annotations whose value differs from ``current``: no patch, no event, no load."""
     return {key: value for key, value in wanted.items() if current.get(key) != value}
+
+
+def stale_reports(current: Mapping[str, str], replicas: Collection[str], own: str) -> Report:
+    """Removals of the reports of nginx replicas that no longer exist (not in ``replicas``,
+    the pods there are), for a patch the agent sends anyway: each rollout would otherwise leave
+    its old pods' keys on every ConfigMap for good."""
+    stale: Report = {}
+    for key in current:
+        found = labels.reporting_replica(key)
+        if found is not None and found[0] not in ("", own) and found[0] not in replicas:
+            stale[key] = None
+    return stale
 
 
 def summary(desired: DesiredState) -> tuple[int, int]:

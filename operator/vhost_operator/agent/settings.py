@@ -24,6 +24,12 @@ class AgentSettings(BaseSettings):
     """Namespace of the site ConfigMaps and TLS Secrets (the operator's ``nginx_namespace``).
     The agent watches this one namespace only."""
 
+    replica: str = Field(default="", max_length=200, pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
+    """Name of the nginx replica this agent serves (its pod's name, from the downward API) when
+    nginx runs several replicas: the agent then reports under keys of its own
+    (``<replica>.replicas.vhost-operator.io/...``) and the operator waits for every ready
+    replica. Empty: the only nginx, reporting under the plain keys."""
+
     root_dir: Path = Path("/etc/nginx/vhost-operator")
     """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/`` and
     ``certs/`` into. ``<root_dir>/certs`` must be the operator's ``nginx_certificate_dir``
@@ -66,8 +72,9 @@ class AgentSettings(BaseSettings):
     its previous files."""
 
     health_port: int = Field(default=8081, ge=0, le=65535)
-    """Port of ``/healthz`` (liveness), ``/readyz`` (synced and nginx reloaded once) and
-    ``/metrics`` (Prometheus). 0 switches the endpoint off."""
+    """Port of ``/healthz`` (liveness), ``/readyz`` (everything applied, reloaded and reported
+    once, and the latest batch not failed by nginx or the disk) and ``/metrics`` (Prometheus).
+    0 switches the endpoint off."""
 
     @model_validator(mode="after")
     def _delays_in_order(self) -> Self:

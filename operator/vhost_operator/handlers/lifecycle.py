@@ -134,6 +134,10 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         # The nginx agent's reports (site ConfigMap annotations), for the waiting steps.
         sites = SiteObjects(context.client, context.settings.nginx_namespace)
         context.tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
+        if selector := context.settings.nginx_replica_selector:
+            # Which nginx replicas are ready, so a step waits for each of them.
+            pods = sites.watch_pods(selector)
+            context.tasks.append(follow(pods, context.applications.handle_replicas))
     if mail is not None:
         # The mail TLS agents' reports (a ConfigMap each), for the MailServing condition.
         reports = watch_mail_reports(context.client, context.settings.nginx_namespace)

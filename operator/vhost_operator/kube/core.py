@@ -15,7 +15,7 @@ from typing import Any, Literal
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-Kind = Literal["configmaps", "secrets"]
+Kind = Literal["configmaps", "secrets", "pods"]
 MERGE_PATCH = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 

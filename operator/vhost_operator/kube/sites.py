@@ -2,7 +2,9 @@
 annotate site ConfigMaps with what nginx applied.
 
 RBAC (namespaced, in the nginx namespace): configmaps get/list/watch/patch, secrets
-get/list/watch. The agent never creates or deletes objects.
+get/list/watch; with several nginx replicas also pods list/watch (which replicas exist). The
+agent never creates or deletes objects. The operator also watches the nginx pods (pods
+list/watch) to know which replicas are ready.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from vhost_operator.kube.api import write
 from vhost_operator.kube.core import CoreObjects
 from vhost_operator.kube.watching import ObjectWatch
 from vhost_operator.resources import labels
+from vhost_operator.resources.watch import Object
 
 FIELD_MANAGER = "vhost-operator-nginx-agent"
 """Field manager of the agent's annotations: distinct from the operator's, so the operator's
@@ -41,6 +44,17 @@ class SiteObjects:
             what=f"site ConfigMaps in {self.namespace}",
         )
 
+    def watch_pods(self, label_selector: str | None = None) -> ObjectWatch:
+        """The (nginx) pods of the namespace, keeping only their names and whether each is
+        ready."""
+        return ObjectWatch(
+            self._core.lister("pods"),
+            self.namespace,
+            label_selector=label_selector,
+            what=f"nginx pods in {self.namespace}",
+            slim=_slim_pod,
+        )
+
     def watch_secrets(self) -> ObjectWatch:
         return ObjectWatch(
             self._core.lister("secrets"),
@@ -64,3 +78,14 @@ class SiteObjects:
                 return False
             raise
         return True
+
+
+def _slim_pod(pod: Object) -> Object:
+    metadata = pod.get("metadata") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "deletionTimestamp": metadata.get("deletionTimestamp"),
+        },
+        "status": {"conditions": (pod.get("status") or {}).get("conditions") or []},
+    }

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from vhost_operator.provisioning.serving import Applied
+from vhost_operator.provisioning.serving import Applied, ReplicaReport
 from vhost_operator.resources import conditions, labels
 from vhost_operator.resources.models import Phase, RenewalWindowStatus, StepState, VirtualHost
 
@@ -49,9 +49,25 @@ class SiteReport:
         )
 
     @property
+    def lagging(self) -> list[str]:
+        """The replicas (of several) whose agent reports another config than the published one.
+        The plugin does not know which replicas are ready: it shows every report there is."""
+        reports = self.applied.reports
+        return self.applied.lagging(reports, self.applied.config_hash, None) if reports else []
+
+    @property
+    def report(self) -> ReplicaReport:
+        """The one report that stands for all: a lagging replica's if one lags."""
+        reports = self.applied.reports
+        lagging = self.lagging
+        if lagging:
+            return reports[lagging[0]]
+        return reports[min(reports)] if reports else ReplicaReport()
+
+    @property
     def rejected(self) -> str | None:
         """nginx's error about the published config, if it refused that very config."""
-        error, published = self.applied.error, self.applied.config_hash
+        error, published = self.report.error, self.applied.config_hash
         if error and published and error.startswith(f"{published}: "):
             return error.removeprefix(f"{published}: ")
         return None
@@ -59,7 +75,7 @@ class SiteReport:
     @property
     def loaded(self) -> bool:
         published = self.applied.config_hash
-        return published is not None and self.applied.applied_hash == published
+        return published is not None and self.report.applied_hash == published
 
 
 def serving_label(site: SiteReport | None, serial: str | None) -> str:
@@ -72,7 +88,7 @@ def serving_label(site: SiteReport | None, serial: str | None) -> str:
         return "applying"
     if not site.enabled:
         return "disabled"
-    if site.stage == "final" and serial and site.applied.applied_serial != serial:
+    if site.stage == "final" and serial and site.report.applied_serial != serial:
         return "old cert"
     return site.stage or "serving"
 
@@ -95,16 +111,20 @@ def serving_lines(site: SiteReport | None, serial: str | None) -> list[str]:
         )
     elif site.loaded:
         lines.append(f"nginx runs it (the agent reports {published} applied)")
-    elif site.applied.applied_hash:
+    elif site.report.applied_hash:
         lines.append(
-            f"nginx still runs {_short_hash(site.applied.applied_hash)}; the agent has not "
+            f"nginx still runs {_short_hash(site.report.applied_hash)}; the agent has not "
             "applied the published config yet (is it running?)"
         )
     else:
         lines.append("the agent has not reported this config as applied yet (is it running?)")
-    if site.applied.error and site.rejected is None:
-        lines.append(f"earlier error (about another config): {site.applied.error}")
-    served = site.applied.applied_serial
+    if len(site.applied.reports) > 1:
+        named = ", ".join(sorted(site.applied.reports))
+        behind = f"; behind: {', '.join(site.lagging)}" if site.lagging else ""
+        lines.append(f"reports from nginx replicas {named}{behind}")
+    if site.report.error and site.rejected is None:
+        lines.append(f"earlier error (about another config): {site.report.error}")
+    served = site.report.applied_serial
     if served:
         if serial and served != serial:
             lines.append(

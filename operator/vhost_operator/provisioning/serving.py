@@ -1,43 +1,104 @@
-"""Waiting until nginx serves what a step published, as the nginx agent reports it.
+"""Waiting until nginx serves what a step published, as the nginx agents report it.
 
-The agent annotates each site ConfigMap with the config hash and certificate serial nginx has
-loaded (or the error nginx gave). One watch of those ConfigMaps feeds :class:`SiteApplications`;
-a step waits on it for its own ConfigMap. Nothing polls per host.
+Each nginx replica's agent annotates each site ConfigMap with the config hash and certificate
+serial its nginx has loaded (or the error nginx gave), under keys of its own
+(``labels.report_keys``). One watch of those ConfigMaps feeds :class:`SiteApplications`; with
+several replicas, a watch of the nginx pods tells it which replicas are ready: a host is served
+once every ready replica serves it (a replica that is not ready takes no traffic, and one that
+is gone must not block). A step waits on it for its own ConfigMap. Nothing polls per host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from vhost_operator.provisioning.chain import StepFailed
 from vhost_operator.resources import labels
 from vhost_operator.resources.watch import WatchEvent
 
+SINGLE = ("",)
+"""The replicas to wait for without a replica watch: the one unnamed agent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaReport:
+    """What one agent reported on a site ConfigMap."""
+
+    applied_hash: str | None = None
+    applied_serial: str | None = None
+    error: str | None = None
+
+    def serves(self, config_hash: str | None, serial: str | None) -> bool:
+        """Whether nginx runs ``config_hash`` and certificate ``serial`` (``None``: any)."""
+        return config_hash in (None, self.applied_hash) and serial in (None, self.applied_serial)
+
 
 @dataclasses.dataclass(frozen=True)
 class Applied:
-    """A site ConfigMap's published config and what the agent reported for it."""
+    """A site ConfigMap's published config and what each agent reported for it."""
 
     config_hash: str | None
-    applied_hash: str | None
-    applied_serial: str | None
-    error: str | None
+    reports: Mapping[str, ReplicaReport]
+    """By replica name; "" is the unnamed agent of a single nginx."""
 
     @classmethod
     def of(cls, annotations: Mapping[str, str]) -> Applied:
+        fields: dict[str, list[str | None]] = {}
+        for key, value in annotations.items():
+            found = labels.reporting_replica(key)
+            if found is not None:
+                replica, index = found
+                fields.setdefault(replica, [None, None, None])[index] = value
         return cls(
             config_hash=annotations.get(labels.CONFIG_HASH),
-            applied_hash=annotations.get(labels.APPLIED_CONFIG_HASH),
-            applied_serial=annotations.get(labels.APPLIED_CERTIFICATE_SERIAL),
-            error=annotations.get(labels.APPLY_ERROR),
+            reports={replica: ReplicaReport(*values) for replica, values in fields.items()},
         )
 
-    def serves(self, config_hash: str, serial: str | None) -> bool:
-        """Whether nginx runs ``config_hash`` (and, if given, certificate ``serial``)."""
-        return self.applied_hash == config_hash and serial in (None, self.applied_serial)
+    def report(self, replica: str = "") -> ReplicaReport:
+        return self.reports.get(replica) or ReplicaReport()
+
+    def lagging(
+        self, replicas: Collection[str], config_hash: str | None, serial: str | None
+    ) -> list[str]:
+        """The replicas among ``replicas`` whose nginx does not serve ``config_hash`` and
+        certificate ``serial`` (``None``: whatever it is)."""
+        return sorted(r for r in replicas if not self.report(r).serves(config_hash, serial))
+
+    def serves(
+        self, config_hash: str | None, serial: str | None, replicas: Collection[str] = SINGLE
+    ) -> bool:
+        """Whether every replica in ``replicas`` (at least one) serves it."""
+        return bool(replicas) and not self.lagging(replicas, config_hash, serial)
+
+    def rejection(self, replicas: Collection[str], config_hash: str) -> tuple[str, str] | None:
+        """``(replica, nginx's message)`` if one of ``replicas`` refused ``config_hash``.
+
+        The agent prefixes its error with the hash of the config it refused, so an error left
+        over from an earlier config does not count for this one.
+        """
+        prefix = f"{config_hash}: "
+        for replica in sorted(replicas):
+            error = self.report(replica).error
+            if error and error.startswith(prefix):
+                return replica, error.removeprefix(prefix)
+        return None
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """Whether an nginx pod takes traffic: Ready, and not being deleted (a deleted pod stays
+    Ready for its grace period, but its endpoints are gone and its agent stops)."""
+    metadata = pod.get("metadata") or {}
+    if metadata.get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def describe_replicas(replicas: Collection[str]) -> str:
+    return "nginx" if list(replicas) == [""] else "nginx replica(s) " + ", ".join(replicas)
 
 
 class SiteApplications:
@@ -47,21 +108,50 @@ class SiteApplications:
     hosts provisioning at once, waking every waiter on every event would be a million wake-ups.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, replica_watch: bool = False) -> None:
+        """``replica_watch``: several nginx replicas, whose pods ``handle_replicas`` is fed;
+        otherwise a single unnamed agent."""
         self.synced = False
         """Whether a full list has arrived: from then on, a ConfigMap not here does not exist
         (give or take the watch's lag)."""
         self._sites: dict[str, Applied] = {}
         self._wakers: dict[str, asyncio.Event] = {}
         """ConfigMap name -> the event its waiters wait on; set (and dropped) on a change."""
+        self._replica_watch = replica_watch
+        self._pods: dict[str, bool] = {}
+        """nginx pod name -> whether it is ready."""
+        self._ready_replicas: tuple[str, ...] = () if replica_watch else SINGLE
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        """The replicas that must serve a config before it counts as applied."""
+        return self._ready_replicas
+
+    def handle_replicas(self, event: WatchEvent) -> None:
+        """An event of the nginx pods' watch: wake every waiter when the ready set changes
+        (rare: a rollout, a pod lost), since it changes what each of them waits for."""
+        if event.type == "SYNC":
+            self._pods = {_name(pod): pod_ready(pod) for pod in event.objects}
+        elif event.object is not None:
+            if event.type == "DELETED":
+                self._pods.pop(_name(event.object), None)
+            else:
+                self._pods[_name(event.object)] = pod_ready(event.object)
+        ready = tuple(sorted(name for name, is_ready in self._pods.items() if is_ready))
+        if ready != self._ready_replicas:
+            self._ready_replicas = ready
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        wakers, self._wakers = self._wakers, {}
+        for waker in wakers.values():
+            waker.set()
 
     def handle(self, event: WatchEvent) -> None:
         if event.type == "SYNC":
             self._sites = {_name(o): Applied.of(_annotations(o)) for o in event.objects}
             self.synced = True
-            wakers, self._wakers = self._wakers, {}
-            for waker in wakers.values():
-                waker.set()
+            self._wake_all()
             return
         if event.object is None:
             return
@@ -86,18 +176,15 @@ class SiteApplications:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             site = self._sites.get(configmap)
-            if site is not None and site.serves(config_hash, serial):
+            replicas = self._ready_replicas
+            if site is not None and site.serves(config_hash, serial, replicas):
                 return
-            # The agent prefixes its error with the hash of the config it refused, so an error
-            # left over from an earlier config does not fail this one.
-            prefix = f"{config_hash}: "
-            if site is not None and site.error and site.error.startswith(prefix):
-                raise StepFailed(f"nginx rejected the config: {site.error.removeprefix(prefix)}")
+            rejected = site.rejection(replicas, config_hash) if site is not None else None
+            if rejected is not None:
+                who = "nginx" if not rejected[0] else f"nginx replica {rejected[0]}"
+                raise StepFailed(f"{who} rejected the config: {rejected[1]}")
             if asyncio.get_running_loop().time() >= deadline:
-                raise StepFailed(
-                    f"nginx did not apply the config within {timeout:g}s; is the nginx agent "
-                    "running in the nginx namespace?"
-                )
+                raise StepFailed(self._timed_out(site, config_hash, serial, timeout))
             waker = self._wakers.get(configmap)
             if waker is None:
                 waker = self._wakers[configmap] = asyncio.Event()
@@ -106,6 +193,23 @@ class SiteApplications:
                     await waker.wait()
             except TimeoutError:
                 continue
+
+    def _timed_out(
+        self, site: Applied | None, config_hash: str, serial: str | None, timeout: float
+    ) -> str:
+        replicas = self._ready_replicas
+        if not replicas:
+            return f"no nginx replica was ready within {timeout:g}s to apply the config"
+        if replicas == SINGLE:
+            return (
+                f"nginx did not apply the config within {timeout:g}s; is the nginx agent "
+                "running in the nginx namespace?"
+            )
+        lagging = site.lagging(replicas, config_hash, serial) if site else list(replicas)
+        return (
+            f"{describe_replicas(lagging)} did not apply the config within {timeout:g}s "
+            f"({len(replicas) - len(lagging)} of {len(replicas)} ready replicas did)"
+        )
 
 
 def _name(obj: Mapping[str, Any]) -> str:

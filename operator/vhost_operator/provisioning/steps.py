@@ -63,7 +63,8 @@ class ReadyStep:
             loaded = (
                 site is not None
                 and certificate is not None
-                and site.applied_serial == certificate.serial
+                and self.applications is not None
+                and site.serves(None, certificate.serial, self.applications.replicas)
             )
             name = tls_secret_name(host.name)
             if not loaded and await self.objects.read_secret(namespace, name) is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from vhost_operator.resources.models import GROUP
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "vhost-operator"}
@@ -60,3 +62,42 @@ leaf's serial in lowercase hex without leading zeros (as ``certs.inspect_certifi
 APPLY_ERROR = f"{GROUP}/apply-error"
 """Annotation the nginx agent sets on a site ConfigMap it could not apply, removed once it could:
 ``<config-hash>: <reason>``, so a reader can tell whether it is about the config it wrote."""
+
+REPLICA_DOMAIN = f"replicas.{GROUP}"
+"""With several nginx replicas, each replica's agent reports under keys of its own:
+``<replica>.replicas.<group>/applied-config-hash`` and so on, ``<replica>`` being its pod's name.
+An agent without a replica name (a single nginx) writes the keys above."""
+
+_REPORT_NAMES = ("applied-config-hash", "applied-certificate-serial", "apply-error")
+
+
+class ReportKeys(NamedTuple):
+    """The three annotations one agent writes on a site ConfigMap."""
+
+    config_hash: str
+    serial: str
+    error: str
+
+
+def report_keys(replica: str = "") -> ReportKeys:
+    """The annotation keys the agent of nginx replica ``replica`` writes ("": the only one)."""
+    if not replica:
+        return ReportKeys(APPLIED_CONFIG_HASH, APPLIED_CERTIFICATE_SERIAL, APPLY_ERROR)
+    prefix = f"{replica}.{REPLICA_DOMAIN}"
+    return ReportKeys(*(f"{prefix}/{name}" for name in _REPORT_NAMES))
+
+
+SINGLE_AGENT_KEYS = report_keys()
+
+
+def reporting_replica(key: str) -> tuple[str, int] | None:
+    """``(replica, index into ReportKeys)`` if ``key`` is one of an agent's report keys
+    (replica "" for the unnamed agent), else ``None``."""
+    prefix, _, name = key.rpartition("/")
+    if name not in _REPORT_NAMES:
+        return None
+    index = _REPORT_NAMES.index(name)
+    if prefix == GROUP:
+        return "", index
+    replica = prefix.removesuffix(f".{REPLICA_DOMAIN}")
+    return (replica, index) if replica and replica != prefix else None
