@@ -16,8 +16,8 @@ import aiohttp
 import kopf
 
 from vhost_operator.admission.tls import make_serving_material
-from vhost_operator.catalog import slim_host, slim_maildomain
-from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, context_of
+from vhost_operator.catalog import share_challenges, slim_host, slim_maildomain
+from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_scanner
 from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
@@ -75,12 +75,19 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 @kopf.on.login()
 async def login(
     *,
+    memo: kopf.Memo,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     settings: kopf.OperatorSettings,
     **_: Any,
 ) -> kopf.AiohttpSession | None:
     """kopf's own login (in-cluster service account, else kubeconfig), with a session that
-    keeps at most ``KOPF_CONNECTIONS`` connections."""
+    keeps at most ``KOPF_CONNECTIONS`` connections.
+
+    With leader election it waits until this replica leads: every call kopf makes waits for
+    these credentials, so a follower's kopf watches nothing and runs no handler, while its
+    webhook server (which calls no API) answers from the start. kopf's start-up handlers run
+    before this login, so the catalogs and the challenge responder run on every replica."""
+    await context_of(memo).until_leading()
     info = kopf.login_via_client(logger=logger, settings=settings)
     if info is None:
         return None
@@ -109,9 +116,11 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
     )
     context = context_of(memo)
+    if context.elector is not None:
+        context.tasks.append(asyncio.create_task(context.elector.run(), name="leader-election"))
     # The catalogs list everything before kopf's watches start handlers (start-up handlers
     # run first); whoever needs a complete catalog waits for its first list.
-    context.tasks.append(follow(context.virtualhosts.watch_all(slim_host), context.hosts.apply))
+    context.tasks.append(follow(context.virtualhosts.watch_all(slim_host), host_feed(context)))
     context.tasks.append(
         follow(context.maildomains.watch_all(slim_maildomain), context.claims.apply)
     )
@@ -133,6 +142,20 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     # the garbage collector's sight, its full collections stay short (webhook latency).
     gc.collect()
     gc.freeze()
+
+
+def host_feed(context: OperatorContext) -> Callable[[WatchEvent], None]:
+    """What the VirtualHost watch feeds: the catalog, and with several replicas also the
+    challenges the leader publishes in the hosts' status (every replica answers them)."""
+    if context.elector is None or context.responder is None:
+        return context.hosts.apply
+    challenges = context.challenges
+
+    def feed(event: WatchEvent) -> None:
+        context.hosts.apply(event)
+        share_challenges(challenges, event)
+
+    return feed
 
 
 def follow(watch: ObjectWatch, apply: Callable[[WatchEvent], None]) -> asyncio.Task[None]:

@@ -61,6 +61,7 @@ def retry_policy(settings: Settings) -> RetryPolicy | None:
 
 def start_scanner(context: OperatorContext) -> asyncio.Task[None]:
     async def scan_when_loaded() -> None:
+        await context.until_leading()  # the scanner's writes are provisioning: the leader's
         # A scan of a catalog still being listed would miss the hosts not listed yet.
         while not await context.hosts.wait(CATALOG_WAIT):
             logger.info("renewal scanner: waiting for the list of VirtualHosts")
