@@ -607,3 +607,43 @@ def test_the_nginx_conf_and_a_site_pass_nginx_t(helm: Helm, tmp_path: Path) -> N
         check=False,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_network_policy_admits_only_the_operators_flows(
+    helm: Helm, default_manifests: list[Manifest]
+) -> None:
+    """Off by default; on, the operator pods take the webhook, probes and /metrics from anyone
+    (the API server and the kubelet are no pods), challenges only from the chart's nginx pods,
+    and connect out only to DNS, the API server and CA ports, and nginx's."""
+    assert find(default_manifests, "NetworkPolicy") == []
+    scraper = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    manifests = helm.template(
+        {
+            **NON_DEFAULT_VALUES,
+            "operator": {"networkPolicy": {"enabled": True, "metricsFrom": [scraper]}},
+        }
+    )
+    policy = one(manifests, "NetworkPolicy")["spec"]
+    assert policy["podSelector"] == {"matchLabels": OPERATOR_SELECTOR}
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    ingress = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["ingress"]}
+    nginx_pods = {**OPERATOR_SELECTOR, "app.kubernetes.io/component": "nginx"}
+    assert ingress == {
+        "liveness": None,
+        "webhook": None,
+        "challenges": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "web"}},
+                "podSelector": {"matchLabels": nginx_pods},
+            }
+        ],
+        "metrics": [scraper],
+    }
+    egress = [(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]]
+    assert all("to" not in rule for rule in policy["egress"])
+    assert sorted(egress) == sorted(
+        [(53, "UDP"), (53, "TCP"), (6443, "TCP"), (443, "TCP"), (80, "TCP"), (443, "TCP")]
+    )
+    deployment = one(manifests, "Deployment", "vhost-operator")
+    named = {p["name"] for p in container(deployment, "operator")["ports"]}
+    assert set(ingress) <= named, "every admitted port is one the operator container names"
