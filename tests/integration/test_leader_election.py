@@ -168,3 +168,30 @@ def test_a_leader_that_cannot_renew_exits_and_the_other_takes_over(
         leader.thaw()
     assert leader.wait_exit(10) == LOST_LEADERSHIP_EXIT, leader.log()[-2000:]
     assert "exiting, to start again as a follower" in leader.log()
+
+
+def test_a_leader_stopped_gracefully_hands_over_at_once(
+    cluster: Cluster,
+    start_operator: OperatorFactory,
+    pebble: Pebble,
+    responder_port: int,
+) -> None:
+    """SIGTERM (a rollout, a drain): once its handlers and calls ended, the leader releases
+    the Lease, and the other replica takes over at its next look, not after the Lease's
+    duration."""
+    lease_name = "leader-release"
+    started = replicas(start_operator, responder_port, lease_name)
+    processes = [process for process, _ in started]
+    leader = wait_for_leader(processes)
+    follower = next(process for process in processes if process is not leader)
+    old_holder = holder(cluster, lease_name)
+    stopping = time.monotonic()
+    leader.stop()
+    while holder(cluster, lease_name) in ("", old_holder):
+        assert time.monotonic() - stopping < 30, "nobody took the Lease over"
+        time.sleep(0.1)
+    handover = time.monotonic() - stopping
+    assert "released the Lease" in leader.log()
+    assert HOLDS in follower.log()
+    assert handover < 8, f"handover took {handover:.1f}s: the Lease was not released"
+    print(f"\ngraceful stop of the leader: the other replica leads {handover:.1f}s later")

@@ -202,3 +202,8 @@ async def stop(*, memo: kopf.Memo, **_: Any) -> None:
     context.tasks.clear()
     if context.responder is not None:
         await context.responder.stop()
+    if context.elector is not None:
+        # kopf has cancelled every handler; calls already running in threads end first, so
+        # that nothing of this process writes once another replica leads.
+        await asyncio.get_running_loop().shutdown_default_executor()
+        await context.elector.release()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import math
 import threading
@@ -165,6 +166,7 @@ class LeaderElector:
         """Set once this replica holds the Lease; never cleared (losing it ends the process)."""
         self._renewed_at = 0.0
         self._mine: LeaseRecord | None = None
+        self._released = threading.Event()
 
     def __repr__(self) -> str:
         return f"LeaderElector({self._namespace}/{self._name} as {self.identity})"
@@ -229,11 +231,33 @@ class LeaderElector:
             return
         self._mine, self._renewed_at = written, started
 
+    async def release(self) -> None:
+        """Give the Lease up (client-go's ``ReleaseOnCancel``), so that another replica takes
+        over at its next look instead of after the Lease's duration. Call it only once nothing
+        of this process provisions any more; nothing without the Lease."""
+        mine, self._mine = self._mine, None
+        if mine is None:
+            return
+        self._released.set()
+        released = dataclasses.replace(
+            mine, holder="", duration=1.0, renewed=datetime.now(UTC), acquired=None
+        )
+        try:
+            written = await self._leases.write(self._namespace, self._name, released)
+        except VhostOperatorError as error:  # it expires by itself
+            logger.warning("leader election: releasing failed: %s", error)
+            return
+        if written is None:  # a renewal cut short by the shutdown changed it: it expires
+            logger.warning("leader election: the Lease changed meanwhile; not released")
+            return
+        logger.info("leader election: %s released the Lease", self.identity)
+
     def _watch_deadline(self) -> None:
         """In a thread of its own: end leadership at the renew deadline, whatever the event
         loop is doing."""
         while not must_stop(self._renewed_at, self._clock(), self._timing):
-            time.sleep(WATCHDOG_PERIOD)
+            if self._released.wait(WATCHDOG_PERIOD):
+                return
         self._on_lost(
             f"Lease {self._namespace}/{self._name} not renewed for "
             f"{self._timing.renew_deadline:g} seconds"
