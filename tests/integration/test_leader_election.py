@@ -1,5 +1,6 @@
 """Two operator replicas on the real control plane: one leads (the Lease), both answer HTTP-01
-challenges, and a leader SIGKILLed in a burst is replaced within 15 s with nothing done twice.
+challenges and admission reviews, and a leader SIGKILLed in a burst is replaced within 15 s
+with nothing done twice.
 
 pebble validates through a round-robin balancer in front of both replicas' challenge
 responders (what the challenge Service does in a cluster), so about half of the challenges the
@@ -8,10 +9,14 @@ leader published are answered by the follower, and the self-check goes the same 
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,6 +27,7 @@ from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.integration.conftest import OperatorFactory
+from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.resources.naming import next_key_secret_name
 from vhost_operator.wiring import LOST_LEADERSHIP_EXIT
 
@@ -195,3 +201,102 @@ def test_a_leader_stopped_gracefully_hands_over_at_once(
     assert HOLDS in follower.log()
     assert handover < 8, f"handover took {handover:.1f}s: the Lease was not released"
     print(f"\ngraceful stop of the leader: the other replica leads {handover:.1f}s later")
+
+
+def admission_review(name: str, hostname: str) -> dict[str, Any]:
+    """What the API server sends for ``kubectl create`` of a VirtualHost."""
+    group = {"group": "vhost-operator.io", "version": "v1alpha1"}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": f"review-{name}",
+            "kind": {**group, "kind": "VirtualHost"},
+            "resource": {**group, "resource": "virtualhosts"},
+            "operation": "CREATE",
+            "name": name,
+            "object": kube.virtualhost(name, hostname),
+            "oldObject": None,
+            "userInfo": {"username": "test"},
+            "dryRun": False,
+        },
+    }
+
+
+def review(url: str, ca_pem: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    context = ssl.create_default_context(cadata=ca_pem)
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+        response: dict[str, Any] = json.loads(answer.read())["response"]
+        return response
+
+
+def test_every_replica_serves_the_webhook(
+    cluster: Cluster,
+    start_operator: OperatorFactory,
+    pebble: Pebble,
+    responder_port: int,
+    tmp_path: Path,
+) -> None:
+    """The follower answers admission reviews as the leader does: with the certificate of the
+    CA the webhook configuration (written by the leader) carries, and with the rules applied
+    against its own catalog (a hostname in use is refused)."""
+    configuration = "leader-webhook.vhost-operator.io"
+    material = make_serving_material(["127.0.0.1"], tmp_path / "webhook-tls")
+    (tmp_path / "webhook-tls" / "ca.crt").write_bytes(material.ca_pem)
+    ports = [free_port(), free_port()]
+    processes = []
+    try:
+        for port in ports:
+            process = start_operator(
+                leader_election_enabled="true",
+                lease_name="leader-webhook",
+                challenge_listen_port=str(free_port()),
+                webhook_enabled="true",
+                webhook_host="127.0.0.1",
+                webhook_port=str(port),
+                webhook_cert_dir=str(tmp_path / "webhook-tls"),
+                webhook_configuration_name=configuration,
+            )
+            processes.append(process)
+        leader = wait_for_leader(processes)
+        follower_port = ports[1 - processes.index(leader)]
+        registered = wait_until_webhooks(cluster, configuration)
+        [hook] = [w for w in registered["webhooks"] if w["name"].startswith("virtualhosts")]
+        url = urlsplit(hook["clientConfig"]["url"])
+        assert url.port != follower_port, "the leader registers its own address"
+        ca_pem = base64.b64decode(hook["clientConfig"]["caBundle"]).decode()
+        kube.apply_manifests(cluster, [kube.virtualhost("wh-a", "wh.example.com")], tmp_path)
+
+        at_follower = url._replace(netloc=f"127.0.0.1:{follower_port}").geturl()
+        deadline = time.monotonic() + 30
+        while True:  # until the follower's catalog has the first host
+            answer = review(at_follower, ca_pem, admission_review("wh-b", "wh.example.com"))
+            if not answer["allowed"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert answer["allowed"] is False, answer
+        assert answer["status"]["code"] == 409
+        assert "already used by VirtualHost wh-a" in answer["status"]["message"]
+        fresh = review(at_follower, ca_pem, admission_review("wh-c", "wh-c.example.com"))
+        assert fresh["allowed"] is True, fresh
+    finally:
+        cluster.kubectl(
+            "delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+            configuration, "--ignore-not-found",
+        )  # fmt: skip
+
+
+def wait_until_webhooks(cluster: Cluster, name: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = cluster.kubectl(
+            "get", "validatingwebhookconfiguration", name, "-o", "json", "--ignore-not-found"
+        ).stdout
+        if found.strip() and json.loads(found).get("webhooks"):
+            configuration: dict[str, Any] = json.loads(found)
+            return configuration
+        time.sleep(0.2)
+    raise AssertionError(f"no webhooks in {name}")

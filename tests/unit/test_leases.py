@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from vhost_operator.handlers.lifecycle import follower_may_send
 from vhost_operator.kube.leases import lease_body, lease_record
 from vhost_operator.resources.leases import (
     LeaseRecord,
@@ -118,3 +119,29 @@ def test_timing_out_of_order_is_refused() -> None:
     with pytest.raises(ValueError):
         Settings(lease_retry_period=8.0)
     Settings(lease_duration=4.0, lease_renew_deadline=3.0, lease_retry_period=1.0)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/api", True),
+        ("GET", "/api/v1", True),
+        ("GET", "/apis", True),
+        ("GET", "/apis/vhost-operator.io/v1alpha1", True),  # discovery: the webhook needs it
+        ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", True),
+        ("GET", "/apis/vhost-operator.io/v1alpha1/virtualhosts", False),  # list and watch
+        ("PATCH", "/apis/vhost-operator.io/v1alpha1/virtualhosts/a", False),
+        ("GET", "/apis/vhost-operator.io/v1alpha1/maildomains", False),
+        ("POST", "/api/v1/namespaces/default/events", False),
+        (
+            "PATCH",
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/x",
+            False,
+        ),
+        ("POST", "/apis/vhost-operator.io/v1alpha1", False),
+    ],
+)
+def test_a_followers_kopf_only_discovers(method: str, path: str, allowed: bool) -> None:
+    """kopf serves its webhook once it has discovered the API; everything else it would send
+    (our objects, Events, the webhook configuration) waits until this replica leads."""
+    assert follower_may_send(method, path) is allowed

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import re
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -81,13 +82,9 @@ async def login(
     **_: Any,
 ) -> kopf.AiohttpSession | None:
     """kopf's own login (in-cluster service account, else kubeconfig), with a session that
-    keeps at most ``KOPF_CONNECTIONS`` connections.
-
-    With leader election it waits until this replica leads: every call kopf makes waits for
-    these credentials, so a follower's kopf watches nothing and runs no handler, while its
-    webhook server (which calls no API) answers from the start. kopf's start-up handlers run
-    before this login, so the catalogs and the challenge responder run on every replica."""
-    await context_of(memo).until_leading()
+    keeps at most ``KOPF_CONNECTIONS`` connections, and that holds back a follower's requests
+    (:func:`follower_may_send`) until it leads."""
+    context = context_of(memo)
     info = kopf.login_via_client(logger=logger, settings=settings)
     if info is None:
         return None
@@ -99,6 +96,7 @@ async def login(
             auth=info.as_aiohttp_basic_auth(),
             proxy=info.proxy_url,
             trust_env=info.trust_env,
+            trace_configs=[until_leading(context)],
         )
     return kopf.AiohttpSession(
         server=info.server,
@@ -107,6 +105,34 @@ async def login(
         expiration=info.expiration,
         aiohttp_session=session,
     )
+
+
+FOLLOWER_REQUESTS = re.compile(
+    r"^/(api|apis|api/v1|apis/[^/]+|apis/[^/]+/[^/]+"
+    r"|apis/apiextensions\.k8s\.io/v1/customresourcedefinitions)$"
+)
+"""What kopf may ask while this replica follows: API discovery and the CRD list (read-only).
+kopf serves its webhook only once it has discovered the resources it reviews."""
+
+
+def follower_may_send(method: str, path: str) -> bool:
+    """Whether kopf may send this request before this replica leads. Everything else waits:
+    listing and watching our objects (so a follower's kopf runs no handler and writes
+    nothing), Events, and the webhook configuration (the leader keeps it current)."""
+    return method == "GET" and FOLLOWER_REQUESTS.match(path) is not None
+
+
+def until_leading(context: OperatorContext) -> aiohttp.TraceConfig:
+    """A hook of kopf's HTTP session: a request a follower may not send waits for leadership
+    before it goes out."""
+
+    async def hold(_: aiohttp.ClientSession, __: Any, request: Any) -> None:
+        if not follower_may_send(request.method, request.url.path):
+            await context.until_leading()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(hold)
+    return trace
 
 
 @kopf.on.startup()
