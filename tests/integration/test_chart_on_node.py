@@ -7,9 +7,9 @@ VirtualHost Ready and served by the nginx pod with a certificate that verifies a
 root → ``helm test`` → ``helm upgrade`` rolls the pods while the hosts stay Ready and served →
 the leading operator pod deleted in the middle of an order: the other replica finishes that
 order → the nginx pod deleted: its replacement serves every site from the moment it is Ready →
-the leading operator pod deleted during a burst of new hosts: the other replica takes the Lease
-over within 15 s and every host turns Ready with one certificate → ``helm uninstall`` leaves no
-pods, and the VirtualHosts and CRDs stay.
+the leading operator pod deleted, then SIGKILLed, each during a burst of 100 new hosts: the other
+replica takes the Lease over within 15 s and every host turns Ready with one certificate →
+``helm uninstall`` leaves no pods, and the VirtualHosts and CRDs stay.
 """
 
 from __future__ import annotations
@@ -320,18 +320,18 @@ def _served(release: ChartOnNode, hosts: dict[str, str]) -> bool:
 
 
 BURST = 100
-"""New hosts applied at once for the takeover under load (measured here: see the test's print)."""
+"""New hosts applied at once for each takeover under load (measured here: see the prints)."""
 
 
-def test_leading_operator_pod_deleted_in_a_100_host_burst_every_host_ready_once(
-    release: ChartOnNode, tmp_path: Path
+def burst_with_takeover(
+    release: ChartOnNode, tmp_path: Path, prefix: str, interrupt: Callable[[dict[str, Any]], None]
 ) -> None:
-    """100 hosts at once; once a few are Ready the leading operator pod is deleted (as a drain
-    does: SIGTERM). The other replica takes the Lease over within 15 s, and every host turns
-    Ready, served, with exactly one certificate issued for it."""
+    """``BURST`` hosts at once; once a few are Ready, ``interrupt`` the leading operator pod.
+    The other replica takes the Lease over within 15 s, and every host turns Ready, served,
+    with exactly one certificate issued for it."""
     issued_before = len(release.pebble.issued_serials())
-    names = {f"burst-{i}": f"burst-{i}.example.com" for i in range(BURST)}
-    path = tmp_path / "burst.json"
+    names = {f"{prefix}-{i}": f"{prefix}-{i}.example.com" for i in range(BURST)}
+    path = tmp_path / f"{prefix}.json"
     items = [
         {
             "apiVersion": "vhost-operator.io/v1alpha1",
@@ -351,30 +351,52 @@ def test_leading_operator_pod_deleted_in_a_100_host_burst_every_host_ready_once(
         hosts = virtualhosts(release)
         return sum(phase_of(hosts[n]) == "Ready" for n in names if n in hosts)
 
-    wait_until(lambda: ready_count() >= 5, 300, "the first burst hosts Ready")
+    wait_until(lambda: ready_count() >= 5, 300, f"the first {prefix} hosts Ready")
     in_flight = BURST - ready_count()
-    deleted = time.monotonic()
-    release.kubectl(
-        "delete", "pod", old_pod["metadata"]["name"], "-n", NAMESPACE, "--wait=false"
-    )  # fmt: skip
+    interrupted = time.monotonic()
+    interrupt(old_pod)
     takeover = wait_until(
         lambda: lease_holder(release) not in ("", old_holder), 60, "a new Lease holder"
     )
-    figures["leader deleted in the burst -> Lease taken over s"] = takeover
-    figures["burst hosts in flight at the deletion"] = in_flight
-    wait_until(lambda: all_ready(release, set(names)), 900, "every burst host Ready")
-    figures["leader deleted -> all burst hosts Ready s"] = time.monotonic() - deleted
-    figures["burst apply -> all Ready s"] = time.monotonic() - applied
+    figures[f"{prefix}: Lease taken over s"] = takeover
+    figures[f"{prefix}: hosts in flight"] = in_flight
+    wait_until(lambda: all_ready(release, set(names)), 900, f"every {prefix} host Ready")
+    figures[f"{prefix}: -> all Ready s"] = time.monotonic() - interrupted
+    figures[f"{prefix}: apply -> all Ready s"] = time.monotonic() - applied
     hosts = virtualhosts(release)
     serials = [int(hosts[n]["status"]["certificate"]["serial"], 16) for n in names]
     issued = release.pebble.issued_serials()[issued_before:]
-    figures["certificates issued for the burst"] = len(issued)
+    figures[f"{prefix}: certificates issued"] = len(issued)
     assert len(set(serials)) == BURST and sorted(serials) == sorted(issued), (
         f"{len(issued)} certificates issued for {BURST} hosts"
     )
     assert takeover < 15, f"takeover took {takeover:.1f}s"
-    sample = dict(list(names.items())[:: BURST // 10])
-    assert_served(release, sample)
+    assert_served(release, dict(list(names.items())[:: BURST // 10]))
+
+
+def test_leading_operator_pod_deleted_in_a_100_host_burst_every_host_ready_once(
+    release: ChartOnNode, tmp_path: Path
+) -> None:
+    """Deleted as a drain does (SIGTERM): it releases the Lease once its calls ended."""
+
+    def delete(pod: dict[str, Any]) -> None:
+        release.kubectl(
+            "delete", "pod", pod["metadata"]["name"], "-n", NAMESPACE, "--wait=false"
+        )  # fmt: skip
+
+    burst_with_takeover(release, tmp_path, "deleted", delete)
+
+
+def test_leading_operator_killed_in_a_100_host_burst_every_host_ready_once(
+    release: ChartOnNode, tmp_path: Path
+) -> None:
+    """SIGKILLed (a crash, the OOM killer): the Lease expires, the other replica takes it."""
+
+    def kill(pod: dict[str, Any]) -> None:
+        [status] = pod["status"]["containerStatuses"]
+        release.node.kill_container(status["containerID"])
+
+    burst_with_takeover(release, tmp_path, "killed", kill)
 
 
 def test_uninstall_leaves_no_pods_and_keeps_virtualhosts_and_crds(release: ChartOnNode) -> None:
