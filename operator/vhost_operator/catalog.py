@@ -27,6 +27,7 @@ from typing import Any
 
 import pydantic
 
+from vhost_operator.acme.challenges import ChallengeStore
 from vhost_operator.metrics import HostView
 from vhost_operator.provisioning.mailserving import MailCondition, MailSubject
 from vhost_operator.provisioning.renewal import RenewalCandidate
@@ -34,11 +35,13 @@ from vhost_operator.provisioning.retries import RetryCandidate
 from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.conditions import CERTIFICATE_VALID, MAIL_SERVING
 from vhost_operator.resources.models import (
+    ACME_CHALLENGE,
     RENEW_ANNOTATION,
     RETRY_ANNOTATION,
     ConditionStatus,
     Phase,
     VirtualHost,
+    published_challenge,
     served_names,
 )
 from vhost_operator.resources.watch import WatchEvent
@@ -80,6 +83,7 @@ _HOST_STATUS = (
     "observedGeneration",
     "failedAttempts",
     "lastFailureTime",
+    ACME_CHALLENGE,
 )
 _HOST_CONDITIONS = (CERTIFICATE_VALID, MAIL_SERVING)
 """The conditions the scanner compares with the clock and the one the mail reports set; the
@@ -387,3 +391,15 @@ def _remove(index: dict[str, tuple[str, ...]], key: str, name: str) -> None:
         index[key] = rest
     else:
         index.pop(key, None)
+
+
+def share_challenges(store: ChallengeStore, event: WatchEvent) -> None:
+    """Keep ``store``'s shared challenges current from an event of the VirtualHost watch: every
+    replica answers the challenges the leader published (``status.acmeChallenge``)."""
+    if event.type == "SYNC":
+        found = {str(obj["metadata"]["name"]): published_challenge(obj) for obj in event.objects}
+        store.share_all({name: answer for name, answer in found.items() if answer is not None})
+    elif event.object is not None:
+        name = str(event.object["metadata"]["name"])
+        gone = event.type == "DELETED"
+        store.share(name, None if gone else published_challenge(event.object))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,30 @@ class Settings(BaseSettings):
 
     operator_namespace: str = "vhost-operator"
     """Namespace the operator runs in; it keeps the ACME account key Secret there."""
+
+    # -- high availability -------------------------------------------------------------------
+
+    leader_election_enabled: bool = False
+    """Run as one of several replicas: only the holder of the Lease ``lease_name`` (in
+    ``operator_namespace``) provisions, renews and retries; every replica serves the webhook
+    and the HTTP-01 challenges. A replica that loses the Lease exits (its Deployment restarts
+    it as a follower). Off: this process provisions alone (one replica only)."""
+
+    lease_name: str = Field(
+        default="vhost-operator-leader", pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"
+    )
+    """Name of the ``coordination.k8s.io`` Lease the replicas compete for."""
+
+    lease_duration: float = Field(default=10.0, ge=1)
+    """Seconds a Lease stays valid after its last renewal: a lost leader is replaced within
+    about this time plus ``lease_retry_period``."""
+
+    lease_renew_deadline: float = Field(default=8.0, gt=0)
+    """Seconds the leader goes on without a successful renewal before it stops (exits); shorter
+    than ``lease_duration``, so it has stopped before another replica may take over."""
+
+    lease_retry_period: float = Field(default=2.0, gt=0)
+    """Seconds between two renewals by the leader, and two looks at the Lease by the others."""
 
     # -- ACME --------------------------------------------------------------------------------
 
@@ -221,3 +245,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """``json`` writes one JSON object per log line (with the object's name for object logs),
     for log pipelines; ``text`` is for people."""
+
+    @model_validator(mode="after")
+    def _lease_timing_in_order(self) -> Settings:
+        if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
+            raise ValueError(
+                "leader election needs lease_retry_period < lease_renew_deadline < lease_duration"
+                " (the leader must have stopped before its Lease can expire)"
+            )
+        return self

@@ -10,16 +10,22 @@ handlers and hands the context to kopf as its memo; the handlers read it with
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import kopf
 
-from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
+from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore, Refresh
 from vhost_operator.acme.client import AcmeClient
 from vhost_operator.acme.config import AcmeConfig
+from vhost_operator.catalog import HostCatalog
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext
-from vhost_operator.kube.api import connect
+from vhost_operator.kube.api import ApiClient, connect
 from vhost_operator.kube.hostdomains import HostDomainsApi
+from vhost_operator.kube.leases import LeaderElector, LeaseApi
 from vhost_operator.kube.maildomains import MailDomainApi
 from vhost_operator.kube.objects import NamespacedObjects
 from vhost_operator.kube.virtualhosts import VirtualHostApi
@@ -32,11 +38,18 @@ from vhost_operator.provisioning.serving import SiteApplications
 from vhost_operator.provisioning.sites import FINAL
 from vhost_operator.provisioning.steps import StepServices, plan_steps
 from vhost_operator.provisioning.wakeups import WakeUps
+from vhost_operator.resources.leases import LeaseTiming
 from vhost_operator.resources.models import WAKE_ANNOTATION
 from vhost_operator.settings import Settings
 
 WATCHES = 3
 """Watches on the same client, one connection each: VirtualHosts, MailDomains, site ConfigMaps."""
+
+LOST_LEADERSHIP_EXIT = 3
+"""Exit status of a replica that lost the Lease (as client-go's ``OnStoppedLeading``: the
+process ends, its Deployment starts it again as a follower)."""
+
+logger = logging.getLogger(__name__)
 
 
 def run(settings: Settings, *, verbose: bool) -> None:
@@ -67,8 +80,16 @@ def build_context(settings: Settings) -> OperatorContext:
     account = None
     if settings.acme_enabled:
         account = AcmeAccount(AcmeClient(acme_config(settings)), objects, settings)
+        # With several replicas, a challenge goes into the host's status too: any replica may
+        # be asked for it (one more status write per order).
+        board = VirtualHostApi(client) if settings.leader_election_enabled else None
         certificates = CertificateStep(
-            account, challenges, objects, settings, budget=order_ledger(settings, objects)
+            account,
+            challenges,
+            objects,
+            settings,
+            budget=order_ledger(settings, objects),
+            board=board,
         )
     applications = (
         SiteApplications(replica_watch=bool(settings.nginx_replica_selector))
@@ -81,6 +102,13 @@ def build_context(settings: Settings) -> OperatorContext:
     if certificates is not None and final is not None:
         renewer = ServedRenewal(certificates, final)
     virtualhosts = VirtualHostApi(client)
+    hosts = HostCatalog()
+    responder = None
+    if settings.acme_enabled:
+        refresh = None
+        if settings.leader_election_enabled:
+            refresh = challenge_refresh(challenges, hosts, virtualhosts)
+        responder = ChallengeResponder(challenges, refresh)
 
     async def wake(name: str, now: datetime) -> None:
         # A new value every time: an unchanged annotation would be no change, and no event.
@@ -99,7 +127,9 @@ def build_context(settings: Settings) -> OperatorContext:
         hostdomains=HostDomainsApi(client),
         wakeups=WakeUps(wake, clock=lambda: datetime.now(UTC)),
         renewal_info=account,
-        responder=ChallengeResponder(challenges) if settings.acme_enabled else None,
+        responder=responder,
+        hosts=hosts,
+        elector=elector(settings, client) if settings.leader_election_enabled else None,
     )
 
 
@@ -109,6 +139,46 @@ def order_ledger(settings: Settings, objects: NamespacedObjects) -> OrderLedger 
     limits = BudgetLimits(settings.acme_order_limit, timedelta(seconds=settings.acme_order_window))
     account = (settings.operator_namespace, settings.acme_account_secret)
     return OrderLedger(limits, objects, account, clock=utc_now)
+
+
+def challenge_refresh(
+    challenges: ChallengeStore, hosts: HostCatalog, virtualhosts: VirtualHostApi
+) -> Refresh:
+    """Reads the challenges of a hostname's hosts into ``challenges``, for a token asked of
+    this replica before the watch brought it."""
+
+    async def refresh(hostname: str) -> None:
+        for name in hosts.named_for(hostname):
+            challenges.share(name, await virtualhosts.read_challenge(name))
+
+    return refresh
+
+
+def elector(settings: Settings, client: ApiClient) -> LeaderElector:
+    timing = LeaseTiming(
+        lease_duration=settings.lease_duration,
+        renew_deadline=settings.lease_renew_deadline,
+        retry_period=settings.lease_retry_period,
+    )
+    return LeaderElector(
+        LeaseApi(client, timeout=settings.lease_retry_period),
+        namespace=settings.operator_namespace,
+        name=settings.lease_name,
+        # The pod's name, and a part unique to this process: a restarted container must not
+        # take itself for the holder its previous process was.
+        identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+        timing=timing,
+        on_lost=stop_provisioning,
+    )
+
+
+def stop_provisioning(reason: str) -> None:
+    """End the process at once, threads and all: nothing it started may write after this."""
+    logger.critical("leader election: %s; exiting, to start again as a follower", reason)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(LOST_LEADERSHIP_EXIT)
 
 
 def acme_config(settings: Settings) -> AcmeConfig:

@@ -70,6 +70,11 @@ class Installed:
                 env[entry["name"]] = base64.b64decode(data).decode()
         return env
 
+    def webhook_tls_dir(self, directory: Path) -> Path:
+        """What kubelet mounts at the webhook's certificate directory: the chart's Secret."""
+        deployment = one(self.manifests, "Deployment", FULLNAME)
+        return mounted_secret(self.cluster, deployment, "webhook-tls", directory)
+
     def processes(
         self,
     ) -> list[tuple[str, OperatorProcess | AgentProcess | GateProcess | MailTlsAgentProcess]]:
@@ -142,3 +147,16 @@ def install_values(pebble: Pebble, nginx: NginxServer) -> dict[str, Any]:
         "gate": {"enabled": True},
         "mailTls": {"enabled": True, "namespace": MAIL_NS},
     }
+
+
+def mounted_secret(cluster: Cluster, deployment: Manifest, volume: str, directory: Path) -> Path:
+    """The files kubelet would mount for the Secret volume ``volume`` of ``deployment``,
+    written into ``directory``."""
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    name = volumes[volume]["secret"]["secretName"]
+    namespace_name = deployment["metadata"]["namespace"]
+    found = cluster.kubectl("get", "secret", name, "-n", namespace_name, "-o", "json")
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, value in json.loads(found.stdout)["data"].items():
+        (directory / key).write_bytes(base64.b64decode(value))
+    return directory

@@ -514,6 +514,13 @@ state = "{root / "state"}"
             check=check,
         )
 
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL a container's processes (``containerd://<id>`` or ``<id>``), as a crash or
+        the OOM killer would: kubelet then restarts it in the same pod."""
+        self._ctr(
+            "tasks", "kill", "--signal", "SIGKILL", container_id.removeprefix("containerd://")
+        )
+
     def import_image(self, archive: Path) -> None:
         """Load a docker/OCI archive (``podman save``) into containerd's k8s.io namespace,
         where kubelet finds it: pods then run it with ``imagePullPolicy: Never``."""

@@ -148,6 +148,18 @@ class ComponentProcess:
         assert self._process is not None, "not started"
         self._process.kill()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process holds everything and does nothing (a stalled node)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit status, once the process ended by itself within ``timeout`` seconds."""
+        assert self._process is not None, "not started"
+        return self._process.process.wait(timeout)
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop()

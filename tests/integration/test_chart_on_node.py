@@ -2,12 +2,14 @@
 one scenario, walked in order on one release (``tests/harness/chart_release.py`` says what stands
 in for the CA, the web app and the load balancer).
 
-install → every pod Ready → ``kubectl apply -f examples/`` → every VirtualHost Ready and served
-by the nginx pod with a certificate that verifies against pebble's root → ``helm test`` →
-``helm upgrade`` rolls the pods while the hosts stay Ready and served → the operator pod deleted
-in the middle of an order: its replacement finishes that order → the nginx pod deleted: its
-replacement serves every site from the moment it is Ready → ``helm uninstall`` leaves no pods,
-and the VirtualHosts and CRDs stay.
+install (two operator replicas) → every pod Ready → ``kubectl apply -f examples/`` → every
+VirtualHost Ready and served by the nginx pod with a certificate that verifies against pebble's
+root → ``helm test`` → ``helm upgrade`` rolls the pods while the hosts stay Ready and served →
+the leading operator pod deleted in the middle of an order: the other replica finishes that
+order → the nginx pod deleted: its replacement serves every site from the moment it is Ready →
+the leading operator pod deleted, then SIGKILLed, each during a burst of 100 new hosts: the other
+replica takes the Lease over within 15 s and every host turns Ready with one certificate →
+``helm uninstall`` leaves no pods, and the VirtualHosts and CRDs stay.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def test_install_brings_every_pod_to_ready(release: ChartOnNode) -> None:
     figures["helm install -> pods Ready s"] = release.install()
     pods = release.pods()
     components = sorted(p["metadata"]["labels"][COMPONENT] for p in pods)
-    assert components == ["nginx", "operator"]
+    assert components == ["nginx", "operator", "operator"]
     assert all(pod_ready(p) for p in pods), [p["status"] for p in pods]
 
 
@@ -203,7 +205,11 @@ def test_upgrade_rolls_the_pods_and_the_hosts_stay_ready_and_served(release: Cha
         "every pod replaced",
     )
     pods = workload_pods(release)
-    assert sorted(p["metadata"]["labels"][COMPONENT] for p in pods) == ["nginx", "operator"]
+    assert sorted(p["metadata"]["labels"][COMPONENT] for p in pods) == [
+        "nginx",
+        "operator",
+        "operator",
+    ]
     assert all(pod_ready(p) for p in pods)
     assert all_ready(release, set(EXAMPLE_HOSTS))
     assert_served(release, EXAMPLE_HOSTS)
@@ -211,14 +217,30 @@ def test_upgrade_rolls_the_pods_and_the_hosts_stay_ready_and_served(release: Cha
     assert not failures, f"{len(failures)} of {checks} checks failed during the roll: {failures}"
 
 
-def test_operator_pod_deleted_mid_order_its_replacement_finishes_that_order(
+def lease_holder(release: ChartOnNode) -> str:
+    """The pod holding the operators' Lease (its identity is ``<pod name>_<process id>``)."""
+    found = release.kubectl(
+        "get", "lease", f"{RELEASE}-leader", "-n", NAMESPACE, "--ignore-not-found",
+        "-o", "jsonpath={.spec.holderIdentity}",
+    )  # fmt: skip
+    return found.stdout.strip()
+
+
+def leader_pod(release: ChartOnNode) -> dict[str, Any]:
+    wait_until(lambda: bool(lease_holder(release)), 60, "a leader")
+    pod_name = lease_holder(release).rsplit("_", 1)[0]
+    (pod,) = [p for p in release.pods(OPERATOR) if p["metadata"]["name"] == pod_name]
+    return pod
+
+
+def test_leading_operator_pod_deleted_mid_order_the_other_finishes_that_order(
     release: ChartOnNode, tmp_path: Path
 ) -> None:
     vh_name, hostname = CRASH_HOST
     hairpin = release.hairpin
     orders_before = release.pebble.log_count("Added order")
     hairpin.holding.add(hostname)
-    (old_pod,) = release.pods(OPERATOR)
+    old_pod = leader_pod(release)
     manifest = {
         "apiVersion": "vhost-operator.io/v1alpha1",
         "kind": "VirtualHost",
@@ -253,10 +275,8 @@ def test_operator_pod_deleted_mid_order_its_replacement_finishes_that_order(
         "--ignore-not-found",
     )
     assert not tls.stdout.strip(), "the deleted pod must not have finished the order"
-    wait_until(
-        lambda: all_ready(release, {vh_name}), 180, "Ready after the operator pod was replaced"
-    )
-    figures["operator pod deleted -> host Ready s"] = time.monotonic() - deleted
+    wait_until(lambda: all_ready(release, {vh_name}), 180, "Ready after the leader was deleted")
+    figures["leader pod deleted -> host Ready s"] = time.monotonic() - deleted
     ready = virtualhosts(release)[vh_name]
     certificate = next(e for e in ready["status"]["chain"] if e["step"] == "certificate")
     assert certificate["message"].endswith(f"issued by order {placed}"), certificate
@@ -297,6 +317,86 @@ def _served(release: ChartOnNode, hosts: dict[str, str]) -> bool:
     except OSError:
         return False
     return True
+
+
+BURST = 100
+"""New hosts applied at once for each takeover under load (measured here: see the prints)."""
+
+
+def burst_with_takeover(
+    release: ChartOnNode, tmp_path: Path, prefix: str, interrupt: Callable[[dict[str, Any]], None]
+) -> None:
+    """``BURST`` hosts at once; once a few are Ready, ``interrupt`` the leading operator pod.
+    The other replica takes the Lease over within 15 s, and every host turns Ready, served,
+    with exactly one certificate issued for it."""
+    issued_before = len(release.pebble.issued_serials())
+    names = {f"{prefix}-{i}": f"{prefix}-{i}.example.com" for i in range(BURST)}
+    path = tmp_path / f"{prefix}.json"
+    items = [
+        {
+            "apiVersion": "vhost-operator.io/v1alpha1",
+            "kind": "VirtualHost",
+            "metadata": {"name": name},
+            "spec": {"hostname": hostname},
+        }
+        for name, hostname in names.items()
+    ]
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    old_pod = leader_pod(release)
+    old_holder = lease_holder(release)
+    applied = time.monotonic()
+    release.kubectl("apply", "-f", str(path))
+
+    def ready_count() -> int:
+        hosts = virtualhosts(release)
+        return sum(phase_of(hosts[n]) == "Ready" for n in names if n in hosts)
+
+    wait_until(lambda: ready_count() >= 5, 300, f"the first {prefix} hosts Ready")
+    in_flight = BURST - ready_count()
+    interrupted = time.monotonic()
+    interrupt(old_pod)
+    takeover = wait_until(
+        lambda: lease_holder(release) not in ("", old_holder), 60, "a new Lease holder"
+    )
+    figures[f"{prefix}: Lease taken over s"] = takeover
+    figures[f"{prefix}: hosts in flight"] = in_flight
+    wait_until(lambda: all_ready(release, set(names)), 900, f"every {prefix} host Ready")
+    figures[f"{prefix}: -> all Ready s"] = time.monotonic() - interrupted
+    figures[f"{prefix}: apply -> all Ready s"] = time.monotonic() - applied
+    hosts = virtualhosts(release)
+    serials = [int(hosts[n]["status"]["certificate"]["serial"], 16) for n in names]
+    issued = release.pebble.issued_serials()[issued_before:]
+    figures[f"{prefix}: certificates issued"] = len(issued)
+    assert len(set(serials)) == BURST and sorted(serials) == sorted(issued), (
+        f"{len(issued)} certificates issued for {BURST} hosts"
+    )
+    assert takeover < 15, f"takeover took {takeover:.1f}s"
+    assert_served(release, dict(list(names.items())[:: BURST // 10]))
+
+
+def test_leading_operator_pod_deleted_in_a_100_host_burst_every_host_ready_once(
+    release: ChartOnNode, tmp_path: Path
+) -> None:
+    """Deleted as a drain does (SIGTERM): it releases the Lease once its calls ended."""
+
+    def delete(pod: dict[str, Any]) -> None:
+        release.kubectl(
+            "delete", "pod", pod["metadata"]["name"], "-n", NAMESPACE, "--wait=false"
+        )  # fmt: skip
+
+    burst_with_takeover(release, tmp_path, "deleted", delete)
+
+
+def test_leading_operator_killed_in_a_100_host_burst_every_host_ready_once(
+    release: ChartOnNode, tmp_path: Path
+) -> None:
+    """SIGKILLed (a crash, the OOM killer): the Lease expires, the other replica takes it."""
+
+    def kill(pod: dict[str, Any]) -> None:
+        [status] = pod["status"]["containerStatuses"]
+        release.node.kill_container(status["containerID"])
+
+    burst_with_takeover(release, tmp_path, "killed", kill)
 
 
 def test_uninstall_leaves_no_pods_and_keeps_virtualhosts_and_crds(release: ChartOnNode) -> None:

@@ -35,6 +35,7 @@ from tests.harness.chart_install import (
     WEB_NS,
     WEBHOOK_CONFIGURATION,
     Installed,
+    mounted_secret,
     namespace,
 )
 from tests.harness.clusters import Cluster
@@ -181,6 +182,7 @@ def start_processes(installed: Installed, workdir: Path) -> dict[str, str]:
         "VHOST_OPERATOR_ACME_CA_BUNDLE": str(installed.pebble.ca_bundle_path),  # a ConfigMap
         "VHOST_OPERATOR_CHALLENGE_UPSTREAM": f"127.0.0.1:{responder_port}",  # the Service
         "VHOST_OPERATOR_NGINX_PROBE_ADDRESS": f"127.0.0.1:{nginx.https_port}",  # the Service
+        "VHOST_OPERATOR_WEBHOOK_CERT_DIR": str(installed.webhook_tls_dir(workdir / "webhook")),
     }
     agent_env = installed.deployment_env(f"{FULLNAME}-nginx", "agent")
     for key in ("NGINX_BINARY", "NGINX_CONF", "NGINX_PID_FILE", "HEALTH_PORT"):
@@ -462,9 +464,12 @@ def test_with_default_values_the_operator_needs_no_more(
     account = service_account_kubeconfig(
         cluster, DEFAULTS_NS, fullname, tmp_path / "defaults.kubeconfig"
     )
-    env = literal_env(container(one(manifests, "Deployment", fullname), "operator"))
+    deployment = one(manifests, "Deployment", fullname)
+    env = literal_env(container(deployment, "operator"))
     for key in ("LIVENESS_PORT", "METRICS_PORT"):
         env.pop(f"VHOST_OPERATOR_{key}")
+    webhook_tls = mounted_secret(cluster, deployment, "webhook-tls", tmp_path / "webhook")
+    env["VHOST_OPERATOR_WEBHOOK_CERT_DIR"] = str(webhook_tls)
     operator = OperatorProcess(account, tmp_path, env)
     try:
         operator.start()

@@ -10,12 +10,15 @@ proof in ``test_chart_rbac.py``.
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pydantic_settings import BaseSettings
 
 from tests.harness.helm import CHART, Helm, Manifest, container, env_names, find, literal_env, one
@@ -76,12 +79,26 @@ def test_values_schema_refuses_typos_and_bad_values(helm: Helm) -> None:
         {"acme": {"renewalFraction": 1.5}},
         {"gate": {"theme": {"primary": "red;}"}}},
         {"operator": {"logFormat": "xml"}},
+        {"operator": {"replicas": 0}},
+        {"operator": {"podAntiAffinity": "sometimes"}},
+        {"operator": {"leaderElection": {"retryPeriod": 0}}},
+        {"operator": {"topologySpreadConstraints": [{"maxSkew": 1}]}},
+        {"operator": {"podDisruptionBudget": {"minAvailable": "half"}}},
     ):
         refused = helm.run(
             "template", "x", str(CHART), "--values", str(helm.values_file(bad)), check=False
         )
         assert refused.returncode != 0, bad
         assert "values don't meet the specifications of the schema" in refused.stderr, bad
+
+
+def test_lease_timings_out_of_order_are_refused(helm: Helm) -> None:
+    values = {"operator": {"leaderElection": {"renewDeadline": 12}}}
+    refused = helm.run(
+        "template", "x", str(CHART), "--values", str(helm.values_file(values)), check=False
+    )
+    assert refused.returncode != 0
+    assert "retryPeriod < renewDeadline < leaseDuration" in refused.stderr
 
 
 def test_nginx_never_runs_in_the_release_namespace(helm: Helm) -> None:
@@ -154,10 +171,14 @@ def test_default_install_is_the_operator_alone(default_manifests: list[Manifest]
         "Deployment",
         "Namespace",  # nginx's, apart from the release's (empty while nginx and ACME are off)
         "Pod",  # the chart test (a hook: `helm test` creates it, install does not)
+        "PodDisruptionBudget",  # the operator's two replicas
         "Role",  # deleting a host's nginx objects
         "Role",  # Events
+        "Role",  # the leader election's Lease
         "RoleBinding",
         "RoleBinding",
+        "RoleBinding",
+        "Secret",  # the webhook's certificate, shared by the replicas
         "Service",  # metrics
         "Service",  # webhook
         "ServiceAccount",
@@ -165,14 +186,118 @@ def test_default_install_is_the_operator_alone(default_manifests: list[Manifest]
         "ValidatingAdmissionPolicyBinding",
     ]
     deployment = one(default_manifests, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 2
     # Nothing to write with ACME and nginx off; only leftovers of earlier settings to delete.
     nginx_role = one(default_manifests, "Role", "vhost-operator")
     assert [(r["resources"], r["verbs"]) for r in rules_of(nginx_role)] == [
         (["configmaps"], ["get", "delete"]),
         (["secrets"], ["get", "delete"]),
     ]
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Leader election makes a rollout safe: the new pod is up before an old one stops.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def operator_pod(manifests: list[Manifest]) -> Manifest:
+    spec: Manifest = one(manifests, "Deployment", "vhost-operator")["spec"]["template"]["spec"]
+    return spec
+
+
+OPERATOR_SELECTOR = {
+    "app.kubernetes.io/name": "vhost-operator",
+    "app.kubernetes.io/instance": "vhost-operator",
+    "app.kubernetes.io/component": "operator",
+}
+
+
+def test_replicas_are_spread_and_kept_through_disruptions(
+    helm: Helm, default_manifests: list[Manifest]
+) -> None:
+    budget = one(default_manifests, "PodDisruptionBudget")
+    assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": OPERATOR_SELECTOR}}
+    [preferred] = operator_pod(default_manifests)["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert preferred["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": OPERATOR_SELECTOR},
+    }
+
+    zone = {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}
+    hard = helm.template(
+        {
+            "operator": {
+                "replicas": 3,
+                "podAntiAffinity": "hard",
+                "topologySpreadConstraints": [zone],
+            }
+        }
+    )
+    pod = operator_pod(hard)
+    [required] = pod["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert required["labelSelector"] == {"matchLabels": OPERATOR_SELECTOR}
+    assert pod["topologySpreadConstraints"] == [
+        {**zone, "labelSelector": {"matchLabels": OPERATOR_SELECTOR}}
+    ]
+    own = {"nodeAffinity": {"x": 1}}
+    assert operator_pod(helm.template({"operator": {"affinity": own}}))["affinity"] == own
+
+    single = helm.template({"operator": {"replicas": 1}})
+    assert find(single, "PodDisruptionBudget") == []
+    assert "affinity" not in operator_pod(single)
+    assert one(single, "Deployment", "vhost-operator")["spec"]["replicas"] == 1
+
+
+def test_replicas_elect_a_leader_over_their_own_lease_only(
+    default_manifests: list[Manifest],
+) -> None:
+    env = literal_env(container(one(default_manifests, "Deployment", "vhost-operator"), "operator"))
+    assert env["VHOST_OPERATOR_LEADER_ELECTION_ENABLED"] == "true"
+    lease = env["VHOST_OPERATOR_LEASE_NAME"]
+    assert lease == "vhost-operator-leader"
+    role = one(default_manifests, "Role", "vhost-operator-leader-election")
+    assert role["metadata"]["namespace"] == "vhost-operator"
+    assert rules_of(role) == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
+def test_every_replica_serves_the_webhook_with_one_certificate(
+    helm: Helm, default_manifests: list[Manifest]
+) -> None:
+    """The webhook configuration carries one CA bundle: every replica serves a certificate of
+    that CA, for the name the API server checks (the chart's Secret, or the user's)."""
+    secret = one(default_manifests, "Secret", "vhost-operator-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    data = {key: base64.b64decode(value) for key, value in secret["data"].items()}
+    leaf = x509.load_pem_x509_certificate(data["tls.crt"])
+    ca = x509.load_pem_x509_certificate(data["ca.crt"])
+    leaf.verify_directly_issued_by(ca)
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["vhost-operator-webhook.vhost-operator.svc"]
+    key = serialization.load_pem_private_key(data["tls.key"], None)
+    assert key.public_key().public_numbers() == leaf.public_key().public_numbers()  # type: ignore[union-attr]
+    pod = operator_pod(default_manifests)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["webhook-tls"]["secret"]["secretName"] == "vhost-operator-webhook-tls"
+    env = literal_env(container(one(default_manifests, "Deployment", "vhost-operator"), "operator"))
+    assert env["VHOST_OPERATOR_WEBHOOK_CERT_DIR"] == "/etc/vhost-operator/webhook-tls"
+
+    ip = one(helm.template({"webhook": {"host": "127.0.0.1"}}), "Secret")
+    leaf = x509.load_pem_x509_certificate(base64.b64decode(ip["data"]["tls.crt"]))
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert find(helm.template({"webhook": {"certSecretName": "mine"}}), "Secret") == []
 
 
 @pytest.mark.parametrize("which", ["default", "full"])
@@ -674,3 +799,43 @@ def test_network_policies_allow_only_the_architectures_flows(helm: Helm) -> None
         {"from": webmail, "ports": [{"port": 8090, "protocol": "TCP"}]}
     ]
     assert gate["spec"]["egress"] == [dns, api]
+
+
+def test_network_policy_admits_only_the_operators_flows(
+    helm: Helm, default_manifests: list[Manifest]
+) -> None:
+    """Off by default; on, the operator pods take the webhook, probes and /metrics from anyone
+    (the API server and the kubelet are no pods), challenges only from the chart's nginx pods,
+    and connect out only to DNS, the API server and CA ports, and nginx's."""
+    assert find(default_manifests, "NetworkPolicy") == []
+    scraper = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    manifests = helm.template(
+        {
+            **NON_DEFAULT_VALUES,
+            "operator": {"networkPolicy": {"enabled": True, "metricsFrom": [scraper]}},
+        }
+    )
+    policy = one(manifests, "NetworkPolicy")["spec"]
+    assert policy["podSelector"] == {"matchLabels": OPERATOR_SELECTOR}
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    ingress = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["ingress"]}
+    nginx_pods = {**OPERATOR_SELECTOR, "app.kubernetes.io/component": "nginx"}
+    assert ingress == {
+        "liveness": None,
+        "webhook": None,
+        "challenges": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "web"}},
+                "podSelector": {"matchLabels": nginx_pods},
+            }
+        ],
+        "metrics": [scraper],
+    }
+    egress = [(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]]
+    assert all("to" not in rule for rule in policy["egress"])
+    assert sorted(egress) == sorted(
+        [(53, "UDP"), (53, "TCP"), (6443, "TCP"), (443, "TCP"), (80, "TCP"), (443, "TCP")]
+    )
+    deployment = one(manifests, "Deployment", "vhost-operator")
+    named = {p["name"] for p in container(deployment, "operator")["ports"]}
+    assert set(ingress) <= named, "every admitted port is one the operator container names"

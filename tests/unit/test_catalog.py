@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.unit.builders import virtualhost_body
-from vhost_operator.catalog import ClaimCatalog, HostCatalog, slim_host, slim_maildomain
+from vhost_operator.acme.challenges import ChallengeStore
+from vhost_operator.catalog import (
+    ClaimCatalog,
+    HostCatalog,
+    share_challenges,
+    slim_host,
+    slim_maildomain,
+)
 from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.watch import WatchEvent
 
@@ -196,3 +203,30 @@ def test_a_duty_earlier_than_the_planned_wake_wakes_the_scanner() -> None:
         return woken
 
     assert asyncio.run(scenario()) == [False, True]
+
+
+def test_challenges_in_the_hosts_status_are_shared_with_the_store() -> None:
+    """Every replica answers what the leader published in ``status.acmeChallenge``; the
+    chain's next status write removes it, and so does the host's deletion."""
+    store = ChallengeStore()
+    published = {"acmeChallenge": {"token": "tok-a", "keyAuthorization": "tok-a.thumb"}}
+    a = slim_host(host("a", "mail.a.test", **published))
+    share_challenges(store, WatchEvent("SYNC", objects=(a, slim_host(host("b", "mail.b.test")))))
+    assert store.get("tok-a") == "tok-a.thumb"
+
+    later = {"acmeChallenge": {"token": "tok-b", "keyAuthorization": "tok-b.thumb"}}
+    share_challenges(store, WatchEvent("MODIFIED", object=slim_host(host("b", "x", **later))))
+    assert store.get("tok-b") == "tok-b.thumb"
+    share_challenges(store, WatchEvent("MODIFIED", object=slim_host(host("a", "mail.a.test"))))
+    assert store.get("tok-a") is None
+    share_challenges(store, WatchEvent("DELETED", object=slim_host(host("b", "x", **later))))
+    assert store.get("tok-b") is None
+    assert len(store) == 0  # shared answers are not this process's own
+
+
+def test_a_relist_replaces_the_shared_challenges() -> None:
+    store = ChallengeStore()
+    published = {"acmeChallenge": {"token": "tok-a", "keyAuthorization": "tok-a.thumb"}}
+    share_challenges(store, WatchEvent("ADDED", object=slim_host(host("a", "x", **published))))
+    share_challenges(store, WatchEvent("SYNC", objects=()))
+    assert store.get("tok-a") is None

@@ -151,6 +151,29 @@ def test_a_current_certificate_is_kept_without_ordering() -> None:
     assert stack.log == [] and len(stack.ca.orders) == 1
 
 
+def test_a_kept_certificate_removes_the_pending_key_it_already_holds() -> None:
+    """Killed (or the leader lost) after storing the certificate and before removing the
+    pending key: the next run keeps the certificate and removes the spent key; a pending key
+    of another (a renewal in flight) stays."""
+    stack = Stack()
+    stack.run()
+    spent = {"metadata": {"name": NEXT_KEY[1]}, "data": stack.secrets.secrets[TLS]["data"]}
+    stack.secrets.secrets[NEXT_KEY] = {**spent, "data": {"tls.key": spent["data"]["tls.key"]}}
+    stack.log.clear()
+
+    assert stack.run().message == "current certificate kept"
+    assert stack.log == [f"delete {NEXT_KEY[1]}"] and len(stack.ca.orders) == 1
+
+    other = base64.b64encode(b"another key").decode()
+    stack.secrets.secrets[NEXT_KEY] = {
+        "metadata": {"name": NEXT_KEY[1]},
+        "data": {"tls.key": other},
+    }
+    stack.log.clear()
+    assert stack.run().message == "current certificate kept"
+    assert stack.log == [] and NEXT_KEY in stack.secrets.secrets
+
+
 def test_a_certificate_due_for_renewal_is_ordered_again() -> None:
     stack = Stack()
     # Valid from a minute ago for ten more seconds: less than a third is left, so it is due.

@@ -10,7 +10,13 @@ import yaml
 from pydantic import BaseModel
 
 from vhost_operator.resources.hostnames import MAX_ADDITIONAL_NAMES, MAX_HOSTNAME_LENGTH
-from vhost_operator.resources.models import VirtualHostSpec, VirtualHostStatus
+from vhost_operator.resources.models import (
+    ACME_CHALLENGE,
+    VirtualHostSpec,
+    VirtualHostStatus,
+    challenge_status,
+    published_challenge,
+)
 from vhost_operator.tenancy.themes import LOGO_URL_PATTERN, MAX_LOGO_URL_LENGTH
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "virtualhosts.yaml"
@@ -68,3 +74,13 @@ def test_crd_limits_come_from_the_code() -> None:
     for field in logos.values():
         assert field["pattern"] == LOGO_URL_PATTERN
         assert field["maxLength"] == MAX_LOGO_URL_LENGTH
+
+
+def test_the_published_challenge_is_declared_and_every_status_write_removes_it() -> None:
+    """``status.acmeChallenge`` lives outside the status model: the CRD must declare it (else
+    the API server prunes it and no other replica can answer), and the chain's status writes
+    must remove it so it never outlives its step."""
+    declared = schema()["status"]["properties"][ACME_CHALLENGE]["properties"]
+    assert challenge_status("t", "t.k")[ACME_CHALLENGE].keys() == declared.keys()
+    assert VirtualHostStatus().to_merge_patch()[ACME_CHALLENGE] is None
+    assert published_challenge({"status": challenge_status("t", "t.k")}) == ("t", "t.k")

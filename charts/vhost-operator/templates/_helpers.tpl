@@ -177,6 +177,22 @@ server checks when it calls the webhook through the Service.
 {{- end -}}
 
 {{/*
+vhost-operator.webhookCertSecretName is the kubernetes.io/tls Secret the webhook serves with:
+webhook.certSecretName, else the one the chart makes (templates/webhook/secret.yaml), shared by
+every operator replica (the webhook configuration carries one CA bundle).
+*/}}
+{{- define "vhost-operator.webhookCertSecretName" -}}
+{{- default (include "vhost-operator.componentName" (dict "root" . "component" "webhook-tls")) .Values.webhook.certSecretName -}}
+{{- end -}}
+
+{{/*
+vhost-operator.leaseName is the Lease the operator replicas elect their leader with.
+*/}}
+{{- define "vhost-operator.leaseName" -}}
+{{- include "vhost-operator.componentName" (dict "root" . "component" "leader") -}}
+{{- end -}}
+
+{{/*
 vhost-operator.challengeUpstream is the host:port nginx proxies ACME HTTP-01 challenges to: the
 challenge responder's Service.
 */}}

@@ -1,18 +1,21 @@
 """HTTP-01 challenge serving and the self-check that runs before the CA is asked to validate.
 
 nginx forwards ``/.well-known/acme-challenge/`` of every host to :class:`ChallengeResponder`,
-which answers from a :class:`ChallengeStore` that the ACME client fills while an order is open.
+which answers from a :class:`ChallengeStore`: the challenges the ACME client of this process
+published while an order is open, and those another replica shared (fed by a watch); a token
+found in neither may be read through (the watch may trail the leader's write by a moment).
 :func:`self_check` fetches that URL the way the CA will, so a host whose DNS or port 80 is wrong
 fails fast with a useful message instead of burning the CA's failed-validation rate limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -40,6 +43,9 @@ class ChallengeStore:
 
     def __init__(self) -> None:
         self._answers: dict[str, str] = {}
+        self._shared: dict[str, tuple[str, str]] = {}
+        """``owner → (token, key authorization)``: every replica's challenges, from a watch."""
+        self._shared_answers: dict[str, str] = {}
         self._lock = threading.Lock()
 
     async def publish(self, token: str, key_authorization: str) -> None:
@@ -56,18 +62,47 @@ class ChallengeStore:
     def get(self, token: str) -> str | None:
         """The key authorization for ``token``, or ``None`` when none is published."""
         with self._lock:
-            return self._answers.get(token)
+            return self._answers.get(token) or self._shared_answers.get(token)
+
+    def share(self, owner: str, challenge: tuple[str, str] | None) -> None:
+        """``owner``'s challenge as published for every replica (``None``: it has none now)."""
+        with self._lock:
+            if challenge is None:
+                self._shared.pop(owner, None)
+            else:
+                self._shared[owner] = challenge
+            self._shared_answers = dict(self._shared.values())
+
+    def share_all(self, challenges: Mapping[str, tuple[str, str]]) -> None:
+        """Every owner's challenge at once (a watch's full list)."""
+        with self._lock:
+            self._shared = dict(challenges)
+            self._shared_answers = dict(self._shared.values())
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._answers)
 
 
-class ChallengeResponder:
-    """A small aiohttp server answering ``GET /.well-known/acme-challenge/{token}``."""
+Refresh = Callable[[str], Awaitable[None]]
+"""``(hostname)``: read that host's published challenge at its source into the store."""
 
-    def __init__(self, store: ChallengeStore) -> None:
+REFRESH_INTERVAL = 1.0
+"""Seconds between two reads at the source for one hostname: requests for unknown tokens (a
+scanner, a CA's retries) cost at most one API read per hostname and second."""
+
+
+class ChallengeResponder:
+    """A small aiohttp server answering ``GET /.well-known/acme-challenge/{token}``.
+
+    ``refresh`` is asked, with the request's host, for a token the store does not hold: the
+    watch that feeds the store may trail the leader's write by a moment, and the CA (or the
+    self-check) may ask this replica first."""
+
+    def __init__(self, store: ChallengeStore, refresh: Refresh | None = None) -> None:
         self._store = store
+        self._refresh = refresh
+        self._refreshes: dict[str, tuple[float, asyncio.Future[None]]] = {}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -103,10 +138,35 @@ class ChallengeResponder:
 
     async def _answer(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
-        answer = self._store.get(token) if _TOKEN.match(token) else None
+        if not _TOKEN.match(token):
+            return _no_such_challenge()
+        answer = self._store.get(token)
+        if answer is None and self._refresh is not None:
+            await self._refreshed(request.host.rsplit(":", 1)[0].lower())
+            answer = self._store.get(token)
         if answer is None:
-            return web.Response(status=404, text="no such challenge\n", content_type="text/plain")
+            return _no_such_challenge()
         return web.Response(text=answer, content_type="text/plain")
+
+    async def _refreshed(self, hostname: str) -> None:
+        """Refresh ``hostname`` at most once per :data:`REFRESH_INTERVAL`; requests meanwhile
+        wait for the same read."""
+        assert self._refresh is not None
+        now = asyncio.get_running_loop().time()
+        for name, (started, _) in list(self._refreshes.items()):
+            if now - started >= REFRESH_INTERVAL:
+                del self._refreshes[name]
+        if hostname not in self._refreshes:
+            read = asyncio.ensure_future(self._refresh(hostname))
+            self._refreshes[hostname] = (now, read)
+        try:
+            await asyncio.shield(self._refreshes[hostname][1])
+        except Exception:  # the CA gets a 404 and may ask again; the log says why
+            logger.exception("could not read the challenge of %s", hostname)
+
+
+def _no_such_challenge() -> web.Response:
+    return web.Response(status=404, text="no such challenge\n", content_type="text/plain")
 
 
 def _bound_port(runner: web.AppRunner) -> int:

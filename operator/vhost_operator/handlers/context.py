@@ -14,6 +14,7 @@ from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
 from vhost_operator.catalog import ClaimCatalog, HostCatalog
 from vhost_operator.kube.api import ApiClient
 from vhost_operator.kube.hostdomains import HostDomainsApi
+from vhost_operator.kube.leases import LeaderElector
 from vhost_operator.kube.maildomains import MailDomainApi
 from vhost_operator.kube.objects import NamespacedObjects
 from vhost_operator.kube.virtualhosts import VirtualHostApi
@@ -56,6 +57,9 @@ class OperatorContext:
     responder: ChallengeResponder | None = None
     """The HTTP-01 responder, started and stopped by ``handlers.lifecycle``; ``None`` without
     ACME."""
+    elector: LeaderElector | None = None
+    """Leader election among replicas (started by ``handlers.lifecycle``); ``None``: this
+    process provisions alone."""
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     """What ``handlers.lifecycle`` starts and cancels: the catalogs' and the site reports'
     watches, the renewal scanner, the memory release."""
@@ -63,6 +67,11 @@ class OperatorContext:
     """Every VirtualHost, fed by a watch from start-up on (``handlers.lifecycle``)."""
     claims: ClaimCatalog = dataclasses.field(default_factory=ClaimCatalog)
     """Every MailDomain's claim on its domain, fed likewise."""
+
+    async def until_leading(self) -> None:
+        """Return once this replica may provision: at once without leader election."""
+        if self.elector is not None:
+            await self.elector.leading.wait()
 
     def as_memo(self) -> kopf.Memo:
         # kopf copies the memo per object; a plain Memo holding one shared context copies cleanly.

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import re
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -16,8 +17,8 @@ import aiohttp
 import kopf
 
 from vhost_operator.admission.tls import make_serving_material
-from vhost_operator.catalog import slim_host, slim_maildomain
-from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, context_of
+from vhost_operator.catalog import share_challenges, slim_host, slim_maildomain
+from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
 from vhost_operator.handlers.mailserving import MailConditionWrites
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_renewal_info, start_scanner
@@ -78,12 +79,15 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 @kopf.on.login()
 async def login(
     *,
+    memo: kopf.Memo,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     settings: kopf.OperatorSettings,
     **_: Any,
 ) -> kopf.AiohttpSession | None:
     """kopf's own login (in-cluster service account, else kubeconfig), with a session that
-    keeps at most ``KOPF_CONNECTIONS`` connections."""
+    keeps at most ``KOPF_CONNECTIONS`` connections, and that holds back a follower's requests
+    (:func:`follower_may_send`) until it leads."""
+    context = context_of(memo)
     info = kopf.login_via_client(logger=logger, settings=settings)
     if info is None:
         return None
@@ -95,6 +99,7 @@ async def login(
             auth=info.as_aiohttp_basic_auth(),
             proxy=info.proxy_url,
             trust_env=info.trust_env,
+            trace_configs=[until_leading(context)],
         )
     return kopf.AiohttpSession(
         server=info.server,
@@ -105,6 +110,34 @@ async def login(
     )
 
 
+FOLLOWER_REQUESTS = re.compile(
+    r"^/(api|apis|api/v1|apis/[^/]+|apis/[^/]+/[^/]+"
+    r"|apis/apiextensions\.k8s\.io/v1/customresourcedefinitions)$"
+)
+"""What kopf may ask while this replica follows: API discovery and the CRD list (read-only).
+kopf serves its webhook only once it has discovered the resources it reviews."""
+
+
+def follower_may_send(method: str, path: str) -> bool:
+    """Whether kopf may send this request before this replica leads. Everything else waits:
+    listing and watching our objects (so a follower's kopf runs no handler and writes
+    nothing), Events, and the webhook configuration (the leader keeps it current)."""
+    return method == "GET" and FOLLOWER_REQUESTS.match(path) is not None
+
+
+def until_leading(context: OperatorContext) -> aiohttp.TraceConfig:
+    """A hook of kopf's HTTP session: a request a follower may not send waits for leadership
+    before it goes out."""
+
+    async def hold(_: aiohttp.ClientSession, __: Any, request: Any) -> None:
+        if not follower_may_send(request.method, request.url.path):
+            await context.until_leading()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(hold)
+    return trace
+
+
 @kopf.on.startup()
 async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings)
@@ -112,13 +145,16 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         concurrent.futures.ThreadPoolExecutor(BLOCKING_CALL_THREADS, thread_name_prefix="blocking")
     )
     context = context_of(memo)
+    if context.elector is not None:
+        context.tasks.append(asyncio.create_task(context.elector.run(), name="leader-election"))
     # The catalogs list everything before kopf's watches start handlers (start-up handlers
     # run first); whoever needs a complete catalog waits for its first list.
     # With nginx (and so TLS Secrets in its namespace), mail TLS agents may report on them.
     mail = MailServingKeeper(context.hosts) if context.applications is not None else None
+    feed_host = host_feed(context)
 
     def on_host(event: WatchEvent) -> None:
-        context.hosts.apply(event)
+        feed_host(event)
         if mail is not None:
             mail.handle_host(event)
 
@@ -142,8 +178,7 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         # The mail TLS agents' reports (a ConfigMap each), for the MailServing condition.
         reports = watch_mail_reports(context.client, context.settings.nginx_namespace)
         context.tasks.append(follow(reports, mail.handle_report))
-        writes = MailConditionWrites(context)
-        context.tasks.append(asyncio.create_task(mail.run(writes.write), name="mail-serving"))
+        context.tasks.append(asyncio.create_task(keep_mail_serving(context, mail), name="mail"))
     if context.responder is not None:
         await context.responder.start("0.0.0.0", context.settings.challenge_listen_port)
         context.tasks.append(asyncio.create_task(context.wakeups.run(), name="wake-ups"))
@@ -157,6 +192,27 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     # the garbage collector's sight, its full collections stay short (webhook latency).
     gc.collect()
     gc.freeze()
+
+
+async def keep_mail_serving(context: OperatorContext, mail: MailServingKeeper) -> None:
+    """Write the MailServing conditions the reports call for; like every write to the hosts,
+    only while this replica leads (every replica keeps the reports in memory meanwhile)."""
+    await context.until_leading()
+    await mail.run(MailConditionWrites(context).write)
+
+
+def host_feed(context: OperatorContext) -> Callable[[WatchEvent], None]:
+    """What the VirtualHost watch feeds: the catalog, and with several replicas also the
+    challenges the leader publishes in the hosts' status (every replica answers them)."""
+    if context.elector is None or context.responder is None:
+        return context.hosts.apply
+    challenges = context.challenges
+
+    def feed(event: WatchEvent) -> None:
+        context.hosts.apply(event)
+        share_challenges(challenges, event)
+
+    return feed
 
 
 def follow(watch: ObjectWatch, apply: Callable[[WatchEvent], None]) -> asyncio.Task[None]:
@@ -203,3 +259,8 @@ async def stop(*, memo: kopf.Memo, **_: Any) -> None:
     context.tasks.clear()
     if context.responder is not None:
         await context.responder.stop()
+    if context.elector is not None:
+        # kopf has cancelled every handler; calls already running in threads end first, so
+        # that nothing of this process writes once another replica leads.
+        await asyncio.get_running_loop().shutdown_default_executor()
+        await context.elector.release()

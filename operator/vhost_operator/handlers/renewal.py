@@ -77,6 +77,7 @@ def retry_policy(settings: Settings) -> RetryPolicy | None:
 
 def start_scanner(context: OperatorContext) -> asyncio.Task[None]:
     async def scan_when_loaded() -> None:
+        await context.until_leading()  # the scanner's writes are provisioning: the leader's
         # A scan of a catalog still being listed would miss the hosts not listed yet.
         while not await context.hosts.wait(CATALOG_WAIT):
             logger.info("renewal scanner: waiting for the list of VirtualHosts")
@@ -104,6 +105,7 @@ def start_renewal_info(context: OperatorContext) -> asyncio.Task[None] | None:
     keeper = RenewalInfoKeeper(source, ScannerWrites(context), pacing)
 
     async def keep_when_loaded() -> None:
+        await context.until_leading()  # its writes (moved windows) are the leader's, as the scan's
         while not await context.hosts.wait(CATALOG_WAIT):
             pass  # the scanner says so in the log
         await run_renewal_info(context.hosts, keeper, clock=utc_now)

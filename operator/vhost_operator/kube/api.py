@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 from collections.abc import Callable
@@ -82,12 +83,17 @@ def _describe(error: ApiException) -> str:
 
 
 async def call(
-    function: Callable[[], T], *, what: str, delays: tuple[float, ...] = RETRY_DELAYS
+    function: Callable[[], T],
+    *,
+    what: str,
+    delays: tuple[float, ...] = RETRY_DELAYS,
+    executor: concurrent.futures.Executor | None = None,
 ) -> T:
-    """Run one blocking API call in a thread; retry transient failures, then map the error."""
+    """Run one blocking API call in a thread (of ``executor``, else the loop's default pool);
+    retry transient failures, then map the error."""
     for delay in (*delays, None):
         try:
-            return await asyncio.to_thread(function)
+            return await asyncio.get_running_loop().run_in_executor(executor, function)
         except ApiException as error:
             if error.status not in TRANSIENT_STATUSES:
                 raise ApiError(f"{what}: {_describe(error)}", status=error.status) from error

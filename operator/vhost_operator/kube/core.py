@@ -35,7 +35,9 @@ class CoreObjects:
         query: Sequence[tuple[str, Any]] = (),
         body: Any = None,
         content_type: str | None = None,
+        timeout: float | None = None,
     ) -> Any:
+        """``timeout``: seconds for the whole request (connect and read); ``None``: no limit."""
         headers = {"Accept": "application/json"}
         if content_type is not None:
             headers["Content-Type"] = content_type
@@ -47,7 +49,7 @@ class CoreObjects:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._client.call_api(*serialized)
+        response = self._client.call_api(*serialized, _request_timeout=timeout)
         if not 200 <= response.status <= 299:
             response.read()
             raise ApiException.from_response(http_resp=response, body=None, data=None)

@@ -19,6 +19,8 @@ from vhost_operator.resources.models import (
     RenewalWindowStatus,
     VirtualHost,
     VirtualHostStatus,
+    challenge_status,
+    published_challenge,
 )
 from vhost_operator.resources.watch import Object
 
@@ -111,6 +113,35 @@ class VirtualHostApi:
                 return False
             raise
         return True
+
+    async def publish_challenge(self, name: str, token: str, key_authorization: str) -> None:
+        """Put an HTTP-01 challenge into the host's status, for every replica's responder."""
+        patch = {"status": challenge_status(token, key_authorization)}
+
+        def send() -> Any:
+            return self._objects.patch_cluster_custom_object_status(
+                GROUP, VERSION, VIRTUALHOSTS, name, patch, _preload_content=False
+            )
+
+        await write(send, what=f"publishing the challenge of VirtualHost {name}")
+
+    async def read_challenge(self, name: str) -> tuple[str, str] | None:
+        """The host's published challenge; ``None`` when it has none (or is gone)."""
+
+        def send() -> Any:
+            return json_body(
+                self._objects.get_cluster_custom_object(
+                    GROUP, VERSION, VIRTUALHOSTS, name, _preload_content=False
+                )
+            )
+
+        try:
+            found = await call(send, what=f"reading VirtualHost {name}", delays=())
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return published_challenge(found)
 
     async def annotate(self, name: str, annotations: dict[str, str]) -> None:
         patch = {"metadata": {"annotations": annotations}}

@@ -92,6 +92,12 @@ class SecretStore(Protocol):
     async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None: ...
 
 
+class ChallengeBoard(Protocol):
+    """Where a challenge is published for the other replicas (the host's status)."""
+
+    async def publish_challenge(self, name: str, token: str, key_authorization: str) -> None: ...
+
+
 class CertificateAuthority(Protocol):
     """The calls this step makes on its CA, and no others: ``acme.client.AcmeClient`` in the
     operator, ``acme.fake.FakeAcme`` in unit tests. See ``AcmeClient`` for the contract."""
@@ -184,9 +190,13 @@ class CertificateStep:
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
         budget: OrderLedger | None = None,
+        board: ChallengeBoard | None = None,
     ) -> None:
+        """``board``: with several replicas, each challenge is also published there before
+        the CA is asked to validate (nginx may send the CA to any replica)."""
         self._account = account
         self._budget = budget
+        self._board = board
         self._challenges = challenges
         self._secrets = secrets
         self._settings = settings
@@ -198,8 +208,19 @@ class CertificateStep:
         current = await self._secrets.read_secret(namespace, tls_secret_name(host.name))
         reusable = await self._reusable(current, host)
         if reusable is not None:
+            assert current is not None
+            await self._drop_spent_key(host, current)
             return StepOutcome(message="current certificate kept", certificate=reusable)
         return await self.renew(host)
+
+    async def _drop_spent_key(self, host: VirtualHost, current: SecretData) -> None:
+        """Delete a pending key the TLS Secret already holds: an attempt (or a leader killed
+        mid-step) stored the certificate but not yet removed the key. A pending key of its
+        own (a renewal in flight) stays."""
+        namespace, name = self._settings.nginx_namespace, next_key_secret_name(host.name)
+        pending = await self._secrets.read_secret(namespace, name)
+        if pending is not None and pending.data.get("tls.key") == current.data.get("tls.key"):
+            await self._secrets.delete_secret(namespace, name, owner=host.name)
 
     async def renew(self, host: VirtualHost) -> StepOutcome:
         """Order a new certificate even if the current one is still good. The current Secret
@@ -407,11 +428,18 @@ class CertificateStep:
         check: SelfCheckHook | None = None
         if self._settings.self_check_enabled:
             check = self_checker(self._settings.self_check_address)
+        board = self._board
+
+        async def publish(token: str, key_authorization: str) -> None:
+            await self._challenges.publish(token, key_authorization)
+            if board is not None:
+                await board.publish_challenge(host.name, token, key_authorization)
+
         try:
             return await self._account.client.issue(
                 host.spec.hostname,
                 key,
-                publish=self._challenges.publish,
+                publish=publish,
                 unpublish=self._challenges.unpublish,
                 self_check=check,
                 order_url=order_url,

@@ -33,6 +33,23 @@ WAKE_ANNOTATION = f"{GROUP}/wake"
 """Set by the operator on a host whose chain waits for a time (the CA's ``Retry-After``): the
 change makes the host's handler run the chain again at that time."""
 """Set by the renewal scanner (any new value asks for a renewal); users may set it too."""
+ACME_CHALLENGE = "acmeChallenge"
+"""``status.acmeChallenge``: ``{token, keyAuthorization}`` of the HTTP-01 challenge in flight,
+written by the leader before the CA is asked to validate, so that every replica's challenge
+responder can answer it. Outside :class:`VirtualHostStatus`: every status write of the chain
+removes it (:meth:`VirtualHostStatus.to_merge_patch`), so it never outlives its step."""
+
+
+def published_challenge(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(token, key authorization)`` of a raw VirtualHost's :data:`ACME_CHALLENGE`, if any."""
+    challenge = (body.get("status") or {}).get(ACME_CHALLENGE) or {}
+    token, answer = challenge.get("token"), challenge.get("keyAuthorization")
+    return (str(token), str(answer)) if token and answer else None
+
+
+def challenge_status(token: str, key_authorization: str) -> dict[str, Any]:
+    """The status merge patch that publishes a challenge (:data:`ACME_CHALLENGE`)."""
+    return {ACME_CHALLENGE: {"token": token, "keyAuthorization": key_authorization}}
 
 
 class _WireModel(BaseModel):
@@ -214,12 +231,14 @@ class VirtualHostStatus(_WireModel):
 
     def to_merge_patch(self) -> dict[str, Any]:
         """The status as a JSON merge patch: fields that are unset now are removed explicitly
-        (``null``), so a stale ``error`` or ``certificate`` never outlives the state it described.
+        (``null``), so a stale ``error`` or ``certificate`` never outlives the state it described;
+        so is a published challenge (:data:`ACME_CHALLENGE`).
         """
         wire = self.to_wire()
         for name, field in type(self).model_fields.items():
             key = field.alias or name
             wire.setdefault(key, None)
+        wire[ACME_CHALLENGE] = None
         return wire
 
 
