@@ -66,6 +66,10 @@ def secret_data(cluster: Cluster, name: str, namespace: str = NAMESPACE) -> dict
     return {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
 
 
+UNSCHEDULED = "vhost-operator-tests-no-scheduler"
+"""A scheduler nobody runs: pods naming it are never bound to a node."""
+
+
 def stand_in_pod(
     cluster: Cluster,
     namespace: str,
@@ -74,14 +78,17 @@ def stand_in_pod(
     spec: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    """A Pod that no kubelet runs (a control plane without nodes leaves it unscheduled), Ready
-    because the test says so: it stands for a pod whose processes the test runs itself (an
-    nginx replica for the operator's watch of them). Delete it with the namespace or kubectl."""
+    """A Pod that no kubelet runs, Ready because the test says so: it stands for a pod whose
+    processes the test runs itself (an nginx replica for the operator's watch of them). Delete
+    it with the namespace or kubectl.
+
+    It names a scheduler that does not exist, so it stays unscheduled even while the session's
+    real node is up (its kubelet would otherwise run it and overwrite the Ready condition)."""
     manifest = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": spec,
+        "spec": {**spec, "schedulerName": UNSCHEDULED},
     }
     apply_manifests(cluster, [manifest], tmp_path)
     set_pod_ready(cluster, namespace, name, True)
