@@ -7,6 +7,7 @@ The nginx agent mirrors these ConfigMaps into nginx; see ``vhost_operator.resour
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import posixpath
 from typing import Protocol
@@ -30,6 +31,13 @@ from vhost_operator.settings import Settings
 
 BOOTSTRAP = "bootstrap"
 FINAL = "final"
+
+PROBE_ATTEMPTS = 5
+PROBE_SPACING = 1.0
+"""The serving probe goes through nginx's Service, so it reaches one replica of several. Every
+ready replica has reported the new config by then, but for a second or two after a pod began
+to stop, the Service can still send a connection to it (endpoint removal lags): a probe that
+fails or sees the old certificate is asked again, a few seconds at most, before the step fails."""
 
 
 class ConfigMapWriter(Protocol):
@@ -161,15 +169,22 @@ class SitePublisher:
     async def _require_serving(self, host: VirtualHost, serial: str) -> None:
         address = self._settings.nginx_probe_address
         assert address is not None
-        try:
-            served = await served_certificate_serial(address, host.spec.hostname)
-        except ProbeFailed as failure:
-            raise StepFailed(str(failure)) from None
-        if served != serial:
-            raise StepFailed(
+        problem = ""
+        for attempt in range(PROBE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(PROBE_SPACING)
+            try:
+                served = await served_certificate_serial(address, host.spec.hostname)
+            except ProbeFailed as failure:
+                problem = str(failure)
+                continue
+            if served == serial:
+                return
+            problem = (
                 f"nginx at {address} presents certificate {served} for {host.spec.hostname}, "
                 f"not the new {serial}"
             )
+        raise StepFailed(problem)
 
 
 class SecretReader(Protocol):
