@@ -53,9 +53,12 @@ class ManagedProcess:
         )
 
     def wait_until(self, ready: Callable[[], bool], *, timeout: float, what: str) -> None:
+        """Wait for ``ready``; a process that does not get there is stopped before the error is
+        raised: whoever started it holds no handle to stop it with yet."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 raise StartupError(
                     f"{self.name} exited with {self.process.returncode} before {what}:\n"
                     + log_tail(self.log_path)
@@ -63,6 +66,7 @@ class ManagedProcess:
             if ready():
                 return
             time.sleep(0.1)
+        self.stop()
         raise StartupError(f"{self.name}: no {what} after {timeout}s:\n" + log_tail(self.log_path))
 
     def kill(self) -> None:
