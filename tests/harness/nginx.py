@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.harness.processes import ManagedProcess, log_tail
-from vhost_operator.nginx import SERVER_NAMES_HASH_BUCKET_SIZE
+from vhost_operator.nginx import SERVER_NAMES_HASH_BUCKET_SIZE, SiteConfig, render_final
 
 NGINX_ENV = "VHOST_OPERATOR_TEST_NGINX"
 """Environment variable naming the nginx binary to test with, if not the one on PATH."""
@@ -62,6 +62,18 @@ def nginx_binary() -> str:
     if configured:
         return configured
     return shutil.which("nginx") or _FALLBACK_NGINX
+
+
+def nginx_check_final(config: SiteConfig, *, tmp_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` of ``config``'s final (TLS) site on unprivileged ports, with a self-signed
+    certificate for all its names where the rendered config points."""
+    chain, key = self_signed_certificate([config.hostname, *config.additional_names])
+    directory = tmp_dir.resolve() / "tls"
+    paths = {"certificate_path": f"{directory}/tls.crt", "key_path": f"{directory}/tls.key"}
+    ports = {"http_port": 8080, "https_port": 8443}
+    rendered = render_final(config.model_copy(update={**paths, **ports}))
+    files = {"tls/tls.crt": chain, "tls/tls.key": key}
+    return nginx_check([rendered], tmp_dir=tmp_dir, extra_files=files)
 
 
 def nginx_check(

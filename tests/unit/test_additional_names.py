@@ -11,7 +11,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from tests.harness.nginx import nginx_check, self_signed_certificate
+from tests.harness.nginx import nginx_check_final
 from tests.unit.test_certificate_step import HOST, TLS, Stack
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 from vhost_operator.agent.desired import desired_state
@@ -349,19 +349,7 @@ def test_forged_server_names_are_not_recognised(old: str, new: str) -> None:
 
 
 def test_nginx_accepts_the_names_and_serves_one_block_for_them(tmp_path: Path) -> None:
-    chain, key = self_signed_certificate([HOSTNAME, *EXTRA])
-    directory = tmp_path.resolve() / "tls"
-    config = render_final(
-        site(
-            certificate_path=f"{directory}/tls.crt",
-            key_path=f"{directory}/tls.key",
-            http_port=8080,
-            https_port=8443,
-        )
-    )
-    result = nginx_check(
-        [config], tmp_dir=tmp_path, extra_files={"tls/tls.crt": chain, "tls/tls.key": key}
-    )
+    result = nginx_check_final(site(), tmp_dir=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "conflicting server name" not in result.stderr
 

@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from tests.harness.nginx import nginx_check, self_signed_certificate
+from tests.harness.nginx import nginx_check_final
 from vhost_operator.admission.rules import Refusal, review_virtualhost
 from vhost_operator.catalog import HostCatalog
 from vhost_operator.nginx import SiteConfig, render_final, rendered_site
@@ -159,17 +159,5 @@ def test_the_agent_recognises_a_policy_and_refuses_a_forged_one() -> None:
 
 
 def test_nginx_accepts_the_policy_config(tmp_path: Path) -> None:
-    chain, key = self_signed_certificate([HOSTNAME, "mta-sts.example.com"])
-    directory = tmp_path.resolve() / "tls"
-    config = render_final(
-        site(
-            certificate_path=f"{directory}/tls.crt",
-            key_path=f"{directory}/tls.key",
-            http_port=8080,
-            https_port=8443,
-        )
-    )
-    result = nginx_check(
-        [config], tmp_dir=tmp_path, extra_files={"tls/tls.crt": chain, "tls/tls.key": key}
-    )
+    result = nginx_check_final(site(), tmp_dir=tmp_path)
     assert result.returncode == 0, result.stderr
