@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -20,11 +21,31 @@ class StartupError(RuntimeError):
     """A server did not come up; the message carries the tail of its log."""
 
 
+HARNESS_PORTS = range(20_000, 30_000)
+"""Where the harness picks listening ports: below Linux's ephemeral range (32768-60999 by
+default) and Kubernetes' NodePort range (30000-32767; the node tests' kube-proxy rules). A port
+the kernel handed out by ``bind(0)`` is free only until the next outbound connection of any
+process takes it as its source port, which happened between the pick and the server's own bind
+(a full run failed with "Address already in use"); outbound connections never use ports below
+the ephemeral range."""
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    """A loopback TCP port nothing listens on, not handed out before in this process."""
+    for _ in range(1000):
+        port = random.choice(HARNESS_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port in {HARNESS_PORTS}")
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

@@ -1,4 +1,4 @@
-"""The test harness's processes: one that never gets ready is not left running."""
+"""The test harness's processes: one that never gets ready is not left running; ports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.processes import ManagedProcess, StartupError
+from tests.harness.processes import ManagedProcess, StartupError, free_port
 
 
 def test_a_process_that_never_gets_ready_is_stopped_with_the_error(tmp_path: Path) -> None:
@@ -14,3 +14,12 @@ def test_a_process_that_never_gets_ready_is_stopped_with_the_error(tmp_path: Pat
     with pytest.raises(StartupError, match=r"sleeper: no readiness after 0\.3s"):
         sleeper.wait_until(lambda: False, timeout=0.3, what="readiness")
     assert sleeper.process.poll() is not None, "left running: nobody holds it to stop it"
+
+
+def test_free_ports_stay_out_of_the_kernels_ephemeral_range() -> None:
+    """Outbound connections take their source ports from the ephemeral range: a port picked
+    there can be taken between the pick and the server's bind."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert all(port < low for port in ports)
+    assert len(set(ports)) == len(ports), "a port handed out twice"
