@@ -33,8 +33,9 @@ demo: venv system-packages control-plane pebble
 demo-node: venv system-packages control-plane pebble node-binaries delivery-tools images
 	$(BIN)/python -m tests.harness.demo_node $(DEMO_ARGS)
 
+# The slowest tests are listed at the end: the suite must stay within its time budget.
 test: lint system-packages control-plane pebble node-binaries delivery-tools images
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): real servers, ~10 minutes; prints one summary table.
 # `make bench BENCH_ARGS=--quick` runs small sizes in a couple of minutes; see bench/README.md.
