@@ -201,7 +201,8 @@ def virtualhost(name: str, labels: Mapping[str, str]) -> Object:
 
 
 class Tracker:
-    """List-then-watch in a thread; records, per object name, when ``done(obj)`` first held.
+    """List-then-watch in a thread; records, per object name, when ``done(obj)`` first held
+    (and when ``started(obj)`` first held, if given: e.g. the operator's first status).
 
     One watch request however many objects: the benchmark's own reads cost the servers under
     test almost nothing.
@@ -213,6 +214,7 @@ class Tracker:
         *arguments: Any,
         done: Callable[[Object], bool],
         label_selector: str,
+        started: Callable[[Object], bool] | None = None,
     ) -> None:
         self._list = list_function
         self._arguments = arguments
@@ -221,6 +223,8 @@ class Tracker:
         self._lock = threading.Lock()
         self.objects: dict[str, Object] = {}
         self.done_at: dict[str, float] = {}
+        self._started = started
+        self.started_at: dict[str, float] = {}
         self._stopped = threading.Event()
         self._watch = kubernetes.watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True, name="bench-tracker")
@@ -238,6 +242,8 @@ class Tracker:
                 self.done_at.pop(name, None)
                 return
             self.objects[name] = obj
+            if self._started is not None and self._started(obj):
+                self.started_at.setdefault(name, time.monotonic())
             if self._done(obj):
                 self.done_at.setdefault(name, time.monotonic())
             else:

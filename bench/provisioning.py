@@ -154,6 +154,7 @@ def provision(
         VIRTUALHOSTS,
         done=lambda obj: settled(phase(obj)),
         label_selector=f"{LABEL}={round_name}",
+        started=lambda obj: phase(obj) is not None,
     )
     audit = AuditLog(stack.plane)
     mark, acme_before = audit.mark(), stack.acme_requests()
@@ -166,6 +167,7 @@ def provision(
     finished = tracker.wait(names, timeout=timeout)
     elapsed = (finished or time.monotonic()) - started
     tracker.stop()
+    intake = sorted(at - started for at in tracker.started_at.values())
     ready = tracker.count(names, lambda obj: phase(obj) == "Ready")
     failed = tracker.count(names, lambda obj: phase(obj) == "Failed")
     operator_cpu = cpu_seconds(stack.operator.pid) - cpu_before
@@ -184,6 +186,9 @@ def provision(
         + (f"after {elapsed:.1f}s" if done else f"when the {timeout:.0f}s timeout ended")
         + f"; {ready / elapsed:.1f} hosts/s; operator CPU {operator_cpu:.1f}s, RSS {rss:.0f} MiB"
     )
+    if intake:  # how fast the operator starts new hosts' chains (their first status)
+        half = intake[len(intake) // 2]
+        say(f"intake: a status on {len(intake)} hosts after {intake[-1]:.1f}s (half {half:.1f}s)")
     say(
         f"API requests: operator {sum(operator_requests.values())} ({per_host:.1f}/host), "
         f"nginx agent {sum(agent_requests.values())} "

@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from tests.unit.builders import virtualhost_body
-from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
+from vhost_operator.admission.rules import (
+    Refusal,
+    review_maildomain,
+    review_needed,
+    review_virtualhost,
+)
 
 
 def vh(
@@ -142,3 +147,54 @@ def test_a_listed_domain_must_be_a_valid_name(domain: str, fragment: str) -> Non
     refused = refusal(lambda: review_virtualhost(body, None, name="m", hostname_owners=[]))
     assert refused.code == 422 and fragment in refused.message
     review_virtualhost(body, body, name="m", hostname_owners=[])
+
+
+def review(operation: str, new: dict[str, Any], old: dict[str, Any] | None = None) -> Any:
+    """An AdmissionReview request as the API server sends it."""
+    payload: dict[str, Any] = {"uid": "r1", "operation": operation, "object": new}
+    if old is not None:
+        payload["oldObject"] = old
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": payload}
+
+
+def with_metadata(body: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    return {**body, "metadata": {**body["metadata"], **metadata}}
+
+
+def test_updates_that_keep_spec_and_retry_need_no_review() -> None:
+    # kopf's finalizer, its last-handled record, the wake-up annotation, a label, a status.
+    host = vh("mail.example.com", phase="Ready", retry="1")
+    kopf_wrote = with_metadata(
+        host,
+        finalizers=["vhost-operator.io/finalizer"],
+        annotations={"vhost-operator.io/retry": "1", "kopf.vhost-operator.io/last": "{}"},
+        labels={"team": "a"},
+    )
+    moved_on = {**kopf_wrote, "status": {"phase": "Pending"}}
+
+    assert not review_needed(review("UPDATE", kopf_wrote, host))
+    assert not review_needed(review("UPDATE", moved_on, host))
+
+
+@pytest.mark.parametrize(
+    ("new", "old"),
+    [
+        (vh("mail.example.com", domains=["example.com"]), vh("mail.example.com")),
+        (vh("other.example.com"), vh("mail.example.com")),
+        (vh("mail.example.com", retry="2", phase="Ready"), vh("mail.example.com", retry="1")),
+        (vh("mail.example.com", retry="1"), vh("mail.example.com")),
+        (vh("mail.example.com"), vh("mail.example.com", retry="1")),
+    ],
+    ids=["domains", "hostname", "retry-changed", "retry-added", "retry-removed"],
+)
+def test_updates_of_spec_or_retry_are_reviewed(new: dict[str, Any], old: dict[str, Any]) -> None:
+    assert review_needed(review("UPDATE", new, old))
+
+
+def test_creates_and_subresource_updates_are_reviewed() -> None:
+    host = vh("mail.example.com")
+
+    assert review_needed(review("CREATE", host))
+    status_update = review("UPDATE", host, host)
+    status_update["request"]["subResource"] = "status"
+    assert review_needed(status_update)

@@ -98,6 +98,26 @@ def review_virtualhost(
     _check_domains(spec, old, name=name, domain_owners=domain_owners or {})
 
 
+def review_needed(request: Mapping[str, Any]) -> bool:
+    """Whether the rules could answer this AdmissionReview request differently than they
+    answered for the object as it stands: not for an update that leaves the spec and the retry
+    annotation as they were. Those are kopf's own writes (its finalizer, its record of the
+    last handled configuration), the operator's wake-up annotation, label edits and the
+    finalizer's removal on deletion: a VirtualHost brings two or more of them for its one
+    create, each a full review (both objects parsed, diffed, copied) for nothing. Such an
+    update is allowed, like the edits that keep a clash predating a rule (see
+    :func:`review_virtualhost`): refusing kopf's own bookkeeping would only stall the host."""
+    payload = request.get("request") or {}
+    if payload.get("operation") != "UPDATE" or payload.get("subResource"):
+        return True
+    new, old = payload.get("object") or {}, payload.get("oldObject") or {}
+    return new.get("spec") != old.get("spec") or _retry_of(new) != _retry_of(old)
+
+
+def _retry_of(body: Body) -> Any:
+    return ((body.get("metadata") or {}).get("annotations") or {}).get(RETRY_ANNOTATION)
+
+
 def review_maildomain(
     new: Body,
     *,

@@ -19,6 +19,7 @@ import kopf
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import share_challenges, slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
+from vhost_operator.handlers.kopf_storage import SlimAnnotationsDiffBaseStorage
 from vhost_operator.handlers.mailserving import MailConditionWrites
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_renewal_info, start_scanner
@@ -65,7 +66,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     # A prefix of kopf's own: kopf leaves every annotation under its prefix out of the object's
     # diff, and our retry annotation (vhost-operator.io/retry) must show up there.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = SlimAnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"

@@ -8,6 +8,9 @@ kopf's server writes a URL into the webhook configuration. Given a Service, this
 Service instead: the API server resolves a Service reference itself (to its ClusterIP), while a
 URL's host name goes through the API server's own resolver, which on most clusters (the API
 server on the host network) does not know ``.svc`` names.
+
+An update the rules have nothing to say about (``admission.rules.review_needed``) is allowed
+here, before kopf builds its review (a diff and a deep copy of both objects, the handler).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
+
+from vhost_operator.admission.rules import review_needed
 
 REASONS = {400: "BadRequest", 403: "Forbidden", 409: "Conflict", 422: "Invalid"}
 """Kubernetes ``StatusReason`` values for the codes our admission rules use."""
@@ -26,6 +31,27 @@ def with_reason(response: Any) -> Any:
     if status and "reason" not in status and status.get("code") in REASONS:
         status["reason"] = REASONS[status["code"]]
     return response
+
+
+def allowed(request: Any) -> Any:
+    """The answer kopf gives when every handler accepts and none changes the object."""
+    return {
+        "apiVersion": request.get("apiVersion", "admission.k8s.io/v1"),
+        "kind": request.get("kind", "AdmissionReview"),
+        "response": {"uid": (request.get("request") or {}).get("uid", ""), "allowed": True},
+    }
+
+
+def answering(fn: Any) -> Any:
+    """kopf's webhook function ``fn``, skipped for an update the rules have nothing to say
+    about, and with a reason added to its refusals."""
+
+    async def answer(request: Any, **kwargs: Any) -> Any:
+        if not review_needed(request):
+            return allowed(request)
+        return with_reason(await fn(request, **kwargs))
+
+    return answer
 
 
 def through_service(client_config: Any, namespace: str, name: str, port: int) -> Any:
@@ -45,10 +71,7 @@ class ReasonedWebhookServer(kopf.WebhookServer):
         self.service = service
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async def answer(request: Any, **kwargs: Any) -> Any:
-            return with_reason(await fn(request, **kwargs))
-
-        async for client_config in super().__call__(answer):
+        async for client_config in super().__call__(answering(fn)):
             if self.service is not None and self.port is not None:
                 yield through_service(client_config, *self.service, self.port)
             else:
