@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from vhost_operator.acme.errors import (
 from vhost_operator.acme.fake import FakeAcme
 from vhost_operator.acme.orders import RenewalInfo
 from vhost_operator.certs import certificate_id, certificate_matches_key, inspect_certificate
+from vhost_operator.errors import ForeignObjectError
 from vhost_operator.kube.objects import SecretData
 from vhost_operator.provisioning.budget import BudgetLimits
 from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
@@ -52,31 +54,67 @@ ACCOUNT = ("operator", "vhost-operator-acme-account")
 
 
 class MemorySecrets:
-    """Secrets by (namespace, name), and a log of every write, for the order of writes."""
+    """Secrets by (namespace, name), a log of every write, for the order of writes, and of
+    every call, for what the step asks of the API server (``kube.objects`` semantics: a create
+    refused when the name is taken, a delete by uid only of that incarnation)."""
 
     def __init__(self, log: list[str]) -> None:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.log = log
+        self.calls: list[str] = []
+        self._uids = itertools.count(1)
 
     async def read_secret(self, namespace: str, name: str) -> SecretData | None:
+        self.calls.append(f"read {name}")
         body = self.secrets.get((namespace, name))
         return SecretData(body) if body is not None else None
 
-    async def apply_secret(
+    async def create_secret(
         self, namespace: str, manifest: dict[str, Any], data: dict[str, bytes]
+    ) -> str | None:
+        name = manifest["metadata"]["name"]
+        self.calls.append(f"create {name}")
+        if (namespace, name) in self.secrets:
+            return None
+        self.log.append(f"store {name}")
+        return self._put(namespace, manifest, data)
+
+    async def apply_secret(
+        self,
+        namespace: str,
+        manifest: dict[str, Any],
+        data: dict[str, bytes],
+        *,
+        checked: bool = False,
     ) -> None:
         name = manifest["metadata"]["name"]
-        encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
-        self.secrets[(namespace, name)] = {**manifest, "data": encoded}
+        self.calls.append(f"apply {name}" + (" checked" if checked else ""))
+        self._put(namespace, manifest, data)
         annotations = manifest["metadata"].get("annotations") or {}
         order = annotations.get(labels.ORDER_URL)
         self.log.append(f"store {name}" + (f" order={order}" if order else ""))
 
-    async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None:
+    def _put(self, namespace: str, manifest: dict[str, Any], data: dict[str, bytes]) -> str:
+        name = manifest["metadata"]["name"]
+        known = self.secrets.get((namespace, name), {}).get("metadata", {}).get("uid")
+        uid = known or f"uid-{next(self._uids)}"
+        encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
+        metadata = {**manifest["metadata"], "uid": uid}
+        self.secrets[(namespace, name)] = {**manifest, "metadata": metadata, "data": encoded}
+        return uid
+
+    async def delete_secret(
+        self, namespace: str, name: str, *, owner: str, uid: str | None = None
+    ) -> None:
+        self.calls.append(f"delete {name}" + (" by uid" if uid else ""))
+        stored = self.secrets.get((namespace, name))
+        if uid is not None and stored is not None and stored["metadata"].get("uid") != uid:
+            raise AssertionError(f"deleting {name} by a uid it does not have")
         self.secrets.pop((namespace, name), None)
         self.log.append(f"delete {name}")
 
     async def annotate_secret(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        self.calls.append(f"annotate {name}")
         metadata = self.secrets[(namespace, name)]["metadata"]
         metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
         self.log.append(f"annotate {name} " + ",".join(annotations))
@@ -206,6 +244,91 @@ def test_after_an_interruption_the_stored_order_is_resumed_with_the_stored_key()
     ]
     assert stack.secrets.data(TLS)["tls.key"] == key
     assert outcome.message.endswith(f"issued by order {order.url}")
+
+
+def test_a_new_host_costs_one_read_and_no_read_before_each_write() -> None:
+    """Five requests on the host's Secrets: the TLS Secret read once (the later write of it
+    relies on that read), the key stored by a create (refused if one were pending), the order
+    URL and the certificate written without reading again, the key deleted by its uid."""
+    stack = Stack()
+    stack.run()
+    assert [call for call in stack.secrets.calls if ACCOUNT[1] not in call] == [
+        f"read {TLS[1]}",
+        f"create {NEXT_KEY[1]}",
+        f"apply {NEXT_KEY[1]} checked",
+        f"apply {TLS[1]} checked",
+        f"delete {NEXT_KEY[1]} by uid",
+    ]
+    assert NEXT_KEY not in stack.secrets.secrets
+
+
+def test_a_pending_key_refuses_the_create_and_is_read_and_resumed() -> None:
+    stack = Stack()
+    stack.ca.fail_validation = AcmeUnavailable("validating mail.example.com: timed out")
+    with pytest.raises(AcmeUnavailable):
+        stack.run()
+    stack.ca.fail_validation = None
+    stack.secrets.calls.clear()
+
+    stack.run()
+
+    assert len(stack.ca.orders) == 1
+    assert stack.secrets.calls == [
+        f"read {TLS[1]}",
+        f"create {NEXT_KEY[1]}",  # refused: a key is pending
+        f"read {NEXT_KEY[1]}",
+        f"apply {TLS[1]} checked",
+        f"delete {NEXT_KEY[1]} by uid",
+    ]
+    assert NEXT_KEY not in stack.secrets.secrets
+
+
+def test_a_spent_pending_key_is_deleted_and_a_new_one_created() -> None:
+    """A renewal finding the pending key the TLS Secret already holds (stored, then killed
+    before the key was removed) orders with a new key, created after the spent one is gone."""
+    stack = Stack()
+    stack.ca.validity = timedelta(seconds=10)  # due for renewal at once
+    first = stack.run()
+    spent = stack.secrets.data(TLS)["tls.key"]
+    run(
+        stack.secrets.apply_secret(
+            "nginx",
+            {"metadata": {"name": NEXT_KEY[1], "annotations": {labels.VIRTUALHOST: HOST.name}}},
+            {"tls.key": spent},
+        )
+    )
+    stack.secrets.calls.clear()
+
+    run(stack.step.renew(with_certificate(HOST, first)))
+
+    assert len(stack.ca.orders) == 2
+    assert stack.secrets.data(TLS)["tls.key"] != spent
+    assert stack.secrets.calls[:5] == [
+        f"read {TLS[1]}",
+        f"create {NEXT_KEY[1]}",
+        f"read {NEXT_KEY[1]}",
+        f"delete {NEXT_KEY[1]} by uid",
+        f"create {NEXT_KEY[1]}",
+    ]
+
+
+@pytest.mark.parametrize("secret", [TLS, NEXT_KEY], ids=["tls", "next-key"])
+def test_a_secret_of_another_host_under_the_name_stops_the_step_before_any_order(
+    secret: tuple[str, str],
+) -> None:
+    stack = Stack()
+    other = {
+        "metadata": {"name": secret[1], "annotations": {labels.VIRTUALHOST: "someone-else"}},
+        "data": {"tls.key": base64.b64encode(b"their key").decode()},
+    }
+    stack.secrets.secrets[secret] = other
+
+    with pytest.raises(ForeignObjectError) as refused:
+        stack.run()
+
+    assert "belongs to VirtualHost someone-else" in str(refused.value)
+    assert stack.ca.orders == {}
+    assert stack.secrets.secrets[secret] == other
 
 
 def test_a_new_order_beyond_the_budget_waits_for_its_slot_before_any_call_to_the_ca() -> None:

@@ -58,6 +58,11 @@ class CoreObjects:
     def read(self, kind: Kind, namespace: str, name: str) -> Any:
         return self.request("GET", _path(kind, namespace, name))
 
+    def create(self, kind: Kind, namespace: str, body: Any, *, manager: str) -> Any:
+        """Create; ``409`` AlreadyExists if an object of that name exists."""
+        query = [("fieldManager", manager)]
+        return self.request("POST", _path(kind, namespace), query=query, body=body)
+
     def delete(self, kind: Kind, namespace: str, name: str, *, uid: str | None = None) -> Any:
         """Delete; with ``uid``, only that incarnation of the object (else 409 Conflict)."""
         body = None if uid is None else {"preconditions": {"uid": uid}}

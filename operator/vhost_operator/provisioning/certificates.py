@@ -8,6 +8,13 @@ already holds is spent and replaced, so a renewal always ends with a new certifi
 Secret that already holds a current certificate for the hostname is reused, so re-running the
 step never orders again.
 
+API requests, five for a new host (with a thousand hosts at once, each one counts): the TLS
+Secret is read once, at the start (it must be the host's or absent, see
+``kube.objects``), and the next-key Secret is created outright: the API server refuses the create
+when a key is pending already, and only then is that one read and resumed. The later writes of
+the step (the order URL, the certificate) go without another read, and the next-key Secret is
+deleted by the uid it was created (or read) with.
+
 When the CA asks for a pause (``429``/``503`` with ``Retry-After``) the step defers until then
 (:class:`~vhost_operator.provisioning.chain.StepDeferred`): the key and the order stay on the
 next-key Secret, together with the time, so that neither this process nor a restarted one calls
@@ -80,16 +87,31 @@ class PendingKey:
     """The CA asked not to be called before this time ..."""
     ca_wait_reason: str = ""
     """... and this is what it said."""
+    uid: str | None = None
+    """The uid of the next-key Secret holding it, once known: it is deleted by that uid."""
 
 
 class SecretStore(Protocol):
+    """``kube.objects.NamespacedObjects``; see there for ``checked`` and ``uid``."""
+
     async def read_secret(self, namespace: str, name: str) -> SecretData | None: ...
 
-    async def apply_secret(
+    async def create_secret(
         self, namespace: str, manifest: dict[str, Any], data: dict[str, bytes]
+    ) -> str | None: ...
+
+    async def apply_secret(
+        self,
+        namespace: str,
+        manifest: dict[str, Any],
+        data: dict[str, bytes],
+        *,
+        checked: bool = False,
     ) -> None: ...
 
-    async def delete_secret(self, namespace: str, name: str, *, owner: str) -> None: ...
+    async def delete_secret(
+        self, namespace: str, name: str, *, owner: str, uid: str | None = None
+    ) -> None: ...
 
 
 class ChallengeBoard(Protocol):
@@ -204,14 +226,22 @@ class CertificateStep:
         self._orders = asyncio.Semaphore(CONCURRENT_ORDERS)
 
     async def run(self, host: VirtualHost) -> StepOutcome:
-        namespace = self._settings.nginx_namespace
-        current = await self._secrets.read_secret(namespace, tls_secret_name(host.name))
+        current = await self._tls_secret(host)
         reusable = await self._reusable(current, host)
         if reusable is not None:
             assert current is not None
             await self._drop_spent_key(host, current)
             return StepOutcome(message="current certificate kept", certificate=reusable)
-        return await self.renew(host)
+        return await self._order_new(host, current)
+
+    async def _tls_secret(self, host: VirtualHost) -> SecretData | None:
+        """The host's TLS Secret, if any; :class:`ForeignObjectError` if the one under its name
+        is another's. Read once per step: the step's writes of it rely on this read."""
+        namespace, name = self._settings.nginx_namespace, tls_secret_name(host.name)
+        current = await self._secrets.read_secret(namespace, name)
+        if current is not None:
+            _check_owner(current, host, f"Secret {namespace}/{name}")
+        return current
 
     async def _drop_spent_key(self, host: VirtualHost, current: SecretData) -> None:
         """Delete a pending key the TLS Secret already holds: an attempt (or a leader killed
@@ -220,13 +250,18 @@ class CertificateStep:
         namespace, name = self._settings.nginx_namespace, next_key_secret_name(host.name)
         pending = await self._secrets.read_secret(namespace, name)
         if pending is not None and pending.data.get("tls.key") == current.data.get("tls.key"):
-            await self._secrets.delete_secret(namespace, name, owner=host.name)
+            await self._secrets.delete_secret(namespace, name, owner=host.name, uid=pending.uid)
 
     async def renew(self, host: VirtualHost) -> StepOutcome:
         """Order a new certificate even if the current one is still good. The current Secret
         keeps serving until the new pair, checked against each other, replaces it."""
+        return await self._order_new(host, await self._tls_secret(host))
+
+    async def _order_new(self, host: VirtualHost, current: SecretData | None) -> StepOutcome:
+        """Order (or resume the pending order of) a certificate; ``current``: the host's TLS
+        Secret as this step read it."""
         namespace = self._settings.nginx_namespace
-        pending = await self._next_key(host)
+        pending = await self._next_key(host, current)
         key = pending.key
         if pending.ca_not_before is not None and self._clock() < pending.ca_not_before:
             raise _deferred(pending.ca_not_before, pending.ca_wait_reason)
@@ -241,13 +276,13 @@ class CertificateStep:
             if counted and pending.order_url is None and self._budget is not None:
                 self._budget.refund()  # no order was created: the CA counted none
             pending.ca_not_before, pending.ca_wait_reason = wait.until, str(wait)
-            await self._write_next_key(host, pending)
+            await self._write_next_key(host, pending, checked=True)
             raise _deferred(wait.until, str(wait)) from wait
         if not certificate_matches_key(issued.chain_pem, key):
             raise StepFailed("the CA returned a certificate that does not match the stored key")
         await self._store(host, issued.chain_pem, key)
         await self._secrets.delete_secret(
-            namespace, next_key_secret_name(host.name), owner=host.name
+            namespace, next_key_secret_name(host.name), owner=host.name, uid=pending.uid
         )
         profile = profile_of(host, self._settings)
         status = await self.certificate_status(host, issued.chain_pem, profile=profile)
@@ -346,38 +381,59 @@ class CertificateStep:
         status = await self.certificate_status(host, chain, profile=profile)
         return status if self._clock() < status.renewal_time else None
 
-    async def _next_key(self, host: VirtualHost) -> PendingKey:
+    async def _next_key(self, host: VirtualHost, current: SecretData | None) -> PendingKey:
         """The key to order with: the stored one after a restart, else a new one, stored first.
 
-        A stored key that the TLS Secret already holds is spent: an attempt stored its
+        A new key is stored by a create, which the API server refuses when a key is pending
+        already (a restart, a renewal in flight): only then is the stored one read. A stored
+        key that the TLS Secret (``current``) already holds is spent: an attempt stored its
         certificate and crashed before removing the pending key. Resuming its order would
         "renew" to the very same certificate, so a new key (and a new order) is used instead.
         """
         namespace, name = self._settings.nginx_namespace, next_key_secret_name(host.name)
+        pending = PendingKey(new_private_key_pem())
+        if await self._create_next_key(host, pending):
+            return pending
         stored = await self._secrets.read_secret(namespace, name)
-        if stored is not None and foreign_owner({"annotations": stored.annotations}, host.name):
+        if stored is not None:
             # Never order with (or resume the order of) a key kept for another host.
-            raise ForeignObjectError(f"Secret {namespace}/{name} is not VirtualHost {host.name}'s")
+            _check_owner(stored, host, f"Secret {namespace}/{name}")
         if stored is not None and stored.data.get("tls.key"):
-            current = await self._secrets.read_secret(namespace, tls_secret_name(host.name))
             if current is None or current.data.get("tls.key") != stored.data["tls.key"]:
                 return PendingKey(
                     stored.data["tls.key"],
                     stored.annotations.get(labels.ORDER_URL),
                     _time_or_none(stored.annotations.get(labels.CA_NOT_BEFORE)),
                     stored.annotations.get(labels.CA_WAIT_REASON, ""),
+                    uid=stored.uid,
                 )
             # Deleted, not overwritten: an apply would leave an order URL written by another
             # field manager beside the new key.
-            await self._secrets.delete_secret(namespace, name, owner=host.name)
-        pending = PendingKey(new_private_key_pem())
-        await self._write_next_key(host, pending)
+            await self._secrets.delete_secret(namespace, name, owner=host.name, uid=stored.uid)
+            if await self._create_next_key(host, pending):
+                return pending
+        # Without a key, or gone or back meanwhile: stored the checked way.
+        await self._write_next_key(host, pending, checked=False)
         return pending
 
-    async def _write_next_key(self, host: VirtualHost, pending: PendingKey) -> None:
+    async def _create_next_key(self, host: VirtualHost, pending: PendingKey) -> bool:
+        """Store ``pending`` in a new next-key Secret; ``False`` if one exists already."""
+        manifest = self._next_key_manifest(host, pending)
+        namespace = self._settings.nginx_namespace
+        pending.uid = await self._secrets.create_secret(
+            namespace, manifest, {"tls.key": pending.key}
+        )
+        return pending.uid is not None
+
+    async def _write_next_key(
+        self, host: VirtualHost, pending: PendingKey, *, checked: bool
+    ) -> None:
+        """``checked``: this step created or read (and checked) the next-key Secret already."""
         namespace = self._settings.nginx_namespace
         manifest = self._next_key_manifest(host, pending)
-        await self._secrets.apply_secret(namespace, manifest, {"tls.key": pending.key})
+        await self._secrets.apply_secret(
+            namespace, manifest, {"tls.key": pending.key}, checked=checked
+        )
 
     def _next_key_manifest(self, host: VirtualHost, pending: PendingKey) -> dict[str, Any]:
         annotations = {labels.VIRTUALHOST: host.name, labels.HOSTNAME: host.spec.hostname}
@@ -404,7 +460,7 @@ class CertificateStep:
                 # The stored order could not be resumed (it turned invalid): this one is new.
                 await self._budget.record()
             pending.order_url, pending.ca_not_before = url, None
-            await self._write_next_key(host, pending)
+            await self._write_next_key(host, pending, checked=True)
 
         try:
             async with self._orders:
@@ -460,14 +516,26 @@ class CertificateStep:
             },
             "type": "kubernetes.io/tls",
         }
+        # Checked: the step read the TLS Secret at its start (``_tls_secret``).
         await self._secrets.apply_secret(
-            self._settings.nginx_namespace, manifest, {"tls.crt": chain, "tls.key": key}
+            self._settings.nginx_namespace,
+            manifest,
+            {"tls.crt": chain, "tls.key": key},
+            checked=True,
         )
 
 
 def profile_of(host: VirtualHost, settings: Settings) -> str | None:
     """The ACME profile the host's certificates are ordered with: its own, else the default."""
     return host.spec.acme_profile or settings.acme_profile
+
+
+def _check_owner(secret: SecretData, host: VirtualHost, what: str) -> None:
+    problem = foreign_owner(secret.metadata, host.name)
+    if problem is not None:
+        raise ForeignObjectError(
+            f"{what} is not VirtualHost {host.name}'s: {problem}; left as it is"
+        )
 
 
 def _deferred(until: datetime, why: str) -> StepDeferred:

@@ -17,6 +17,7 @@ from typing import Any
 
 from vhost_operator.provisioning.chain import StepFailed
 from vhost_operator.resources import labels
+from vhost_operator.resources.naming import foreign_owner
 from vhost_operator.resources.watch import WatchEvent
 
 SINGLE = ("",)
@@ -43,9 +44,14 @@ class Applied:
     config_hash: str | None
     reports: Mapping[str, ReplicaReport]
     """By replica name; "" is the unnamed agent of a single nginx."""
+    claim: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Whose the ConfigMap is: the metadata ``resources.naming.foreign_owner`` reads."""
+
+    def belongs_to(self, virtualhost: str) -> bool:
+        return foreign_owner(self.claim, virtualhost) is None
 
     @classmethod
-    def of(cls, annotations: Mapping[str, str]) -> Applied:
+    def of(cls, annotations: Mapping[str, str], claim: Mapping[str, Any] | None = None) -> Applied:
         fields: dict[str, list[str | None]] = {}
         for key, value in annotations.items():
             found = labels.reporting_replica(key)
@@ -55,6 +61,7 @@ class Applied:
         return cls(
             config_hash=annotations.get(labels.CONFIG_HASH),
             reports={replica: ReplicaReport(*values) for replica, values in fields.items()},
+            claim=claim or {},
         )
 
     def report(self, replica: str = "") -> ReplicaReport:
@@ -149,7 +156,7 @@ class SiteApplications:
 
     def handle(self, event: WatchEvent) -> None:
         if event.type == "SYNC":
-            self._sites = {_name(o): Applied.of(_annotations(o)) for o in event.objects}
+            self._sites = {_name(o): _applied(o) for o in event.objects}
             self.synced = True
             self._wake_all()
             return
@@ -159,7 +166,7 @@ class SiteApplications:
         if event.type == "DELETED":
             self._sites.pop(name, None)
         else:
-            self._sites[name] = Applied.of(_annotations(event.object))
+            self._sites[name] = _applied(event.object)
         if name in self._wakers:
             self._wakers.pop(name).set()
 
@@ -219,3 +226,17 @@ def _name(obj: Mapping[str, Any]) -> str:
 
 def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
     return dict(obj.get("metadata", {}).get("annotations") or {})
+
+
+def _applied(obj: Mapping[str, Any]) -> Applied:
+    annotations = _annotations(obj)
+    metadata = obj.get("metadata") or {}
+    owner = annotations.get(labels.VIRTUALHOST)
+    claim = {
+        "annotations": {labels.VIRTUALHOST: owner} if owner is not None else {},
+        "ownerReferences": [
+            {"kind": ref.get("kind"), "name": ref.get("name")}
+            for ref in metadata.get("ownerReferences") or []
+        ],
+    }
+    return Applied.of(annotations, claim)

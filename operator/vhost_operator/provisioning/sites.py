@@ -41,7 +41,13 @@ fails or sees the old certificate is asked again, a few seconds at most, before 
 
 
 class ConfigMapWriter(Protocol):
-    async def apply_configmap(self, namespace: str, manifest: dict[str, object]) -> None: ...
+    """``kube.objects.NamespacedObjects``; see there for ``checked``."""
+
+    async def apply_configmap(
+        self, namespace: str, manifest: dict[str, object], *, checked: bool = False
+    ) -> None: ...
+
+    async def create_configmap(self, namespace: str, manifest: dict[str, object]) -> bool: ...
 
     async def delete_configmap(self, namespace: str, name: str, *, owner: str) -> None: ...
 
@@ -129,7 +135,7 @@ class SitePublisher:
         """Apply the ConfigMap, wait for the agent; returns what happened, for the chain."""
         manifest = site_manifest(host, stage, config, tls=tls)
         await self._drop_legacy(host, tls=tls)
-        await self._configmaps.apply_configmap(self._settings.nginx_namespace, manifest)
+        await self._write(host, manifest, tls=tls)
         digest = config_hash(config)
         if self._applications is None or not self._settings.nginx_wait_for_agent:
             return f"{stage} config {digest} published"
@@ -144,6 +150,27 @@ class SitePublisher:
             await self._require_serving(host, serial)
             return f"{stage} config {digest} served with certificate {serial}"
         return f"{stage} config {digest} applied by nginx"
+
+    async def _write(self, host: VirtualHost, manifest: dict[str, object], *, tls: bool) -> None:
+        """Write the site ConfigMap in one request where the watch of every site ConfigMap
+        vouches for whose it is: the host's (an apply with no read first), or none (a create,
+        refused if one exists after all). Otherwise, as every write: read, check, apply.
+
+        Only a config without TLS is created: a create's fields belong to the field manager's
+        "Update" entry, which a later apply without them does not remove. A site's first config
+        (bootstrap) has exactly the fields every later one has, the TLS Secret's name aside.
+        """
+        namespace = self._settings.nginx_namespace
+        applications = self._applications
+        if applications is not None and applications.synced:
+            known = applications.get(site_configmap_name(host.name))
+            if known is not None and known.belongs_to(host.name):
+                await self._configmaps.apply_configmap(namespace, manifest, checked=True)
+                return
+            first = known is None and not tls
+            if first and await self._configmaps.create_configmap(namespace, manifest):
+                return
+        await self._configmaps.apply_configmap(namespace, manifest)
 
     async def _drop_legacy(self, host: VirtualHost, *, tls: bool) -> None:
         """Remove the host's ConfigMap of an earlier release (its name had no hash): the agent
