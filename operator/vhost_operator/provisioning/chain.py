@@ -3,11 +3,6 @@
 The chain is strict. A step runs only after the one before it succeeded; the first failure
 cancels the rest, records ``status.error`` and sets phase Failed. Status is written after every
 step, so an operator restarted at any point resumes with the first step that has not succeeded.
-
-API writes, the busiest path of a burst of new hosts: a step's end and the next step's start are
-one status write, so a host costs one write per step that takes time, plus the last. Events go
-to the user's eye, not the chain's record (status has it): a Warning for each failure or pause,
-and one Normal at Ready that names every step and how long it took, rather than one per step.
 Error text is kept free of volatile details (no timestamps, no object versions): identical
 failures write identical status and so do not wake the watch loop again.
 
@@ -83,7 +78,8 @@ class Step(Protocol):
     """One idempotent unit of provisioning. Running it twice must be harmless.
 
     A step that only checks things and takes no time may set a class attribute ``quick = True``:
-    its start is then not written on its own, only its outcome: an API write less per host.
+    its start is then not written on its own, only its outcome, and its success gets no Event of
+    its own (the chain's "Ready" Event tells it): an API write or two less per host.
     """
 
     @property
@@ -201,31 +197,17 @@ async def run_chain(
         )
         if outcome.certificate is not None:
             status = status.model_copy(update={"certificate": outcome.certificate})
+        if not quick:
+            await recorder.event(host, warning=False, reason="StepSucceeded", message=step.name)
     # failedAttempts counts failures since the last success (cert-manager's
     # failedIssuanceAttempts): what an automatic retry's backoff grows with.
     status = status.model_copy(update={"phase": Phase.READY, "failed_attempts": 0})
     status = with_conditions(status, host, clock())
     await recorder.write_status(host, status)
     await recorder.event(
-        host,
-        warning=False,
-        reason="Ready",
-        message=f"{host.spec.hostname} is ready: {steps_taken(status.chain)}",
+        host, warning=False, reason="Ready", message=f"{host.spec.hostname} is ready"
     )
     return status
-
-
-def steps_taken(chain: Sequence[ChainEntry]) -> str:
-    """Each step and how long it ran, e.g. ``bootstrap 4s, certificate 3s, final 4s, ready
-    0s``: the Ready Event's account of the steps, which have no Event each."""
-    parts = []
-    for entry in chain:
-        if entry.started_at is not None and entry.finished_at is not None:
-            seconds = (entry.finished_at - entry.started_at).total_seconds()
-            parts.append(f"{entry.step} {seconds:.0f}s")
-        else:
-            parts.append(entry.step)
-    return ", ".join(parts)
 
 
 def failure_message(step: str, failure: Exception) -> str:
