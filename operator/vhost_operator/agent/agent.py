@@ -105,15 +105,20 @@ class Rejection:
 class DiskWorkspace:
     """The agent's directory and nginx, as :func:`apply.apply_batch` uses them."""
 
-    def __init__(self, root: Path, nginx: NginxControl, stats: AgentStats) -> None:
+    def __init__(
+        self, root: Path, nginx: NginxControl, stats: AgentStats, *, key_group: int | None = None
+    ) -> None:
         self._root = root
         self._nginx = nginx
         self._stats = stats
+        self._key_group = key_group
 
     async def apply(self, changes: Sequence[Change]) -> Undo:
         groups = [change.operations for change in changes]
         started = time.monotonic()
-        undo = await asyncio.to_thread(files.apply_changes, self._root, groups)
+        undo = await asyncio.to_thread(
+            files.apply_changes, self._root, groups, key_group=self._key_group
+        )
         logger.debug("wrote %d hosts (%.2fs)", len(groups), time.monotonic() - started)
 
         async def restore() -> None:
@@ -172,8 +177,11 @@ class NginxAgent:
         self._api = api
         self._nginx = nginx
         self.stats = stats or AgentStats()
-        self._workspace = DiskWorkspace(settings.root_dir, nginx, self.stats)
-        self._reloading = ReloadingWorkspace(settings.root_dir, nginx, self.stats)
+        key_group = files.group_id(settings.key_group) if settings.key_group else None
+        self._workspace = DiskWorkspace(settings.root_dir, nginx, self.stats, key_group=key_group)
+        self._reloading = ReloadingWorkspace(
+            settings.root_dir, nginx, self.stats, key_group=key_group
+        )
         self._configmaps = ObjectStore(relevant_configmap)
         self._secrets = ObjectStore(relevant_secret)
         self._burst = Burst(settings.quiet_window, settings.max_delay)

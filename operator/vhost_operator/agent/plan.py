@@ -4,7 +4,10 @@ The on-disk layout under the agent's root directory (the agent owns everything i
 
     sites-available/<hostname>.conf     every site's server block, enabled or not
     sites-enabled/<hostname>.conf       symlink to ../sites-available/<hostname>.conf, enabled only
-    certs/<hostname>/tls.crt, tls.key   the certificate the config refers to (key mode 0600)
+    certs/<hostname>/tls.crt, tls.key   the certificate the config refers to (key mode 0600, or
+                                        0640 with the agent's ``key_group``)
+    sites-enabled/_vhost-operator.conf  ``nginx.HTTP_DEFINITIONS``, which the configs use (a name
+                                        no hostname can have: ``_`` is not in hostnames)
 
 nginx's main config includes ``<root>/sites-enabled/*.conf``, so disabling a site drops only its
 link: the config stays, and enabling it again is one symlink.
@@ -27,6 +30,7 @@ AVAILABLE_DIR = "sites-available"
 ENABLED_DIR = "sites-enabled"
 CERTS_DIR = "certs"
 LAYOUT_DIRS = (AVAILABLE_DIR, ENABLED_DIR, CERTS_DIR)
+DEFINITIONS_FILE = PurePosixPath(ENABLED_DIR, "_vhost-operator.conf")
 
 MAX_ERROR_LENGTH = 1024
 """Characters of an ``apply-error`` value kept: enough for nginx's message, far below the

@@ -46,6 +46,15 @@ class AgentSettings(BaseSettings):
     """nginx's pid file (its ``pid`` directive): the master process the agent sends SIGHUP.
     Debian's and the official image's default."""
 
+    key_group: str = Field(default="", pattern=r"^([a-z_][a-z0-9_-]*|[0-9]+)?$")
+    """Group (name or GID) of nginx's worker processes, when they run as another user than the
+    agent. nginx loads certificates and keys per TLS handshake, in its workers: private keys are
+    then written with this group and mode 0640, readable by the workers and nobody else. Empty:
+    keys are 0600, for an nginx whose workers run as the agent's user (the chart runs nginx,
+    its workers and the agent as one UID). A root nginx master whose workers drop to another
+    user (nginx's ``user`` directive: Debian's ``www-data``, else ``nobody``) needs that
+    user's group here, and an agent allowed to give files that group (root, or a member)."""
+
     quiet_window: float = Field(default=0.5, gt=0)
     """Seconds without further changes after which a burst is applied (one ``nginx -t``, one
     reload for all of it)."""
