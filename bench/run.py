@@ -45,7 +45,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-hosts", default="1000,10000", help="item 4: host counts")
     parser.add_argument("--scan-hosts", type=int, default=10_000, help="item 3 in-process")
     parser.add_argument(
-        "--agent-sites", default="1000", help="item 5: rounds of N sites (e.g. 1000,10000)"
+        "--agent-sites",
+        default="1000",
+        help="item 5: rounds of N sites; 1000,10000 adds the optional 10,000-site round",
     )
     parser.add_argument("--webhook-rate", type=float, default=50, help="item 2: requests/s")
     parser.add_argument("--webhook-seconds", type=float, default=10, help="item 2: duration")
