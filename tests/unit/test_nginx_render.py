@@ -108,7 +108,7 @@ def test_harness_reports_what_nginx_refuses(tmp_path: Path) -> None:
 def test_nginx_loads_certificates_per_handshake_not_when_it_reads_the_config(
     tmp_path: Path,
 ) -> None:
-    """What makes a reload cost the same at 10 and 10,000 sites: ``nginx -t`` (and a reload)
+    """What keeps certificates out of the cost of a reload: ``nginx -t`` (and a reload)
     does not open the certificate files, so a missing one does not fail it; the layout of
     earlier releases, loaded at reload, does. (The agent checks each pair itself instead.)"""
     config = tls_site(tmp_path, **PORTS)
