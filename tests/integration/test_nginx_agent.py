@@ -31,7 +31,8 @@ from tests.harness.nginx import (
     self_signed_certificate,
     served_certificate,
 )
-from vhost_operator.agent.nginx import children
+from vhost_operator.agent.nginx import NginxControl, children
+from vhost_operator.agent.plan import key_access_problem
 from vhost_operator.certs import inspect_certificate
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
@@ -557,6 +558,10 @@ def test_a_config_hijacking_another_host_is_refused_and_keys_stay_private(
     assert stat.S_IMODE(info.st_mode) == 0o600
     for worker in workers:
         assert process_ids(worker)[0] == info.st_uid
+    # What the agent checks after its first reload (and would log as an error otherwise).
+    seen = NginxControl(nginx.binary, nginx.conf, nginx.pid_file).worker_credentials()
+    assert {worker.uid for worker in seen} == {info.st_uid}
+    assert key_access_problem(seen, owner=info.st_uid, key_group=None) is None
     nobody = subprocess.run(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", str(key)],
         capture_output=True,

@@ -29,11 +29,13 @@ from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.agent.nginx import nginx_complaint
 from vhost_operator.agent.plan import (
     Change,
+    Credentials,
     DiskState,
     Remove,
     Symlink,
     WriteFile,
     apply_error,
+    key_access_problem,
     plan,
     report,
     report_patch,
@@ -561,3 +563,33 @@ def test_reports_of_replicas_that_are_gone_are_dropped() -> None:
         gone.config_hash: None,
         gone.error: None,
     }
+
+
+# -- who can read the keys ---------------------------------------------------------------------
+
+AGENT = 10001
+NOBODY = Credentials(65534, frozenset({65534}))
+
+
+@pytest.mark.parametrize(
+    ("workers", "key_group", "readable"),
+    [
+        ([Credentials(AGENT, frozenset({AGENT}))], None, True),  # the chart: one UID
+        ([Credentials(0, frozenset({0}))], None, True),
+        ([Credentials(33, frozenset({33}))], None, False),  # www-data, keys 0600
+        ([Credentials(33, frozenset({33}))], 33, True),  # ... with its group as key group
+        ([Credentials(33, frozenset({33, 44}))], 44, True),  # a supplementary group
+        (
+            [Credentials(AGENT, frozenset({AGENT})), Credentials(65534, frozenset({65534}))],
+            33,
+            False,
+        ),
+    ],
+)
+def test_the_agent_knows_whether_nginx_workers_can_read_the_keys(
+    workers: list[Credentials], key_group: int | None, readable: bool
+) -> None:
+    problem = key_access_problem(workers, owner=AGENT, key_group=key_group)
+    assert (problem is None) == readable, problem
+    if problem is not None:
+        assert "VHOST_AGENT_KEY_GROUP" in problem

@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ from vhost_operator.agent.plan import (
     DiskState,
     Symlink,
     enabled_path,
+    key_access_problem,
     link_target,
     plan,
     report,
@@ -178,6 +180,8 @@ class NginxAgent:
         self._nginx = nginx
         self.stats = stats or AgentStats()
         key_group = files.group_id(settings.key_group) if settings.key_group else None
+        self._key_group = key_group
+        self._key_access_checked = False
         self._workspace = DiskWorkspace(settings.root_dir, nginx, self.stats, key_group=key_group)
         self._reloading = ReloadingWorkspace(
             settings.root_dir, nginx, self.stats, key_group=key_group
@@ -396,6 +400,7 @@ class NginxAgent:
             self.stats.reload_failures_total += 1
             raise
         self._live = True
+        self._check_key_access()
         changed = len(outcome.accepted)
         self.stats.reloads_total += 1
         self.stats.hosts_changed_total += changed
@@ -409,6 +414,22 @@ class NginxAgent:
             outcome.tests,
             time.monotonic() - started,
         )
+
+    def _check_key_access(self) -> None:
+        """Once, after the first confirmed reload: nginx's workers load the keys per handshake,
+        and a worker that cannot read them fails every TLS handshake (a deployment whose
+        workers run as another user without VHOST_AGENT_KEY_GROUP). Said loudly in the log."""
+        if self._key_access_checked:
+            return
+        self._key_access_checked = True
+        try:
+            workers = self._nginx.worker_credentials()
+        except NginxError as error:
+            logger.warning("cannot see nginx's workers to check they can read the keys: %s", error)
+            return
+        problem = key_access_problem(workers, owner=os.geteuid(), key_group=self._key_group)
+        if problem is not None:
+            logger.error("%s; every TLS handshake will fail", problem)
 
     # -- reporting -------------------------------------------------------------------------------
 

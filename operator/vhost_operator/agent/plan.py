@@ -165,6 +165,38 @@ def removal_operations(hostname: str, disk: DiskState) -> tuple[Operation, ...]:
     return tuple(operations)
 
 
+# -- who can read the keys ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """A process's effective user and all its groups (primary and supplementary)."""
+
+    uid: int
+    groups: frozenset[int]
+
+
+def key_access_problem(
+    workers: Collection[Credentials], *, owner: int, key_group: int | None
+) -> str | None:
+    """Why some of nginx's ``workers`` cannot read the keys the agent writes (owned by
+    ``owner``, mode 0600, or 0640 in ``key_group``), or ``None``. They load them per TLS
+    handshake: a worker that cannot fails every handshake of every TLS site."""
+    for worker in workers:
+        if worker.uid in (0, owner) or (key_group is not None and key_group in worker.groups):
+            continue
+        if key_group is None:
+            return (
+                f"nginx's workers run as UID {worker.uid}, not as the agent's {owner}, and cannot "
+                "read the keys (mode 0600): set VHOST_AGENT_KEY_GROUP to their group"
+            )
+        return (
+            f"nginx's workers (UID {worker.uid}) are not in VHOST_AGENT_KEY_GROUP {key_group} "
+            "and cannot read the keys (mode 0640)"
+        )
+    return None
+
+
 # -- reports ---------------------------------------------------------------------------------
 
 Report = dict[str, str | None]
