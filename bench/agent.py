@@ -1,42 +1,62 @@
 """Item 5: the nginx agent with a real nginx, fed site ConfigMaps and TLS Secrets directly (as
 ``tests/integration/test_nginx_agent.py`` does): N new TLS sites at once, then all N changed at
-once. Figures: nginx reloads and the time until every ConfigMap reports its config applied."""
+once. Figures: nginx reloads and the time until every ConfigMap reports its config applied; then,
+at N sites, what one ``nginx -t`` and one reload take, nginx's and the agent's memory, and the
+TLS handshake latency of one site; and the same with the certificates loaded at reload (the
+layout before per-handshake loading, ``render_final(per_handshake=False)``), for comparison."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import resource
+import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.cluster import BENCH_NAMESPACE, Client, Tracker, ensure_namespace, identity
-from bench.measure import rss_mib
+from bench.measure import Latencies, cpu_seconds, rss_mib, sequential
 from bench.report import Figure, say
 from tests.harness.agent import AgentProcess
 from tests.harness.audit import AuditedControlPlane
 from tests.harness.nginx import NginxServer, self_signed_certificate
 from tests.harness.processes import free_port
+from vhost_operator.agent.nginx import NginxControl, children
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
 
 NAMESPACE = f"{BENCH_NAMESPACE}-agent"
-"""The agent's own namespace: no operator writes site ConfigMaps into it."""
+"""The agent's own namespace (one per round: ``-<N>``): no operator writes site ConfigMaps
+into it."""
+
+HANDSHAKES = 300
+"""TLS handshakes timed against one site, one after another, each a full handshake."""
+
+RELOAD_TARGET_SECONDS = 1.0
+
+
+def _config(
+    nginx: NginxServer, hostname: str, *, body_size: int, per_handshake: bool = True
+) -> str:
+    certificates = nginx.root / "certs" / hostname
+    site = SiteConfig(
+        hostname=hostname,
+        challenge_upstream="127.0.0.1:9",
+        upstream="http://127.0.0.1:9",
+        http_port=nginx.http_port,
+        https_port=nginx.https_port,
+        certificate_path=str(certificates / "tls.crt"),
+        key_path=str(certificates / "tls.key"),
+        max_body_size_mib=body_size,
+    )
+    return render_final(site, per_handshake=per_handshake)
 
 
 def _site(nginx: NginxServer, name: str, hostname: str, *, body_size: int) -> dict[str, Any]:
-    certificates = nginx.root / "certs" / hostname
-    config = render_final(
-        SiteConfig(
-            hostname=hostname,
-            challenge_upstream="127.0.0.1:9",
-            upstream="http://127.0.0.1:9",
-            http_port=nginx.http_port,
-            https_port=nginx.https_port,
-            certificate_path=str(certificates / "tls.crt"),
-            key_path=str(certificates / "tls.key"),
-            max_body_size_mib=body_size,
-        )
-    )
+    config = _config(nginx, hostname, body_size=body_size)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -79,12 +99,13 @@ def agent_burst(
 ) -> list[Figure]:
     item = f"5. nginx agent, {count} sites"
     say(f"\n== {item} ==")
-    ensure_namespace(plane, NAMESPACE)
+    namespace = f"{NAMESPACE}-{count}"
+    ensure_namespace(plane, namespace)
     (workdir / "nginx").mkdir(parents=True, exist_ok=True)
     (workdir / "agent").mkdir(parents=True, exist_ok=True)
     nginx = NginxServer(workdir / "nginx", free_port(), free_port()).start()
     agent = AgentProcess(
-        identity(plane, "nginx-agent"), workdir / "agent", nginx, NAMESPACE, verbose=False
+        identity(plane, "nginx-agent"), workdir / "agent", nginx, namespace, verbose=False
     )
     figures = []
     try:
@@ -93,7 +114,7 @@ def agent_burst(
         hostnames = {name: f"{name}.example.org" for name in names}
         tracker = Tracker(
             client.core.list_namespaced_config_map,
-            NAMESPACE,
+            namespace,
             done=_applied,
             label_selector=f"{labels.COMPONENT}={labels.SITE_COMPONENT}",
         )
@@ -106,7 +127,7 @@ def agent_burst(
             reloads = agent.reloads()
             started = time.monotonic()
             write_seconds = client.parallel(
-                functools.partial(client.apply, NAMESPACE, m) for m in [*objects, *configmaps]
+                functools.partial(client.apply, namespace, m) for m in [*objects, *configmaps]
             )
             if phase == "changed":
                 _wait_until_pending(tracker, names, configmaps)
@@ -132,6 +153,20 @@ def agent_burst(
         say(f"agent RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")
         figures.append(Figure(item, "agent RSS", f"{rss:.0f} MiB"))
         tracker.stop()
+        costs, per_handshake = _nginx_costs(item, nginx, hostnames[names[0]], "per handshake")
+        agent.stop()  # the files are the bench's now: the same sites, certificates loaded at reload
+        for hostname in hostnames.values():
+            config = _config(nginx, hostname, body_size=100, per_handshake=False)
+            (nginx.root / "sites-available" / f"{hostname}.conf").write_text(config)
+        static_costs, at_reload = _nginx_costs(item, nginx, hostnames[names[0]], "at reload")
+        ratios = [new / old for new, old in zip(per_handshake, at_reload, strict=True)]
+        ratio_text = f"p50 {ratios[0]:.2f}, nginx CPU {ratios[1]:.2f}"
+        say(f"TLS handshake, certificates per handshake / at reload: {ratio_text}")
+        figures += [
+            *costs,
+            *static_costs,
+            Figure(item, "TLS handshake, per handshake / at reload", ratio_text),
+        ]
     finally:
         agent.stop()
         nginx.stop()
@@ -156,3 +191,98 @@ def _wait_until_pending(tracker: Tracker, names: list[str], configmaps: list[Any
         if seen == len(names):
             return
         time.sleep(0.05)
+
+
+def _nginx_costs(
+    item: str, nginx: NginxServer, hostname: str, layout: str
+) -> tuple[list[Figure], tuple[float, float]]:
+    """One ``nginx -t`` and one confirmed reload of what is on disk (the agent's way), nginx's
+    memory after it, and the handshake latency of ``hostname``; ``layout`` names how the
+    certificates are loaded."""
+    control = NginxControl(nginx.binary, nginx.conf, nginx.pid_file, reload_timeout=300)
+    master = int(nginx.pid_file.read_text())
+    started, cpu_before = time.monotonic(), cpu_seconds(master)
+    asyncio.run(control.reload())
+    reload_seconds = time.monotonic() - started
+    reload_cpu = cpu_seconds(master) - cpu_before  # the master parses and loads the config
+    started, children_before = time.monotonic(), _children_cpu()
+    asyncio.run(control.test())
+    test_seconds = time.monotonic() - started
+    test_cpu = _children_cpu() - children_before
+    time.sleep(1)  # the old workers finish exiting
+    memory = _nginx_rss_mib(nginx)
+    workers_before = _cpu_of(children(master))
+    handshakes = _handshakes(nginx.https_port, hostname)
+    # The workers' CPU per handshake: what the server spends, whatever the client costs.
+    workers_after = _cpu_of(children(master))
+    used = sum(workers_after[pid] - workers_before.get(pid, 0.0) for pid in workers_after)
+    per_handshake_ms = 1000 * used / (HANDSHAKES + 1)
+    rate = len(handshakes.samples) / sum(handshakes.samples)
+    say(
+        f"certificates loaded {layout}: reload {reload_seconds:.2f}s ({reload_cpu:.2f} CPU-s of "
+        f"the master), nginx -t {test_seconds:.2f}s ({test_cpu:.2f} CPU-s), nginx RSS "
+        f"{memory:.0f} MiB (master + workers), TLS handshake {handshakes.describe()}, "
+        f"{rate:.0f}/s one after another, {per_handshake_ms:.2f} ms of nginx CPU each"
+    )
+    met = reload_seconds < RELOAD_TARGET_SECONDS if layout == "per handshake" else None
+    target = f"< {RELOAD_TARGET_SECONDS:g} s" if met is not None else ""
+    return [
+        Figure(
+            item,
+            f"reload, certificates {layout}",
+            f"{reload_seconds:.2f} s ({reload_cpu:.2f} CPU-s)",
+            target,
+            met,
+        ),
+        Figure(
+            item,
+            f"nginx -t, certificates {layout}",
+            f"{test_seconds:.2f} s ({test_cpu:.2f} CPU-s)",
+        ),
+        Figure(item, f"nginx RSS, certificates {layout}", f"{memory:.0f} MiB"),
+        Figure(
+            item,
+            f"TLS handshake, certificates {layout}",
+            f"p50 {handshakes.p50_ms:.2f} ms, nginx CPU {per_handshake_ms:.2f} ms",
+        ),
+    ], (handshakes.p50_ms, per_handshake_ms)
+
+
+def _cpu_of(pids: set[int]) -> dict[int, float]:
+    """CPU seconds of each process of ``pids`` still running."""
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            found[pid] = cpu_seconds(pid)
+    return found
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children it has waited for (the ``nginx -t`` runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _nginx_rss_mib(nginx: NginxServer) -> float:
+    """Resident memory of nginx's master and its workers, summed (pages they share after the
+    fork count in each: an upper bound)."""
+    master = int(nginx.pid_file.read_text())
+    return sum(rss_mib(pid)[0] for pid in {master, *children(master)})
+
+
+def _handshakes(port: int, hostname: str) -> Latencies:
+    """Full TLS handshakes with SNI ``hostname``, one after another (no session resumption:
+    a new session each time, as a new visitor's)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # timing the server's work, not verifying it
+
+    def handshake(_: int) -> None:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=hostname),
+        ):
+            pass
+
+    handshake(0)  # warm up: connection set-up in the client
+    return sequential(HANDSHAKES, handshake)

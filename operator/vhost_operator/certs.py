@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -293,10 +294,45 @@ def _certificate(chain_base64: str, key_base64: str) -> Certificate:
         info = inspect_certificate(chain)
     except KeyMaterialError as error:
         raise KeyMaterialError(f"{CERTIFICATE_KEY} is not a PEM certificate chain") from error
-    # A pair that does not belong together would make the server refuse its whole configuration.
+    try:
+        load_private_key(key)
+    except KeyMaterialError as error:
+        raise KeyMaterialError(f"{PRIVATE_KEY_KEY}: {error}") from error
+    # A pair that does not belong together would make the server refuse its whole configuration
+    # (or, where it loads certificates per handshake, every handshake of this host).
     if not certificate_matches_key(chain, key):
         raise KeyMaterialError(f"{PRIVATE_KEY_KEY} does not belong to the certificate")
+    problem = strength_problem(chain)
+    if problem is not None:
+        raise KeyMaterialError(f"{CERTIFICATE_KEY}: {problem}")
     return Certificate(chain, key, info.serial, info.dns_names)
+
+
+_MIN_RSA_BITS = 2048
+_MIN_EC_BITS = 224
+_WEAK_HASHES = (hashes.MD5, hashes.SHA1)
+
+
+def strength_problem(chain_pem: bytes) -> str | None:
+    """Why a TLS server's OpenSSL (security level 2, Debian's default: 112-bit security) would
+    refuse to use this chain, or ``None``: a key too small in any certificate, or a leaf signed
+    with MD5 or SHA-1. ``nginx -t`` found these once; where nginx loads certificates per
+    handshake, only a handshake would, so they are checked before the files are written."""
+    chain = load_chain(chain_pem)
+    for position, certificate in enumerate(chain):
+        which = "the certificate" if position == 0 else f"chain certificate {position}"
+        key = certificate.public_key()
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
+            return f"{which} has a {key.key_size}-bit RSA key (at least {_MIN_RSA_BITS} needed)"
+        if isinstance(key, ec.EllipticCurvePublicKey) and key.key_size < _MIN_EC_BITS:
+            return f"{which} has a {key.key_size}-bit EC key (at least {_MIN_EC_BITS} needed)"
+    try:
+        algorithm = chain[0].signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return "the certificate's signature algorithm is not supported"
+    if isinstance(algorithm, _WEAK_HASHES):
+        return f"the certificate is signed with {algorithm.name.upper()}, which TLS refuses"
+    return None
 
 
 @functools.lru_cache(maxsize=_CACHED_CERTIFICATES)

@@ -23,6 +23,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import textwrap
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -30,11 +31,16 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tests.harness.processes import ManagedProcess, log_tail
-from vhost_operator.nginx import SERVER_NAMES_HASH_BUCKET_SIZE, SiteConfig, render_final
+from vhost_operator.nginx import (
+    HTTP_DEFINITIONS,
+    SERVER_NAMES_HASH_BUCKET_SIZE,
+    SiteConfig,
+    render_final,
+)
 
 NGINX_ENV = "VHOST_OPERATOR_TEST_NGINX"
 """Environment variable naming the nginx binary to test with, if not the one on PATH."""
@@ -137,18 +143,26 @@ http {{
 {temp_paths}
     # Long hostnames need a bigger bucket than nginx's default; the renderer says how big.
     server_names_hash_bucket_size {SERVER_NAMES_HASH_BUCKET_SIZE};
-
+    # What the nginx agent writes next to the sites it mirrors.
+{textwrap.indent(HTTP_DEFINITIONS, "    ")}
     include {sites}/*.conf;
 }}
 """
 
 
-def self_signed_certificate(hostnames: Sequence[str]) -> tuple[bytes, bytes]:
+def self_signed_certificate(
+    hostnames: Sequence[str], *, rsa_bits: int | None = None
+) -> tuple[bytes, bytes]:
     """A throwaway certificate for ``hostnames`` and its key, as PEM ``(fullchain, key)``.
 
     P-256 rather than RSA: key generation takes microseconds instead of tens of milliseconds.
+    ``rsa_bits``: an RSA key of that size instead (1024: one nginx's OpenSSL refuses to use).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        ec.generate_private_key(ec.SECP256R1())
+        if rsa_bits is None
+        else rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+    )
     # A common name holds at most 64 characters; for longer hostnames the subject stays empty and
     # the SAN alone names the host, as Let's Encrypt does.
     common_name = hostnames[0] if len(hostnames[0]) <= _MAX_COMMON_NAME else None
@@ -290,7 +304,7 @@ class NginxServer:
             for directive in _TEMP_PATH_DIRECTIVES
         )
         return f"""\
-pid {self.pid_file};
+{self._user()}pid {self.pid_file};
 error_log {self.error_log} notice;
 worker_processes 1;
 
@@ -319,6 +333,14 @@ http {{
     include {self.root}/sites-enabled/*.conf;
 }}
 """
+
+    @staticmethod
+    def _user() -> str:
+        """A root master's workers run as root too, like the chart's nginx, whose master,
+        workers and agent share one UID: the workers load each key per handshake, and the
+        agent writes keys 0600. (nginx's default would drop them to ``nobody``, who cannot
+        even reach pytest's 0700 temporary directories.)"""
+        return "user root root;\n" if os.geteuid() == 0 else ""
 
     def error_log_tail(self, lines: int = 40) -> str:
         return log_tail(self.real(self.error_log), lines)

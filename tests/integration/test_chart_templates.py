@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings
 from tests.harness.helm import CHART, Helm, Manifest, container, env_names, find, literal_env, one
 from tests.harness.nginx import nginx_binary, self_signed_certificate
 from tests.harness.processes import free_port
+from vhost_operator.agent import files
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.nginx import SERVER_NAMES_HASH_BUCKET_SIZE, SiteConfig, render_final
 from vhost_operator.settings import Settings
@@ -626,7 +627,7 @@ def test_the_nginx_conf_and_a_site_pass_nginx_t(helm: Helm, tmp_path: Path) -> N
         certificate_path=str(certs / "tls.crt"),
         key_path=str(certs / "tls.key"),
     )
-    (root / "sites-enabled").mkdir(parents=True)
+    files.prepare(root)  # the agent's layout, with the definitions the site configs use
     (root / "sites-enabled" / f"{hostname}.conf").write_text(render_final(site))
     checked = subprocess.run(
         [nginx_binary(), "-t", "-c", str(conf), "-e", "stderr"],

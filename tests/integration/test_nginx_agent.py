@@ -31,7 +31,8 @@ from tests.harness.nginx import (
     self_signed_certificate,
     served_certificate,
 )
-from vhost_operator.agent.nginx import children
+from vhost_operator.agent.nginx import NginxControl, children
+from vhost_operator.agent.plan import key_access_problem
 from vhost_operator.certs import inspect_certificate
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
@@ -376,7 +377,7 @@ def test_rejected_configs_never_take_the_other_sites_down(sites: Sites, nginx: N
     nocert_error = sites.wait_error("vhost-nocert")
     typo_error = sites.wait_error("vhost-typo")
     print(f"\napply-error (missing certificate): {nocert_error}\napply-error (typo): {typo_error}")
-    assert "cannot load certificate" in nocert_error
+    assert "names no TLS Secret" in nocert_error
     assert "is not one the operator renders for typo.example.com" in typo_error
     for hostname in (steady, "fresh.example.com"):
         assert http_request(nginx.http_port, hostname)[:2] == (200, f"upstream for {hostname}\n")
@@ -441,6 +442,59 @@ def test_a_site_nginx_cannot_load_is_isolated_and_the_others_are_served(
     sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-busyport")
 
 
+def test_a_broken_certificate_pair_is_refused_for_its_host_only(
+    sites: Sites, nginx: NginxServer
+) -> None:
+    """nginx loads certificates per handshake, so ``nginx -t`` cannot refuse a broken pair any
+    more: the agent checks each pair before writing it. In one batch, a served host renewed
+    with a key of another certificate keeps its last good certificate and reports why, a new
+    host with an RSA key nginx's OpenSSL refuses is not served, and a good new host is."""
+    renewed = "brokenpair.example.com"
+    manifests, chain = sites.tls_site("vhost-brokenpair", renewed)
+    sites.apply(manifests)
+    sites.wait_applied("vhost-brokenpair")
+    key_before = (nginx.root / "certs" / renewed / "tls.key").read_bytes()
+
+    new_chain, _ = self_signed_certificate([renewed])
+    _, other_key = self_signed_certificate([renewed])
+    weak = "weakkey.example.com"
+    weak_chain, weak_key = self_signed_certificate([weak], rsa_bits=1024)
+    weak_site = sites.configmap(
+        "vhost-weakkey", weak, sites.config(weak, tls=True), tls_secret="vhost-weakkey-tls"
+    )
+    good = "goodpair.example.com"
+    good_manifests, good_chain = sites.tls_site("vhost-goodpair", good)
+    sites.apply(
+        [
+            sites.secret("vhost-brokenpair-tls", new_chain, other_key),
+            sites.secret("vhost-weakkey-tls", weak_chain, weak_key),
+            weak_site,
+            *good_manifests,
+        ]
+    )
+    sites.wait_applied("vhost-goodpair")
+    assert https_request(nginx.https_port, good, good_chain) == (200, f"upstream for {good}\n")
+
+    error = sites.wait_error("vhost-brokenpair")
+    print(f"\napply-error (key of another certificate): {error}")
+    assert "TLS Secret vhost-brokenpair-tls: tls.key does not belong to the certificate" in error
+    assert serves_certificate(nginx, renewed, chain), "the last good certificate keeps serving"
+    assert (nginx.root / "certs" / renewed / "tls.key").read_bytes() == key_before
+    assert sites.annotations()["vhost-brokenpair"][labels.APPLIED_CERTIFICATE_SERIAL] == serial_of(
+        chain
+    )
+
+    weak_error = sites.wait_error("vhost-weakkey")
+    print(f"apply-error (RSA-1024): {weak_error}")
+    assert "1024-bit RSA key" in weak_error
+    assert not (nginx.root / "certs" / weak).exists()
+    assert served_certificate(nginx.https_port, weak) is None
+    sites.cluster.kubectl(
+        "delete", "configmap", "-n", NAMESPACE, "vhost-brokenpair", "vhost-weakkey",
+        "vhost-goodpair",
+    )  # fmt: skip
+
+
 def test_two_configmaps_for_one_hostname_serve_the_oldest_virtualhost(
     sites: Sites, nginx: NginxServer
 ) -> None:
@@ -468,12 +522,13 @@ def test_two_configmaps_for_one_hostname_serve_the_oldest_virtualhost(
     sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, *claims)
 
 
-def test_a_config_hijacking_another_host_is_refused_and_keys_stay_with_the_master(
+def test_a_config_hijacking_another_host_is_refused_and_keys_stay_private(
     sites: Sites, nginx: NginxServer
 ) -> None:
     """The attack of issue 13: a site ConfigMap whose text names another host's server_name
     and serves the certificate directory. The agent applies only what the operator renders
-    for the ConfigMap's own hostname; and the keys it writes are the master's alone."""
+    for the ConfigMap's own hostname; and the keys it writes can be read by nginx's workers,
+    which load them per handshake, and by no other user."""
     victim = "victim.example.com"
     manifests, chain = sites.tls_site("vhost-victim", victim)
     sites.apply(manifests)
@@ -492,23 +547,27 @@ def test_a_config_hijacking_another_host_is_refused_and_keys_stay_with_the_maste
     assert http_status(nginx.http_port, victim, "/k/tls.key") != 200
     assert serves_certificate(nginx, victim, chain)
 
-    # nginx's master loads keys before its workers start; the workers never need to read them.
+    # The workers load the key per handshake: they run as its owner here (as in the chart, one
+    # UID for nginx and the agent; see the agent's key_group otherwise), and nobody else can
+    # read it.
     key = certificates / victim / "tls.key"
     master = int(nginx.pid_file.read_text())
     workers = [pid for pid in children(master) if b"worker process" in process_title(pid)]
     assert workers
     info = key.stat()
     assert stat.S_IMODE(info.st_mode) == 0o600
-    assert info.st_uid == process_ids(master)[0]
     for worker in workers:
-        uid, gid = process_ids(worker)
-        assert uid != info.st_uid, "workers run as the key's owner (nginx's `user` directive)"
-        read = subprocess.run(
-            ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "cat", str(key)],
-            capture_output=True,
-            check=False,
-        )
-        assert read.returncode != 0 and b"PRIVATE KEY" not in read.stdout
+        assert process_ids(worker)[0] == info.st_uid
+    # What the agent checks after its first reload (and would log as an error otherwise).
+    seen = NginxControl(nginx.binary, nginx.conf, nginx.pid_file).worker_credentials()
+    assert {worker.uid for worker in seen} == {info.st_uid}
+    assert key_access_problem(seen, owner=info.st_uid, key_group=None) is None
+    nobody = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", str(key)],
+        capture_output=True,
+        check=False,
+    )
+    assert nobody.returncode != 0 and b"PRIVATE KEY" not in nobody.stdout
     sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-attacker", "vhost-victim")
 
 
@@ -589,10 +648,13 @@ def test_restart_rewrites_nothing_and_recovers_a_broken_disk(
     agent.stop()
 
     # What an agent killed between writing a batch and rolling it back leaves behind: an
-    # untested, broken config on disk, enabled, matching its ConfigMap (a certificate it names
-    # is not there).
+    # untested config on disk that nginx refuses, enabled (here a hand-made one, held as it is,
+    # since the agent applies none such).
     hostname = "crashed.example.com"
-    config = sites.config(hostname, tls=True)
+    config = (
+        f"server {{\n    listen {nginx.http_port};\n    server_name {hostname};\n"
+        "    retrun 200;\n}\n"
+    )
     sites.apply([sites.configmap("vhost-crashed", hostname, config)])
     (nginx.root / "sites-available" / f"{hostname}.conf").write_text(config)
     (nginx.root / "sites-enabled" / f"{hostname}.conf").symlink_to(
@@ -600,7 +662,7 @@ def test_restart_rewrites_nothing_and_recovers_a_broken_disk(
     )
 
     agent.start()  # ready: nginx -t passed and nginx reloaded
-    assert "cannot load certificate" in sites.wait_error("vhost-crashed")
+    assert "is not one the operator renders" in sites.wait_error("vhost-crashed")
     metrics = agent.metrics()
     assert metrics["vhost_agent_hosts_changed_total"] == 0, "everything else was in place"
     assert metrics["vhost_agent_reloads_total"] == 1

@@ -35,7 +35,12 @@ from tests.harness.nginx import nginx_check, self_signed_certificate
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 from vhost_operator.agent.plan import certificate_dir, config_path
 from vhost_operator.kube.api import connect
-from vhost_operator.nginx import SiteConfig, render_bootstrap, render_final
+from vhost_operator.nginx import (
+    PER_HANDSHAKE_VARIABLE,
+    SiteConfig,
+    render_bootstrap,
+    render_final,
+)
 from vhost_operator.provisioning.sites import site_config
 from vhost_operator.resources.hostnames import MAX_HOSTNAME_LENGTH
 from vhost_operator.resources.models import (
@@ -508,8 +513,12 @@ def test_accepted_hostnames_render_configs_nginx_loads_and_that_name_only_their_
         names = re.findall(r"^\s*server_name\s+([^;]*);", config, flags=re.MULTILINE)
         assert names and all(found.split() == [hostname] for found in names), (hostname, names)
         paths = re.findall(r"^\s*ssl_certificate(?:_key)?\s+([^;]*);", config, re.MULTILINE)
+        loaded_per_handshake = f"${PER_HANDSHAKE_VARIABLE}"  # always empty: the path is fixed
         assert paths == (
-            [f"{certificate_root}/{hostname}/tls.crt", f"{certificate_root}/{hostname}/tls.key"]
+            [
+                f"{certificate_root}/{hostname}/tls.crt{loaded_per_handshake}",
+                f"{certificate_root}/{hostname}/tls.key{loaded_per_handshake}",
+            ]
             if stage == "final"
             else []
         )

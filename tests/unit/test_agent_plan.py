@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.nginx import self_signed_certificate
+from tests.harness.nginx import nginx_check, self_signed_certificate
 from vhost_operator.agent import files
 from vhost_operator.agent.apply import (
     BaselineRejected,
@@ -29,11 +29,13 @@ from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.agent.nginx import nginx_complaint
 from vhost_operator.agent.plan import (
     Change,
+    Credentials,
     DiskState,
     Remove,
     Symlink,
     WriteFile,
     apply_error,
+    key_access_problem,
     plan,
     report,
     report_patch,
@@ -126,6 +128,24 @@ def test_configmaps_that_cannot_be_applied_say_why(cm: dict[str, Any], problem: 
     assert request.problem is not None and problem in request.problem
 
 
+def test_a_tls_config_without_a_secret_is_refused() -> None:
+    """``nginx -t`` accepts it (certificates load per handshake); every handshake would fail."""
+    directory = f"{CERTIFICATES}/a.example.com"
+    tls = render_final(
+        SiteConfig(
+            hostname="a.example.com",
+            challenge_upstream="op:8089",
+            upstream="http://app:8000",
+            certificate_path=f"{directory}/tls.crt",
+            key_path=f"{directory}/tls.key",
+        )
+    )
+    desired = desired_state([configmap(config=tls)], {})
+    [request] = desired.requests
+    assert request.site is None and desired.held == {"a.example.com"}
+    assert request.problem is not None and "names no TLS Secret" in request.problem
+
+
 def test_a_missing_secret_holds_the_host_instead_of_removing_it() -> None:
     desired = desired_state([configmap(tls_secret="vhost-a-tls")], {})
     [request] = desired.requests
@@ -144,6 +164,52 @@ def test_a_secret_whose_key_does_not_match_is_refused(pair: tuple[bytes, bytes])
     [request] = desired_state([configmap(tls_secret="s")], secrets).requests
     assert request.problem == "TLS Secret s: tls.key does not belong to the certificate"
     assert not request.waiting_for_secret
+
+
+def _broken_pairs() -> dict[str, tuple[bytes, bytes, str]]:
+    """Pairs nginx would not load, by what is wrong: (chain, key, the agent's complaint)."""
+    chain, key = self_signed_certificate(["a.example.com"])
+    _, other_key = self_signed_certificate(["a.example.com"])
+    weak_chain, weak_key = self_signed_certificate(["a.example.com"], rsa_bits=1024)
+    return {
+        "empty-certificate": (b"", key, "tls.crt is not a PEM certificate chain"),
+        "empty-key": (chain, b"", "tls.key: not an unencrypted PEM private key"),
+        "garbage-key": (chain, b"-----BEGIN PRIVATE KEY-----\nAAAA\n", "tls.key: not an"),
+        "key-of-another-certificate": (chain, other_key, "tls.key does not belong"),
+        "rsa-1024": (weak_chain, weak_key, "1024-bit RSA key (at least 2048 needed)"),
+    }
+
+
+@pytest.mark.parametrize("broken", sorted(_broken_pairs()))
+def test_a_pair_nginx_would_not_load_is_refused_before_it_is_written(
+    broken: str, tmp_path: Path
+) -> None:
+    """nginx loads certificates per handshake, so ``nginx -t`` no longer catches a broken pair:
+    the agent refuses it for its host (whose files stay as they are), saying why. Each case is
+    one ``nginx -t`` refused in the layout that loaded certificates at reload."""
+    chain, key, complaint = _broken_pairs()[broken]
+    secrets = {"s": tls_secret("s", chain, key)}
+    desired = desired_state([configmap(tls_secret="s")], secrets)
+    [request] = desired.requests
+    assert request.site is None and request.problem is not None
+    assert request.problem.startswith("TLS Secret s: ") and complaint in request.problem
+    assert desired.held == {"a.example.com"}, "its last good files stay"
+
+    directory = tmp_path.resolve() / "tls"
+    static = SiteConfig(
+        hostname="a.example.com",
+        challenge_upstream="127.0.0.1:8089",
+        upstream="http://127.0.0.1:8000",
+        http_port=8080,
+        https_port=8443,
+        certificate_path=f"{directory}/tls.crt",
+        key_path=f"{directory}/tls.key",
+    )
+    files = {"tls/tls.crt": chain, "tls/tls.key": key}
+    checked = nginx_check(
+        [render_final(static, per_handshake=False)], tmp_dir=tmp_path, extra_files=files
+    )
+    assert checked.returncode != 0, f"nginx loads {broken}: the agent need not refuse it"
 
 
 def test_the_first_configmap_by_name_keeps_a_contested_hostname() -> None:
@@ -497,3 +563,33 @@ def test_reports_of_replicas_that_are_gone_are_dropped() -> None:
         gone.config_hash: None,
         gone.error: None,
     }
+
+
+# -- who can read the keys ---------------------------------------------------------------------
+
+AGENT = 10001
+NOBODY = Credentials(65534, frozenset({65534}))
+
+
+@pytest.mark.parametrize(
+    ("workers", "key_group", "readable"),
+    [
+        ([Credentials(AGENT, frozenset({AGENT}))], None, True),  # the chart: one UID
+        ([Credentials(0, frozenset({0}))], None, True),
+        ([Credentials(33, frozenset({33}))], None, False),  # www-data, keys 0600
+        ([Credentials(33, frozenset({33}))], 33, True),  # ... with its group as key group
+        ([Credentials(33, frozenset({33, 44}))], 44, True),  # a supplementary group
+        (
+            [Credentials(AGENT, frozenset({AGENT})), Credentials(65534, frozenset({65534}))],
+            33,
+            False,
+        ),
+    ],
+)
+def test_the_agent_knows_whether_nginx_workers_can_read_the_keys(
+    workers: list[Credentials], key_group: int | None, readable: bool
+) -> None:
+    problem = key_access_problem(workers, owner=AGENT, key_group=key_group)
+    assert (problem is None) == readable, problem
+    if problem is not None:
+        assert "VHOST_AGENT_KEY_GROUP" in problem

@@ -10,6 +10,7 @@ import pytest
 
 from tests.harness.nginx import nginx_check, self_signed_certificate
 from vhost_operator.nginx import (
+    HTTP_DEFINITIONS,
     SiteConfig,
     config_hash,
     render_bootstrap,
@@ -104,11 +105,29 @@ def test_harness_reports_what_nginx_refuses(tmp_path: Path) -> None:
     assert "server_nam" in result.stderr
 
 
-def test_certificate_that_does_not_exist_fails_nginx(tmp_path: Path) -> None:
-    # nginx -t loads certificates, so the check also catches a wrong path in the final config.
-    result = nginx_check([render_final(tls_site(tmp_path, **PORTS))], tmp_dir=tmp_path)
-    assert result.returncode != 0
-    assert "fullchain.pem" in result.stderr
+def test_nginx_loads_certificates_per_handshake_not_when_it_reads_the_config(
+    tmp_path: Path,
+) -> None:
+    """What keeps certificates out of the cost of a reload: ``nginx -t`` (and a reload)
+    does not open the certificate files, so a missing one does not fail it; the layout of
+    earlier releases, loaded at reload, does. (The agent checks each pair itself instead.)"""
+    config = tls_site(tmp_path, **PORTS)
+    per_handshake = nginx_check([render_final(config)], tmp_dir=tmp_path / "per-handshake")
+    assert per_handshake.returncode == 0, per_handshake.stderr
+    static = nginx_check([render_final(config, per_handshake=False)], tmp_dir=tmp_path / "static")
+    assert static.returncode != 0
+    assert "fullchain.pem" in static.stderr
+
+
+def test_per_handshake_config_names_the_hosts_fixed_paths(tmp_path: Path) -> None:
+    """The variable only defers loading: it is empty and the paths stay this host's own
+    (never built from the client's SNI)."""
+    config = render_final(tls_site(tmp_path))
+    directory = f"{tmp_path.resolve()}/tls/mail.example.com"
+    assert f"ssl_certificate {directory}/fullchain.pem$vhost_operator_per_handshake;" in config
+    assert f"ssl_certificate_key {directory}/privkey.pem$vhost_operator_per_handshake;" in config
+    assert "$ssl_server_name" not in config
+    assert 'map "" $vhost_operator_per_handshake {\n    default "";\n}' in HTTP_DEFINITIONS
 
 
 # --- what the configs say --------------------------------------------------------------------
@@ -144,8 +163,8 @@ def test_final_redirects_plain_http_to_https(tmp_path: Path) -> None:
     config = render_final(tls_site(tmp_path))
     assert "return 301 https://mail.example.com$request_uri;" in config
     assert "listen 443 ssl http2;" in config
-    assert f"ssl_certificate {tmp_path.resolve()}/tls/mail.example.com/fullchain.pem;" in config
-    assert f"ssl_certificate_key {tmp_path.resolve()}/tls/mail.example.com/privkey.pem;" in config
+    assert f"ssl_certificate {tmp_path.resolve()}/tls/mail.example.com/fullchain.pem" in config
+    assert f"ssl_certificate_key {tmp_path.resolve()}/tls/mail.example.com/privkey.pem" in config
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in config
 
 
@@ -415,7 +434,9 @@ def certified(hostname: str = "mail.example.com", **overrides: Any) -> SiteConfi
     ],
 )
 def test_every_rendered_config_is_recognised(config: SiteConfig) -> None:
-    for text in (render_bootstrap(config), render_final(config)):
+    # Also the static layout of earlier releases, still in ConfigMaps after an upgrade.
+    static = render_final(config, per_handshake=False)
+    for text in (render_bootstrap(config), render_final(config), static):
         recognised = rendered_site(text, config.hostname, CERTS)
         assert recognised is not None
         assert render_final(recognised) == render_final(config) or text == render_bootstrap(

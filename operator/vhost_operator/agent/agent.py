@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ from vhost_operator.agent.plan import (
     DiskState,
     Symlink,
     enabled_path,
+    key_access_problem,
     link_target,
     plan,
     report,
@@ -105,15 +107,20 @@ class Rejection:
 class DiskWorkspace:
     """The agent's directory and nginx, as :func:`apply.apply_batch` uses them."""
 
-    def __init__(self, root: Path, nginx: NginxControl, stats: AgentStats) -> None:
+    def __init__(
+        self, root: Path, nginx: NginxControl, stats: AgentStats, *, key_group: int | None = None
+    ) -> None:
         self._root = root
         self._nginx = nginx
         self._stats = stats
+        self._key_group = key_group
 
     async def apply(self, changes: Sequence[Change]) -> Undo:
         groups = [change.operations for change in changes]
         started = time.monotonic()
-        undo = await asyncio.to_thread(files.apply_changes, self._root, groups)
+        undo = await asyncio.to_thread(
+            files.apply_changes, self._root, groups, key_group=self._key_group
+        )
         logger.debug("wrote %d hosts (%.2fs)", len(groups), time.monotonic() - started)
 
         async def restore() -> None:
@@ -172,8 +179,13 @@ class NginxAgent:
         self._api = api
         self._nginx = nginx
         self.stats = stats or AgentStats()
-        self._workspace = DiskWorkspace(settings.root_dir, nginx, self.stats)
-        self._reloading = ReloadingWorkspace(settings.root_dir, nginx, self.stats)
+        key_group = files.group_id(settings.key_group) if settings.key_group else None
+        self._key_group = key_group
+        self._key_access_checked = False
+        self._workspace = DiskWorkspace(settings.root_dir, nginx, self.stats, key_group=key_group)
+        self._reloading = ReloadingWorkspace(
+            settings.root_dir, nginx, self.stats, key_group=key_group
+        )
         self._configmaps = ObjectStore(relevant_configmap)
         self._secrets = ObjectStore(relevant_secret)
         self._burst = Burst(settings.quiet_window, settings.max_delay)
@@ -388,6 +400,7 @@ class NginxAgent:
             self.stats.reload_failures_total += 1
             raise
         self._live = True
+        self._check_key_access()
         changed = len(outcome.accepted)
         self.stats.reloads_total += 1
         self.stats.hosts_changed_total += changed
@@ -401,6 +414,22 @@ class NginxAgent:
             outcome.tests,
             time.monotonic() - started,
         )
+
+    def _check_key_access(self) -> None:
+        """Once, after the first confirmed reload: nginx's workers load the keys per handshake,
+        and a worker that cannot read them fails every TLS handshake (a deployment whose
+        workers run as another user without VHOST_AGENT_KEY_GROUP). Said loudly in the log."""
+        if self._key_access_checked:
+            return
+        self._key_access_checked = True
+        try:
+            workers = self._nginx.worker_credentials()
+        except NginxError as error:
+            logger.warning("cannot see nginx's workers to check they can read the keys: %s", error)
+            return
+        problem = key_access_problem(workers, owner=os.geteuid(), key_group=self._key_group)
+        if problem is not None:
+            logger.error("%s; every TLS handshake will fail", problem)
 
     # -- reporting -------------------------------------------------------------------------------
 

@@ -177,6 +177,14 @@ def site_request(
         message = f"annotation {labels.ENABLED} must be 'true' or 'false', not {enabled!r}"
         return dataclasses.replace(request, problem=message)
     secret_name = annotations.get(labels.TLS_SECRET)
+    if not secret_name and rendered.has_certificate:
+        # nginx loads certificates per handshake: `nginx -t` would accept this config, and
+        # every handshake for the host would fail.
+        message = (
+            f"the config serves HTTPS, but the ConfigMap names no TLS Secret "
+            f"(annotation {labels.TLS_SECRET}): there is no certificate to serve"
+        )
+        return dataclasses.replace(request, problem=message)
     if not secret_name:
         return dataclasses.replace(
             request, site=Site(name, hostname, config, enabled == "true", None)

@@ -3,8 +3,9 @@
 
 Every file is written to a temporary name in its directory, flushed to disk, then renamed over the
 old one: nginx (or a crash) sees the old file or the new one, never half a file. Symlinks are
-replaced the same way. Private keys get mode 0600 from the moment they exist; everything else
-0644, directories 0755, whatever the process umask says.
+replaced the same way. Private keys get mode 0600 from the moment they exist, or 0640 with a
+``key_group`` (nginx's workers load them per handshake: they must be able to read them, nobody
+else); everything else 0644, directories 0755, whatever the process umask says.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import grp
 import os
 import secrets
 import shutil
@@ -23,6 +25,7 @@ from pathlib import Path
 from vhost_operator.agent.plan import (
     AVAILABLE_DIR,
     CERTS_DIR,
+    DEFINITIONS_FILE,
     ENABLED_DIR,
     LAYOUT_DIRS,
     DiskState,
@@ -30,6 +33,7 @@ from vhost_operator.agent.plan import (
     Symlink,
     WriteFile,
 )
+from vhost_operator.nginx import HTTP_DEFINITIONS
 
 TEMP_PREFIX = ".tmp-"
 """Temporary names: a short prefix and a random suffix, never derived from the target name (a
@@ -40,18 +44,30 @@ WRITERS = 16
 
 PUBLIC_FILE_MODE = 0o644
 PRIVATE_FILE_MODE = 0o600
+GROUP_PRIVATE_FILE_MODE = 0o640
 DIRECTORY_MODE = 0o755
 _CONF_SUFFIX = ".conf"
 
 
 def prepare(root: Path) -> None:
-    """Create the layout directories and drop temporary files a crash left behind."""
+    """Create the layout directories, drop temporary files a crash left behind, and write the
+    http-level definitions the site configs use (before any of them is tested)."""
     for name in LAYOUT_DIRS:
         _make_directory(root / name)
     for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR, *_subdirectories(root / CERTS_DIR)):
         for entry in directory.iterdir():
             if entry.name.startswith(TEMP_PREFIX):
                 _remove(entry)
+    definitions = root / DEFINITIONS_FILE
+    content = HTTP_DEFINITIONS.encode()
+    if not definitions.is_file() or definitions.is_symlink() or definitions.read_bytes() != content:
+        write_file(definitions, content, PUBLIC_FILE_MODE)
+        _sync_directories([definitions.parent])
+
+
+def group_id(group: str) -> int:
+    """The GID of a group name (or of a GID written as digits); ``KeyError`` if unknown."""
+    return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
 
 
 def read_disk(root: Path) -> DiskState:
@@ -84,6 +100,7 @@ def read_disk(root: Path) -> DiskState:
 class _File:
     content: bytes
     mode: int
+    group: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,16 +140,19 @@ class Undo:
         _sync_directories(touched)
 
 
-def apply_changes(root: Path, groups: Sequence[Sequence[Operation]]) -> Undo:
+def apply_changes(
+    root: Path, groups: Sequence[Sequence[Operation]], *, key_group: int | None = None
+) -> Undo:
     """Carry out each group of operations (one host's) under ``root``; the returned
-    :class:`Undo` reverses them all. On failure, nothing stays changed.
+    :class:`Undo` reverses them all. On failure, nothing stays changed. Private keys belong to
+    group ``key_group`` (a GID) with mode 0640, or keep the process's group with mode 0600.
 
     Groups run in parallel: each is one host's files, disjoint from the others', and the time
     goes into fsync, which waits on the disk (and lets a journaling file system commit
     concurrent fsyncs together) rather than on Python.
     """
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-        futures = [pool.submit(_apply_group, root, group) for group in groups]
+        futures = [pool.submit(_apply_group, root, group, key_group) for group in groups]
         wait(futures)
     failures = [error for future in futures if (error := future.exception()) is not None]
     done = [future.result() for future in futures if future.exception() is None]
@@ -144,13 +164,15 @@ def apply_changes(root: Path, groups: Sequence[Sequence[Operation]]) -> Undo:
     return undo
 
 
-def apply_operations(root: Path, operations: Sequence[Operation]) -> Undo:
+def apply_operations(
+    root: Path, operations: Sequence[Operation], *, key_group: int | None = None
+) -> Undo:
     """Carry out ``operations`` in order, as one group."""
-    return apply_changes(root, [operations])
+    return apply_changes(root, [operations], key_group=key_group)
 
 
 def _apply_group(
-    root: Path, operations: Sequence[Operation]
+    root: Path, operations: Sequence[Operation], key_group: int | None
 ) -> tuple[list[tuple[Path, _Snapshot]], set[Path]]:
     snapshots: list[tuple[Path, _Snapshot]] = []
     touched: set[Path] = set()
@@ -161,7 +183,7 @@ def _apply_group(
                 snapshots.append((path.parent, _CreatedDirectory()))
                 _make_directory(path.parent)
             snapshots.append((path, _snapshot(path)))
-            _carry_out(operation, path)
+            _carry_out(operation, path, key_group)
             touched.add(path.parent)
     except BaseException:
         _restore_group(snapshots)
@@ -178,10 +200,14 @@ def _restore_group(snapshots: list[tuple[Path, _Snapshot]]) -> set[Path]:
     return touched
 
 
-def _carry_out(operation: Operation, path: Path) -> None:
+def _carry_out(operation: Operation, path: Path, key_group: int | None) -> None:
     if isinstance(operation, WriteFile):
-        mode = PRIVATE_FILE_MODE if operation.private else PUBLIC_FILE_MODE
-        write_file(path, operation.content, mode)
+        if not operation.private:
+            write_file(path, operation.content, PUBLIC_FILE_MODE)
+        elif key_group is None:
+            write_file(path, operation.content, PRIVATE_FILE_MODE)
+        else:
+            write_file(path, operation.content, GROUP_PRIVATE_FILE_MODE, group=key_group)
     elif isinstance(operation, Symlink):
         replace_symlink(path, operation.target)
     else:
@@ -191,12 +217,16 @@ def _carry_out(operation: Operation, path: Path) -> None:
 # -- primitives ------------------------------------------------------------------------------
 
 
-def write_file(path: Path, content: bytes, mode: int) -> None:
-    """Atomically replace ``path`` with ``content``: temp file, fsync, rename."""
+def write_file(path: Path, content: bytes, mode: int, *, group: int | None = None) -> None:
+    """Atomically replace ``path`` with ``content``: temp file, fsync, rename. ``group``: the
+    file's group (a GID), else the process's."""
     temporary = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-    # O_EXCL: never follow or reuse something already at the temporary name.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    # O_EXCL: never follow or reuse something already at the temporary name. Created 0600 and
+    # given its group before its mode: a key is never readable by a group it is not meant for.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
     try:
+        if group is not None and os.fstat(descriptor).st_gid != group:
+            os.fchown(descriptor, -1, group)
         os.fchmod(descriptor, mode)  # the umask may have narrowed (or the key widened) the mode
         with os.fdopen(descriptor, "wb", closefd=False) as stream:
             stream.write(content)
@@ -250,12 +280,16 @@ def _snapshot(path: Path) -> _Snapshot:
     if stat.S_ISDIR(status.st_mode):
         return _Tree(
             {
-                entry.name: _File(entry.read_bytes(), stat.S_IMODE(entry.stat().st_mode))
+                entry.name: _file(entry, entry.stat())
                 for entry in path.iterdir()
                 if entry.is_file() and not entry.is_symlink()
             }
         )
-    return _File(path.read_bytes(), stat.S_IMODE(status.st_mode))
+    return _file(path, status)
+
+
+def _file(path: Path, status: os.stat_result) -> _File:
+    return _File(path.read_bytes(), stat.S_IMODE(status.st_mode), status.st_gid)
 
 
 def _restore(path: Path, snapshot: _Snapshot) -> None:
@@ -271,14 +305,14 @@ def _restore(path: Path, snapshot: _Snapshot) -> None:
         _remove(path)
         _make_directory(path)
         for name, file in snapshot.files.items():
-            write_file(path / name, file.content, file.mode)
+            write_file(path / name, file.content, file.mode, group=file.group)
     else:
         _remove(path)
 
 
 def _restore_file(path: Path, file: _File) -> None:
     try:
-        write_file(path, file.content, file.mode)
+        write_file(path, file.content, file.mode, group=file.group)
     except OSError as error:
         if error.errno != errno.ENOSPC or not path.is_file() or path.is_symlink():
             raise
@@ -315,7 +349,11 @@ def _sync_directories(directories: Iterable[Path]) -> None:
 
 def _conf_entries(directory: Path) -> Iterator[Path]:
     for entry in directory.iterdir():
-        if entry.name.endswith(_CONF_SUFFIX) and not entry.name.startswith("."):
+        if (
+            entry.name.endswith(_CONF_SUFFIX)
+            and not entry.name.startswith(".")
+            and entry.name != DEFINITIONS_FILE.name  # not a site: the agent's own definitions
+        ):
             yield entry
 
 

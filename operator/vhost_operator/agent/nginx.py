@@ -22,6 +22,7 @@ import signal
 import time
 from pathlib import Path
 
+from vhost_operator.agent.plan import Credentials
 from vhost_operator.sidecar import CommandFailed, run_command
 
 TEST_TIMEOUT_SECONDS = 120.0
@@ -92,6 +93,23 @@ class NginxControl:
             f"nginx (pid {pid}) started no new workers within {self.reload_timeout:g}s of the "
             "reload signal, so it still runs the old configuration; its error log says why"
         )
+
+    def worker_credentials(self) -> list[Credentials]:
+        """The user and groups of nginx's current worker processes (from /proc)."""
+        found = []
+        for pid in children(self._master_pid()):
+            with contextlib.suppress(OSError, ValueError, IndexError, KeyError):
+                if _retired(pid):
+                    continue
+                fields = dict(
+                    line.split(":", 1)
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if ":" in line
+                )
+                uid = int(fields["Uid"].split()[1])  # effective
+                groups = {int(fields["Gid"].split()[1]), *map(int, fields["Groups"].split())}
+                found.append(Credentials(uid, frozenset(groups)))
+        return found
 
     def _master_pid(self) -> int:
         try:

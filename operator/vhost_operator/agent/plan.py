@@ -4,7 +4,10 @@ The on-disk layout under the agent's root directory (the agent owns everything i
 
     sites-available/<hostname>.conf     every site's server block, enabled or not
     sites-enabled/<hostname>.conf       symlink to ../sites-available/<hostname>.conf, enabled only
-    certs/<hostname>/tls.crt, tls.key   the certificate the config refers to (key mode 0600)
+    certs/<hostname>/tls.crt, tls.key   the certificate the config refers to (key mode 0600, or
+                                        0640 with the agent's ``key_group``)
+    sites-enabled/_vhost-operator.conf  ``nginx.HTTP_DEFINITIONS``, which the configs use (a name
+                                        no hostname can have: ``_`` is not in hostnames)
 
 nginx's main config includes ``<root>/sites-enabled/*.conf``, so disabling a site drops only its
 link: the config stays, and enabling it again is one symlink.
@@ -27,6 +30,7 @@ AVAILABLE_DIR = "sites-available"
 ENABLED_DIR = "sites-enabled"
 CERTS_DIR = "certs"
 LAYOUT_DIRS = (AVAILABLE_DIR, ENABLED_DIR, CERTS_DIR)
+DEFINITIONS_FILE = PurePosixPath(ENABLED_DIR, "_vhost-operator.conf")
 
 MAX_ERROR_LENGTH = 1024
 """Characters of an ``apply-error`` value kept: enough for nginx's message, far below the
@@ -159,6 +163,38 @@ def removal_operations(hostname: str, disk: DiskState) -> tuple[Operation, ...]:
     if hostname in disk.certificates:
         operations.append(Remove(certificate_dir(hostname)))
     return tuple(operations)
+
+
+# -- who can read the keys ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """A process's effective user and all its groups (primary and supplementary)."""
+
+    uid: int
+    groups: frozenset[int]
+
+
+def key_access_problem(
+    workers: Collection[Credentials], *, owner: int, key_group: int | None
+) -> str | None:
+    """Why some of nginx's ``workers`` cannot read the keys the agent writes (owned by
+    ``owner``, mode 0600, or 0640 in ``key_group``), or ``None``. They load them per TLS
+    handshake: a worker that cannot fails every handshake of every TLS site."""
+    for worker in workers:
+        if worker.uid in (0, owner) or (key_group is not None and key_group in worker.groups):
+            continue
+        if key_group is None:
+            return (
+                f"nginx's workers run as UID {worker.uid}, not as the agent's {owner}, and cannot "
+                "read the keys (mode 0600): set VHOST_AGENT_KEY_GROUP to their group"
+            )
+        return (
+            f"nginx's workers (UID {worker.uid}) are not in VHOST_AGENT_KEY_GROUP {key_group} "
+            "and cannot read the keys (mode 0640)"
+        )
+    return None
 
 
 # -- reports ---------------------------------------------------------------------------------

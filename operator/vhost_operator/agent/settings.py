@@ -46,6 +46,15 @@ class AgentSettings(BaseSettings):
     """nginx's pid file (its ``pid`` directive): the master process the agent sends SIGHUP.
     Debian's and the official image's default."""
 
+    key_group: str = Field(default="", pattern=r"^([a-z_][a-z0-9_-]*|[0-9]+)?$")
+    """Group (name or GID) of nginx's worker processes, when they run as another user than the
+    agent. nginx loads certificates and keys per TLS handshake, in its workers: private keys are
+    then written with this group and mode 0640, readable by the workers and nobody else. Empty:
+    keys are 0600, for an nginx whose workers run as the agent's user (the chart runs nginx,
+    its workers and the agent as one UID). A root nginx master whose workers drop to another
+    user (nginx's ``user`` directive: Debian's ``www-data``, else ``nobody``) needs that
+    user's group here, and an agent allowed to give files that group (root, or a member)."""
+
     quiet_window: float = Field(default=0.5, gt=0)
     """Seconds without further changes after which a burst is applied (one ``nginx -t``, one
     reload for all of it)."""
@@ -57,13 +66,15 @@ class AgentSettings(BaseSettings):
     reload_pacing: float = Field(default=1.0, ge=0)
     """After a batch that kept nginx busy for t seconds (``nginx -t`` and the reload), the next
     batch waits at least ``reload_pacing * t``. Loading a config costs more the more sites there
-    are (about 1.5 s of CPU for 1,000 TLS sites, twice per batch), so under a steady stream of
-    changes the batches grow instead of nginx spending all its time reloading. 0 turns it off."""
+    are (each TLS site gets its own OpenSSL context: about 0.35 s of CPU per 1,000 TLS sites,
+    twice per batch; certificates themselves are loaded per handshake), so under a steady stream
+    of changes the batches grow instead of nginx spending all its time reloading. 0 turns it
+    off."""
 
     reload_timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for nginx to start new workers after the reload signal before the reload
     counts as failed (nginx then still runs the old configuration). nginx parses everything
-    again first, which takes seconds with thousands of certificates."""
+    again first, which takes seconds with thousands of sites."""
 
     missing_secret_grace: float = Field(default=10.0, ge=0)
     """Seconds a site ConfigMap may name a TLS Secret the agent has not seen before that is

@@ -5,6 +5,8 @@ anywhere (ConfigMaps, files) and reloading nginx belong to other layers.
 """
 
 from vhost_operator.nginx.render import (
+    HTTP_DEFINITIONS,
+    PER_HANDSHAKE_VARIABLE,
     SERVER_NAMES_HASH_BUCKET_SIZE,
     SiteConfig,
     config_hash,
@@ -14,6 +16,8 @@ from vhost_operator.nginx.render import (
 )
 
 __all__ = [
+    "HTTP_DEFINITIONS",
+    "PER_HANDSHAKE_VARIABLE",
     "SERVER_NAMES_HASH_BUCKET_SIZE",
     "SiteConfig",
     "config_hash",
