@@ -1,16 +1,20 @@
 """``make bench``: start real servers, measure, print one summary table.
 
-Items (see ``bench/README.md``): 1. N VirtualHosts applied at once through the whole product,
-then the same N certificates from two peers (a bare ``acme`` client, certbot) for ratios, and
-what 10,000 hosts take against the production CA's order limit;
+Items (see ``bench/README.md``): 1. N VirtualHosts applied at once through the whole product
+(the headline, on an API server without an audit log; 10,000 hosts with ``--large``), one
+round on an audited API server that attributes API requests to components, then the same N
+certificates from two peers (a bare ``acme`` client, certbot) for ratios, and what 10,000
+hosts take against the production CA's order limit;
 2. webhook latency at a fixed rate; 3. the renewal scan over 10,000 hosts; 4. operator memory at
 1,000 and 10,000 hosts; 5. the nginx agent applying 1,000 changes; 6. tenancy gate latency.
 
-Two local control planes: one for the serving stack (items 1, 2, 5, 6), a fresh one for the
-10,000-host items (3, 4), so neither set of objects slows the other down. Every process started
+Three local control planes, one after another: one without an audit log for the serving stack
+(items 1, 2, 5, 6), an audited one for item 1's attribution round, and a fresh audited one for
+the 10,000-host items (3, 4), so no set of objects slows another down. Every process started
 here is stopped on the way out, also on Ctrl-C or an error.
 
-    python -m bench.run                       # the full run (~10 minutes on 2 cores)
+    python -m bench.run                       # the full run (~12 minutes on 2 cores)
+    python -m bench.run --large               # and 10,000 hosts through pebble in item 1
     python -m bench.run --quick               # small N everywhere, a couple of minutes
     python -m bench.run --only 1,2 --hosts 50 # some items, other sizes
 """
