@@ -68,7 +68,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--large",
         action="store_true",
-        help=f"item 1: a round of {LARGE_ROUND:,} hosts after the others (about 30 minutes more)",
+        help=f"item 1: a round of {LARGE_ROUND:,} hosts after the others (tens of minutes)",
     )
     parser.add_argument(
         "--attribution-hosts",
