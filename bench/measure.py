@@ -41,6 +41,10 @@ def load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+MIB_IN_MB = 2**20 / 10**6
+"""A MiB (what /proc reports) is this many MB (what the targets name)."""
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """Resident memory of ``pid`` now and at its peak (VmRSS, VmHWM), in MiB."""
     values = {}
@@ -49,6 +53,49 @@ def rss_mib(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start ``pid``'s peak (VmHWM) again from its current resident memory, so that the peak
+    read later is that of what happened in between (Linux >= 4.0, our own processes)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _pss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass(frozen=True)
+class ProcessGroupMemory:
+    """A master process and its children (nginx and its workers), in MiB."""
+
+    master_rss: float
+    children_rss: float
+    children: int
+    pss: float
+    """Proportional set size of them all: shared pages counted once, unlike the RSS sum."""
+
+    def describe(self) -> str:
+        return (
+            f"RSS master {self.master_rss:.0f} + {self.children} workers "
+            f"{self.children_rss:.0f} MiB (PSS of all {self.pss:.0f} MiB)"
+        )
+
+
+def group_memory(master: int, children: set[int]) -> ProcessGroupMemory:
+    """Resident memory of ``master`` and of ``children``; a child gone meanwhile is skipped."""
+    rss, pss, counted = 0.0, 0.0, 0
+    for pid in children:
+        try:
+            rss += rss_mib(pid)[0]
+            pss += _pss_mib(pid)
+            counted += 1
+        except (OSError, KeyError):
+            continue
+    return ProcessGroupMemory(rss_mib(master)[0], rss, counted, pss + _pss_mib(master))
 
 
 def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:

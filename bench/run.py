@@ -1,16 +1,20 @@
 """``make bench``: start real servers, measure, print one summary table.
 
-Items (see ``bench/README.md``): 1. N VirtualHosts applied at once through the whole product,
-then the same N certificates from two peers (a bare ``acme`` client, certbot) for ratios, and
-what 10,000 hosts take against the production CA's order limit;
+Items (see ``bench/README.md``): 1. N VirtualHosts applied at once through the whole product
+(the headline, on an API server without an audit log; 10,000 hosts with ``--large``), one
+round on an audited API server that attributes API requests to components, then the same N
+certificates from two peers (a bare ``acme`` client, certbot) for ratios, and what 10,000
+hosts take against the production CA's order limit;
 2. webhook latency at a fixed rate; 3. the renewal scan over 10,000 hosts; 4. operator memory at
 1,000 and 10,000 hosts; 5. the nginx agent applying 1,000 changes; 6. tenancy gate latency.
 
-Two local control planes: one for the serving stack (items 1, 2, 5, 6), a fresh one for the
-10,000-host items (3, 4), so neither set of objects slows the other down. Every process started
+Three local control planes, one after another: one without an audit log for the serving stack
+(items 1, 2, 5, 6), an audited one for item 1's attribution round, and a fresh audited one for
+the 10,000-host items (3, 4), so no set of objects slows another down. Every process started
 here is stopped on the way out, also on Ctrl-C or an error.
 
-    python -m bench.run                       # the full run (~10 minutes on 2 cores)
+    python -m bench.run                       # the full run (~12 minutes on 2 cores)
+    python -m bench.run --large               # and 10,000 hosts through pebble in item 1
     python -m bench.run --quick               # small N everywhere, a couple of minutes
     python -m bench.run --only 1,2 --hosts 50 # some items, other sizes
 """
@@ -28,20 +32,51 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import agent, gate, peers, provisioning, scale
-from bench.cluster import Client, audited_cluster
+from bench.cluster import Client, bench_cluster
 from bench.measure import Machine, load
 from bench.report import Figure, say, table
+from tests.harness.audit import AuditedControlPlane
 
 ITEMS = ("1", "2", "3", "4", "5", "6")
+
+
+LARGE_ROUND = provisioning.LARGE
 
 
 def _counts(text: str) -> list[int]:
     return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
 
 
+def rounds_of(hosts: str, *, large: bool) -> list[int]:
+    """Item 1's headline rounds: ``--hosts``, then 10,000 with ``--large`` (unless listed)."""
+    rounds = _counts(hosts)
+    return [*rounds, LARGE_ROUND] if large and LARGE_ROUND not in rounds else rounds
+
+
+def attribution_size(rounds: Sequence[int], requested: int | None) -> int:
+    """Hosts of the attribution round (on an audited plane): as requested, else the largest
+    headline round up to 1,000 (requests per host hardly change beyond; 10,000 more hosts on
+    an audited plane would double a ``--large`` run's time)."""
+    if requested is not None:
+        return requested
+    return min(max(rounds, default=0), 1000)
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", default="100,1000", help="item 1: rounds of N hosts")
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help=f"item 1: a round of {LARGE_ROUND:,} hosts after the others (tens of minutes)",
+    )
+    parser.add_argument(
+        "--attribution-hosts",
+        type=int,
+        default=None,
+        help="item 1: hosts of the round on an audited API server that attributes API requests "
+        "to components (default: the largest round up to 1000; 0: none)",
+    )
     parser.add_argument("--memory-hosts", default="1000,10000", help="item 4: host counts")
     parser.add_argument("--scan-hosts", type=int, default=10_000, help="item 3 in-process")
     parser.add_argument(
@@ -69,6 +104,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         arguments.hosts, arguments.memory_hosts = "20", "200,1000"
         arguments.scan_hosts, arguments.agent_sites = 1000, "100"
         arguments.webhook_seconds, arguments.gate_requests = 3, 300
+    arguments.rounds = rounds_of(arguments.hosts, large=arguments.large)
+    arguments.attribution_hosts = attribution_size(arguments.rounds, arguments.attribution_hosts)
     return arguments
 
 
@@ -106,9 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serving_items(arguments: argparse.Namespace, only: set[str], workdir: Path) -> list[Figure]:
+    """Items 1, 2, 5, 6 on a plane without an audit log (the headline), then item 1's
+    attribution round on a fresh, audited plane with a stack of its own, then item 1's peers."""
     figures: list[Figure] = []
-    say("\nstarting a control plane (etcd, kube-apiserver with an audit log)...")
-    with audited_cluster(workdir / "plane") as plane:
+    say("\nstarting a control plane (etcd, kube-apiserver without an audit log)...")
+    with bench_cluster(workdir / "plane", audited=False) as plane:
         client = Client(plane.kubeconfig)
         for count in _counts(arguments.agent_sites) if "5" in only else []:
             figures += guarded(
@@ -123,44 +162,72 @@ def serving_items(arguments: argparse.Namespace, only: set[str], workdir: Path) 
                 ),
             )
         if only & {"1", "2"}:
-            stack = provisioning.ServingStack(plane, workdir / "stack")
-            try:
-                stack.start()
-                rounds = _counts(arguments.hosts) if "1" in only else []
-                for number, count in enumerate(rounds):
-                    name = f"round{number}"
-                    measure = functools.partial(
-                        provisioning.provision,
-                        stack,
-                        client,
-                        count,
-                        round_name=name,
-                        timeout=max(120, count * 0.6),
-                    )
-                    figures += guarded(f"1. provision {count} hosts", measure)
-                    if number < len(rounds) - 1:
-                        provisioning.delete_round(plane, name)
-                if "2" in only:
-                    figures += guarded(
-                        "2. webhook",
-                        lambda: provisioning.webhook_latency(
-                            stack,
-                            client,
-                            rate=arguments.webhook_rate,
-                            seconds=arguments.webhook_seconds,
-                        ),
-                    )
-            finally:
-                stack.stop()
-        if "1" in only:
-            figures.append(peers.production_limits())
-            if not arguments.no_peers:
-                figures += peer_figures(arguments, figures, workdir / "peers")
+            rounds = arguments.rounds if "1" in only else []
+            figures += stack_items(
+                plane, client, workdir / "stack", rounds, arguments, webhook="2" in only
+            )
         if "6" in only:
             figures += guarded(
                 "6. tenancy gate",
                 lambda: gate.gate_latency(plane, client, workdir / "gate", arguments.gate_requests),
             )
+    if "1" in only:
+        if arguments.attribution_hosts:
+            say(
+                f"\nstarting a control plane with an audit log for the attribution round "
+                f"({arguments.attribution_hosts} hosts)..."
+            )
+            with bench_cluster(workdir / "audited-plane", audited=True) as plane:
+                client = Client(plane.kubeconfig)
+                rounds = [arguments.attribution_hosts]
+                stack = workdir / "audited-stack"
+                figures += stack_items(plane, client, stack, rounds, arguments, webhook=False)
+        figures.append(peers.production_limits())
+        if not arguments.no_peers:
+            figures += peer_figures(arguments, figures, workdir / "peers")
+    return figures
+
+
+def stack_items(
+    plane: AuditedControlPlane,
+    client: Client,
+    workdir: Path,
+    rounds: Sequence[int],
+    arguments: argparse.Namespace,
+    *,
+    webhook: bool,
+) -> list[Figure]:
+    """Item 1's rounds one after another on one serving stack (each round's hosts deleted
+    before the next), then item 2 (the webhook) if asked."""
+    figures: list[Figure] = []
+    stack = provisioning.ServingStack(plane, workdir)
+    try:
+        stack.start()
+        for number, count in enumerate(rounds):
+            name = f"round{number}"
+            measure = functools.partial(
+                provisioning.provision,
+                stack,
+                client,
+                count,
+                round_name=name,
+                timeout=provisioning.round_timeout(count),
+            )
+            figures += guarded(provisioning.round_item(count, audited=plane.audited), measure)
+            if number < len(rounds) - 1:
+                provisioning.delete_round(client, name, count)
+        if webhook:
+            figures += guarded(
+                "2. webhook",
+                lambda: provisioning.webhook_latency(
+                    stack,
+                    client,
+                    rate=arguments.webhook_rate,
+                    seconds=arguments.webhook_seconds,
+                ),
+            )
+    finally:
+        stack.stop()
     return figures
 
 
@@ -169,11 +236,9 @@ def peer_figures(
 ) -> list[Figure]:
     """Item 1's peers for each round's N, in the same run; the operator's time as a ratio."""
     results: list[Figure] = []
-    for count in _counts(arguments.hosts):
-        operator = next(
-            (f.seconds for f in figures if f.item == f"1. provision {count} hosts" and f.seconds),
-            None,
-        )
+    for count in arguments.rounds:
+        headline = provisioning.round_item(count, audited=False)
+        operator = next((f.seconds for f in figures if f.item == headline and f.seconds), None)
         compare = functools.partial(
             peers.compare,
             count,
@@ -201,7 +266,7 @@ def scale_items(arguments: argparse.Namespace, only: set[str], workdir: Path) ->
         figures += scale.scan_in_process(count)
         figures += scale.scan_in_process(count, due=count // 100)[1:]
     say("\nstarting a fresh control plane for the scale items...")
-    with audited_cluster(workdir / "plane") as plane:
+    with bench_cluster(workdir / "plane", audited=True) as plane:
         client = Client(plane.kubeconfig, threads=24)
         run = scale.ScaleRun(plane, client, workdir)
         try:

@@ -1,0 +1,66 @@
+"""The benchmark's item 1 choices that are pure: which rounds run, which one is audited, the
+targets and timeouts by size, and the agent's batch times read from its log."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.provisioning import batch_seconds, ready_target, round_item, round_timeout
+from bench.run import attribution_size, parse, rounds_of
+
+
+def test_large_adds_a_round_of_ten_thousand_after_the_others() -> None:
+    assert rounds_of("100,1000", large=True) == [100, 1000, 10_000]
+    assert rounds_of("100,1000", large=False) == [100, 1000]
+    assert rounds_of("10_000", large=True) == [10_000]
+
+
+@pytest.mark.parametrize(
+    ("rounds", "requested", "expected"),
+    [
+        ([100, 1000, 10_000], None, 1000),  # never 10,000 on an audited plane by default
+        ([50, 200], None, 200),
+        ([100, 1000], 100, 100),
+        ([100, 1000], 0, 0),
+        ([], None, 0),
+    ],
+)
+def test_attribution_round_is_the_largest_round_up_to_a_thousand(
+    rounds: list[int], requested: int | None, expected: int
+) -> None:
+    assert attribution_size(rounds, requested) == expected
+
+
+def test_command_line_sets_rounds_and_attribution() -> None:
+    arguments = parse(["--large"])
+    assert (arguments.rounds, arguments.attribution_hosts) == ([100, 1000, 10_000], 1000)
+    arguments = parse(["--quick"])
+    assert (arguments.rounds, arguments.attribution_hosts) == ([20], 20)
+
+
+def test_targets_by_size() -> None:
+    assert ready_target(1000) == ("< 40 s", 40.0)
+    assert ready_target(10_000) == ("< 10 min", 600.0)
+    assert ready_target(100) is None
+
+
+def test_timeouts_scale_with_the_number_of_hosts() -> None:
+    assert round_timeout(50) == 120
+    assert round_timeout(10_000) == 6000
+
+
+def test_headline_and_attribution_rounds_are_told_apart() -> None:
+    assert round_item(1000, audited=False) == "1. provision 1000 hosts"
+    assert "audit log on" in round_item(1000, audited=True)
+
+
+def test_batch_seconds_from_the_agent_log() -> None:
+    log = (
+        "2026-11-27 23:30:17,918 INFO vhost_operator.agent.agent: nginx reloaded: 110 hosts "
+        "changed, 0 rejected, 1 nginx -t runs, 3.99s after the batch started\n"
+        "2026-11-27 23:30:18,000 INFO vhost_operator.agent.agent: reported 110 hosts\n"
+        "2026-11-27 23:30:25,223 INFO vhost_operator.agent.agent: nginx reloaded: 3 hosts "
+        "changed, 1 rejected, 4 nginx -t runs, 12.50s after the batch started\n"
+    )
+    assert batch_seconds(log) == [3.99, 12.5]
+    assert batch_seconds("") == []
