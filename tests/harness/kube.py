@@ -101,3 +101,22 @@ def set_pod_ready(cluster: Cluster, namespace: str, name: str, ready: bool) -> N
         "patch", "pod", name, "-n", namespace, "--subresource=status", "--type=merge",
         "-p", json.dumps({"status": status}),
     )  # fmt: skip
+
+
+WEBHOOK_CALLS = "apiserver_admission_webhook_admission_duration_seconds_count{"
+
+
+def webhook_calls(cluster: Cluster) -> dict[tuple[str, str], int]:
+    """How many times the API server has called each admission webhook so far, by webhook
+    name and operation (its own metrics: a webhook skipped by a match condition is not
+    called)."""
+    metrics = cluster.kubectl("get", "--raw", "/metrics").stdout
+    calls: dict[tuple[str, str], int] = {}
+    for line in metrics.splitlines():
+        if not line.startswith(WEBHOOK_CALLS):
+            continue
+        series, _, value = line.rpartition(" ")
+        found = dict(label.split("=", 1) for label in series[len(WEBHOOK_CALLS) : -1].split(","))
+        key = (found["name"].strip('"'), found["operation"].strip('"'))
+        calls[key] = calls.get(key, 0) + int(float(value))
+    return calls

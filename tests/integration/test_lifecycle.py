@@ -152,6 +152,47 @@ def test_retry_on_a_ready_host_is_a_conflict(
     assert "VirtualHost healthy is Ready" in refused.stderr
 
 
+def test_only_changes_the_rules_read_reach_the_webhook(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    """The API server calls the webhook for a create, a spec change and a retry annotation,
+    and skips (its match condition) updates that change neither: kopf's own bookkeeping
+    (finalizer, last handled configuration) and other labels or annotations; for MailDomains
+    too."""
+    start_with_webhook(start_operator, cluster)
+    vh, md = "virtualhosts.vhost-operator.io", "maildomains.vhost-operator.io"
+    before = kube.webhook_calls(cluster)
+
+    def called() -> dict[tuple[str, str], int]:
+        now = kube.webhook_calls(cluster)
+        return {key: n - before.get(key, 0) for key, n in now.items() if n > before.get(key, 0)}
+
+    kube.apply_manifests(cluster, [kube.virtualhost("calls", "calls.example.com")], tmp_path)
+    ready = wait_for(cluster, "vh", "calls", settled, what="Ready", timeout=60)
+    assert phase_of(ready) == "Ready", ready["status"]
+    assert ready["metadata"]["finalizers"], "kopf updated the host (its finalizer)"
+    cluster.kubectl("annotate", "vh", "calls", "example.com/note=1")
+    cluster.kubectl("label", "vh", "calls", "example.com/team=a")
+    assert called() == {(vh, "CREATE"): 1}
+    cluster.kubectl("patch", "vh", "calls", "--type=merge", "-p", '{"spec":{"enabled":false}}')
+    assert called() == {(vh, "CREATE"): 1, (vh, "UPDATE"): 1}
+    refused = cluster.kubectl("annotate", "vh", "calls", "vhost-operator.io/retry=1", check=False)
+    assert refused.returncode != 0 and "(Conflict)" in refused.stderr, refused.stderr
+    assert called() == {(vh, "CREATE"): 1, (vh, "UPDATE"): 2}
+    maildomain = {
+        "apiVersion": "vhost-operator.io/v1alpha1",
+        "kind": "MailDomain",
+        "metadata": {"name": "calls-example-com"},
+        "spec": {"name": "calls.example.com"},
+    }
+    try:
+        kube.apply_manifests(cluster, [maildomain], tmp_path)
+        cluster.kubectl("annotate", "md", "calls-example-com", "example.com/note=1")
+        assert called()[(md, "CREATE")] == 1 and (md, "UPDATE") not in called()
+    finally:
+        cluster.kubectl("delete", "md", "calls-example-com", "--ignore-not-found")
+
+
 def test_retry_after_the_acme_directory_comes_back(
     cluster: Cluster, start_operator: OperatorFactory, responder_port: int, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import kopf
 
+from vhost_operator.admission.configuration import OPERATIONS
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 from vhost_operator.handlers.context import context_of
 from vhost_operator.resources.models import (
@@ -37,7 +38,7 @@ against what is listed so far (failurePolicy is Ignore anyway, and the operator 
     VERSION,
     VIRTUALHOSTS,
     id="virtualhosts",
-    operations=["CREATE", "UPDATE"],
+    operations=list(OPERATIONS),
     ignore_failures=True,
 )
 async def validate_virtualhost(
@@ -77,7 +78,7 @@ async def validate_virtualhost(
     VERSION,
     MAILDOMAINS,
     id="maildomains",
-    operations=["CREATE", "UPDATE"],
+    operations=list(OPERATIONS),
     ignore_failures=True,
 )
 async def validate_maildomain(*, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:

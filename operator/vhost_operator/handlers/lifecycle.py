@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from vhost_operator.admission.configuration import validating_webhooks
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import share_challenges, slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
@@ -23,15 +24,17 @@ from vhost_operator.handlers.kopf_storage import SlimAnnotationsDiffBaseStorage
 from vhost_operator.handlers.mailserving import MailConditionWrites
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_renewal_info, start_scanner
-from vhost_operator.handlers.webhook_server import ReasonedWebhookServer
+from vhost_operator.handlers.webhook_server import Configure, ReasonedWebhookServer
 from vhost_operator.kube.mailtls import watch_mail_reports
 from vhost_operator.kube.sites import SiteObjects
 from vhost_operator.kube.watching import ObjectWatch
+from vhost_operator.kube.webhooks import WebhookConfigurations
 from vhost_operator.memory import release_periodically
 from vhost_operator.provisioning.mailserving import MailServingKeeper
 from vhost_operator.resources.models import GROUP
 from vhost_operator.resources.watch import WatchEvent
-from vhost_operator.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 KOPF_CONNECTIONS = 32
 """Connections kopf's own API client may have open at once (kopf's default: no limit). kopf
@@ -166,7 +169,7 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     if context.settings.metrics_port:
         serve_metrics(context.settings.metrics_port, context.hosts.views)
     if context.settings.webhook_enabled:
-        serve_admission(settings, context.settings)
+        serve_admission(settings, context)
     if context.applications is not None:
         # The nginx agent's reports (site ConfigMap annotations), for the waiting steps.
         sites = SiteObjects(context.client, context.settings.nginx_namespace)
@@ -226,8 +229,10 @@ def follow(watch: ObjectWatch, apply: Callable[[WatchEvent], None]) -> asyncio.T
     return asyncio.create_task(run(), name=f"follow {watch!r}")
 
 
-def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
-    """Serve the validating webhook over TLS and let kopf keep its configuration current."""
+def serve_admission(kopf_settings: kopf.OperatorSettings, context: OperatorContext) -> None:
+    """Serve the validating webhook over TLS (kopf's server) and keep its configuration current
+    (ours: :func:`webhook_configurer`)."""
+    settings = context.settings
     if settings.webhook_cert_dir is not None:
         directory = settings.webhook_cert_dir
         ca_pem = (directory / "ca.crt").read_bytes()
@@ -248,8 +253,33 @@ def serve_admission(kopf_settings: kopf.OperatorSettings, settings: Settings) ->
         certfile=str(certificate),
         pkeyfile=str(key),
         cadata=ca_pem,
+        configure=webhook_configurer(context),
     )
-    kopf_settings.admission.managed = settings.webhook_configuration_name
+
+
+def webhook_configurer(context: OperatorContext) -> Configure:
+    """Write the ValidatingWebhookConfiguration (with its match conditions) for a client config
+    of the webhook server, once this replica leads: every replica serves the webhook, the
+    leader's address is the one registered (as with kopf's managed mode, whose requests
+    waited for leadership too). When the server stops, a replica that wrote the configuration
+    empties it, as kopf did: the API server then calls no webhook that is gone."""
+    name = context.settings.webhook_configuration_name
+    configurations = WebhookConfigurations(context.client)
+    written = False
+
+    async def configure(client_config: Any | None) -> None:
+        nonlocal written
+        if client_config is None:
+            if written:
+                logger.info("Removing the webhooks of %s.", name)
+                await configurations.put_validating(name, [])
+            return
+        await context.until_leading()
+        logger.info("Writing the ValidatingWebhookConfiguration %s.", name)
+        await configurations.put_validating(name, validating_webhooks(client_config, suffix=name))
+        written = True
+
+    return configure
 
 
 @kopf.on.cleanup()

@@ -10,12 +10,14 @@ URL's host name goes through the API server's own resolver, which on most cluste
 server on the host network) does not know ``.svc`` names.
 
 An update the rules have nothing to say about (``admission.rules.review_needed``) is allowed
-here, before kopf builds its review (a diff and a deep copy of both objects, the handler).
+here, before kopf builds its review (a diff and a deep copy of both objects, the handler). The
+configuration the server's client config goes to (``configure``) tells the API server not to
+send those at all (``admission.configuration``); this answers them where it still does.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -62,17 +64,35 @@ def through_service(client_config: Any, namespace: str, name: str, port: int) ->
     }
 
 
+Configure = Callable[[Any | None], Awaitable[None]]
+"""Writes the webhook configuration for a client config; ``None``: the server stops."""
+
+
 class ReasonedWebhookServer(kopf.WebhookServer):
     """``service``: ``(namespace, name)`` of the Service in front of the webhook, whose port is
-    the listening port; ``None`` registers kopf's URL."""
+    the listening port; ``None`` registers kopf's URL. ``configure`` is called with every
+    client config the server has, before kopf gets it (kopf's managed mode is off: it would
+    write the configuration without match conditions)."""
 
-    def __init__(self, *, service: tuple[str, str] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        service: tuple[str, str] | None = None,
+        configure: Configure | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
         self.service = service
+        self.configure = configure
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for client_config in super().__call__(answering(fn)):
-            if self.service is not None and self.port is not None:
-                yield through_service(client_config, *self.service, self.port)
-            else:
+        try:
+            async for client_config in super().__call__(answering(fn)):
+                if self.service is not None and self.port is not None:
+                    client_config = through_service(client_config, *self.service, self.port)
+                if self.configure is not None:
+                    await self.configure(client_config)
                 yield client_config
+        finally:
+            if self.configure is not None:
+                await self.configure(None)
