@@ -52,7 +52,7 @@ from bench.measure import (
 from bench.report import Figure, say
 from tests.harness.agent import AgentProcess
 from tests.harness.audit import AuditedControlPlane
-from tests.harness.kube import NAMESPACE
+from tests.harness.kube import NAMESPACE, webhook_calls
 from tests.harness.nginx import NginxServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
@@ -228,6 +228,7 @@ def provision(
     )
     audit = AuditLog(stack.plane)
     mark, acme_before = audit.mark(), stack.acme_requests()
+    webhook_before = webhook_calls(stack.plane)
     reloads_before = stack.agent.reloads()
     agent_log_mark = _size(stack.agent.log_path)
     reset_peak_rss(stack.operator.pid)
@@ -252,6 +253,7 @@ def provision(
     all_cpu = cpu_used_since(all_cpu_before)
     bench_cpu = time.process_time() - bench_cpu_before
     acme = stack.acme_requests() - acme_before
+    webhook = _calls_since(webhook_before, webhook_calls(stack.plane))
     reloads = stack.agent.reloads() - reloads_before
     rss, peak = rss_mib(stack.operator.pid)
     say(
@@ -265,6 +267,12 @@ def provision(
         half = intake[len(intake) // 2]
         say(f"intake: a status on {len(intake)} hosts after {intake[-1]:.1f}s (half {half:.1f}s)")
     say(f"ACME requests (pebble): {acme} ({acme / count:.1f}/host); nginx reloads {reloads}")
+    say(
+        f"webhook calls (API server's metrics): {sum(webhook.values())} "
+        f"({sum(webhook.values()) / count:.1f}/host: "
+        + ", ".join(f"{operation} {calls}" for operation, calls in sorted(webhook.items()))
+        + ")"
+    )
     cores = os.cpu_count() or 1
     say(
         f"CPU seconds in those {elapsed:.0f}s ({cores} cores = {cores * elapsed:.0f} CPU-s; "
@@ -275,12 +283,24 @@ def provision(
     if outcome.failed:
         say("  first failure: " + _first_failure(tracker, names))
     figures = _round_figures(item, outcome, acme=acme, reloads=reloads, audited=audited)
+    figures.append(Figure(item, "webhook calls/host", f"{sum(webhook.values()) / count:.1f}"))
     if audited:
         time.sleep(1)  # the last requests reach the audit log
         return figures + _attribution(item, count, audit.since(mark))
     figures += _operator_memory(item, count, rss, peak)
     agent_log = _read_from(stack.agent.log_path, agent_log_mark)
     return figures + _serving_footprint(stack, item, count, batch_seconds(agent_log))
+
+
+def _calls_since(
+    before: dict[tuple[str, str], int], now: dict[tuple[str, str], int]
+) -> dict[str, int]:
+    """Our webhooks' calls between two readings, by operation."""
+    calls: dict[str, int] = {}
+    for (name, operation), count in now.items():
+        if name.endswith(f".{GROUP}") and count > before.get((name, operation), 0):
+            calls[operation] = calls.get(operation, 0) + count - before.get((name, operation), 0)
+    return calls
 
 
 def _round_figures(
