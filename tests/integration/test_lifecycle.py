@@ -6,6 +6,7 @@ ACME against a real pebble and the nginx steps on.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -191,6 +192,33 @@ def test_only_changes_the_rules_read_reach_the_webhook(
         assert called()[(md, "CREATE")] == 1 and (md, "UPDATE") not in called()
     finally:
         cluster.kubectl("delete", "md", "calls-example-com", "--ignore-not-found")
+
+
+def test_a_stopped_operator_leaves_no_webhook_to_call(
+    cluster: Cluster, start_operator: OperatorFactory
+) -> None:
+    """The operator writes its webhooks when it starts and removes them when it stops (as
+    kopf's managed mode did): the API server then calls no webhook that is gone."""
+    operator = start_operator(
+        webhook_enabled="true", webhook_host="127.0.0.1", webhook_port=str(free_port())
+    )
+
+    def webhooks() -> list[dict[str, object]]:
+        found = cluster.kubectl(
+            "get", "validatingwebhookconfiguration", "vhost-operator.io", "-o", "json",
+            "--ignore-not-found",
+        )  # fmt: skip
+        return list(json.loads(found.stdout).get("webhooks") or []) if found.stdout else []
+
+    deadline = time.monotonic() + 30
+    while not webhooks() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {w["name"] for w in webhooks()} == {
+        "virtualhosts.vhost-operator.io",
+        "maildomains.vhost-operator.io",
+    }
+    operator.stop()
+    assert webhooks() == []
 
 
 def test_retry_after_the_acme_directory_comes_back(
