@@ -262,7 +262,9 @@ def webhook_configurer(context: OperatorContext) -> Configure:
     of the webhook server, once this replica leads: every replica serves the webhook, the
     leader's address is the one registered (as with kopf's managed mode, whose requests
     waited for leadership too). When the server stops, a replica that wrote the configuration
-    empties it, as kopf did: the API server then calls no webhook that is gone."""
+    empties it, as kopf did: the API server then calls no webhook that is gone. It still holds
+    the Lease then (it releases it afterwards, in ``stop``); one that loses the Lease exits at
+    once, without this, so it never removes a new leader's webhooks."""
     name = context.settings.webhook_configuration_name
     configurations = WebhookConfigurations(context.client)
     written = False
