@@ -17,7 +17,8 @@ must be given a layer there.
 4. ``handlers``: kopf handlers. They translate events into calls of plain, typed functions and
    hold no logic of their own.
 5. ``catalog`` (the operator's in-memory view of every host and claim, fed by watches) and
-   ``admission`` (the webhook's rules, pure, and its TLS material).
+   ``admission`` (the webhook's rules and its configuration's webhooks, pure, and its TLS
+   material).
 6. The kinds of work, independent: ``provisioning`` (the chain of steps that takes a
    VirtualHost from Pending to Ready, renewal, MailDomain linking, the MailServing condition),
    ``agent`` (the nginx agent), ``tenancy`` (the tenancy gate) and ``mailtls`` (the mail TLS
@@ -32,11 +33,11 @@ must be given a layer there.
    ``settings``, ``errors``.
 
 Further rules: only ``kube`` imports ``kubernetes``, only ``acme`` imports ``acme`` and
-``josepy``. The pure modules (layer 8, ``nginx``, ``admission.rules``, ``kubectl.report``, the
-gate's ``names``, ``themes``, ``gate`` and ``directory``, the nginx agent's ``desired``, ``plan``
-and ``apply``, the mail TLS agent's ``desired`` and ``render``) import none of ``kube``,
-``acme``, kopf or aiohttp, not even through another module. The agents and the gate import
-neither ``provisioning``, ``handlers``, kopf nor ACME code.
+``josepy``. The pure modules (layer 8, ``nginx``, ``admission.rules`` and ``configuration``,
+``kubectl.report``, the gate's ``names``, ``themes``, ``gate`` and ``directory``, the nginx
+agent's ``desired``, ``plan`` and ``apply``, the mail TLS agent's ``desired`` and ``render``)
+import none of ``kube``, ``acme``, kopf or aiohttp, not even through another module. The agents
+and the gate import neither ``provisioning``, ``handlers``, kopf nor ACME code.
 """
 
 __version__ = "0.1.0"
