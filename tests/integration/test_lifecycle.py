@@ -32,7 +32,7 @@ def start_with_webhook(start_operator: OperatorFactory, cluster: Cluster, **over
     start_operator(
         webhook_enabled="true", webhook_host="127.0.0.1", webhook_port=str(free_port()), **overrides
     )
-    # kopf registers the webhook configuration at start-up; wait until the API server has it.
+    # The operator registers the webhook configuration at start-up; wait until it exists.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         found = cluster.kubectl(
