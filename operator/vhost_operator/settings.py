@@ -228,7 +228,9 @@ class Settings(BaseSettings):
 
     nginx_certificate_dir: str = "/etc/nginx/vhost-operator/certs"
     """Where the nginx agent writes each host's certificate, as ``<dir>/<hostname>/tls.crt`` and
-    ``tls.key``; the final config points nginx there."""
+    ``tls.key`` (the agent's ``<root_dir>/certs``). The final configs of this release name no
+    path (the agent's default TLS server loads from its own directory), so it only matters to
+    the configs of earlier releases, which named their paths there."""
 
     primary_hostnames: tuple[str, ...] = ()
     """The instance's own hostnames (the tenancy gate's ``VHOST_GATE_PRIMARY_HOSTNAMES``: logins

@@ -35,6 +35,7 @@ class AgentProcess(ComponentProcess):
         self.settings = {
             "VHOST_AGENT_NAMESPACE": namespace,
             "VHOST_AGENT_ROOT_DIR": str(nginx.root),
+            "VHOST_AGENT_HTTPS_PORT": str(nginx.https_port),
             "VHOST_AGENT_NGINX_BINARY": nginx.binary,
             "VHOST_AGENT_NGINX_CONF": str(nginx.conf),
             "VHOST_AGENT_NGINX_PID_FILE": str(nginx.pid_file),

@@ -36,9 +36,10 @@ from cryptography.x509.oid import NameOID
 
 from tests.harness.processes import ManagedProcess, log_tail
 from vhost_operator.nginx import (
-    HTTP_DEFINITIONS,
     SERVER_NAMES_HASH_BUCKET_SIZE,
+    SERVER_NAMES_HASH_MAX_SIZE,
     SiteConfig,
+    http_definitions,
     render_final,
 )
 
@@ -49,6 +50,8 @@ T = TypeVar("T")
 
 _FALLBACK_NGINX = "/usr/sbin/nginx"  # Debian's location; /usr/sbin is not on every user's PATH
 _TIMEOUT_SECONDS = 30
+CHECK_HTTPS_PORT = 8443
+"""The HTTPS port of :func:`nginx_check`'s config: TLS sites checked there listen on it."""
 _MAX_COMMON_NAME = 64
 
 # nginx writes request bodies and buffered responses to these; their compiled-in defaults are
@@ -76,7 +79,7 @@ def nginx_check_final(config: SiteConfig, *, tmp_dir: Path) -> subprocess.Comple
     chain, key = self_signed_certificate([config.hostname, *config.additional_names])
     directory = tmp_dir.resolve() / "tls"
     paths = {"certificate_path": f"{directory}/tls.crt", "key_path": f"{directory}/tls.key"}
-    ports = {"http_port": 8080, "https_port": 8443}
+    ports = {"http_port": 8080, "https_port": CHECK_HTTPS_PORT}
     rendered = render_final(config.model_copy(update={**paths, **ports}))
     files = {"tls/tls.crt": chain, "tls/tls.key": key}
     return nginx_check([rendered], tmp_dir=tmp_dir, extra_files=files)
@@ -87,12 +90,16 @@ def nginx_check(
     *,
     tmp_dir: Path,
     extra_files: Mapping[str, bytes] | None = None,
+    https_port: int = CHECK_HTTPS_PORT,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``nginx -t`` on ``server_blocks`` inside a full config rooted at ``tmp_dir``.
 
     ``extra_files`` are written first, relative to ``tmp_dir`` (certificates and keys that the
-    blocks reference by absolute path). Returns the finished process: ``returncode`` 0 means nginx
-    accepted the config, and ``stderr`` holds nginx's verdict either way.
+    blocks reference by absolute path). The config has the agent's http-level definitions, with
+    ``tmp_dir/certs`` as the certificate directory and ``https_port`` as the HTTPS port (TLS
+    sites on another port would lack a default server with a certificate). Returns the finished
+    process: ``returncode`` 0 means nginx accepted the config, and ``stderr`` holds nginx's
+    verdict either way.
     """
     tmp_dir = tmp_dir.resolve()
     for relative, content in (extra_files or {}).items():
@@ -107,7 +114,7 @@ def nginx_check(
         (sites / f"{index:04d}.conf").write_text(block, encoding="utf-8")
 
     conf = tmp_dir / "nginx.conf"
-    conf.write_text(_main_config(tmp_dir, sites), encoding="utf-8")
+    conf.write_text(_main_config(tmp_dir, sites, https_port), encoding="utf-8")
     return subprocess.run(
         [nginx_binary(), "-t", "-c", str(conf), "-p", f"{tmp_dir}/", "-e", f"{tmp_dir}/error.log"],
         capture_output=True,
@@ -125,7 +132,7 @@ def _safe_relative(relative: str) -> PurePosixPath:
     return path
 
 
-def _main_config(tmp_dir: Path, sites: Path) -> str:
+def _main_config(tmp_dir: Path, sites: Path, https_port: int) -> str:
     temp_paths = "\n".join(
         f"    {directive} {tmp_dir}/{directive.removesuffix('_temp_path')}_temp;"
         for directive in _TEMP_PATH_DIRECTIVES
@@ -143,8 +150,9 @@ http {{
 {temp_paths}
     # Long hostnames need a bigger bucket than nginx's default; the renderer says how big.
     server_names_hash_bucket_size {SERVER_NAMES_HASH_BUCKET_SIZE};
+    server_names_hash_max_size {SERVER_NAMES_HASH_MAX_SIZE};
     # What the nginx agent writes next to the sites it mirrors.
-{textwrap.indent(HTTP_DEFINITIONS, "    ")}
+{textwrap.indent(http_definitions(f"{tmp_dir}/certs", https_port), "    ")}
     include {sites}/*.conf;
 }}
 """
@@ -197,10 +205,11 @@ class NginxServer:
     """A real nginx on unprivileged ports, everything it writes inside ``workdir``.
 
     Its ``nginx.conf`` is what a deployer provides next to the agent: the ``http {}`` block sets
-    the bucket size long hostnames need, has default servers (HTTP: 404, HTTPS: the handshake is
-    refused) and includes ``<root>/sites-enabled/*.conf``, where ``root`` is the agent's
-    directory. nginx runs in the foreground (``daemon off``) under the harness, with a pid file
-    the agent signals to reload.
+    the hash sizes thousands of (long) hostnames need, has the HTTP default server (404) and
+    includes ``<root>/sites-enabled/*.conf``, where ``root`` is the agent's directory; the HTTPS
+    default server is the agent's (its definitions file), so before the agent's first batch
+    nginx does not listen on the HTTPS port. nginx runs in the foreground (``daemon off``) under
+    the harness, with a pid file the agent signals to reload.
     """
 
     def __init__(
@@ -316,18 +325,15 @@ http {{
     access_log {self.workdir}/access.log;
 {temp_paths}
     server_names_hash_bucket_size {SERVER_NAMES_HASH_BUCKET_SIZE};
+    server_names_hash_max_size {SERVER_NAMES_HASH_MAX_SIZE};
 
-    # Requests for a host nginx does not serve (unknown, disabled, deleted) end here.
+    # Requests for a host nginx does not serve (unknown, disabled, deleted) end here. (On the
+    # HTTPS port, the agent's definitions hold the default server.)
     server {{
         listen {self.http_port} default_server;
         server_name _;
         default_type text/plain;
         return 404 "no such site\\n";
-    }}
-    server {{
-        listen {self.https_port} ssl default_server;
-        server_name _;
-        ssl_reject_handshake on;
     }}
 
     include {self.root}/sites-enabled/*.conf;
@@ -396,9 +402,9 @@ def http_status(port: int, host: str, path: str = "/") -> int | None:
         return None
 
 
-def served_certificate(port: int, hostname: str) -> x509.Certificate | None:
-    """The leaf certificate nginx presents for SNI ``hostname``; ``None`` if it refuses the
-    handshake (no site for that name)."""
+def served_certificate(port: int, hostname: str | None) -> x509.Certificate | None:
+    """The leaf certificate nginx presents for SNI ``hostname`` (``None``: a client sending no
+    SNI); ``None`` if it refuses the handshake (no site for that name)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # only looking: https_request verifies

@@ -22,7 +22,6 @@ from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
-from vhost_operator.nginx.render import PER_HANDSHAKE_VARIABLE
 from vhost_operator.resources.naming import (
     next_key_secret_name,
     site_configmap_name,
@@ -95,9 +94,9 @@ def test_host_goes_pending_to_ready_with_a_verified_certificate(
         "-o",
         "jsonpath={.data.one\\.example\\.com\\.conf}",
     ).stdout
-    # The host's own path; the always-empty variable makes nginx load it per TLS handshake.
-    certificate = "/etc/nginx/vhost-operator/certs/one.example.com/tls.crt"
-    assert f"ssl_certificate {certificate}${PER_HANDSHAKE_VARIABLE};" in config
+    # No certificate of its own: the TLS sites share the default server's context.
+    assert " ssl http2;\n    server_name one.example.com;" in config
+    assert "ssl_certificate" not in config
     assert "location ^~ /.well-known/acme-challenge/" in config
     print(f"\napply -> Ready for 1 host: {elapsed:.2f}s")
 

@@ -26,7 +26,12 @@ from tests.harness.nginx import nginx_binary, self_signed_certificate
 from tests.harness.processes import free_port
 from vhost_operator.agent import files
 from vhost_operator.agent.settings import AgentSettings
-from vhost_operator.nginx import SERVER_NAMES_HASH_BUCKET_SIZE, SiteConfig, render_final
+from vhost_operator.nginx import (
+    SERVER_NAMES_HASH_BUCKET_SIZE,
+    SERVER_NAMES_HASH_MAX_SIZE,
+    SiteConfig,
+    render_final,
+)
 from vhost_operator.settings import Settings
 from vhost_operator.tenancy.settings import GateSettings
 
@@ -576,6 +581,8 @@ def test_agent_and_operator_agree_on_paths(full_manifests: list[Manifest]) -> No
         operator["VHOST_OPERATOR_NGINX_CERTIFICATE_DIR"] == agent["VHOST_AGENT_ROOT_DIR"] + "/certs"
     )
     assert agent["VHOST_AGENT_NAMESPACE"] == operator["VHOST_OPERATOR_NGINX_NAMESPACE"] == "web"
+    # The agent writes the default server of the port the operator's sites listen on.
+    assert agent["VHOST_AGENT_HTTPS_PORT"] == operator["VHOST_OPERATOR_NGINX_HTTPS_PORT"]
     nginx = container(deployment, "nginx")
     assert nginx["command"] == ["nginx"]
     conf_arg = nginx["args"][nginx["args"].index("-c") + 1]
@@ -584,6 +591,7 @@ def test_agent_and_operator_agree_on_paths(full_manifests: list[Manifest]) -> No
     assert f"pid {agent['VHOST_AGENT_NGINX_PID_FILE']};" in conf
     assert f"include {agent['VHOST_AGENT_ROOT_DIR']}/sites-enabled/*.conf;" in conf
     assert f"server_names_hash_bucket_size {SERVER_NAMES_HASH_BUCKET_SIZE};" in conf
+    assert f"server_names_hash_max_size {SERVER_NAMES_HASH_MAX_SIZE};" in conf
     # Both containers see the pid file's directory and the sites.
     mounts = {c["name"]: {m["mountPath"] for m in c["volumeMounts"]} for c in spec["containers"]}
     for path in ("/run/nginx", agent["VHOST_AGENT_ROOT_DIR"], "/etc/vhost-operator/nginx"):
@@ -627,7 +635,9 @@ def test_the_nginx_conf_and_a_site_pass_nginx_t(helm: Helm, tmp_path: Path) -> N
         certificate_path=str(certs / "tls.crt"),
         key_path=str(certs / "tls.key"),
     )
-    files.prepare(root)  # the agent's layout, with the definitions the site configs use
+    # The agent's layout, with the definitions the site configs use: the HTTPS port's default
+    # server is the agent's, so the chart's nginx.conf must not have one (duplicate).
+    files.prepare(root, https_port)
     (root / "sites-enabled" / f"{hostname}.conf").write_text(render_final(site))
     checked = subprocess.run(
         [nginx_binary(), "-t", "-c", str(conf), "-e", "stderr"],

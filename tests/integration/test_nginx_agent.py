@@ -9,6 +9,7 @@ disk and what it reported in the ConfigMaps' annotations.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import stat
 import subprocess
@@ -34,7 +35,7 @@ from tests.harness.nginx import (
 from vhost_operator.agent.nginx import NginxControl, children
 from vhost_operator.agent.plan import key_access_problem
 from vhost_operator.certs import inspect_certificate
-from vhost_operator.nginx import SiteConfig, config_hash, render_final
+from vhost_operator.nginx import FinalLayout, SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
 
 pytestmark = pytest.mark.cluster
@@ -83,10 +84,19 @@ class Sites:
         self.upstream = upstream
         self.tmp_path = tmp_path
 
-    def config(self, hostname: str, *, tls: bool, body_size: int = 50) -> str:
+    def config(
+        self,
+        hostname: str,
+        *,
+        tls: bool,
+        body_size: int = 50,
+        additional_names: tuple[str, ...] = (),
+        layout: FinalLayout = FinalLayout.SHARED_CONTEXT,
+    ) -> str:
         certificates = self.nginx.root / "certs" / hostname
         site = SiteConfig(
             hostname=hostname,
+            additional_names=additional_names,
             challenge_upstream=f"127.0.0.1:{self.upstream}",
             upstream=f"http://127.0.0.1:{self.upstream}",
             http_port=self.nginx.http_port,
@@ -95,7 +105,7 @@ class Sites:
             key_path=str(certificates / "tls.key") if tls else None,
             max_body_size_mib=body_size,
         )
-        return render_final(site)
+        return render_final(site, layout=layout)
 
     @staticmethod
     def configmap(
@@ -131,11 +141,12 @@ class Sites:
         return kube.tls_secret(name, chain, key, NAMESPACE)
 
     def tls_site(
-        self, name: str, hostname: str, *, body_size: int = 50
+        self, name: str, hostname: str, *, body_size: int = 50, **options: Any
     ) -> tuple[list[dict[str, Any]], bytes]:
-        """ConfigMap and Secret of a host served over HTTPS, and its certificate."""
-        chain, key = self_signed_certificate([hostname])
-        config = self.config(hostname, tls=True, body_size=body_size)
+        """ConfigMap and Secret of a host served over HTTPS, and its certificate (for all its
+        names); ``options``: those of :meth:`config`."""
+        chain, key = self_signed_certificate([hostname, *options.get("additional_names", ())])
+        config = self.config(hostname, tls=True, body_size=body_size, **options)
         secret = f"{name}-tls"
         manifests = [self.secret(secret, chain, key), self.configmap(name, hostname, config)]
         manifests[1]["metadata"]["annotations"][labels.TLS_SECRET] = secret
@@ -250,6 +261,58 @@ def test_new_site_is_served_over_https_with_its_certificate(
     assert link.is_symlink() and link.resolve() == root / "sites-available" / f"{hostname}.conf"
     assert (root / "certs" / hostname / "tls.crt").read_bytes() == chain
     assert (root / "certs" / hostname / "tls.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_tls_sites_share_one_context_that_serves_each_its_own_certificate(
+    sites: Sites, nginx: NginxServer
+) -> None:
+    """The sites name no certificate, so nginx builds one TLS context (the agent's default
+    server) instead of one per site; that context loads, per handshake, the files of the site
+    the client's SNI selected: its own, for any of its names, and nothing for a name without a
+    site or a client without SNI. A ConfigMap of the previous release (a context of its own)
+    is served next to them, as after an upgrade."""
+    first, second, previous = "a.shared.example.com", "b.shared.example.com", "c.shared.example.com"
+    alias = "webmail.shared.example.com"
+    first_manifests, first_chain = sites.tls_site(
+        "vhost-shared-a", first, additional_names=(alias,)
+    )
+    second_manifests, second_chain = sites.tls_site("vhost-shared-b", second)
+    previous_manifests, previous_chain = sites.tls_site(
+        "vhost-shared-c", previous, layout=FinalLayout.PER_HANDSHAKE
+    )
+    sites.apply(first_manifests + second_manifests + previous_manifests)
+    annotations = sites.wait_applied("vhost-shared-a", "vhost-shared-b", "vhost-shared-c")
+    assert not any(labels.APPLY_ERROR in annotations[name] for name in annotations), annotations
+
+    for hostname, chain in (
+        (first, first_chain),
+        (alias, first_chain),
+        (first.upper(), first_chain),  # nginx matches server names case-insensitively
+        (second, second_chain),
+        (previous, previous_chain),
+    ):
+        assert serves_certificate(nginx, hostname, chain), hostname
+    assert https_request(nginx.https_port, alias, first_chain) == (200, f"upstream for {alias}\n")
+    assert https_request(nginx.https_port, second, second_chain)[0] == 200
+    assert served_certificate(nginx.https_port, "unknown.shared.example.com") is None
+    assert served_certificate(nginx.https_port, None) is None, "no SNI: no site, refused"
+
+    # One context: only the agent's default server, and the previous release's site, name
+    # certificates (as paths built from the selected server's name, or fixed).
+    dumped = subprocess.run(
+        [nginx.binary, "-T", "-c", str(nginx.conf), "-p", f"{nginx.workdir}/", "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    certificates = re.findall(r"^\s*ssl_certificate\s+([^;]*);", dumped, flags=re.MULTILINE)
+    assert sorted(certificates) == sorted(
+        [
+            f"{nginx.root}/certs/$server_name/tls.crt",
+            f"{nginx.root}/certs/{previous}/tls.crt$vhost_operator_per_handshake",
+        ]
+    ), certificates
 
 
 def test_disabled_site_falls_to_the_default_server_and_comes_back(

@@ -70,15 +70,17 @@ AgentFactory = Callable[[NginxServer, str], AgentProcess]
 
 
 @pytest.fixture
-def start_agent(cluster: Cluster, tmp_path: Path) -> Iterator[AgentFactory]:
+def start_agent(cluster: Cluster, nginx: NginxServer, tmp_path: Path) -> Iterator[AgentFactory]:
     """Starts an agent for an nginx replica; all stop when the test ends. A test requests it
-    before ``start_operator``: the agents then outlive the hosts' deletion at the end."""
+    before ``start_operator``: the agents then outlive the hosts' deletion at the end. Every
+    agent defines the default server of the sites' HTTPS port, replica a's."""
     started: list[AgentProcess] = []
+    https_port = str(nginx.https_port)
 
     def start(nginx: NginxServer, replica: str) -> AgentProcess:
         workdir = tmp_path / f"agent-{replica}"
         workdir.mkdir()
-        settings = {"VHOST_AGENT_REPLICA": replica}
+        settings = {"VHOST_AGENT_REPLICA": replica, "VHOST_AGENT_HTTPS_PORT": https_port}
         agent = AgentProcess(cluster.kubeconfig, workdir, nginx, kube.NAMESPACE, settings)
         started.append(agent.start())
         return agent

@@ -42,7 +42,7 @@ from vhost_operator.agent.plan import (
     stale_reports,
 )
 from vhost_operator.certs import Certificate, inspect_certificate
-from vhost_operator.nginx import SiteConfig, config_hash, render_final
+from vhost_operator.nginx import FinalLayout, SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
 
 CERTIFICATES = "/etc/nginx/vhost-operator/certs"
@@ -207,7 +207,7 @@ def test_a_pair_nginx_would_not_load_is_refused_before_it_is_written(
     )
     files = {"tls/tls.crt": chain, "tls/tls.key": key}
     checked = nginx_check(
-        [render_final(static, per_handshake=False)], tmp_dir=tmp_path, extra_files=files
+        [render_final(static, layout=FinalLayout.AT_RELOAD)], tmp_dir=tmp_path, extra_files=files
     )
     assert checked.returncode != 0, f"nginx loads {broken}: the agent need not refuse it"
 
@@ -485,9 +485,9 @@ def test_files_are_written_with_their_modes_and_undone(
     tmp_path: Path, pair: tuple[bytes, bytes]
 ) -> None:
     chain, key = pair
-    files.prepare(tmp_path)
+    files.prepare(tmp_path, 8443)
     (tmp_path / "sites-available" / ".tmp-left-by-a-crash").write_text("x")
-    files.prepare(tmp_path)
+    files.prepare(tmp_path, 8443)
     assert not (tmp_path / "sites-available" / ".tmp-left-by-a-crash").exists()
     [change] = plan({"a.example.com": site(certificate=Certificate(chain, key, "1"))}, DiskState())
     undo = files.apply_operations(tmp_path, change.operations)
@@ -512,7 +512,7 @@ def test_files_are_written_with_their_modes_and_undone(
 
 
 def test_undo_puts_back_replaced_and_removed_files(tmp_path: Path) -> None:
-    files.prepare(tmp_path)
+    files.prepare(tmp_path, 8443)
     first = plan({"a.example.com": site()}, DiskState())
     files.apply_operations(tmp_path, [op for change in first for op in change.operations])
     (tmp_path / CERTS).mkdir()

@@ -10,9 +10,11 @@ import pytest
 
 from tests.harness.nginx import nginx_check, self_signed_certificate
 from vhost_operator.nginx import (
-    HTTP_DEFINITIONS,
+    PER_HANDSHAKE_VARIABLE,
+    FinalLayout,
     SiteConfig,
     config_hash,
+    http_definitions,
     render_bootstrap,
     render_final,
     rendered_site,
@@ -112,22 +114,80 @@ def test_nginx_loads_certificates_per_handshake_not_when_it_reads_the_config(
     does not open the certificate files, so a missing one does not fail it; the layout of
     earlier releases, loaded at reload, does. (The agent checks each pair itself instead.)"""
     config = tls_site(tmp_path, **PORTS)
-    per_handshake = nginx_check([render_final(config)], tmp_dir=tmp_path / "per-handshake")
-    assert per_handshake.returncode == 0, per_handshake.stderr
-    static = nginx_check([render_final(config, per_handshake=False)], tmp_dir=tmp_path / "static")
+    for layout in (FinalLayout.SHARED_CONTEXT, FinalLayout.PER_HANDSHAKE):
+        deferred = nginx_check([render_final(config, layout=layout)], tmp_dir=tmp_path / "now")
+        assert deferred.returncode == 0, deferred.stderr
+    static = nginx_check(
+        [render_final(config, layout=FinalLayout.AT_RELOAD)], tmp_dir=tmp_path / "static"
+    )
     assert static.returncode != 0
     assert "fullchain.pem" in static.stderr
 
 
-def test_per_handshake_config_names_the_hosts_fixed_paths(tmp_path: Path) -> None:
-    """The variable only defers loading: it is empty and the paths stay this host's own
-    (never built from the client's SNI)."""
-    config = render_final(tls_site(tmp_path))
+def test_a_tls_site_names_no_certificate_and_gets_its_hosts_from_the_shared_context(
+    tmp_path: Path,
+) -> None:
+    """No certificate in the site, so nginx builds no TLS context for it; the default server's
+    context loads the files of the selected server's first name, the configured hostname
+    (never the client's SNI text, which only selects the server)."""
+    config = render_final(tls_site(tmp_path, additional_names=("webmail.example.com",)))
+    assert "ssl_certificate" not in config and "ssl_session" not in config
+    assert "server_name mail.example.com webmail.example.com;" in config
+    definitions = http_definitions("/certs/", 8443)
+    assert "listen 8443 ssl default_server;" in definitions
+    assert "ssl_reject_handshake on;" in definitions
+    assert "ssl_certificate /certs/$server_name/tls.crt;" in definitions
+    assert "ssl_certificate_key /certs/$server_name/tls.key;" in definitions
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in definitions
+    assert "$ssl_server_name" not in definitions + config
+    # The configs of the previous release still use the always-empty variable.
+    assert f'map "" ${PER_HANDSHAKE_VARIABLE} {{\n    default "";\n}}' in definitions
+
+
+@pytest.mark.parametrize(
+    ("certificate_dir", "https_port"), [("certs", 443), ("/certs/../etc", 443), ("/c;x", 443)]
+)
+def test_the_definitions_take_only_a_canonical_directory(
+    certificate_dir: str, https_port: int
+) -> None:
+    with pytest.raises(ValueError, match="default TLS server"):
+        http_definitions(certificate_dir, https_port)
+
+
+def test_the_previous_layouts_name_the_hosts_fixed_paths(tmp_path: Path) -> None:
+    """Byte for byte what earlier releases rendered (still in ConfigMaps after an upgrade, and
+    recognised by the agent only if re-rendering gives the same text)."""
     directory = f"{tmp_path.resolve()}/tls/mail.example.com"
-    assert f"ssl_certificate {directory}/fullchain.pem$vhost_operator_per_handshake;" in config
-    assert f"ssl_certificate_key {directory}/privkey.pem$vhost_operator_per_handshake;" in config
-    assert "$ssl_server_name" not in config
-    assert 'map "" $vhost_operator_per_handshake {\n    default "";\n}' in HTTP_DEFINITIONS
+    for layout, suffix in (
+        (FinalLayout.PER_HANDSHAKE, "$vhost_operator_per_handshake"),
+        (FinalLayout.AT_RELOAD, ""),
+    ):
+        config = render_final(tls_site(tmp_path), layout=layout)
+        assert (
+            "    server_name mail.example.com;\n\n"
+            + (
+                "    # Loaded per TLS handshake, not at every reload: the variable (empty, defined"
+                " once at http\n"
+                "    # level, see vhost_operator.nginx.HTTP_DEFINITIONS) makes nginx read these"
+                " two files when\n"
+                "    # a client connects: `nginx -t` and reloads do not parse any site's"
+                " certificate and key.\n"
+                if suffix
+                else ""
+            )
+            + f"    ssl_certificate {directory}/fullchain.pem{suffix};\n"
+            f"    ssl_certificate_key {directory}/privkey.pem{suffix};\n"
+            '    # Mozilla "intermediate": TLS 1.2 and 1.3 only, with nginx\'s modern default'
+            " ciphers.\n"
+            "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+            "    ssl_prefer_server_ciphers off;\n"
+            "    ssl_session_timeout 1d;\n"
+            "    # One cache shared by every host's block; same name and size everywhere, so"
+            " nginx reuses it.\n"
+            "    ssl_session_cache shared:vhost_operator_tls:10m;\n"
+            "    ssl_session_tickets off;\n\n"
+            "    client_max_body_size 50m;\n"
+        ) in config
 
 
 # --- what the configs say --------------------------------------------------------------------
@@ -163,9 +223,6 @@ def test_final_redirects_plain_http_to_https(tmp_path: Path) -> None:
     config = render_final(tls_site(tmp_path))
     assert "return 301 https://mail.example.com$request_uri;" in config
     assert "listen 443 ssl http2;" in config
-    assert f"ssl_certificate {tmp_path.resolve()}/tls/mail.example.com/fullchain.pem" in config
-    assert f"ssl_certificate_key {tmp_path.resolve()}/tls/mail.example.com/privkey.pem" in config
-    assert "ssl_protocols TLSv1.2 TLSv1.3;" in config
 
 
 def test_redirect_names_a_non_default_https_port(tmp_path: Path) -> None:
@@ -434,9 +491,9 @@ def certified(hostname: str = "mail.example.com", **overrides: Any) -> SiteConfi
     ],
 )
 def test_every_rendered_config_is_recognised(config: SiteConfig) -> None:
-    # Also the static layout of earlier releases, still in ConfigMaps after an upgrade.
-    static = render_final(config, per_handshake=False)
-    for text in (render_bootstrap(config), render_final(config), static):
+    # Also the layouts of earlier releases, still in ConfigMaps after an upgrade.
+    earlier = [render_final(config, layout=layout) for layout in FinalLayout]
+    for text in (render_bootstrap(config), *earlier):
         recognised = rendered_site(text, config.hostname, CERTS)
         assert recognised is not None
         assert render_final(recognised) == render_final(config) or text == render_bootstrap(
@@ -451,8 +508,8 @@ def test_a_config_for_another_hostname_is_not_recognised() -> None:
     )
 
 
-def _edited(old: str, new: str) -> str:
-    text = render_final(certified())
+def _edited(old: str, new: str, layout: FinalLayout = FinalLayout.SHARED_CONTEXT) -> str:
+    text = render_final(certified(), layout=layout)
     assert old in text
     return text.replace(old, new, 1)
 
@@ -467,14 +524,35 @@ def _edited(old: str, new: str) -> str:
         ),
         pytest.param(
             _edited(
-                "    ssl_session_tickets off;\n",
-                f"    ssl_session_tickets off;\n    location /k/ {{ alias {CERTS}/; }}\n",
+                "    client_max_body_size 50m;\n",
+                f"    client_max_body_size 50m;\n    location /k/ {{ alias {CERTS}/; }}\n",
             ),
             id="certificates-served",
         ),
         pytest.param(
-            _edited(f"{CERTS}/mail.example.com/tls.key", f"{CERTS}/victim.example.com/tls.key"),
+            _edited(
+                "    ssl_session_tickets off;\n",
+                f"    ssl_session_tickets off;\n    location /k/ {{ alias {CERTS}/; }}\n",
+                FinalLayout.PER_HANDSHAKE,
+            ),
+            id="certificates-served-by-a-previous-layout",
+        ),
+        pytest.param(
+            _edited(
+                f"{CERTS}/mail.example.com/tls.key",
+                f"{CERTS}/victim.example.com/tls.key",
+                FinalLayout.PER_HANDSHAKE,
+            ),
             id="another-hosts-key",
+        ),
+        pytest.param(
+            _edited(
+                "    client_max_body_size 50m;\n",
+                f"    ssl_certificate {CERTS}/victim.example.com/tls.crt;\n"
+                f"    ssl_certificate_key {CERTS}/victim.example.com/tls.key;\n"
+                "    client_max_body_size 50m;\n",
+            ),
+            id="a-certificate-of-its-own",
         ),
         pytest.param(
             _edited("proxy_http_version 1.1;", "proxy_http_version 1.1; include /etc/passwd;"),
@@ -491,4 +569,8 @@ def test_anything_else_in_a_config_is_not_recognised(config: str) -> None:
 
 
 def test_certificates_outside_the_agents_directory_are_not_recognised() -> None:
-    assert rendered_site(render_final(certified()), "mail.example.com", "/tmp/certs") is None
+    # Only the layouts of earlier releases name paths; this release's configs name none.
+    for layout in (FinalLayout.PER_HANDSHAKE, FinalLayout.AT_RELOAD):
+        config = render_final(certified(), layout=layout)
+        assert rendered_site(config, "mail.example.com", "/tmp/certs") is None
+    assert rendered_site(render_final(certified()), "mail.example.com", CERTS) is not None

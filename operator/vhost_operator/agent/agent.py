@@ -205,7 +205,7 @@ class NginxAgent:
 
     async def run(self) -> None:
         """Run until cancelled; an unexpected error in any task ends the whole agent."""
-        await asyncio.to_thread(files.prepare, self._settings.root_dir)
+        await asyncio.to_thread(files.prepare, self._settings.root_dir, self._settings.https_port)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._follow(self._api.watch_configmaps(), self._configmaps))
             tasks.create_task(self._follow(self._api.watch_secrets(), self._secrets))

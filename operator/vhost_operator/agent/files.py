@@ -33,7 +33,7 @@ from vhost_operator.agent.plan import (
     Symlink,
     WriteFile,
 )
-from vhost_operator.nginx import HTTP_DEFINITIONS
+from vhost_operator.nginx import http_definitions
 
 TEMP_PREFIX = ".tmp-"
 """Temporary names: a short prefix and a random suffix, never derived from the target name (a
@@ -49,9 +49,10 @@ DIRECTORY_MODE = 0o755
 _CONF_SUFFIX = ".conf"
 
 
-def prepare(root: Path) -> None:
+def prepare(root: Path, https_port: int) -> None:
     """Create the layout directories, drop temporary files a crash left behind, and write the
-    http-level definitions the site configs use (before any of them is tested)."""
+    http-level definitions the site configs use (before any of them is tested): among them the
+    default server of ``https_port``, which loads certificates from ``<root>/certs``."""
     for name in LAYOUT_DIRS:
         _make_directory(root / name)
     for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR, *_subdirectories(root / CERTS_DIR)):
@@ -59,7 +60,7 @@ def prepare(root: Path) -> None:
             if entry.name.startswith(TEMP_PREFIX):
                 _remove(entry)
     definitions = root / DEFINITIONS_FILE
-    content = HTTP_DEFINITIONS.encode()
+    content = http_definitions(str(root / CERTS_DIR), https_port).encode()
     if not definitions.is_file() or definitions.is_symlink() or definitions.read_bytes() != content:
         write_file(definitions, content, PUBLIC_FILE_MODE)
         _sync_directories([definitions.parent])

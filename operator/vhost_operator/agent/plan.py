@@ -6,7 +6,7 @@ The on-disk layout under the agent's root directory (the agent owns everything i
     sites-enabled/<hostname>.conf       symlink to ../sites-available/<hostname>.conf, enabled only
     certs/<hostname>/tls.crt, tls.key   the certificate the config refers to (key mode 0600, or
                                         0640 with the agent's ``key_group``)
-    sites-enabled/_vhost-operator.conf  ``nginx.HTTP_DEFINITIONS``, which the configs use (a name
+    sites-enabled/_vhost-operator.conf  ``nginx.http_definitions``, which the configs use (a name
                                         no hostname can have: ``_`` is not in hostnames)
 
 nginx's main config includes ``<root>/sites-enabled/*.conf``, so disabling a site drops only its

@@ -32,15 +32,24 @@ class AgentSettings(BaseSettings):
 
     root_dir: Path = Path("/etc/nginx/vhost-operator")
     """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/`` and
-    ``certs/`` into. ``<root_dir>/certs`` must be the operator's ``nginx_certificate_dir``
-    (the default pair matches), because the configs name certificate paths there."""
+    ``certs/`` into. nginx loads every host's certificate from ``<root_dir>/certs``; it must
+    be the operator's ``nginx_certificate_dir`` (the default pair matches), because the configs
+    of earlier releases name certificate paths there."""
+
+    https_port: int = Field(default=443, ge=1, le=65535)
+    """Port nginx serves HTTPS on: the operator's ``nginx_https_port``. The agent writes nginx's
+    default server for it, the one TLS context every site there shares (it loads each host's
+    certificate from ``<root_dir>/certs/`` per handshake): nginx's main config must not have a
+    default server of its own on this port."""
 
     nginx_binary: str = "nginx"
     """nginx executable used for ``nginx -t`` (looked up on PATH unless absolute)."""
 
     nginx_conf: Path = Path("/etc/nginx/nginx.conf")
     """The main nginx config, provided by whoever deploys nginx. Its ``http {}`` block must
-    include ``<root_dir>/sites-enabled/*.conf`` and set ``server_names_hash_bucket_size 512``."""
+    include ``<root_dir>/sites-enabled/*.conf`` and set ``server_names_hash_bucket_size 512`` and
+    ``server_names_hash_max_size 16384``, and no server of it may be the default server of
+    ``https_port`` (the agent defines that one)."""
 
     nginx_pid_file: Path = Path("/run/nginx.pid")
     """nginx's pid file (its ``pid`` directive): the master process the agent sends SIGHUP.
@@ -66,10 +75,10 @@ class AgentSettings(BaseSettings):
     reload_pacing: float = Field(default=1.0, ge=0)
     """After a batch that kept nginx busy for t seconds (``nginx -t`` and the reload), the next
     batch waits at least ``reload_pacing * t``. Loading a config costs more the more sites there
-    are (each TLS site gets its own OpenSSL context: about 0.35 s of CPU per 1,000 TLS sites,
-    twice per batch; certificates themselves are loaded per handshake), so under a steady stream
-    of changes the batches grow instead of nginx spending all its time reloading. 0 turns it
-    off."""
+    are (every site's server blocks and locations: about 0.14 s of CPU per 1,000 sites, twice
+    per batch; the TLS sites share one OpenSSL context, certificates are loaded per handshake),
+    so under a steady stream of changes the batches grow instead of nginx spending all its time
+    reloading. 0 turns it off."""
 
     reload_timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for nginx to start new workers after the reload signal before the reload

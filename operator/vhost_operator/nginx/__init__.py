@@ -5,22 +5,26 @@ anywhere (ConfigMaps, files) and reloading nginx belong to other layers.
 """
 
 from vhost_operator.nginx.render import (
-    HTTP_DEFINITIONS,
     PER_HANDSHAKE_VARIABLE,
     SERVER_NAMES_HASH_BUCKET_SIZE,
+    SERVER_NAMES_HASH_MAX_SIZE,
+    FinalLayout,
     SiteConfig,
     config_hash,
+    http_definitions,
     render_bootstrap,
     render_final,
     rendered_site,
 )
 
 __all__ = [
-    "HTTP_DEFINITIONS",
     "PER_HANDSHAKE_VARIABLE",
     "SERVER_NAMES_HASH_BUCKET_SIZE",
+    "SERVER_NAMES_HASH_MAX_SIZE",
+    "FinalLayout",
     "SiteConfig",
     "config_hash",
+    "http_definitions",
     "render_bootstrap",
     "render_final",
     "rendered_site",
