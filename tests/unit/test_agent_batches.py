@@ -15,7 +15,7 @@ import pytest
 
 from tests.harness.nginx import self_signed_certificate
 from vhost_operator.agent import desired
-from vhost_operator.agent.agent import EventSource, NginxAgent
+from vhost_operator.agent.agent import EventSource, NginxAgent, Slim
 from vhost_operator.agent.nginx import NginxControl
 from vhost_operator.agent.plan import Credentials
 from vhost_operator.agent.settings import AgentSettings
@@ -44,14 +44,18 @@ class AcceptingNginx(NginxControl):
 
 
 class Events:
-    """A watch whose events the test sends."""
+    """A watch whose events the test sends, each object reduced by the watcher's ``slim``."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        self.slim: Slim = lambda obj: obj
 
     async def events(self) -> AsyncIterator[WatchEvent]:
         while True:
-            yield await self.queue.get()
+            event = await self.queue.get()
+            slimmed = tuple(map(self.slim, event.objects))
+            single = self.slim(event.object) if event.object is not None else None
+            yield WatchEvent(event.type, single, slimmed)
 
 
 class SiteApi:
@@ -72,10 +76,12 @@ class SiteApi:
         self.objects[configmap["metadata"]["name"]] = configmap
         await self.configmaps.queue.put(WatchEvent("MODIFIED", object=configmap))
 
-    def watch_configmaps(self) -> EventSource:
+    def watch_configmaps(self, slim: Slim) -> EventSource:
+        self.configmaps.slim = slim
         return self.configmaps
 
-    def watch_secrets(self) -> EventSource:
+    def watch_secrets(self, slim: Slim) -> EventSource:
+        self.secrets.slim = slim
         return self.secrets
 
     def watch_pods(self) -> EventSource:

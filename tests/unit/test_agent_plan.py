@@ -23,7 +23,13 @@ from vhost_operator.agent.apply import (
     named_host,
     quarantine,
 )
-from vhost_operator.agent.desired import DesiredState, Site, relevant_configmap
+from vhost_operator.agent.desired import (
+    DesiredState,
+    Site,
+    relevant_configmap,
+    slim_configmap,
+    slim_secret,
+)
 from vhost_operator.agent.desired import desired_state as agent_desired_state
 from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.agent.nginx import nginx_complaint
@@ -227,6 +233,23 @@ def test_the_first_configmap_by_name_keeps_a_contested_hostname() -> None:
     assert second.problem == "hostname a.example.com is already served from ConfigMap vhost-a"
     assert second.hostname is None, "it owns no files, so it reports none as applied"
     assert desired.sites["a.example.com"].configmap == "vhost-a"
+
+
+def test_the_agent_keeps_only_what_it_reads_of_each_object(pair: tuple[bytes, bytes]) -> None:
+    chain, key = pair
+    managed = {"managedFields": [{"manager": "vhost-operator", "fieldsV1": {"f:data": {}}}]}
+    cm = configmap(tls_secret="a-tls")
+    cm["metadata"] |= {"labels": {labels.COMPONENT: labels.SITE_COMPONENT}, **managed}
+    secret = tls_secret("a-tls", chain, key)
+    secret["metadata"] |= managed
+    secret["data"]["ca.crt"] = secret["data"]["tls.crt"]
+    slim_cm, slim_tls = slim_configmap(cm), slim_secret(secret)
+    assert (
+        "managedFields" not in slim_cm["metadata"] and "managedFields" not in slim_tls["metadata"]
+    )
+    assert list(slim_tls["data"]) == ["tls.crt", "tls.key"]
+    assert desired_state([slim_cm], {"a-tls": slim_tls}) == desired_state([cm], {"a-tls": secret})
+    assert relevant_configmap(slim_cm) == relevant_configmap(cm)
 
 
 def test_the_agents_own_annotations_are_not_a_change() -> None:

@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +44,8 @@ from vhost_operator.agent.desired import (
     SiteRequest,
     relevant_configmap,
     relevant_secret,
+    slim_configmap,
+    slim_secret,
 )
 from vhost_operator.agent.metrics import NOT_READY, AgentStats
 from vhost_operator.agent.nginx import ConfigRejected, NginxControl, NginxError, ReloadFailed
@@ -71,6 +73,7 @@ from vhost_operator.resources.watch import ObjectStore, WatchEvent
 logger = logging.getLogger(__name__)
 
 Object = dict[str, Any]
+Slim = Callable[[Object], Object]
 
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """Seconds before retrying a batch after consecutive failures (nginx down, API unreachable);
@@ -92,9 +95,9 @@ class EventSource(Protocol):
 class SiteApi(Protocol):
     """What the agent needs from the API (``kube.sites.SiteObjects``)."""
 
-    def watch_configmaps(self) -> EventSource: ...
+    def watch_configmaps(self, slim: Slim) -> EventSource: ...
 
-    def watch_secrets(self) -> EventSource: ...
+    def watch_secrets(self, slim: Slim) -> EventSource: ...
 
     def watch_pods(self) -> EventSource: ...
 
@@ -229,8 +232,9 @@ class NginxAgent:
         """Run until cancelled; an unexpected error in any task ends the whole agent."""
         await asyncio.to_thread(files.prepare, self._settings.root_dir)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._follow(self._api.watch_configmaps(), self._configmaps))
-            tasks.create_task(self._follow(self._api.watch_secrets(), self._secrets))
+            configmaps = self._api.watch_configmaps(slim_configmap)
+            tasks.create_task(self._follow(configmaps, self._configmaps))
+            tasks.create_task(self._follow(self._api.watch_secrets(slim_secret), self._secrets))
             tasks.create_task(self._apply_forever())
             if self._settings.replica:
                 tasks.create_task(self._follow_pods(self._api.watch_pods()))

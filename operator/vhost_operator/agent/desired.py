@@ -16,7 +16,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from vhost_operator.certs import Certificate, KeyMaterialError, secret_certificate
+from vhost_operator.certs import (
+    CERTIFICATE_KEY,
+    PRIVATE_KEY_KEY,
+    Certificate,
+    KeyMaterialError,
+    secret_certificate,
+)
 from vhost_operator.nginx import config_hash, rendered_site
 from vhost_operator.resources import labels
 from vhost_operator.resources.claims import Claim
@@ -292,6 +298,28 @@ def _with_certificate(
         return dataclasses.replace(request, problem=f"TLS Secret {secret_name}: {error}")
     site = Site(request.configmap, request.hostname, config, enabled, certificate)
     return dataclasses.replace(request, site=site)
+
+
+def slim_configmap(configmap: Object) -> dict[str, Any]:
+    """What the agent reads of a site ConfigMap: its name, annotations and data. The rest (the
+    managed fields above all) was most of what it held per site."""
+    metadata = configmap.get("metadata") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "annotations": metadata.get("annotations") or {},
+        },
+        "data": configmap.get("data") or {},
+    }
+
+
+def slim_secret(secret: Object) -> dict[str, Any]:
+    """What the agent reads of a TLS Secret: its name and certificate and key."""
+    data = secret.get("data") or {}
+    return {
+        "metadata": {"name": (secret.get("metadata") or {}).get("name")},
+        "data": {key: data[key] for key in (CERTIFICATE_KEY, PRIVATE_KEY_KEY) if key in data},
+    }
 
 
 def relevant_configmap(configmap: Object | None) -> object:
