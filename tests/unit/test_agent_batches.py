@@ -16,7 +16,7 @@ import pytest
 from tests.harness.nginx import self_signed_certificate
 from vhost_operator.agent import desired
 from vhost_operator.agent.agent import EventSource, NginxAgent, Slim
-from vhost_operator.agent.nginx import NginxControl
+from vhost_operator.agent.nginx import NginxControl, NginxError
 from vhost_operator.agent.plan import Credentials
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
@@ -32,9 +32,12 @@ class AcceptingNginx(NginxControl):
     def __init__(self) -> None:
         super().__init__("nginx", Path("/nonexistent/nginx.conf"), Path("/nonexistent/nginx.pid"))
         self.reloads = 0
+        self.unreachable = False
+        """``nginx -t`` cannot run: the batch fails."""
 
     async def test(self) -> None:
-        pass
+        if self.unreachable:
+            raise NginxError("nginx -t could not run")
 
     async def reload(self) -> None:
         self.reloads += 1
@@ -166,6 +169,23 @@ async def applied(api: SiteApi, configmap: dict[str, Any]) -> None:
             await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def running(agent: NginxAgent, api: SiteApi, root: Path, sites: int) -> AsyncIterator[None]:
+    """The agent (writing under ``root``) running, ``sites`` sites applied."""
+    configmaps = [site_configmap(root, i) for i in range(sites)]
+    secrets = [site_secret(i) for i in range(sites)]
+    task = asyncio.create_task(agent.run())
+    try:
+        await api.sync(configmaps, secrets)
+        await asyncio.gather(*(applied(api, configmap) for configmap in configmaps))
+        api.patches.clear()
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def test_a_batch_reads_and_parses_only_the_site_that_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,24 +194,14 @@ def test_a_batch_reads_and_parses_only_the_site_that_changed(
     settings = AgentSettings(root_dir=tmp_path, quiet_window=0.01, max_delay=0.05)
     api, nginx = SiteApi(), AcceptingNginx()
     agent = NginxAgent(settings, api, nginx)
-    configmaps = [site_configmap(tmp_path, i) for i in range(SITES)]
-    secrets = [site_secret(i) for i in range(SITES)]
 
     async def scenario() -> tuple[list[Path], list[str]]:
-        running = asyncio.create_task(agent.run())
-        try:
-            await api.sync(configmaps, secrets)
-            await asyncio.gather(*(applied(api, configmap) for configmap in configmaps))
-            api.patches.clear()
+        async with running(agent, api, tmp_path, SITES):
             changed = site_configmap(tmp_path, 7, body_size=100)
             with files_read(monkeypatch) as read, configmaps_parsed(monkeypatch) as parsed:
                 await api.modify(changed)
                 await applied(api, changed)
             return read, parsed
-        finally:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
 
     read, parsed = asyncio.run(scenario())
 
@@ -204,3 +214,28 @@ def test_a_batch_reads_and_parses_only_the_site_that_changed(
     config = (tmp_path / "sites-available" / f"{host}.conf").read_text()
     assert "client_max_body_size 100m" in config
     assert nginx.reloads == 2
+
+
+def test_after_a_failed_batch_the_whole_disk_is_read_and_put_right(tmp_path: Path) -> None:
+    """The agent knows its files without reading them back each batch; a failed batch may
+    have left anything behind, so the next one reads everything again (as a restart does)."""
+    settings = AgentSettings(root_dir=tmp_path, quiet_window=0.01, max_delay=0.05)
+    api, nginx = SiteApi(), AcceptingNginx()
+    agent = NginxAgent(settings, api, nginx)
+    tampered = tmp_path / "sites-available" / "site-3.example.org.conf"
+
+    async def scenario() -> None:
+        async with running(agent, api, tmp_path, 5):
+            original = tampered.read_text()
+            tampered.write_text("# changed behind the agent's back\n")
+            nginx.unreachable = True
+            changed = site_configmap(tmp_path, 1, body_size=100)
+            await api.modify(changed)
+            async with asyncio.timeout(30):
+                while not agent.stats.batch_failures_total:
+                    await asyncio.sleep(0.01)
+            nginx.unreachable = False
+            await applied(api, changed)
+            assert tampered.read_text() == original
+
+    asyncio.run(scenario())
