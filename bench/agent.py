@@ -130,6 +130,7 @@ def agent_burst(
         ):
             configmaps = [_site(nginx, n, hostnames[n], body_size=body_size) for n in names]
             reloads = agent.reloads()
+            cpu_before = cpu_seconds(agent.pid)
             started = time.monotonic()
             write_seconds = client.parallel(
                 functools.partial(client.apply, namespace, m) for m in [*objects, *configmaps]
@@ -139,11 +140,12 @@ def agent_burst(
             finished = tracker.wait(names, timeout=timeout)
             elapsed = (finished or time.monotonic()) - started
             reloaded = agent.reloads() - reloads
+            agent_ms = 1000 * (cpu_seconds(agent.pid) - cpu_before) / count
             done = finished is not None
             say(
                 f"{count} sites {phase}: written in {write_seconds:.1f}s, "
                 + (f"all applied after {elapsed:.1f}s" if done else "NOT all applied")
-                + f", {reloaded} nginx reloads"
+                + f", {reloaded} nginx reloads, agent {agent_ms:.1f} ms of CPU per site"
             )
             label = f"{count} sites {phase}"
             figures += [
@@ -153,6 +155,7 @@ def agent_burst(
                     f"{elapsed:.1f} s" if done else f"> {timeout:.0f} s",
                 ),
                 Figure(item, f"{label}: reloads", str(reloaded), "<= 5", reloaded <= 5),
+                Figure(item, f"{label}: agent CPU per site", f"{agent_ms:.1f} ms"),
             ]
         rss, peak = rss_mib(agent.pid)
         say(f"agent RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")

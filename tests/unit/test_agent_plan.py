@@ -23,7 +23,13 @@ from vhost_operator.agent.apply import (
     named_host,
     quarantine,
 )
-from vhost_operator.agent.desired import DesiredState, Site, relevant_configmap
+from vhost_operator.agent.desired import (
+    DesiredState,
+    Site,
+    relevant_configmap,
+    slim_configmap,
+    slim_secret,
+)
 from vhost_operator.agent.desired import desired_state as agent_desired_state
 from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.agent.nginx import nginx_complaint
@@ -35,6 +41,7 @@ from vhost_operator.agent.plan import (
     Symlink,
     WriteFile,
     apply_error,
+    disk_state,
     key_access_problem,
     plan,
     report,
@@ -88,6 +95,15 @@ def site(
     certificate: Certificate | None = None,
 ) -> Site:
     return Site(f"vhost-{hostname}", hostname, config, enabled, certificate)
+
+
+def on_disk(
+    configs: dict[str, bytes] | None = None,
+    links: dict[str, str | None] | None = None,
+    certificates: dict[str, dict[str, bytes]] | None = None,
+) -> DiskState:
+    """The :class:`DiskState` of files with these contents."""
+    return disk_state((configs or {}).items(), (links or {}).items(), (certificates or {}).items())
 
 
 # -- desired state ---------------------------------------------------------------------------
@@ -152,9 +168,7 @@ def test_a_missing_secret_holds_the_host_instead_of_removing_it() -> None:
     assert request.waiting_for_secret
     assert request.problem is not None and "vhost-operator.io/component=tls" in request.problem
     assert desired.held == {"a.example.com"}
-    assert (
-        plan(desired.sites, DiskState(configs={"a.example.com": b"old"}), keep=desired.held) == []
-    )
+    assert plan(desired.sites, on_disk(configs={"a.example.com": b"old"}), keep=desired.held) == []
 
 
 def test_a_secret_whose_key_does_not_match_is_refused(pair: tuple[bytes, bytes]) -> None:
@@ -221,6 +235,23 @@ def test_the_first_configmap_by_name_keeps_a_contested_hostname() -> None:
     assert desired.sites["a.example.com"].configmap == "vhost-a"
 
 
+def test_the_agent_keeps_only_what_it_reads_of_each_object(pair: tuple[bytes, bytes]) -> None:
+    chain, key = pair
+    managed = {"managedFields": [{"manager": "vhost-operator", "fieldsV1": {"f:data": {}}}]}
+    cm = configmap(tls_secret="a-tls")
+    cm["metadata"] |= {"labels": {labels.COMPONENT: labels.SITE_COMPONENT}, **managed}
+    secret = tls_secret("a-tls", chain, key)
+    secret["metadata"] |= managed
+    secret["data"]["ca.crt"] = secret["data"]["tls.crt"]
+    slim_cm, slim_tls = slim_configmap(cm), slim_secret(secret)
+    assert (
+        "managedFields" not in slim_cm["metadata"] and "managedFields" not in slim_tls["metadata"]
+    )
+    assert list(slim_tls["data"]) == ["tls.crt", "tls.key"]
+    assert desired_state([slim_cm], {"a-tls": slim_tls}) == desired_state([cm], {"a-tls": secret})
+    assert relevant_configmap(slim_cm) == relevant_configmap(cm)
+
+
 def test_the_agents_own_annotations_are_not_a_change() -> None:
     before = configmap()
     after = configmap(applied_config_hash="abc", apply_error="x: y")
@@ -253,7 +284,7 @@ def test_a_new_site_is_written_certificate_first_then_config_then_link(
 
 def test_a_site_already_on_disk_needs_nothing(pair: tuple[bytes, bytes]) -> None:
     chain, key = pair
-    disk = DiskState(
+    disk = on_disk(
         configs={"a.example.com": CONFIG.encode()},
         links={"a.example.com": LINK},
         certificates={"a.example.com": {"tls.crt": chain, "tls.key": key}},
@@ -264,7 +295,7 @@ def test_a_site_already_on_disk_needs_nothing(pair: tuple[bytes, bytes]) -> None
 def test_only_what_differs_is_written(pair: tuple[bytes, bytes]) -> None:
     chain, key = pair
     renewed, _ = self_signed_certificate(["a.example.com"])
-    disk = DiskState(
+    disk = on_disk(
         configs={"a.example.com": CONFIG.encode()},
         links={"a.example.com": "elsewhere.conf"},
         certificates={"a.example.com": {"tls.crt": chain, "tls.key": key}},
@@ -274,10 +305,10 @@ def test_only_what_differs_is_written(pair: tuple[bytes, bytes]) -> None:
 
 
 def test_disabling_drops_only_the_link_and_enabling_puts_it_back() -> None:
-    on_disk = DiskState(configs={"a.example.com": CONFIG.encode()}, links={"a.example.com": LINK})
-    [disable] = plan({"a.example.com": site(enabled=False)}, on_disk)
+    enabled = on_disk(configs={"a.example.com": CONFIG.encode()}, links={"a.example.com": LINK})
+    [disable] = plan({"a.example.com": site(enabled=False)}, enabled)
     assert disable.operations == (Remove(ENABLED),)
-    disabled = DiskState(configs={"a.example.com": CONFIG.encode()})
+    disabled = on_disk(configs={"a.example.com": CONFIG.encode()})
     [enable] = plan({"a.example.com": site()}, disabled)
     assert enable.operations == (Symlink(ENABLED, LINK),)
     [new_disabled] = plan({"a.example.com": site(enabled=False)}, DiskState())
@@ -285,7 +316,7 @@ def test_disabling_drops_only_the_link_and_enabling_puts_it_back() -> None:
 
 
 def test_a_site_back_to_http_only_loses_its_certificate_files() -> None:
-    disk = DiskState(
+    disk = on_disk(
         configs={"a.example.com": CONFIG.encode()},
         links={"a.example.com": LINK},
         certificates={"a.example.com": {"tls.crt": b"x", "tls.key": b"y"}},
@@ -295,7 +326,7 @@ def test_a_site_back_to_http_only_loses_its_certificate_files() -> None:
 
 
 def test_hosts_without_a_configmap_are_removed_link_first_unless_kept() -> None:
-    disk = DiskState(
+    disk = on_disk(
         configs={"a.example.com": b"x", "b.example.com": b"y"},
         links={"a.example.com": LINK},
         certificates={"a.example.com": {"tls.crt": b"x"}},
@@ -312,7 +343,7 @@ def test_hosts_without_a_configmap_are_removed_link_first_unless_kept() -> None:
 def test_the_report_reads_what_is_on_disk(pair: tuple[bytes, bytes]) -> None:
     chain, key = pair
     [request] = desired_state([configmap()], {}).requests
-    disk = DiskState(
+    disk = on_disk(
         configs={"a.example.com": b"older config"},
         certificates={"a.example.com": {"tls.crt": chain, "tls.key": key}},
     )
@@ -492,7 +523,7 @@ def test_files_are_written_with_their_modes_and_undone(
     [change] = plan({"a.example.com": site(certificate=Certificate(chain, key, "1"))}, DiskState())
     undo = files.apply_operations(tmp_path, change.operations)
 
-    assert files.read_disk(tmp_path) == DiskState(
+    assert files.read_disk(tmp_path) == on_disk(
         configs={"a.example.com": CONFIG.encode()},
         links={"a.example.com": LINK},
         certificates={"a.example.com": {"tls.crt": chain, "tls.key": key}},
@@ -521,7 +552,7 @@ def test_undo_puts_back_replaced_and_removed_files(tmp_path: Path) -> None:
 
     second = plan({"a.example.com": site(config="other\n", enabled=False)}, before)
     undo = files.apply_operations(tmp_path, [op for change in second for op in change.operations])
-    assert files.read_disk(tmp_path) == DiskState(configs={"a.example.com": b"other\n"})
+    assert files.read_disk(tmp_path) == on_disk(configs={"a.example.com": b"other\n"})
     undo.restore()
     assert files.read_disk(tmp_path) == before
     assert stat.S_IMODE((tmp_path / CERTS / "tls.key").stat().st_mode) == 0o600
@@ -530,7 +561,7 @@ def test_undo_puts_back_replaced_and_removed_files(tmp_path: Path) -> None:
 def test_a_named_replica_reports_under_its_own_keys() -> None:
     [request] = desired_state([configmap()], {}).requests
     keys = labels.report_keys("nginx-0")
-    disk = DiskState(configs={"a.example.com": b"older config"})
+    disk = on_disk(configs={"a.example.com": b"older config"})
     assert report(request, disk, None, keys) == {
         keys.config_hash: config_hash("older config"),
         keys.serial: None,

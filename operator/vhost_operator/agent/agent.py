@@ -8,6 +8,12 @@ after its first change), then plans from the whole current state, applies everyt
 batch, reloads nginx once and annotates each ConfigMap with what nginx now runs. Being
 level-based (always "make the disk match everything"), a missed or repeated event cannot leave
 anything behind, and a failed batch is simply retried.
+
+A batch's cost follows what changed, not the number of sites: ConfigMaps are parsed again only
+when their objects change (``desired.DesiredStates``), and the disk is known as digests
+(``plan.DiskState``), read whole at start-up and after a failed batch, and otherwise only for
+the hosts a batch touched. The agent owns its directory: a file changed behind its back is put
+right at the next start (or after a failed batch), not at the next batch.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,10 +40,12 @@ from vhost_operator.agent.apply import (
 )
 from vhost_operator.agent.desired import (
     DesiredState,
+    DesiredStates,
     SiteRequest,
-    desired_state,
     relevant_configmap,
     relevant_secret,
+    slim_configmap,
+    slim_secret,
 )
 from vhost_operator.agent.metrics import NOT_READY, AgentStats
 from vhost_operator.agent.nginx import ConfigRejected, NginxControl, NginxError, ReloadFailed
@@ -65,6 +73,7 @@ from vhost_operator.resources.watch import ObjectStore, WatchEvent
 logger = logging.getLogger(__name__)
 
 Object = dict[str, Any]
+Slim = Callable[[Object], Object]
 
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """Seconds before retrying a batch after consecutive failures (nginx down, API unreachable);
@@ -86,9 +95,9 @@ class EventSource(Protocol):
 class SiteApi(Protocol):
     """What the agent needs from the API (``kube.sites.SiteObjects``)."""
 
-    def watch_configmaps(self) -> EventSource: ...
+    def watch_configmaps(self, slim: Slim) -> EventSource: ...
 
-    def watch_secrets(self) -> EventSource: ...
+    def watch_secrets(self, slim: Slim) -> EventSource: ...
 
     def watch_pods(self) -> EventSource: ...
 
@@ -105,17 +114,26 @@ class Rejection:
 
 
 class DiskWorkspace:
-    """The agent's directory and nginx, as :func:`apply.apply_batch` uses them."""
+    """The agent's directory and nginx, as :func:`apply.apply_batch` uses them. The hosts it
+    writes (or undoes) are added to ``touched``: what the agent reads back after a batch."""
 
     def __init__(
-        self, root: Path, nginx: NginxControl, stats: AgentStats, *, key_group: int | None = None
+        self,
+        root: Path,
+        nginx: NginxControl,
+        stats: AgentStats,
+        *,
+        key_group: int | None = None,
+        touched: set[str] | None = None,
     ) -> None:
         self._root = root
         self._nginx = nginx
         self._stats = stats
         self._key_group = key_group
+        self.touched = touched if touched is not None else set()
 
     async def apply(self, changes: Sequence[Change]) -> Undo:
+        self.touched.update(change.hostname for change in changes)
         groups = [change.operations for change in changes]
         started = time.monotonic()
         undo = await asyncio.to_thread(
@@ -182,10 +200,17 @@ class NginxAgent:
         key_group = files.group_id(settings.key_group) if settings.key_group else None
         self._key_group = key_group
         self._key_access_checked = False
-        self._workspace = DiskWorkspace(settings.root_dir, nginx, self.stats, key_group=key_group)
-        self._reloading = ReloadingWorkspace(
-            settings.root_dir, nginx, self.stats, key_group=key_group
+        self._touched: set[str] = set()
+        """Hosts written since the disk was last read: their entries in ``_disk`` may be stale."""
+        self._disk: DiskState | None = None
+        """What is on disk, as far as the agent knows; ``None``: to be read whole."""
+        self._workspace = DiskWorkspace(
+            settings.root_dir, nginx, self.stats, key_group=key_group, touched=self._touched
         )
+        self._reloading = ReloadingWorkspace(
+            settings.root_dir, nginx, self.stats, key_group=key_group, touched=self._touched
+        )
+        self._desired_states = DesiredStates(str(settings.root_dir / CERTS_DIR))
         self._configmaps = ObjectStore(relevant_configmap)
         self._secrets = ObjectStore(relevant_secret)
         self._burst = Burst(settings.quiet_window, settings.max_delay)
@@ -207,8 +232,9 @@ class NginxAgent:
         """Run until cancelled; an unexpected error in any task ends the whole agent."""
         await asyncio.to_thread(files.prepare, self._settings.root_dir, self._settings.https_port)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._follow(self._api.watch_configmaps(), self._configmaps))
-            tasks.create_task(self._follow(self._api.watch_secrets(), self._secrets))
+            configmaps = self._api.watch_configmaps(slim_configmap)
+            tasks.create_task(self._follow(configmaps, self._configmaps))
+            tasks.create_task(self._follow(self._api.watch_secrets(slim_secret), self._secrets))
             tasks.create_task(self._apply_forever())
             if self._settings.replica:
                 tasks.create_task(self._follow_pods(self._api.watch_pods()))
@@ -263,11 +289,7 @@ class NginxAgent:
         """Make disk and nginx match the current state of the watched objects, then report."""
         self.stats.batches_total += 1
         started = time.monotonic()
-        desired = desired_state(
-            self._configmaps.objects.values(),
-            self._secrets.objects,
-            certificate_dir=str(self._settings.root_dir / CERTS_DIR),
-        )
+        desired = self._desired_states(self._configmaps.objects.values(), self._secrets.objects)
         self.stats.sites, self.stats.enabled_sites = summary(desired)
         logger.debug(
             "desired state: %d sites (%.2fs)", self.stats.sites, time.monotonic() - started
@@ -281,18 +303,23 @@ class NginxAgent:
                 outcome = await self._apply(desired)
         except BaseException:
             # Part of the batch (or the quarantine) may be on disk already: the next batch must
-            # reload even if it finds nothing to write.
+            # reload even if it finds nothing to write, and read the disk whole again.
             self._live = False
+            self._disk = None
             raise
         if outcome.accepted:
             self._live = False
         self._record(desired, outcome)
         logger.debug("applied and tested (%.2fs)", time.monotonic() - started)
         if not self._live:
-            outcome = await self._reload_or_isolate(desired, outcome, started)
+            try:
+                outcome = await self._reload_or_isolate(desired, outcome, started)
+            except BaseException:
+                self._disk = None  # an isolation may have stopped half-way
+                raise
             busy = time.monotonic() - started
             self._burst.pace(self._settings.reload_pacing * busy)
-        disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
+        disk = await self._read_disk()
         patched = await self._report(desired, disk)
         # Ready once the whole state is served and reported: a new replica takes traffic (and
         # the operator waits for it) only when it serves every host as the others do.
@@ -306,7 +333,7 @@ class NginxAgent:
 
     async def _apply(self, desired: DesiredState) -> Outcome:
         """Apply what differs; ends with a tested disk state (or raises BaselineRejected)."""
-        disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
+        disk = await self._read_disk()
         changes = plan(desired.sites, disk, keep=self._hosts_to_keep(desired))
         if changes:
             return await apply_batch(changes, self._workspace)
@@ -323,11 +350,11 @@ class NginxAgent:
         """Unlink the enabled sites that break nginx (see ``apply.quarantine``); a site whose
         files are what its ConfigMap asks for is remembered as rejected, so it stays unlinked
         until its ConfigMap changes."""
-        disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
+        disk = await self._read_disk()
         links = {host: target for host, target in disk.links.items() if target is not None}
         outcome = await quarantine(links, self._workspace)
         self._live = False  # unlinked sites: nginx must reload even if nothing else changes
-        disk = await asyncio.to_thread(files.read_disk, self._settings.root_dir)
+        disk = await self._read_disk()
         sites = desired.sites
         for hostname, message in outcome.rejected.items():
             self.stats.hosts_rejected_total += 1
@@ -336,6 +363,20 @@ class NginxAgent:
             relink = (Symlink(enabled_path(hostname), link_target(hostname)),)
             if site is not None and site_operations(site, disk) == relink:
                 self._rejections[hostname] = Rejection(site.fingerprint, message)
+
+    async def _read_disk(self) -> DiskState:
+        """What is on disk: read whole the first time (and after a failure), else only the hosts
+        written since the last read."""
+        root = self._settings.root_dir
+        if self._disk is None:
+            self._touched.clear()
+            self._disk = await asyncio.to_thread(files.read_disk, root)
+        elif self._touched:
+            touched = set(self._touched)
+            self._touched.clear()
+            fresh = await asyncio.to_thread(files.read_hosts, root, touched)
+            self._disk = self._disk.updated(fresh, touched)
+        return self._disk
 
     def _hosts_to_keep(self, desired: DesiredState) -> Collection[str]:
         """Held hosts (their ConfigMap cannot be applied now) and hosts whose current version

@@ -10,12 +10,19 @@ outside the agent's directory or a broken nginx.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from vhost_operator.certs import Certificate, KeyMaterialError, secret_certificate
+from vhost_operator.certs import (
+    CERTIFICATE_KEY,
+    PRIVATE_KEY_KEY,
+    Certificate,
+    KeyMaterialError,
+    secret_certificate,
+)
 from vhost_operator.nginx import config_hash, rendered_site
 from vhost_operator.resources import labels
 from vhost_operator.resources.claims import Claim
@@ -25,6 +32,11 @@ Object = Mapping[str, Any]
 
 _FILE_NAME_MAX = 255  # bytes in one path component on Linux file systems
 _HOSTNAME_CHARS = re.compile(r"[a-z0-9.-]+")
+
+
+def digest(content: bytes) -> str:
+    """What the agent remembers of a file it writes: the SHA-256 of its contents (hex)."""
+    return hashlib.sha256(content).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,22 +49,38 @@ class Site:
     enabled: bool
     certificate: Certificate | None
 
+    # The digests are computed once per version of a site (its request is kept from batch to
+    # batch while its objects do not change), not once per batch.
+
     @property
     def config_hash(self) -> str:
         return config_hash(self.config)
 
-    @property
+    @functools.cached_property
+    def config_digest(self) -> str:
+        """:func:`digest` of the config file."""
+        return digest(self.config.encode())
+
+    @functools.cached_property
+    def chain_digest(self) -> str | None:
+        return digest(self.certificate.chain_pem) if self.certificate else None
+
+    @functools.cached_property
+    def key_digest(self) -> str | None:
+        return digest(self.certificate.key_pem) if self.certificate else None
+
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Identifies everything that goes to disk for this host, to remember rejected versions."""
-        digest = hashlib.sha256()
+        combined = hashlib.sha256()
         for part in (
-            self.config.encode(),
-            b"enabled" if self.enabled else b"disabled",
-            self.certificate.chain_pem if self.certificate else b"",
-            self.certificate.key_pem if self.certificate else b"",
+            self.config_digest,
+            digest(b"enabled" if self.enabled else b"disabled"),
+            self.chain_digest or digest(b""),
+            self.key_digest or digest(b""),
         ):
-            digest.update(hashlib.sha256(part).digest())
-        return digest.hexdigest()
+            combined.update(bytes.fromhex(part))
+        return combined.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +105,12 @@ class DesiredState:
     requests: tuple[SiteRequest, ...]
     """One per site ConfigMap, ordered by ConfigMap name."""
 
-    @property
+    @functools.cached_property
     def sites(self) -> dict[str, Site]:
         """The sites that can be applied, by hostname."""
         return {r.site.hostname: r.site for r in self.requests if r.site is not None}
 
-    @property
+    @functools.cached_property
     def held(self) -> frozenset[str]:
         """Hostnames whose ConfigMap exists but cannot be applied now: their files stay as they
         are (an old config keeps serving) instead of being removed as unwanted."""
@@ -100,10 +128,67 @@ def desired_state(
     too (``resources.claims``), so the outcome depends neither on event order nor on which of
     them decides. ``requests`` stay ordered by ConfigMap name.
     """
+    return DesiredStates(certificate_dir)(configmaps, secrets)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parsed:
+    configmap: Object
+    secret: Object | None
+    """The Secret the ConfigMap names, as it was when parsed (``None``: none, or not found)."""
+    request: SiteRequest
+    seniority: tuple[Claim, str]
+
+
+class DesiredStates:
+    """:func:`desired_state` from batch to batch, parsing only what changed: a ConfigMap whose
+    relevant fields (:func:`relevant_configmap`), and the Secret it names, are those of the last
+    call keeps its request (the annotations the agent and the operator write change the object,
+    not the request). Parsing, checking the config against the templates and hashing every site
+    each batch made a batch's cost grow with all the sites rather than with the changed ones."""
+
+    def __init__(self, certificate_dir: str) -> None:
+        self._certificate_dir = certificate_dir
+        self._parsed: dict[str, _Parsed] = {}
+
+    def __call__(self, configmaps: Iterable[Object], secrets: Mapping[str, Object]) -> DesiredState:
+        parsed = {}
+        for configmap in configmaps:
+            name = _name(configmap)
+            secret = _named_secret(configmap, secrets)
+            known = self._parsed.get(name)
+            if (
+                known is None
+                or not _same(known.configmap, configmap, relevant_configmap)
+                or not _same(known.secret, secret, relevant_secret)
+            ):
+                request = site_request(configmap, secrets, certificate_dir=self._certificate_dir)
+                known = _Parsed(configmap, secret, request, _seniority(configmap))
+            elif known.configmap is not configmap or known.secret is not secret:
+                known = dataclasses.replace(known, configmap=configmap, secret=secret)
+            parsed[name] = known
+        self._parsed = parsed  # deleted ConfigMaps are forgotten
+        return _claimed(parsed.values())
+
+
+def _same(
+    old: Object | None, new: Object | None, relevant: Callable[[Object | None], object]
+) -> bool:
+    return old is new or relevant(old) == relevant(new)
+
+
+def _named_secret(configmap: Object, secrets: Mapping[str, Object]) -> Object | None:
+    annotations: Mapping[str, str] = configmap.get("metadata", {}).get("annotations") or {}
+    name = annotations.get(labels.TLS_SECRET)
+    return secrets.get(name) if name else None
+
+
+def _claimed(parsed: Iterable[_Parsed]) -> DesiredState:
+    """The requests, each hostname and additional name served by its most senior claimant."""
     owners: dict[str, str] = {}  # every served name (hostname or additional) -> ConfigMap
     requests = {}
-    for configmap in sorted(configmaps, key=_seniority):
-        request = site_request(configmap, secrets, certificate_dir=certificate_dir)
+    for entry in sorted(parsed, key=lambda entry: entry.seniority):
+        request = entry.request
         if request.hostname is not None:
             owner = owners.setdefault(request.hostname, request.configmap)
             if owner != request.configmap:
@@ -213,6 +298,28 @@ def _with_certificate(
         return dataclasses.replace(request, problem=f"TLS Secret {secret_name}: {error}")
     site = Site(request.configmap, request.hostname, config, enabled, certificate)
     return dataclasses.replace(request, site=site)
+
+
+def slim_configmap(configmap: Object) -> dict[str, Any]:
+    """What the agent reads of a site ConfigMap: its name, annotations and data. The rest (the
+    managed fields above all) was most of what it held per site."""
+    metadata = configmap.get("metadata") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "annotations": metadata.get("annotations") or {},
+        },
+        "data": configmap.get("data") or {},
+    }
+
+
+def slim_secret(secret: Object) -> dict[str, Any]:
+    """What the agent reads of a TLS Secret: its name and certificate and key."""
+    data = secret.get("data") or {}
+    return {
+        "metadata": {"name": (secret.get("metadata") or {}).get("name")},
+        "data": {key: data[key] for key in (CERTIFICATE_KEY, PRIVATE_KEY_KEY) if key in data},
+    }
 
 
 def relevant_configmap(configmap: Object | None) -> object:

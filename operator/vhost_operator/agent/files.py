@@ -32,6 +32,7 @@ from vhost_operator.agent.plan import (
     Operation,
     Symlink,
     WriteFile,
+    disk_state,
 )
 from vhost_operator.nginx import http_definitions
 
@@ -74,24 +75,43 @@ def group_id(group: str) -> int:
 def read_disk(root: Path) -> DiskState:
     """What the layout holds. Names that are no ``<hostname>.conf`` are ignored (nginx's include
     pattern ignores them too)."""
-    configs = {
-        entry.name.removesuffix(_CONF_SUFFIX): entry.read_bytes()
-        for entry in _conf_entries(root / AVAILABLE_DIR)
-        if entry.is_file() and not entry.is_symlink()
+    hostnames = {
+        entry.name.removesuffix(_CONF_SUFFIX)
+        for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR)
+        for entry in _conf_entries(directory)
     }
-    links = {
-        entry.name.removesuffix(_CONF_SUFFIX): (os.readlink(entry) if entry.is_symlink() else None)
-        for entry in _conf_entries(root / ENABLED_DIR)
-    }
-    certificates = {
-        directory.name: {
-            entry.name: entry.read_bytes()
-            for entry in directory.iterdir()
-            if entry.is_file() and not entry.name.startswith(TEMP_PREFIX)
-        }
-        for directory in _subdirectories(root / CERTS_DIR)
-    }
-    return DiskState(configs, links, certificates)
+    hostnames.update(directory.name for directory in _subdirectories(root / CERTS_DIR))
+    return read_hosts(root, hostnames)
+
+
+def read_hosts(root: Path, hostnames: Iterable[str]) -> DiskState:
+    """What the layout holds for ``hostnames`` (a host with no files has no entries): after a
+    batch, the hosts it touched, instead of every host again."""
+    hostnames = sorted(hostnames)
+    configs = (
+        (hostname, path.read_bytes())
+        for hostname in hostnames
+        if (path := root / AVAILABLE_DIR / f"{hostname}{_CONF_SUFFIX}").is_file()
+        and not path.is_symlink()
+    )
+    links = (
+        (hostname, os.readlink(path) if path.is_symlink() else None)
+        for hostname in hostnames
+        if os.path.lexists(path := root / ENABLED_DIR / f"{hostname}{_CONF_SUFFIX}")
+    )
+    certificates = (
+        (
+            hostname,
+            {
+                entry.name: entry.read_bytes()
+                for entry in directory.iterdir()
+                if entry.is_file() and not entry.name.startswith(TEMP_PREFIX)
+            },
+        )
+        for hostname in hostnames
+        if (directory := root / CERTS_DIR / hostname).is_dir() and not directory.is_symlink()
+    )
+    return disk_state(configs, links, certificates)
 
 
 # -- undo --------------------------------------------------------------------------------------

@@ -12,18 +12,21 @@ The on-disk layout under the agent's root directory (the agent owns everything i
 nginx's main config includes ``<root>/sites-enabled/*.conf``, so disabling a site drops only its
 link: the config stays, and enabling it again is one symlink.
 
-Paths here are relative to the root; ``files`` resolves and writes them.
+Paths here are relative to the root; ``files`` resolves and writes them. The agent remembers
+what is on disk as digests (:class:`DiskState`), not contents: a batch compares each host in a
+few dictionary look-ups, and thousands of sites do not sit in memory twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import PurePosixPath
+from typing import TypeVar
 
-from vhost_operator.agent.desired import DesiredState, Site, SiteRequest
+from vhost_operator.agent.desired import DesiredState, Site, SiteRequest, digest
 from vhost_operator.certs import CERTIFICATE_KEY, PRIVATE_KEY_KEY, certificate_serial
-from vhost_operator.nginx import config_hash
+from vhost_operator.nginx.render import CONFIG_HASH_LENGTH
 from vhost_operator.resources import labels
 
 AVAILABLE_DIR = "sites-available"
@@ -54,20 +57,70 @@ def certificate_dir(hostname: str) -> PurePosixPath:
     return PurePosixPath(CERTS_DIR, hostname)
 
 
+_Value = TypeVar("_Value")
+
+
 @dataclasses.dataclass(frozen=True)
 class DiskState:
-    """What the layout directories hold, by hostname (the file or directory name)."""
+    """What the layout directories hold, by hostname (the file or directory name); file
+    contents as their :func:`digest`. Made from contents by :func:`disk_state`."""
 
-    configs: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
-    """``sites-available/<hostname>.conf`` contents."""
+    configs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """``sites-available/<hostname>.conf``: digest of its contents."""
     links: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
     """``sites-enabled/<hostname>.conf``: the symlink's target, ``None`` if not a symlink."""
-    certificates: Mapping[str, Mapping[str, bytes]] = dataclasses.field(default_factory=dict)
-    """``certs/<hostname>/``: file name → contents."""
+    certificates: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    """``certs/<hostname>/``: file name → digest of its contents."""
+    serials: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """The serial of the leaf in ``certs/<hostname>/tls.crt``, where that is a certificate."""
 
     @property
     def hostnames(self) -> set[str]:
         return set(self.configs) | set(self.links) | set(self.certificates)
+
+    def updated(self, fresh: DiskState, hostnames: Collection[str]) -> DiskState:
+        """This state with ``hostnames`` as ``fresh`` (read again) has them: the hosts a batch
+        touched are read back, not the thousands it did not."""
+
+        return DiskState(
+            _merged(self.configs, fresh.configs, hostnames),
+            _merged(self.links, fresh.links, hostnames),
+            _merged(self.certificates, fresh.certificates, hostnames),
+            _merged(self.serials, fresh.serials, hostnames),
+        )
+
+
+def _merged(
+    old: Mapping[str, _Value], new: Mapping[str, _Value], hostnames: Collection[str]
+) -> dict[str, _Value]:
+    result = dict(old)
+    for hostname in hostnames:
+        result.pop(hostname, None)
+    result.update((hostname, value) for hostname, value in new.items() if hostname in hostnames)
+    return result
+
+
+def disk_state(
+    configs: Iterable[tuple[str, bytes]] = (),
+    links: Iterable[tuple[str, str | None]] = (),
+    certificates: Iterable[tuple[str, Mapping[str, bytes]]] = (),
+) -> DiskState:
+    """The :class:`DiskState` of these contents (hostname, contents), taken one at a time: a
+    generator reading files holds one host's bytes at once."""
+    certificate_digests: dict[str, Mapping[str, str]] = {}
+    serials = {}
+    for hostname, contents in certificates:
+        certificate_digests[hostname] = {name: digest(c) for name, c in contents.items()}
+        chain = contents.get(CERTIFICATE_KEY)
+        serial = certificate_serial(chain) if chain else None
+        if serial is not None:
+            serials[hostname] = serial
+    return DiskState(
+        {hostname: digest(content) for hostname, content in configs},
+        dict(links),
+        certificate_digests,
+        serials,
+    )
 
 
 # -- operations ------------------------------------------------------------------------------
@@ -132,17 +185,16 @@ def site_operations(site: Site, disk: DiskState) -> tuple[Operation, ...]:
     operations: list[Operation] = []
     on_disk = disk.certificates.get(hostname)
     if site.certificate is not None:
-        directory = certificate_dir(hostname)
-        wanted = {
-            CERTIFICATE_KEY: (site.certificate.chain_pem, False),
-            PRIVATE_KEY_KEY: (site.certificate.key_pem, True),
-        }
-        for name, (content, private) in wanted.items():
-            if (on_disk or {}).get(name) != content:
-                operations.append(WriteFile(directory / name, content, private=private))
-    config = site.config.encode()
-    if disk.configs.get(hostname) != config:
-        operations.append(WriteFile(config_path(hostname), config))
+        wanted = (
+            (CERTIFICATE_KEY, site.certificate.chain_pem, site.chain_digest, False),
+            (PRIVATE_KEY_KEY, site.certificate.key_pem, site.key_digest, True),
+        )
+        for name, content, wanted_digest, private in wanted:
+            if (on_disk or {}).get(name) != wanted_digest:
+                path = certificate_dir(hostname) / name
+                operations.append(WriteFile(path, content, private=private))
+    if disk.configs.get(hostname) != site.config_digest:
+        operations.append(WriteFile(config_path(hostname), site.config.encode()))
     linked = hostname in disk.links
     if site.enabled and (not linked or disk.links[hostname] != link_target(hostname)):
         operations.append(Symlink(enabled_path(hostname), link_target(hostname)))
@@ -219,12 +271,10 @@ def report(
     """
     hostname = request.hostname
     config = disk.configs.get(hostname) if hostname else None
-    chain = disk.certificates.get(hostname, {}).get(CERTIFICATE_KEY) if hostname else None
     return {
-        keys.config_hash: config_hash(config.decode(errors="replace"))
-        if config is not None
-        else None,
-        keys.serial: certificate_serial(chain) if chain else None,
+        # config_hash() is this digest's beginning: the hash of the config nginx loaded.
+        keys.config_hash: config[:CONFIG_HASH_LENGTH] if config is not None else None,
+        keys.serial: disk.serials.get(hostname) if hostname else None,
         keys.error: apply_error(request.config_hash, error) if error else None,
     }
 

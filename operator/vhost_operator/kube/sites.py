@@ -9,20 +9,23 @@ list/watch) to know which replicas are ready.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import kubernetes
 
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import write
 from vhost_operator.kube.core import CoreObjects
-from vhost_operator.kube.watching import ObjectWatch
+from vhost_operator.kube.watching import LIST_PAGE_SIZE, ObjectWatch
 from vhost_operator.resources import labels
 from vhost_operator.resources.watch import Object
 
 FIELD_MANAGER = "vhost-operator-nginx-agent"
 """Field manager of the agent's annotations: distinct from the operator's, so the operator's
 server-side apply of a site ConfigMap leaves them alone."""
+
+Slim = Callable[[Object], Object]
+"""What a consumer keeps of each watched object (``ObjectWatch``'s ``slim``)."""
 
 
 def _selector(component: str) -> str:
@@ -36,12 +39,15 @@ class SiteObjects:
         self._core = CoreObjects(client)
         self.namespace = namespace
 
-    def watch_configmaps(self) -> ObjectWatch:
+    def watch_configmaps(self, slim: Slim | None = None) -> ObjectWatch:
+        """The site ConfigMaps, listed in pages, then watched; each reduced by ``slim``."""
         return ObjectWatch(
             self._core.lister("configmaps"),
             self.namespace,
             label_selector=_selector(labels.SITE_COMPONENT),
             what=f"site ConfigMaps in {self.namespace}",
+            page_size=LIST_PAGE_SIZE,
+            slim=slim,
         )
 
     def watch_pods(self, label_selector: str | None = None) -> ObjectWatch:
@@ -55,12 +61,15 @@ class SiteObjects:
             slim=_slim_pod,
         )
 
-    def watch_secrets(self) -> ObjectWatch:
+    def watch_secrets(self, slim: Slim | None = None) -> ObjectWatch:
+        """The TLS Secrets, listed in pages, then watched; each reduced by ``slim``."""
         return ObjectWatch(
             self._core.lister("secrets"),
             self.namespace,
             label_selector=_selector(labels.TLS_COMPONENT),
             what=f"TLS Secrets in {self.namespace}",
+            page_size=LIST_PAGE_SIZE,
+            slim=slim,
         )
 
     async def annotate_configmap(self, name: str, annotations: Mapping[str, str | None]) -> bool:
