@@ -315,8 +315,6 @@ _RENDERERS: Final[dict[FinalLayout | None, Callable[[SiteConfig], str]]] = {
     _PER_HANDSHAKE: _render_final_per_handshake,
     _AT_RELOAD: _render_final_at_reload,
 }
-_RECOGNISED_CONFIGS = 16384
-"""Verdicts kept: more than the hosts one nginx serves (each is asked again every batch)."""
 
 
 def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfig | None:
@@ -329,12 +327,10 @@ def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfi
     free parameters (ports, upstreams, body size) are read out of the text, checked by
     :class:`SiteConfig` like the operator's settings, and the config rendered from them must
     be the text itself, byte for byte.
+
+    Not cached here: the agent keeps each ConfigMap's verdict while the ConfigMap stays the same
+    (``agent.desired``), and a cache of texts here would hold every host's config a second time.
     """
-    return _rendered_site(config, hostname, certificate_dir)
-
-
-@functools.lru_cache(maxsize=_RECOGNISED_CONFIGS)
-def _rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfig | None:
     for pattern, render, tls in _config_patterns():
         match = pattern.fullmatch(config)
         if match is None or match["hostname"] != hostname:
