@@ -29,6 +29,7 @@ from vhost_operator.kube.sites import SiteObjects
 from vhost_operator.kube.watching import ObjectWatch
 from vhost_operator.memory import release_periodically
 from vhost_operator.provisioning.mailserving import MailServingKeeper
+from vhost_operator.provisioning.serving import slim_site
 from vhost_operator.resources.models import GROUP
 from vhost_operator.resources.watch import WatchEvent
 from vhost_operator.settings import Settings
@@ -170,7 +171,7 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     if context.applications is not None:
         # The nginx agent's reports (site ConfigMap annotations), for the waiting steps.
         sites = SiteObjects(context.client, context.settings.nginx_namespace)
-        context.tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
+        context.tasks.append(follow(sites.watch_configmaps(slim_site), context.applications.handle))
         if selector := context.settings.nginx_replica_selector:
             # Which nginx replicas are ready, so a step waits for each of them.
             pods = sites.watch_pods(selector)

@@ -9,14 +9,14 @@ list/watch) to know which replicas are ready.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import kubernetes
 
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import write
 from vhost_operator.kube.core import CoreObjects
-from vhost_operator.kube.watching import ObjectWatch
+from vhost_operator.kube.watching import LIST_PAGE_SIZE, ObjectWatch
 from vhost_operator.resources import labels
 from vhost_operator.resources.watch import Object
 
@@ -36,12 +36,16 @@ class SiteObjects:
         self._core = CoreObjects(client)
         self.namespace = namespace
 
-    def watch_configmaps(self) -> ObjectWatch:
+    def watch_configmaps(self, slim: Callable[[Object], Object] | None = None) -> ObjectWatch:
+        """The site ConfigMaps, listed in pages; each reduced by ``slim`` if given (the
+        operator reads a few annotations, the agent the whole object)."""
         return ObjectWatch(
             self._core.lister("configmaps"),
             self.namespace,
             label_selector=_selector(labels.SITE_COMPONENT),
             what=f"site ConfigMaps in {self.namespace}",
+            page_size=LIST_PAGE_SIZE,
+            slim=slim,
         )
 
     def watch_pods(self, label_selector: str | None = None) -> ObjectWatch:
