@@ -1,4 +1,5 @@
-"""Handing memory freed after a burst back to the operating system.
+"""Handing memory freed after a burst back to the operating system, and keeping it in few
+places (``limit_malloc_arenas``: glibc's arenas, which otherwise grow with the threads).
 
 A burst (thousands of new hosts, or a restart that lists them all) fills the heap with objects
 that are all freed again minutes later; glibc's allocator keeps most of that freed memory
@@ -20,6 +21,7 @@ import dataclasses
 import functools
 import os
 from collections.abc import Callable
+from typing import Any
 
 TRIM_INTERVAL = 10.0
 """Seconds between two looks at the resident size."""
@@ -55,13 +57,42 @@ class TrimPolicy:
         self.baseline = resident
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+MALLOC_ARENAS = 2
+"""glibc malloc arenas the operator's threads share (glibc's default: 8 per core). Each thread
+that allocates while another holds an arena gets one of its own, up to that default; freed
+memory stays in the arena it came from, so the operator's thread pool (``BLOCKING_CALL_THREADS``
+threads that parse API responses) spread a burst's garbage over many arenas, each keeping its
+share resident. The usual setting for threaded Python servers (``MALLOC_ARENA_MAX=2``)."""
+
+M_ARENA_MAX = -8
+"""``mallopt``'s parameter number for the arena limit (glibc's ``malloc.h``)."""
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas, before the process starts threads; whether it did (not when
+    ``MALLOC_ARENA_MAX`` is set in the environment: the administrator's value stands, nor on
+    a C library without ``mallopt``)."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
+def _libc_function(name: str) -> Any:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    trim = getattr(libc, "malloc_trim", None)
+    return getattr(libc, name, None)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    trim = _libc_function("malloc_trim")
     if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]

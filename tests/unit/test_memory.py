@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import platform
+import subprocess
+import sys
 
 import pytest
 
 from vhost_operator.memory import (
+    MALLOC_ARENAS,
     TrimPolicy,
     release_freed_memory,
     release_periodically,
@@ -63,3 +67,52 @@ def test_growth_starts_trimming_again_until_the_burst_has_settled() -> None:
 
 def test_resident_size_is_read_from_proc() -> None:
     assert resident_bytes() > MIB
+
+
+ARENAS_USED = """
+import ctypes, ctypes.util, sys, tempfile, threading
+from vhost_operator.memory import limit_malloc_arenas
+print(limit_malloc_arenas())
+threads = 8
+barrier, kept = threading.Barrier(threads), []
+def allocate():  # all alive at once: each thread asks for an arena of its own
+    barrier.wait()
+    kept.append([bytes(5000) for _ in range(100)])
+    barrier.wait()
+workers = [threading.Thread(target=allocate) for _ in range(threads)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+with tempfile.NamedTemporaryFile("r") as report:
+    handle = libc.fopen(report.name.encode(), b"w")
+    libc.malloc_info(0, handle)
+    libc.fclose(handle)
+    print(report.read().count("<heap nr="))
+"""
+
+
+def arenas_used(**environment: str) -> tuple[str, int]:
+    """(whether the limit was set, malloc arenas in use) in a fresh interpreter whose eight
+    threads allocate at the same time."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | environment
+    result = subprocess.run(
+        [sys.executable, "-c", ARENAS_USED], env=env, capture_output=True, text=True, check=True
+    )
+    limited, count = result.stdout.split()
+    return limited, int(count)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_threads_share_the_limited_arenas() -> None:
+    assert arenas_used() == ("True", MALLOC_ARENAS)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_administrators_setting_stands() -> None:
+    assert arenas_used(MALLOC_ARENA_MAX="4") == ("False", 4)

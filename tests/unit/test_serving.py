@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from vhost_operator.provisioning.chain import StepFailed
-from vhost_operator.provisioning.serving import Applied, SiteApplications, pod_ready
+from vhost_operator.provisioning.serving import Applied, SiteApplications, pod_ready, slim_site
 from vhost_operator.resources import labels
 from vhost_operator.resources.watch import WatchEvent
 
@@ -209,3 +209,55 @@ def test_without_a_ready_replica_nothing_counts_as_applied() -> None:
 
     with pytest.raises(StepFailed, match="no nginx replica was ready"):
         asyncio.run(scenario())
+
+
+def site_configmap() -> dict[str, Any]:
+    """A site ConfigMap as the watch brings it: config data, managed fields, the operator's
+    annotations and two replicas' reports."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "vhost-mail-example-com",
+            "namespace": "nginx",
+            "uid": "u1",
+            "resourceVersion": "9",
+            "labels": {labels.COMPONENT: labels.SITE_COMPONENT},
+            "annotations": {
+                labels.CONFIG_HASH: "h1",
+                labels.VIRTUALHOST: "mail-example-com",
+                labels.HOSTNAME: "mail.example.com",
+                labels.STAGE: "final",
+                **replica_report("a", "h1", "5"),
+                **replica_report("b", "h0"),
+                labels.APPLY_ERROR: "h1: bad",
+            },
+            "ownerReferences": [
+                {"kind": "VirtualHost", "name": "mail-example-com", "uid": "v1", "apiVersion": "x"}
+            ],
+            "managedFields": [{"manager": "vhost-operator", "fieldsV1": {"f:data": {}}}],
+        },
+        "data": {"site.conf": "server { listen 443 ssl; }\n" * 50},
+    }
+
+
+def test_the_slim_site_keeps_only_what_the_waiters_read() -> None:
+    full = site_configmap()
+    slim = slim_site(full)
+    assert slim == {
+        "metadata": {
+            "name": "vhost-mail-example-com",
+            "annotations": {
+                labels.CONFIG_HASH: "h1",
+                labels.VIRTUALHOST: "mail-example-com",
+                **replica_report("a", "h1", "5"),
+                **replica_report("b", "h0"),
+                labels.APPLY_ERROR: "h1: bad",
+            },
+            "ownerReferences": [{"kind": "VirtualHost", "name": "mail-example-com"}],
+        }
+    }
+    whole, slimmed = SiteApplications(), SiteApplications()
+    whole.handle(WatchEvent("SYNC", objects=(full,)))
+    slimmed.handle(WatchEvent("SYNC", objects=(slim,)))
+    assert slimmed.get("vhost-mail-example-com") == whole.get("vhost-mail-example-com")

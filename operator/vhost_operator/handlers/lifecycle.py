@@ -21,6 +21,7 @@ from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import share_challenges, slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
 from vhost_operator.handlers.kopf_storage import SlimAnnotationsDiffBaseStorage
+from vhost_operator.handlers.kopf_watching import slim_kopf_events
 from vhost_operator.handlers.mailserving import MailConditionWrites
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_renewal_info, start_scanner
@@ -31,6 +32,7 @@ from vhost_operator.kube.watching import ObjectWatch
 from vhost_operator.kube.webhooks import WebhookConfigurations
 from vhost_operator.memory import release_periodically
 from vhost_operator.provisioning.mailserving import MailServingKeeper
+from vhost_operator.provisioning.serving import slim_site
 from vhost_operator.resources.models import GROUP
 from vhost_operator.resources.watch import WatchEvent
 
@@ -78,6 +80,8 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.queueing.worker_limit = WORKER_LIMIT
     settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
     settings.watching.chunk_size = LIST_CHUNK_SIZE
+    # What waits in kopf's queues for a worker, without the half of each body nobody reads.
+    slim_kopf_events()
 
 
 @kopf.on.login()
@@ -173,7 +177,7 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     if context.applications is not None:
         # The nginx agent's reports (site ConfigMap annotations), for the waiting steps.
         sites = SiteObjects(context.client, context.settings.nginx_namespace)
-        context.tasks.append(follow(sites.watch_configmaps(), context.applications.handle))
+        context.tasks.append(follow(sites.watch_configmaps(slim_site), context.applications.handle))
         if selector := context.settings.nginx_replica_selector:
             # Which nginx replicas are ready, so a step waits for each of them.
             pods = sites.watch_pods(selector)

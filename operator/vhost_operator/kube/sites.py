@@ -40,7 +40,8 @@ class SiteObjects:
         self.namespace = namespace
 
     def watch_configmaps(self, slim: Slim | None = None) -> ObjectWatch:
-        """The site ConfigMaps, listed in pages, then watched; each reduced by ``slim``."""
+        """The site ConfigMaps, listed in pages, then watched; each reduced by ``slim`` (the
+        operator keeps a few annotations, the agent what it reads of each)."""
         return ObjectWatch(
             self._core.lister("configmaps"),
             self.namespace,

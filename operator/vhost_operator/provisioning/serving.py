@@ -228,6 +228,31 @@ def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
     return dict(obj.get("metadata", {}).get("annotations") or {})
 
 
+def _read_by_operator(key: str) -> bool:
+    return (
+        key in (labels.CONFIG_HASH, labels.VIRTUALHOST) or labels.reporting_replica(key) is not None
+    )
+
+
+def slim_site(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a site ConfigMap :meth:`SiteApplications.handle` reads (``kube.watching``'s
+    ``slim``): its name, the annotations of the config hash, the owner and the agents' reports,
+    and who owns it. Not its ``data`` (the nginx config), nor its ``managedFields``: a relist
+    of 10,000 sites then never holds 10,000 configs at once."""
+    metadata = obj.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "annotations": {k: v for k, v in annotations.items() if _read_by_operator(k)},
+            "ownerReferences": [
+                {"kind": ref.get("kind"), "name": ref.get("name")}
+                for ref in metadata.get("ownerReferences") or []
+            ],
+        }
+    }
+
+
 def _applied(obj: Mapping[str, Any]) -> Applied:
     annotations = _annotations(obj)
     metadata = obj.get("metadata") or {}
