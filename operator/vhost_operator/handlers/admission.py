@@ -37,7 +37,7 @@ against what is listed so far (failurePolicy is Ignore anyway, and the operator 
     GROUP,
     VERSION,
     VIRTUALHOSTS,
-    id="virtualhosts",
+    id=VIRTUALHOSTS,  # admission.configuration.REVIEWED routes the webhook by this id
     operations=list(OPERATIONS),
     ignore_failures=True,
 )
@@ -77,7 +77,7 @@ async def validate_virtualhost(
     GROUP,
     VERSION,
     MAILDOMAINS,
-    id="maildomains",
+    id=MAILDOMAINS,
     operations=list(OPERATIONS),
     ignore_failures=True,
 )
