@@ -279,7 +279,7 @@ def test_sigkill_mid_certificate_resumes_the_same_order(
             secret = cluster.kubectl(
                 "get",
                 "secret",
-                next_key_secret_name("crash"),
+                tls_secret_name("crash"),  # a first certificate's key waits in it
                 "-n",
                 kube.NAMESPACE,
                 "--ignore-not-found",
@@ -287,7 +287,7 @@ def test_sigkill_mid_certificate_resumes_the_same_order(
                 "jsonpath={.metadata.annotations.vhost-operator\\.io/order-url}",
             ).stdout
             if secret:
-                pending = kube.secret_data(cluster, next_key_secret_name("crash"))
+                pending = kube.secret_data(cluster, tls_secret_name("crash"))
                 order_url = secret
                 break
             time.sleep(0.05)

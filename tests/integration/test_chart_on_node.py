@@ -35,7 +35,7 @@ from tests.harness.chart_release import (
 )
 from tests.harness.node import LocalNode
 from tests.harness.waiting import phase_of
-from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
+from vhost_operator.resources.naming import tls_secret_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -253,7 +253,7 @@ def test_leading_operator_pod_deleted_mid_order_the_other_finishes_that_order(
 
     def order_url() -> str:
         found = release.kubectl(
-            "get", "secret", next_key_secret_name(vh_name), "-n", release.nginx_namespace,
+            "get", "secret", tls_secret_name(vh_name), "-n", release.nginx_namespace,
             "--ignore-not-found", "-o", f"jsonpath={ORDER_URL_PATH}",
         )  # fmt: skip
         return found.stdout
@@ -266,15 +266,16 @@ def test_leading_operator_pod_deleted_mid_order_the_other_finishes_that_order(
     figures["operator pod deletion s"] = time.monotonic() - deleted
     hairpin.holding.clear()
     hairpin.released.set()
-    tls = release.kubectl(
+    stored = release.kubectl(
         "get",
         "secret",
         tls_secret_name(vh_name),
         "-n",
         release.nginx_namespace,
-        "--ignore-not-found",
+        "-o",
+        "jsonpath={.data.tls\\.crt}",  # the key waits in it, beside no certificate
     )
-    assert not tls.stdout.strip(), "the deleted pod must not have finished the order"
+    assert not stored.stdout.strip(), "the deleted pod must not have finished the order"
     wait_until(lambda: all_ready(release, {vh_name}), 180, "Ready after the leader was deleted")
     figures["leader pod deleted -> host Ready s"] = time.monotonic() - deleted
     ready = virtualhosts(release)[vh_name]

@@ -161,12 +161,13 @@ def test_a_new_host_gets_a_certificate_for_a_key_stored_before_the_order() -> No
 
     [order] = stack.ca.orders.values()
     assert stack.log == [
-        f"store {NEXT_KEY[1]}",  # the key, before the CA hears of it
+        f"store {TLS[1]}",  # the key, before the CA hears of it
         "store vhost-operator-acme-account",
-        f"store {NEXT_KEY[1]} order={order.url}",  # resumable from here
-        f"store {TLS[1]}",
-        f"delete {NEXT_KEY[1]}",
+        f"store {TLS[1]} order={order.url}",  # resumable from here
+        f"store {TLS[1]}",  # the certificate beside it, the order URL gone
     ]
+    assert labels_of(stack, TLS)[labels.COMPONENT] == labels.TLS_COMPONENT
+    assert labels.ORDER_URL not in stack.secrets.secrets[TLS]["metadata"]["annotations"]
     tls = stack.secrets.data(TLS)
     info = inspect_certificate(tls["tls.crt"])
     assert certificate_matches_key(tls["tls.crt"], tls["tls.key"])
@@ -230,7 +231,7 @@ def test_after_an_interruption_the_stored_order_is_resumed_with_the_stored_key()
     stack.ca.fail_validation = AcmeUnavailable("validating mail.example.com: timed out")
     with pytest.raises(AcmeUnavailable):
         stack.run()
-    key = stack.secrets.data(NEXT_KEY)["tls.key"]
+    key = stack.secrets.data(TLS)["tls.key"]
     [order] = stack.ca.orders.values()
     stack.ca.fail_validation = None
     stack.log.clear()
@@ -238,20 +239,35 @@ def test_after_an_interruption_the_stored_order_is_resumed_with_the_stored_key()
     outcome = stack.run()
 
     assert len(stack.ca.orders) == 1  # no second order
-    assert stack.log == [
-        f"store {TLS[1]}",
-        f"delete {NEXT_KEY[1]}",
-    ]
+    assert stack.log == [f"store {TLS[1]}"]
     assert stack.secrets.data(TLS)["tls.key"] == key
     assert outcome.message.endswith(f"issued by order {order.url}")
 
 
-def test_a_new_host_costs_one_read_and_no_read_before_each_write() -> None:
-    """Five requests on the host's Secrets: the TLS Secret read once (the later write of it
-    relies on that read), the key stored by a create (refused if one were pending), the order
-    URL and the certificate written without reading again, the key deleted by its uid."""
+def test_a_new_host_costs_three_writes_of_its_tls_secret_and_no_read() -> None:
+    """Three requests on the host's Secrets: the key stored by creating the TLS Secret (refused
+    if the name were taken), the order URL and the certificate written to it without reading;
+    no next-key Secret to create, read or delete."""
     stack = Stack()
     stack.run()
+    assert [call for call in stack.secrets.calls if ACCOUNT[1] not in call] == [
+        f"create {TLS[1]}",
+        f"apply {TLS[1]} checked",
+        f"apply {TLS[1]} checked",
+    ]
+    assert NEXT_KEY not in stack.secrets.secrets
+
+
+def test_a_renewal_keeps_its_key_beside_the_serving_certificate_until_it_replaces_it() -> None:
+    """The TLS Secret serves on during a renewal: the new key waits in the next-key Secret
+    (read once, created outright, deleted by its uid)."""
+    stack = Stack()
+    stack.ca.validity = timedelta(seconds=10)  # due for renewal at once
+    first = stack.run()
+    stack.secrets.calls.clear()
+
+    run(stack.step.renew(with_certificate(HOST, first)))
+
     assert [call for call in stack.secrets.calls if ACCOUNT[1] not in call] == [
         f"read {TLS[1]}",
         f"create {NEXT_KEY[1]}",
@@ -274,11 +290,9 @@ def test_a_pending_key_refuses_the_create_and_is_read_and_resumed() -> None:
 
     assert len(stack.ca.orders) == 1
     assert stack.secrets.calls == [
+        f"create {TLS[1]}",  # refused: a key is pending in it
         f"read {TLS[1]}",
-        f"create {NEXT_KEY[1]}",  # refused: a key is pending
-        f"read {NEXT_KEY[1]}",
         f"apply {TLS[1]} checked",
-        f"delete {NEXT_KEY[1]} by uid",
     ]
     assert NEXT_KEY not in stack.secrets.secrets
 
@@ -316,18 +330,24 @@ def test_a_spent_pending_key_is_deleted_and_a_new_one_created() -> None:
 def test_a_secret_of_another_host_under_the_name_stops_the_step_before_any_order(
     secret: tuple[str, str],
 ) -> None:
+    """A new host's TLS Secret, a renewal's next-key Secret (a new host uses none)."""
     stack = Stack()
+    host = HOST
+    if secret == NEXT_KEY:
+        stack.ca.validity = timedelta(seconds=10)  # due for renewal at once
+        host = with_certificate(HOST, stack.run())
     other = {
         "metadata": {"name": secret[1], "annotations": {labels.VIRTUALHOST: "someone-else"}},
         "data": {"tls.key": base64.b64encode(b"their key").decode()},
     }
     stack.secrets.secrets[secret] = other
+    ordered = dict(stack.ca.orders)
 
     with pytest.raises(ForeignObjectError) as refused:
-        stack.run()
+        run(stack.step.run(host))
 
     assert "belongs to VirtualHost someone-else" in str(refused.value)
-    assert stack.ca.orders == {}
+    assert stack.ca.orders == ordered
     assert stack.secrets.secrets[secret] == other
 
 
@@ -403,7 +423,7 @@ def test_an_order_the_ca_invalidated_is_replaced_by_a_new_one_for_the_same_key()
     stack.ca.fail_validation = ChallengeFailed("the CA could not fetch the challenge")
     with pytest.raises(ChallengeFailed):
         stack.run()
-    key = stack.secrets.data(NEXT_KEY)["tls.key"]
+    key = stack.secrets.data(TLS)["tls.key"]
     stack.ca.fail_validation = None
 
     stack.run()
@@ -420,8 +440,7 @@ def test_a_certificate_for_another_key_is_never_stored() -> None:
         stack.run()
 
     assert str(failed.value) == ("the CA returned a certificate that does not match the stored key")
-    assert TLS not in stack.secrets.secrets
-    assert NEXT_KEY in stack.secrets.secrets  # the key is kept for the next attempt
+    assert_only_a_pending_key(stack)  # kept for the next attempt
 
 
 @pytest.mark.parametrize(
@@ -452,8 +471,7 @@ def test_a_ca_failure_reaches_the_status_as_the_ca_client_worded_it(
 
     assert failed.value is refusal
     assert orders(type(refusal).__name__) == counted + 1
-    assert TLS not in stack.secrets.secrets
-    assert NEXT_KEY in stack.secrets.secrets
+    assert_only_a_pending_key(stack)
 
 
 def test_a_failed_challenge_is_unpublished_and_its_detail_reported() -> None:
@@ -481,8 +499,8 @@ def test_an_unusable_stored_key_fails_the_step_with_the_reason() -> None:
     run(
         stack.secrets.apply_secret(
             "nginx",
-            {"metadata": {"name": NEXT_KEY[1], "annotations": {labels.VIRTUALHOST: HOST.name}}},
-            {"tls.key": b"not a key"},
+            {"metadata": {"name": TLS[1], "annotations": {labels.VIRTUALHOST: HOST.name}}},
+            {"tls.crt": b"", "tls.key": b"not a key"},
         )
     )
 
@@ -508,6 +526,20 @@ def test_the_account_is_registered_once_and_its_key_stored_once() -> None:
     assert stack.ca.registrations == 2
     assert stack.secrets.data(ACCOUNT)["account.key"] == stored
     assert stack.log.count("store vhost-operator-acme-account") == 1
+
+
+def labels_of(stack: Stack, secret: tuple[str, str]) -> dict[str, str]:
+    return dict(stack.secrets.secrets[secret]["metadata"].get("labels") or {})
+
+
+def assert_only_a_pending_key(stack: Stack) -> None:
+    """No certificate stored: the host's TLS Secret holds its key alone, labelled a pending
+    key (the agents watch the label ``tls`` only), and no next-key Secret exists."""
+    assert stack.secrets.data(TLS)["tls.crt"] == b""
+    assert stack.secrets.data(TLS)["tls.key"]
+    assert labels_of(stack, TLS)[labels.COMPONENT] == labels.NEXT_KEY_COMPONENT
+    assert stack.secrets.secrets[TLS]["type"] == "kubernetes.io/tls"
+    assert NEXT_KEY not in stack.secrets.secrets
 
 
 def with_certificate(host: VirtualHost, outcome: StepOutcome) -> VirtualHost:

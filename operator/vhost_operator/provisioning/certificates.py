@@ -1,24 +1,33 @@
 """The ``certificate`` step: an ACME certificate for the host, stored as its TLS Secret.
 
-Crash safety, in order: the private key is stored (the next-key Secret) before an order is
-placed; the order URL is stored on that Secret as soon as the CA created the order, so a restart
-resumes the order instead of placing another; the issued chain is checked against the stored key
-before it is written; only then is the next-key Secret removed (a pending key that the TLS Secret
-already holds is spent and replaced, so a renewal always ends with a new certificate). A TLS
+Crash safety, in order: the private key is stored before an order is placed; the order URL is
+stored beside it as soon as the CA created the order, so a restart resumes the order instead of
+placing another; the issued chain is checked against the stored key before it is written. A TLS
 Secret that already holds a current certificate for the hostname is reused, so re-running the
 step never orders again.
 
-API requests, five for a new host (with a thousand hosts at once, each one counts): the TLS
-Secret is read once, at the start (it must be the host's or absent, see
-``kube.objects``), and the next-key Secret is created outright: the API server refuses the create
-when a key is pending already, and only then is that one read and resumed. The later writes of
-the step (the order URL, the certificate) go without another read, and the next-key Secret is
-deleted by the uid it was created (or read) with.
+Where the pending key is stored: a host's first certificate is ordered with its key stored in the
+host's TLS Secret itself, created with the key and an empty ``tls.crt`` (the API server requires
+both keys of a ``kubernetes.io/tls`` Secret, not a certificate in them) and the component label
+of a pending key, so neither agent (they watch the label ``tls``) takes it for a certificate
+until the certificate is stored in it. A renewal cannot do that (the TLS Secret keeps serving the
+current certificate until the new one replaces it): its key is stored in the next-key Secret,
+which is removed once the certificate is stored (a pending key that the TLS Secret already holds
+is spent and replaced, so a renewal always ends with a new certificate).
+
+API requests for a new host, three (with a thousand hosts at once, each one counts): the TLS
+Secret created with the key (the API server refuses the create when the name is taken, and only
+then is it read: a pending key to resume, a certificate to keep, or another's), the order URL
+applied to it, then the certificate, neither write preceded by a read. A renewal reads the TLS
+Secret once, creates the next-key Secret outright (read only when refused: a key is pending
+already), writes the order URL and the certificate without another read, and deletes the
+next-key Secret by the uid it was created (or read) with.
 
 When the CA asks for a pause (``429``/``503`` with ``Retry-After``) the step defers until then
-(:class:`~vhost_operator.provisioning.chain.StepDeferred`): the key and the order stay on the
-next-key Secret, together with the time, so that neither this process nor a restarted one calls
-the CA for the host before it, and the order is resumed afterwards instead of placed again.
+(:class:`~vhost_operator.provisioning.chain.StepDeferred`): the key and the order stay in the
+Secret holding the key, together with the time, so that neither this process nor a restarted
+one calls the CA for the host before it, and the order is resumed afterwards instead of placed
+again.
 
 A new order is placed only within the account's order budget (``provisioning.budget``): a host
 beyond it defers to the time its order will be placed, before any call to the CA.
@@ -69,6 +78,8 @@ logger = logging.getLogger(__name__)
 
 CERTIFICATE = "certificate"
 
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
 CONCURRENT_ORDERS = 16
 """ACME orders in progress at once; the other hosts' certificate steps wait their turn. A burst
 of a thousand new hosts would otherwise open a thousand orders at once: the CA's rate limits
@@ -88,7 +99,9 @@ class PendingKey:
     ca_wait_reason: str = ""
     """... and this is what it said."""
     uid: str | None = None
-    """The uid of the next-key Secret holding it, once known: it is deleted by that uid."""
+    """The uid of the Secret holding it, once known: a next-key Secret is deleted by that uid."""
+    in_tls_secret: bool = False
+    """Held by the host's TLS Secret (a first certificate), not by the next-key Secret."""
 
 
 class SecretStore(Protocol):
@@ -226,6 +239,12 @@ class CertificateStep:
         self._orders = asyncio.Semaphore(CONCURRENT_ORDERS)
 
     async def run(self, host: VirtualHost) -> StepOutcome:
+        if host.status.certificate is None:
+            # A new host, most likely: its key goes straight into a new TLS Secret. Refused
+            # (the name is taken: a pending key, a certificate, another's), the Secret is read.
+            pending = PendingKey(new_private_key_pem(), in_tls_secret=True)
+            if await self._create_pending_key(host, pending):
+                return await self._issue_and_store(host, pending)
         current = await self._tls_secret(host)
         reusable = await self._reusable(current, host)
         if reusable is not None:
@@ -260,8 +279,10 @@ class CertificateStep:
     async def _order_new(self, host: VirtualHost, current: SecretData | None) -> StepOutcome:
         """Order (or resume the pending order of) a certificate; ``current``: the host's TLS
         Secret as this step read it."""
-        namespace = self._settings.nginx_namespace
-        pending = await self._next_key(host, current)
+        return await self._issue_and_store(host, await self._next_key(host, current))
+
+    async def _issue_and_store(self, host: VirtualHost, pending: PendingKey) -> StepOutcome:
+        """Order with the stored ``pending`` key (or resume its order), store the certificate."""
         key = pending.key
         if pending.ca_not_before is not None and self._clock() < pending.ca_not_before:
             raise _deferred(pending.ca_not_before, pending.ca_wait_reason)
@@ -276,14 +297,18 @@ class CertificateStep:
             if counted and pending.order_url is None and self._budget is not None:
                 self._budget.refund()  # no order was created: the CA counted none
             pending.ca_not_before, pending.ca_wait_reason = wait.until, str(wait)
-            await self._write_next_key(host, pending, checked=True)
+            await self._write_pending_key(host, pending, checked=True)
             raise _deferred(wait.until, str(wait)) from wait
         if not certificate_matches_key(issued.chain_pem, key):
             raise StepFailed("the CA returned a certificate that does not match the stored key")
         await self._store(host, issued.chain_pem, key)
-        await self._secrets.delete_secret(
-            namespace, next_key_secret_name(host.name), owner=host.name, uid=pending.uid
-        )
+        if not pending.in_tls_secret:
+            await self._secrets.delete_secret(
+                self._settings.nginx_namespace,
+                next_key_secret_name(host.name),
+                owner=host.name,
+                uid=pending.uid,
+            )
         profile = profile_of(host, self._settings)
         status = await self.certificate_status(host, issued.chain_pem, profile=profile)
         return StepOutcome(
@@ -389,10 +414,14 @@ class CertificateStep:
         key that the TLS Secret (``current``) already holds is spent: an attempt stored its
         certificate and crashed before removing the pending key. Resuming its order would
         "renew" to the very same certificate, so a new key (and a new order) is used instead.
+        A TLS Secret without a certificate holds the pending key of the host's first one
+        (see ``run``): that key is resumed.
         """
+        if current is not None and _pending_in_tls_secret(current):
+            return _pending_key(current, in_tls_secret=True)
         namespace, name = self._settings.nginx_namespace, next_key_secret_name(host.name)
         pending = PendingKey(new_private_key_pem())
-        if await self._create_next_key(host, pending):
+        if await self._create_pending_key(host, pending):
             return pending
         stored = await self._secrets.read_secret(namespace, name)
         if stored is not None:
@@ -400,56 +429,57 @@ class CertificateStep:
             _check_owner(stored, host, f"Secret {namespace}/{name}")
         if stored is not None and stored.data.get("tls.key"):
             if current is None or current.data.get("tls.key") != stored.data["tls.key"]:
-                return PendingKey(
-                    stored.data["tls.key"],
-                    stored.annotations.get(labels.ORDER_URL),
-                    _time_or_none(stored.annotations.get(labels.CA_NOT_BEFORE)),
-                    stored.annotations.get(labels.CA_WAIT_REASON, ""),
-                    uid=stored.uid,
-                )
+                return _pending_key(stored, in_tls_secret=False)
             # Deleted, not overwritten: an apply would leave an order URL written by another
             # field manager beside the new key.
             await self._secrets.delete_secret(namespace, name, owner=host.name, uid=stored.uid)
-            if await self._create_next_key(host, pending):
+            if await self._create_pending_key(host, pending):
                 return pending
         # Without a key, or gone or back meanwhile: stored the checked way.
-        await self._write_next_key(host, pending, checked=False)
+        await self._write_pending_key(host, pending, checked=False)
         return pending
 
-    async def _create_next_key(self, host: VirtualHost, pending: PendingKey) -> bool:
-        """Store ``pending`` in a new next-key Secret; ``False`` if one exists already."""
-        manifest = self._next_key_manifest(host, pending)
-        namespace = self._settings.nginx_namespace
+    async def _create_pending_key(self, host: VirtualHost, pending: PendingKey) -> bool:
+        """Store ``pending`` in a new Secret (the TLS or the next-key Secret, as it says);
+        ``False`` if one of that name exists already."""
+        manifest = self._pending_key_manifest(host, pending)
         pending.uid = await self._secrets.create_secret(
-            namespace, manifest, {"tls.key": pending.key}
+            self._settings.nginx_namespace, manifest, _pending_data(pending)
         )
         return pending.uid is not None
 
-    async def _write_next_key(
+    async def _write_pending_key(
         self, host: VirtualHost, pending: PendingKey, *, checked: bool
     ) -> None:
-        """``checked``: this step created or read (and checked) the next-key Secret already."""
+        """``checked``: this step created or read (and checked) the Secret holding the key."""
         namespace = self._settings.nginx_namespace
-        manifest = self._next_key_manifest(host, pending)
+        manifest = self._pending_key_manifest(host, pending)
         await self._secrets.apply_secret(
-            namespace, manifest, {"tls.key": pending.key}, checked=checked
+            namespace, manifest, _pending_data(pending), checked=checked
         )
 
-    def _next_key_manifest(self, host: VirtualHost, pending: PendingKey) -> dict[str, Any]:
+    def _pending_key_manifest(self, host: VirtualHost, pending: PendingKey) -> dict[str, Any]:
+        """The Secret holding ``pending``: the next-key Secret, or the TLS Secret of a first
+        certificate (its type fixed at creation; the component label a pending key's until the
+        certificate is stored, see the module docstring)."""
         annotations = {labels.VIRTUALHOST: host.name, labels.HOSTNAME: host.spec.hostname}
         if pending.order_url:
             annotations[labels.ORDER_URL] = pending.order_url
         if pending.ca_not_before is not None:
             annotations[labels.CA_NOT_BEFORE] = pending.ca_not_before.isoformat()
             annotations[labels.CA_WAIT_REASON] = pending.ca_wait_reason
+        if pending.in_tls_secret:
+            name, type_ = tls_secret_name(host.name), TLS_SECRET_TYPE
+        else:
+            name, type_ = next_key_secret_name(host.name), "Opaque"
         return {
             "metadata": {
-                "name": next_key_secret_name(host.name),
+                "name": name,
                 "labels": labels.component_labels(labels.NEXT_KEY_COMPONENT),
                 "annotations": annotations,
                 "ownerReferences": [host.owner_reference()],
             },
-            "type": "Opaque",
+            "type": type_,
         }
 
     async def _issue(
@@ -460,7 +490,7 @@ class CertificateStep:
                 # The stored order could not be resumed (it turned invalid): this one is new.
                 await self._budget.record()
             pending.order_url, pending.ca_not_before = url, None
-            await self._write_next_key(host, pending, checked=True)
+            await self._write_pending_key(host, pending, checked=True)
 
         try:
             async with self._orders:
@@ -514,15 +544,39 @@ class CertificateStep:
                 "annotations": {labels.VIRTUALHOST: host.name, labels.HOSTNAME: host.spec.hostname},
                 "ownerReferences": [host.owner_reference()],
             },
-            "type": "kubernetes.io/tls",
+            "type": TLS_SECRET_TYPE,
         }
-        # Checked: the step read the TLS Secret at its start (``_tls_secret``).
+        # Checked: the step created the TLS Secret, or read it at its start (``_tls_secret``).
         await self._secrets.apply_secret(
             self._settings.nginx_namespace,
             manifest,
             {"tls.crt": chain, "tls.key": key},
             checked=True,
         )
+
+
+def _pending_in_tls_secret(secret: SecretData) -> bool:
+    """Whether the host's TLS Secret holds the pending key of its first certificate."""
+    return not secret.data.get("tls.crt") and bool(secret.data.get("tls.key"))
+
+
+def _pending_key(secret: SecretData, *, in_tls_secret: bool) -> PendingKey:
+    """The pending key ``secret`` holds, with its order and the CA's pause, if any."""
+    return PendingKey(
+        secret.data["tls.key"],
+        secret.annotations.get(labels.ORDER_URL),
+        _time_or_none(secret.annotations.get(labels.CA_NOT_BEFORE)),
+        secret.annotations.get(labels.CA_WAIT_REASON, ""),
+        uid=secret.uid,
+        in_tls_secret=in_tls_secret,
+    )
+
+
+def _pending_data(pending: PendingKey) -> dict[str, bytes]:
+    """The data of the Secret holding ``pending``: a TLS Secret must have both keys."""
+    if pending.in_tls_secret:
+        return {"tls.crt": b"", "tls.key": pending.key}
+    return {"tls.key": pending.key}
 
 
 def profile_of(host: VirtualHost, settings: Settings) -> str | None:
