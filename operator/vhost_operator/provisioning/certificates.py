@@ -13,7 +13,10 @@ of a pending key, so neither agent (they watch the label ``tls``) takes it for a
 until the certificate is stored in it. A renewal cannot do that (the TLS Secret keeps serving the
 current certificate until the new one replaces it): its key is stored in the next-key Secret,
 which is removed once the certificate is stored (a pending key that the TLS Secret already holds
-is spent and replaced, so a renewal always ends with a new certificate).
+is spent and replaced, so a renewal always ends with a new certificate). Releases before this
+one kept a first certificate's key in the next-key Secret too: such a key, pending across the
+upgrade for a host still without a certificate, is not resumed (one order more, once); that
+key serves the host's first renewal instead, or goes with the host.
 
 API requests for a new host, three (with a thousand hosts at once, each one counts): the TLS
 Secret created with the key (the API server refuses the create when the name is taken, and only
