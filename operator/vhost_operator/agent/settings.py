@@ -75,7 +75,7 @@ class AgentSettings(BaseSettings):
     reload_pacing: float = Field(default=1.0, ge=0)
     """After a batch that kept nginx busy for t seconds (``nginx -t`` and the reload), the next
     batch waits at least ``reload_pacing * t``. Loading a config costs more the more sites there
-    are (every site's server blocks and locations: about 0.14 s of CPU per 1,000 sites, twice
+    are (every site's server block and locations: about 0.09 s of CPU per 1,000 TLS sites, twice
     per batch; the TLS sites share one OpenSSL context, certificates are loaded per handshake),
     so under a steady stream of changes the batches grow instead of nginx spending all its time
     reloading. 0 turns it off."""
