@@ -40,7 +40,9 @@ class AgentSettings(BaseSettings):
     """Port nginx serves HTTPS on: the operator's ``nginx_https_port``. The agent writes nginx's
     default server for it, the one TLS context every site there shares (it loads each host's
     certificate from ``<root_dir>/certs/`` per handshake): nginx's main config must not have a
-    default server of its own on this port."""
+    default server of its own on this port. A TLS site config for another port is refused for
+    its host (nginx would refuse it, and every other such site, for want of a certificate), its
+    ``apply-error`` naming both settings."""
 
     nginx_binary: str = "nginx"
     """nginx executable used for ``nginx -t`` (looked up on PATH unless absolute)."""
