@@ -207,6 +207,13 @@ def test_challenges_reach_the_responder_with_the_hostname(
         assert headers == served.expected(hostname, "http", **HTTP_CLIENT)
     else:
         assert headers == {"host": hostname, "connection": "close", **HTTP_CLIENT}
+    # Over HTTPS the path is this release's challenge location too (one server for both
+    # ports); the earlier forms had it on port 80 only, and sent it to the web app on 443.
+    before = len(served.responder.requests), len(served.app.requests)
+    assert served.https(hostname, path)[0] == 200
+    on_responder = layout is FinalLayout.ONE_SERVER
+    after = len(served.responder.requests), len(served.app.requests)
+    assert after == (before[0] + on_responder, before[1] + (not on_responder))
 
 
 @pytest.mark.parametrize("layout", list(FinalLayout))
