@@ -91,7 +91,7 @@ class Sites:
         tls: bool,
         body_size: int = 50,
         additional_names: tuple[str, ...] = (),
-        layout: FinalLayout = FinalLayout.SHARED_CONTEXT,
+        layout: FinalLayout = FinalLayout.ONE_SERVER,
     ) -> str:
         certificates = self.nginx.root / "certs" / hostname
         site = SiteConfig(

@@ -17,7 +17,13 @@ from vhost_operator.admission.rules import Refusal, review_maildomain, review_vi
 from vhost_operator.agent.desired import desired_state
 from vhost_operator.catalog import HostCatalog
 from vhost_operator.certs import inspect_certificate, new_private_key_pem
-from vhost_operator.nginx import SiteConfig, render_bootstrap, render_final, rendered_site
+from vhost_operator.nginx import (
+    FinalLayout,
+    SiteConfig,
+    render_bootstrap,
+    render_final,
+    rendered_site,
+)
 from vhost_operator.provisioning.decisions import Action, decide, names_refusal
 from vhost_operator.resources import labels
 from vhost_operator.resources.claims import Claim
@@ -315,8 +321,11 @@ def site(**overrides: Any) -> SiteConfig:
 def test_every_server_block_names_every_name_and_redirects_to_the_hostname() -> None:
     names = f"server_name {HOSTNAME} {' '.join(EXTRA)};"
     final = render_final(site())
-    assert final.count(names) == 2
+    assert final.count(names) == 1  # one server for both ports
     assert f"return 301 https://{HOSTNAME}$request_uri;" in final
+    earlier = render_final(site(), layout=FinalLayout.SHARED_CONTEXT)
+    assert earlier.count(names) == 2
+    assert f"return 301 https://{HOSTNAME}$request_uri;" in earlier
     bootstrap = render_bootstrap(site(certificate_path=None, key_path=None))
     assert bootstrap.count(names) == 1
 

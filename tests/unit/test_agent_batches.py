@@ -151,10 +151,14 @@ def configmaps_parsed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     original = desired.site_request
 
     def site_request(
-        configmap: desired.Object, secrets: Mapping[str, desired.Object], *, certificate_dir: str
+        configmap: desired.Object,
+        secrets: Mapping[str, desired.Object],
+        *,
+        certificate_dir: str,
+        https_port: int | None = None,
     ) -> desired.SiteRequest:
         parsed.append(configmap["metadata"]["name"])
-        return original(configmap, secrets, certificate_dir=certificate_dir)
+        return original(configmap, secrets, certificate_dir=certificate_dir, https_port=https_port)
 
     with monkeypatch.context() as patch:
         patch.setattr(desired, "site_request", site_request)

@@ -162,6 +162,40 @@ def test_a_tls_config_without_a_secret_is_refused() -> None:
     assert request.problem is not None and "names no TLS Secret" in request.problem
 
 
+def test_a_tls_config_on_another_port_than_the_agents_names_both_settings(
+    pair: tuple[bytes, bytes],
+) -> None:
+    """nginx -t would refuse every such site with "no ssl_certificate is defined": the agent's
+    default TLS server (the shared context) listens on its own HTTPS port only."""
+    chain, key = pair
+    directory = f"{CERTIFICATES}/a.example.com"
+    tls = render_final(
+        SiteConfig(
+            hostname="a.example.com",
+            challenge_upstream="op:8089",
+            upstream="http://app:8000",
+            https_port=8443,
+            certificate_path=f"{directory}/tls.crt",
+            key_path=f"{directory}/tls.key",
+        )
+    )
+    configmaps = [configmap(config=tls, tls_secret="vhost-a-tls"), configmap("vhost-b", "b.x.org")]
+    configmaps[1]["data"] = {"b.x.org.conf": CONFIG.replace("a.example.com", "b.x.org")}
+    secrets = {"vhost-a-tls": tls_secret("vhost-a-tls", chain, key)}
+    desired = agent_desired_state(configmaps, secrets, certificate_dir=CERTIFICATES, https_port=443)
+    refused, plain = desired.requests
+    assert refused.site is None and desired.held == {"a.example.com"}
+    assert refused.problem == (
+        "the config serves HTTPS on port 8443, but this agent's VHOST_AGENT_HTTPS_PORT is 443 "
+        "(nginx's default TLS server, the one TLS context every site shares, listens there): "
+        "nginx would refuse it. The operator's VHOST_OPERATOR_NGINX_HTTPS_PORT and the agent's "
+        "VHOST_AGENT_HTTPS_PORT must be the same port"
+    )
+    assert plain.problem is None and "b.x.org" in desired.sites  # no HTTPS: any port
+    same = agent_desired_state(configmaps, secrets, certificate_dir=CERTIFICATES, https_port=8443)
+    assert same.requests[0].problem is None
+
+
 def test_a_missing_secret_holds_the_host_instead_of_removing_it() -> None:
     desired = desired_state([configmap(tls_secret="vhost-a-tls")], {})
     [request] = desired.requests

@@ -210,7 +210,9 @@ class NginxAgent:
         self._reloading = ReloadingWorkspace(
             settings.root_dir, nginx, self.stats, key_group=key_group, touched=self._touched
         )
-        self._desired_states = DesiredStates(str(settings.root_dir / CERTS_DIR))
+        self._desired_states = DesiredStates(
+            str(settings.root_dir / CERTS_DIR), settings.https_port
+        )
         self._configmaps = ObjectStore(relevant_configmap)
         self._secrets = ObjectStore(relevant_secret)
         self._burst = Burst(settings.quiet_window, settings.max_delay)

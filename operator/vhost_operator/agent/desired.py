@@ -118,17 +118,22 @@ class DesiredState:
 
 
 def desired_state(
-    configmaps: Iterable[Object], secrets: Mapping[str, Object], *, certificate_dir: str
+    configmaps: Iterable[Object],
+    secrets: Mapping[str, Object],
+    *,
+    certificate_dir: str,
+    https_port: int | None = None,
 ) -> DesiredState:
     """Parse every site ConfigMap; ``secrets`` are the TLS Secrets by name; configs may name
-    certificates only as ``<certificate_dir>/<hostname>/tls.{crt,key}``.
+    certificates only as ``<certificate_dir>/<hostname>/tls.{crt,key}``, and serve HTTPS only on
+    ``https_port`` (the port the agent writes nginx's default TLS server for; ``None``: any).
 
     When several ConfigMaps claim one hostname (the admission webhook normally prevents it), the
     one of the oldest VirtualHost keeps it, by the rule the operator and the tenancy gate follow
     too (``resources.claims``), so the outcome depends neither on event order nor on which of
     them decides. ``requests`` stay ordered by ConfigMap name.
     """
-    return DesiredStates(certificate_dir)(configmaps, secrets)
+    return DesiredStates(certificate_dir, https_port)(configmaps, secrets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +152,9 @@ class DesiredStates:
     not the request). Parsing, checking the config against the templates and hashing every site
     each batch made a batch's cost grow with all the sites rather than with the changed ones."""
 
-    def __init__(self, certificate_dir: str) -> None:
+    def __init__(self, certificate_dir: str, https_port: int | None = None) -> None:
         self._certificate_dir = certificate_dir
+        self._https_port = https_port
         self._parsed: dict[str, _Parsed] = {}
 
     def __call__(self, configmaps: Iterable[Object], secrets: Mapping[str, Object]) -> DesiredState:
@@ -162,7 +168,12 @@ class DesiredStates:
                 or not _same(known.configmap, configmap, relevant_configmap)
                 or not _same(known.secret, secret, relevant_secret)
             ):
-                request = site_request(configmap, secrets, certificate_dir=self._certificate_dir)
+                request = site_request(
+                    configmap,
+                    secrets,
+                    certificate_dir=self._certificate_dir,
+                    https_port=self._https_port,
+                )
                 known = _Parsed(configmap, secret, request, _seniority(configmap))
             elif known.configmap is not configmap or known.secret is not secret:
                 known = dataclasses.replace(known, configmap=configmap, secret=secret)
@@ -224,7 +235,11 @@ def _seniority(configmap: Object) -> tuple[Claim, str]:
 
 
 def site_request(
-    configmap: Object, secrets: Mapping[str, Object], *, certificate_dir: str
+    configmap: Object,
+    secrets: Mapping[str, Object],
+    *,
+    certificate_dir: str,
+    https_port: int | None = None,
 ) -> SiteRequest:
     """What one site ConfigMap asks for; checks run in the order a human would fix them.
 
@@ -257,6 +272,17 @@ def site_request(
         )
         return dataclasses.replace(request, problem=message)
     request = dataclasses.replace(request, additional_names=rendered.additional_names)
+    if rendered.has_certificate and https_port is not None and rendered.https_port != https_port:
+        # nginx -t would refuse it ("no ssl_certificate is defined for the listen ... ssl"),
+        # and with it every TLS site of the same settings: name the setting instead.
+        message = (
+            f"the config serves HTTPS on port {rendered.https_port}, but this agent's "
+            f"VHOST_AGENT_HTTPS_PORT is {https_port} (nginx's default TLS server, the one TLS "
+            "context every site shares, listens there): nginx would refuse it. The operator's "
+            "VHOST_OPERATOR_NGINX_HTTPS_PORT and the agent's VHOST_AGENT_HTTPS_PORT must be "
+            "the same port"
+        )
+        return dataclasses.replace(request, problem=message)
     enabled = annotations.get(labels.ENABLED, "true")
     if enabled not in ("true", "false"):
         message = f"annotation {labels.ENABLED} must be 'true' or 'false', not {enabled!r}"

@@ -6,6 +6,7 @@ anywhere (ConfigMaps, files) and reloading nginx belong to other layers.
 
 from vhost_operator.nginx.render import (
     PER_HANDSHAKE_VARIABLE,
+    REDIRECT_VARIABLE,
     SERVER_NAMES_HASH_BUCKET_SIZE,
     SERVER_NAMES_HASH_MAX_SIZE,
     FinalLayout,
@@ -19,6 +20,7 @@ from vhost_operator.nginx.render import (
 
 __all__ = [
     "PER_HANDSHAKE_VARIABLE",
+    "REDIRECT_VARIABLE",
     "SERVER_NAMES_HASH_BUCKET_SIZE",
     "SERVER_NAMES_HASH_MAX_SIZE",
     "FinalLayout",

@@ -45,33 +45,58 @@ key paths (:attr:`FinalLayout.PER_HANDSHAKE`): a variable in ``ssl_certificate``
 :func:`http_definitions`, so those configs keep working until their hosts are provisioned again."""
 
 
+REDIRECT_VARIABLE: Final = "vhost_operator_to_https"
+"""Defined by :func:`http_definitions`: ``1`` for a plain HTTP request outside the ACME challenge
+path, else empty. The final TLS config (one server for both ports) redirects when it is set."""
+
+
 class FinalLayout(enum.Enum):
-    """Where a final (TLS) config gets its certificate from."""
+    """The form of a release's configs. Earlier forms are still recognised and served as they
+    are, so the hosts not provisioned since an upgrade keep working."""
+
+    ONE_SERVER = "one server"
+    """This release: a TLS site is one ``server`` for both ports, which redirects plain HTTP
+    (but the challenge path) to HTTPS with an ``if`` on :data:`REDIRECT_VARIABLE`; no location
+    sets a ``proxy_set_header`` of its own: they all inherit the ones :func:`http_definitions`
+    sets at http level. nginx's cost of loading a config is mostly per server block and per
+    location (every HTTP module's configuration allocated and merged for each), and a location
+    with headers of its own also builds its own header table: measured at 10,000 TLS sites,
+    ``nginx -t`` took 1.54 CPU-s and 540 MiB with :attr:`SHARED_CONTEXT`, 0.92 CPU-s and
+    351 MiB with this one. Bootstrap and HTTP-only configs of this release have no headers of
+    their own either. TLS contexts as in :attr:`SHARED_CONTEXT`."""
 
     SHARED_CONTEXT = "shared context"
-    """This release: the site names no certificate, so nginx (>= 1.19.4) builds no OpenSSL
-    context for it; the port's default server, :func:`http_definitions`, holds the one context
-    every site shares and loads ``<certificate_dir>/$server_name/tls.{crt,key}`` per handshake.
-    ``$server_name`` is the first ``server_name`` of the server the client's SNI selected: the
-    configured hostname, never the client's text. A reload then builds one context whatever the
-    number of TLS sites (a context per site cost about 0.2 ms of nginx's CPU per site and load,
-    and about 130 KiB of its memory per site, measured at 10,000 sites)."""
+    """The previous release: a TLS site is two servers (one per port), with ``proxy_set_header``
+    in each proxied location. The site names no certificate, so nginx (>= 1.19.4) builds no
+    OpenSSL context for it; the port's default server, :func:`http_definitions`, holds the one
+    context every site shares and loads ``<certificate_dir>/$server_name/tls.{crt,key}`` per
+    handshake. ``$server_name`` is the first ``server_name`` of the server the client's SNI
+    selected: the configured hostname, never the client's text. A reload then builds one context
+    whatever the number of TLS sites (a context per site cost about 0.2 ms of nginx's CPU per
+    site and load, and about 130 KiB of its memory per site, measured at 10,000 sites)."""
 
     PER_HANDSHAKE = "per handshake"
-    """The previous release: each site its own context, its fixed paths with
-    :data:`PER_HANDSHAKE_VARIABLE` appended (loaded per handshake)."""
+    """An earlier release: as :attr:`SHARED_CONTEXT`, but each site its own context, its fixed
+    paths with :data:`PER_HANDSHAKE_VARIABLE` appended (loaded per handshake)."""
 
     AT_RELOAD = "at reload"
-    """Earlier releases: each site its own context, certificates loaded at every reload."""
+    """Earlier releases: as :attr:`PER_HANDSHAKE`, certificates loaded at every reload."""
 
 
 def http_definitions(certificate_dir: str, https_port: int) -> str:
-    """Text that must be in the ``http {}`` context including the final configs; the nginx agent
-    writes it into ``sites-enabled/`` next to the sites. It is the HTTPS port's default server
-    (nginx's main config must have none of its own there): unknown names and handshakes without
-    SNI are refused, and for every site it is the one TLS context, whose certificate callback
-    reads ``<certificate_dir>/<the selected server's first name>/tls.{crt,key}``. Without it
-    nginx refuses the TLS sites ("no ssl_certificate is defined for the listen ... ssl")."""
+    """Text that must be in the ``http {}`` context including the site configs; the nginx agent
+    writes it into ``sites-enabled/`` next to the sites. It holds:
+
+    - the proxy headers every site's locations inherit (a site's configs set none, so nginx
+      builds one header table for all of them). They apply to every server of that ``http {}``
+      block that sets no ``proxy_set_header`` of its own (a level that sets one inherits none);
+    - the map behind :data:`REDIRECT_VARIABLE`, which the TLS sites redirect plain HTTP by
+      (without it nginx refuses them: "unknown variable");
+    - the HTTPS port's default server (nginx's main config must have none of its own there):
+      unknown names and handshakes without SNI are refused, and for every site it is the one TLS
+      context, whose certificate callback reads ``<certificate_dir>/<the selected server's first
+      name>/tls.{crt,key}``. Without it nginx refuses the TLS sites ("no ssl_certificate is
+      defined for the listen ... ssl")."""
     directory = certificate_dir.rstrip("/")
     # The same allow-list as the sites' values: this text is pasted into nginx's config too.
     problem = _file_path_problem(f"{directory}/tls.crt") or _port_problem(str(https_port))
@@ -79,6 +104,32 @@ def http_definitions(certificate_dir: str, https_port: int) -> str:
         raise ValueError(f"cannot define nginx's default TLS server: {problem}")
     return f"""\
 # Generated by vhost-operator: what its site configs need at http level. Do not edit.
+
+# What every site's proxied locations send: they set no proxy_set_header of their own, so they
+# inherit these (a location with headers of its own would make nginx build a header table for
+# it at every load). The web app needs the public hostname (tenancy) and the client's address
+# and scheme; the challenge responder the hostname. (Configs of earlier releases set their own.)
+proxy_http_version 1.1;
+proxy_set_header Host $host;
+proxy_set_header X-Real-IP $remote_addr;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_set_header X-Forwarded-Host $host;
+proxy_set_header X-Forwarded-Port $server_port;
+# Send SNI to an HTTPS upstream; without it many TLS servers pick the wrong certificate. (Has no
+# effect on a plain HTTP upstream.)
+proxy_ssl_server_name on;
+
+# A TLS site is one server for both ports: it redirects a plain HTTP request to HTTPS when this
+# is set, for every path but the ACME challenges' (location "^~ /.well-known/acme-challenge/").
+map $scheme ${REDIRECT_VARIABLE} {{
+    http ${REDIRECT_VARIABLE}_path;
+    default "";
+}}
+map $uri ${REDIRECT_VARIABLE}_path {{
+    ~^/\\.well-known/acme-challenge/ "";
+    default 1;
+}}
 
 # The default server of the HTTPS port, and the one TLS context of every site there (the sites
 # name no certificate, so nginx builds none for them: a reload builds this one, whether there
@@ -241,15 +292,17 @@ class SiteConfig(BaseModel):
         return self.certificate_path is not None
 
 
-def render_bootstrap(site: SiteConfig) -> str:
+def render_bootstrap(site: SiteConfig, *, layout: FinalLayout = FinalLayout.ONE_SERVER) -> str:
     """The config before a certificate exists: challenges are answered, all else gets a 503.
 
     No redirect to HTTPS here: there is no certificate yet, so the redirect would lead nowhere.
+    ``layout``: which release's form (they differ in whether the challenge location sets its
+    own ``Host`` header).
     """
-    return _render("bootstrap.conf.j2", site, kind="bootstrap")
+    return _render("bootstrap.conf.j2", site, kind="bootstrap", layout=layout)
 
 
-def render_final(site: SiteConfig, *, layout: FinalLayout = FinalLayout.SHARED_CONTEXT) -> str:
+def render_final(site: SiteConfig, *, layout: FinalLayout = FinalLayout.ONE_SERVER) -> str:
     """The config once provisioning is done: HTTPS with the certificate, or HTTP only without.
 
     Both variants keep serving the challenge path over HTTP, so renewals work. The TLS site
@@ -258,16 +311,13 @@ def render_final(site: SiteConfig, *, layout: FinalLayout = FinalLayout.SHARED_C
     earlier releases (still applied by the agent, and measured against by the bench).
     """
     if site.has_certificate:
-        return _render("final.conf.j2", site, kind="final", layout=layout)
-    return _render("final-http.conf.j2", site, kind="final HTTP-only")
+        template = "final.conf.j2" if layout is FinalLayout.ONE_SERVER else _TWO_SERVERS
+        return _render(template, site, kind="final", layout=layout)
+    return _render("final-http.conf.j2", site, kind="final HTTP-only", layout=layout)
 
 
-def _render_final_per_handshake(site: SiteConfig) -> str:
-    return render_final(site, layout=FinalLayout.PER_HANDSHAKE)
-
-
-def _render_final_at_reload(site: SiteConfig) -> str:
-    return render_final(site, layout=FinalLayout.AT_RELOAD)
+_TWO_SERVERS: Final = "final-two-servers.conf.j2"
+"""The TLS final config of earlier releases: one server per port."""
 
 
 # -- recognising a rendered config --------------------------------------------------------------
@@ -287,34 +337,29 @@ _FIELDS: Final = {
     # The policy as nginx quotes it: lines of "key: value" joined by the escape "\n".
     "mta_sts_policy": r"version: STSv1(?:\\n[a-z_]+: [*a-z0-9.-]+)+\\n",
 }
-_SHARED, _PER_HANDSHAKE, _AT_RELOAD = FinalLayout
+_ONE, _SHARED, _PER_HANDSHAKE, _AT_RELOAD = FinalLayout
+_BOOTSTRAP, _FINAL, _FINAL_HTTP = "bootstrap", "final", "final HTTP-only"
 _TEMPLATES: Final = (
-    # (template, kind, TLS, upstream over HTTPS, MTA-STS policy, certificate layout)
-    ("bootstrap.conf.j2", "bootstrap", False, False, False, None),
-    ("final.conf.j2", "final", True, False, False, _SHARED),
-    ("final.conf.j2", "final", True, True, False, _SHARED),
-    ("final.conf.j2", "final", True, False, True, _SHARED),
-    ("final.conf.j2", "final", True, True, True, _SHARED),
-    # What earlier releases published (each site its own TLS context, certificates loaded per
-    # handshake or at reload), still in the ConfigMaps of hosts not provisioned since an
-    # upgrade. Recognised, so they keep being served: they name their fixed paths.
-    ("final.conf.j2", "final", True, False, False, _PER_HANDSHAKE),
-    ("final.conf.j2", "final", True, True, False, _PER_HANDSHAKE),
-    ("final.conf.j2", "final", True, False, True, _PER_HANDSHAKE),
-    ("final.conf.j2", "final", True, True, True, _PER_HANDSHAKE),
-    ("final.conf.j2", "final", True, False, False, _AT_RELOAD),
-    ("final.conf.j2", "final", True, True, False, _AT_RELOAD),
-    ("final.conf.j2", "final", True, False, True, _AT_RELOAD),
-    ("final.conf.j2", "final", True, True, True, _AT_RELOAD),
-    ("final-http.conf.j2", "final HTTP-only", False, False, False, None),
-    ("final-http.conf.j2", "final HTTP-only", False, True, False, None),
+    # (kind, TLS, upstream over HTTPS, MTA-STS policy, layout), this release's forms first.
+    (_BOOTSTRAP, False, False, False, _ONE),
+    (_FINAL, True, False, False, _ONE),
+    (_FINAL, True, False, True, _ONE),
+    (_FINAL_HTTP, False, False, False, _ONE),
+    # What earlier releases published, still in the ConfigMaps of hosts not provisioned since an
+    # upgrade: two servers per TLS site, headers set in each location, and (before the shared
+    # context) each TLS site its own context, its certificates loaded per handshake or at
+    # reload. Recognised, so they keep being served: they name their fixed paths. (Their
+    # bootstrap and HTTP-only configs are the same in all three.)
+    (_BOOTSTRAP, False, False, False, _SHARED),
+    *(
+        (_FINAL, True, https, mta_sts, layout)
+        for layout in (_SHARED, _PER_HANDSHAKE, _AT_RELOAD)
+        for mta_sts in (False, True)
+        for https in (False, True)
+    ),
+    (_FINAL_HTTP, False, False, False, _SHARED),
+    (_FINAL_HTTP, False, True, False, _SHARED),
 )
-_RENDERERS: Final[dict[FinalLayout | None, Callable[[SiteConfig], str]]] = {
-    None: render_final,  # TLS-less: the bootstrap's is set below, the HTTP-only final here
-    _SHARED: render_final,
-    _PER_HANDSHAKE: _render_final_per_handshake,
-    _AT_RELOAD: _render_final_at_reload,
-}
 
 
 def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfig | None:
@@ -365,15 +410,12 @@ def _config_patterns() -> tuple[tuple[re.Pattern[str], Callable[[SiteConfig], st
     capture the variables (a repeated variable must repeat its first value); with the function
     that renders it and whether it has a certificate."""
     patterns = []
-    for template, kind, tls, upstream_is_https, mta_sts, layout in _TEMPLATES:
+    for kind, tls, upstream_is_https, mta_sts, layout in _TEMPLATES:
         context: dict[str, object] = {name: f"\x00{name}\x00" for name in _FIELDS}
-        context.update(
-            kind=kind,
-            upstream_is_https=upstream_is_https,
-            certificate_suffix=_certificate_suffix(layout or FinalLayout.SHARED_CONTEXT),
-        )
+        context.update(_layout_context(layout), kind=kind, upstream_is_https=upstream_is_https)
         if not mta_sts:
             context["mta_sts_policy"] = None
+        template = _template_of(kind, layout)
         text = re.escape(_environment().get_template(template).render(context))
         seen: set[str] = set()
 
@@ -385,9 +427,17 @@ def _config_patterns() -> tuple[tuple[re.Pattern[str], Callable[[SiteConfig], st
             return f"(?P<{name}>{_FIELDS[name]})"
 
         regex = re.sub(re.escape("\x00") + r"(\w+)" + re.escape("\x00"), group, text)
-        render = render_bootstrap if template == "bootstrap.conf.j2" else _RENDERERS[layout]
-        patterns.append((re.compile(regex), render, tls))
+        renderer = render_bootstrap if kind == _BOOTSTRAP else render_final
+        patterns.append((re.compile(regex), functools.partial(renderer, layout=layout), tls))
     return tuple(patterns)
+
+
+def _template_of(kind: str, layout: FinalLayout) -> str:
+    if kind == _BOOTSTRAP:
+        return "bootstrap.conf.j2"
+    if kind == _FINAL_HTTP:
+        return "final-http.conf.j2"
+    return "final.conf.j2" if layout is FinalLayout.ONE_SERVER else _TWO_SERVERS
 
 
 def _policy_in(quoted: str | None) -> MtaStsPolicy | None:
@@ -406,25 +456,26 @@ def config_hash(config: str) -> str:
     return hashlib.sha256(config.encode("utf-8")).hexdigest()[:CONFIG_HASH_LENGTH]
 
 
-def _render(
-    template_name: str,
-    site: SiteConfig,
-    *,
-    kind: str,
-    layout: FinalLayout = FinalLayout.SHARED_CONTEXT,
-) -> str:
+def _render(template_name: str, site: SiteConfig, *, kind: str, layout: FinalLayout) -> str:
     context = _context(site, kind=kind)
-    context["certificate_suffix"] = _certificate_suffix(layout)
+    context.update(_layout_context(layout))
     return _environment().get_template(template_name).render(context)
 
 
-def _certificate_suffix(layout: FinalLayout) -> str | None:
-    """What follows a TLS config's certificate paths; ``None``: it names none."""
+def _layout_context(layout: FinalLayout) -> dict[str, object]:
+    """The template variables that tell the releases' forms apart."""
     return {
-        FinalLayout.SHARED_CONTEXT: None,
-        FinalLayout.PER_HANDSHAKE: f"${PER_HANDSHAKE_VARIABLE}",
-        FinalLayout.AT_RELOAD: "",
-    }[layout]
+        # What follows a TLS config's certificate paths; None: it names none.
+        "certificate_suffix": {
+            FinalLayout.ONE_SERVER: None,
+            FinalLayout.SHARED_CONTEXT: None,
+            FinalLayout.PER_HANDSHAKE: f"${PER_HANDSHAKE_VARIABLE}",
+            FinalLayout.AT_RELOAD: "",
+        }[layout],
+        # Earlier releases set the proxy headers in each location.
+        "own_headers": layout is not FinalLayout.ONE_SERVER,
+        "redirect_variable": REDIRECT_VARIABLE,
+    }
 
 
 @functools.cache
