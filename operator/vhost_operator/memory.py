@@ -1,5 +1,6 @@
-"""Handing memory freed after a burst back to the operating system, and keeping it in few
-places (``limit_malloc_arenas``: glibc's arenas, which otherwise grow with the threads).
+"""Handing memory freed after a burst back to the operating system, keeping it in few places
+(``limit_malloc_arenas``: glibc's arenas, which otherwise grow with the threads), and not
+reserving it per TLS connection (``limit_tls_read_buffers``: asyncio's read buffers).
 
 A burst (thousands of new hosts, or a restart that lists them all) fills the heap with objects
 that are all freed again minutes later; glibc's allocator keeps most of that freed memory
