@@ -42,10 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.command == "run":
         from vhost_operator import wiring
-        from vhost_operator.memory import limit_malloc_arenas
+        from vhost_operator.memory import limit_malloc_arenas, limit_tls_read_buffers
         from vhost_operator.settings import Settings
 
         limit_malloc_arenas()  # before any thread: see its docstring
+        limit_tls_read_buffers()
         wiring.run(Settings(), verbose=arguments.verbose)
     elif arguments.command == "tenancy-gate":
         from vhost_operator.tenancy import service

@@ -1,5 +1,6 @@
-"""Handing memory freed after a burst back to the operating system, and keeping it in few
-places (``limit_malloc_arenas``: glibc's arenas, which otherwise grow with the threads).
+"""Handing memory freed after a burst back to the operating system, keeping it in few places
+(``limit_malloc_arenas``: glibc's arenas, which otherwise grow with the threads), and not
+reserving it per TLS connection (``limit_tls_read_buffers``: asyncio's read buffers).
 
 A burst (thousands of new hosts, or a restart that lists them all) fills the heap with objects
 that are all freed again minutes later; glibc's allocator keeps most of that freed memory
@@ -15,6 +16,7 @@ then a few more times while what the burst left behind is freed. A steady operat
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import ctypes
 import ctypes.util
 import dataclasses
@@ -80,6 +82,19 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_ARENA_MAX, arenas))
+
+
+TLS_READ_BUFFER = 64 * 2**10
+"""Bytes of the buffer each of asyncio's TLS connections reads into (asyncio's: 256 KiB, which
+it allocates and zero-fills per connection, so resident as long as the connection lives). A TLS
+record is at most 16 KiB; a smaller buffer only means more reads for a large response."""
+
+
+def limit_tls_read_buffers(size: int = TLS_READ_BUFFER) -> None:
+    """Make every asyncio TLS connection of this process read through a ``size``-byte buffer:
+    kopf's up to ``handlers.lifecycle.KOPF_CONNECTIONS`` connections to the API server, the
+    API server's to the webhook, and each serving probe of nginx."""
+    asyncio.sslproto.SSLProtocol.max_size = size
 
 
 def _libc_function(name: str) -> Any:

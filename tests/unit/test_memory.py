@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import os
 import platform
+import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.memory import (
     MALLOC_ARENAS,
+    TLS_READ_BUFFER,
     TrimPolicy,
+    limit_tls_read_buffers,
     release_freed_memory,
     release_periodically,
     resident_bytes,
@@ -116,3 +122,51 @@ def test_threads_share_the_limited_arenas() -> None:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_the_administrators_setting_stands() -> None:
     assert arenas_used(MALLOC_ARENA_MAX="4") == ("False", 4)
+
+
+@pytest.fixture
+def tls_read_buffer_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncio's buffer size is put back after the test (it is process-wide)."""
+    monkeypatch.setattr(
+        asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size
+    )
+
+
+def _tls_round_trip(tmp_path: Path, payload: bytes) -> tuple[bytes, list[int]]:
+    """``payload`` sent over a real asyncio TLS connection on loopback; what arrived, and the
+    read buffer sizes of the connections' TLS protocols."""
+    material = make_serving_material(["127.0.0.1"], tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(material.certificate_path, material.key_path)
+    client_context = ssl.create_default_context(cadata=material.ca_pem.decode())
+    buffers: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffers.append(len(writer.transport._ssl_protocol._ssl_buffer))  # type: ignore[attr-defined]
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> bytes:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context, server_hostname="127.0.0.1"
+            )
+            buffers.append(len(writer.transport._ssl_protocol._ssl_buffer))  # type: ignore[attr-defined]
+            received = await reader.read(-1)
+            writer.close()
+            return received
+
+    return asyncio.run(scenario()), buffers
+
+
+@pytest.mark.usefixtures("tls_read_buffer_restored")
+def test_tls_connections_read_through_a_small_buffer_and_lose_nothing(tmp_path: Path) -> None:
+    payload = os.urandom(3 * 2**20 + 17)  # many buffers' worth
+    limit_tls_read_buffers()
+    received, buffers = _tls_round_trip(tmp_path, payload)
+    assert received == payload
+    assert buffers == [TLS_READ_BUFFER, TLS_READ_BUFFER]
+    assert TLS_READ_BUFFER < 256 * 2**10  # asyncio's own

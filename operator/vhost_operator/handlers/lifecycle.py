@@ -20,6 +20,7 @@ from vhost_operator.admission.configuration import validating_webhooks
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import share_challenges, slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
+from vhost_operator.handlers.kopf_queues import slim_kopf_queues
 from vhost_operator.handlers.kopf_storage import SlimAnnotationsDiffBaseStorage
 from vhost_operator.handlers.kopf_watching import slim_kopf_events
 from vhost_operator.handlers.mailserving import MailConditionWrites
@@ -80,8 +81,10 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.queueing.worker_limit = WORKER_LIMIT
     settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
     settings.watching.chunk_size = LIST_CHUNK_SIZE
-    # What waits in kopf's queues for a worker, without the half of each body nobody reads.
+    # What waits in kopf's queues for a worker, without the half of each body nobody reads,
+    # in queues without their preallocated blocks.
     slim_kopf_events()
+    slim_kopf_queues()
 
 
 @kopf.on.login()
