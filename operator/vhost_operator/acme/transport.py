@@ -2,7 +2,8 @@
 
 :class:`Network` is the acme library's transport, sending a request again while the CA rejects
 its nonce and keeping the ``Retry-After`` of a ``429``/``503`` answer; :class:`TrustingAdapter`
-trusts a CA bundle per client. :func:`blocking` runs one blocking ``acme`` call in a worker
+trusts a CA bundle per client, and :class:`SharedConnections` keeps a client's connections to the
+CA across its issuances. :func:`blocking` runs one blocking ``acme`` call in a worker
 thread and maps its failure onto the error tree (``errors``); a ``Retry-After`` the CA sent
 starts a :class:`Pause` of every new issuance of the account.
 """
@@ -49,15 +50,16 @@ def environment_ca_bundle() -> str | None:
 
 
 class TrustingAdapter(HTTPAdapter):
-    """Verifies the CA's HTTPS certificate against a given bundle instead of the system store.
+    """Verifies the CA's HTTPS certificate against a given bundle instead of the system store
+    (``None``: as ``requests`` verifies).
 
     ``acme`` passes ``verify=True`` with every request, which overrides a session-level bundle;
     substituting it at the transport keeps the trust decision per client instead of global
     (``REQUESTS_CA_BUNDLE`` would change it for the whole process).
     """
 
-    def __init__(self, ca_bundle_path: str) -> None:
-        super().__init__()
+    def __init__(self, ca_bundle_path: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._ca_bundle_path = ca_bundle_path
 
     def send(
@@ -71,8 +73,34 @@ class TrustingAdapter(HTTPAdapter):
     ) -> requests.Response:
         # requests turns verify=True into REQUESTS_CA_BUNDLE when that is set, so anything but
         # an explicit "do not verify" means: verify against the configured bundle.
-        trusted = self._ca_bundle_path if verify is not False else False
-        return super().send(request, stream, timeout, trusted, cert, proxies)
+        if self._ca_bundle_path is not None and verify is not False:
+            verify = self._ca_bundle_path
+        return super().send(request, stream, timeout, verify, cert, proxies)
+
+
+class SharedConnections(TrustingAdapter):
+    """Connections to the CA kept open for every issuance of one client, up to ``connections``
+    (one per thread that may call the CA at the same time), verified as
+    :class:`TrustingAdapter` verifies.
+
+    Each issuance has its own session (its own nonces), and a session used to bring its own
+    connection: a TCP and TLS handshake per issuance and per renewal-information fetch, with a
+    TLS context built and the CA bundle loaded for each. Issuing against pebble, 16 at a time,
+    that was 2.8 of the client's 15.8 ms of CPU per certificate (and the CA's side of every
+    handshake). Mounted in each session, this outlives them: a session's ``close`` (every
+    issuance closes its own, and the acme library again when the session is collected)
+    leaves the connections open; :meth:`close_all` closes them.
+    """
+
+    def __init__(self, ca_bundle_path: str | None, *, connections: int) -> None:
+        super().__init__(ca_bundle_path, pool_maxsize=connections)
+
+    def close(self) -> None:
+        """Nothing: called by every session that closes, while the others go on."""
+
+    def close_all(self) -> None:
+        """Close every pooled connection (a later request opens a new one)."""
+        super().close()
 
 
 async def blocking(
