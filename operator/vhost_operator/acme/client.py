@@ -59,7 +59,7 @@ class AcmeClient:
 
     Call :meth:`register` once, then :meth:`issue` as often as needed, concurrently too: each
     issuance has its own nonce pool; all share up to ``connections`` connections to the CA
-    (:class:`SharedConnections`; :meth:`close` closes them).
+    (:class:`SharedConnections`), open for the client's life.
     """
 
     def __init__(self, config: AcmeConfig, *, connections: int = CONNECTIONS) -> None:
@@ -76,10 +76,6 @@ class AcmeClient:
             else environment_ca_bundle()
         )
         self._connections = SharedConnections(self._ca_bundle, connections=connections)
-
-    def close(self) -> None:
-        """Close the connections to the CA that are kept open (a later call opens new ones)."""
-        self._connections.close_all()
 
     @property
     def account_url(self) -> str | None:
