@@ -58,8 +58,8 @@ class AcmeClient:
     """Registers one ACME account and orders certificates with it over HTTP-01.
 
     Call :meth:`register` once, then :meth:`issue` as often as needed, concurrently too: each
-    issuance has its own nonce pool; all share up to ``connections`` connections to the CA
-    (:class:`SharedConnections`), open for the client's life.
+    issuance has its own session; all share one pool of nonces and up to ``connections``
+    connections to the CA (:class:`SharedConnections`), open for the client's life.
     """
 
     def __init__(self, config: AcmeConfig, *, connections: int = CONNECTIONS) -> None:
@@ -76,6 +76,8 @@ class AcmeClient:
             else environment_ca_bundle()
         )
         self._connections = SharedConnections(self._ca_bundle, connections=connections)
+        self._nonces: set[str] = set()  # the library's type; they are bytes
+        """Replay nonces, shared by every issuance (``Network``)."""
 
     @property
     def account_url(self) -> str | None:
@@ -252,6 +254,7 @@ class AcmeClient:
             alg=alg,
             user_agent=self._config.user_agent,
             timeout=self._config.timeout,
+            nonces=self._nonces,
         )
         net.session.trust_env = False
         net.session.proxies.update(self._proxies)

@@ -11,6 +11,7 @@ starts a :class:`Pause` of every new issuance of the account.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import os
@@ -42,6 +43,10 @@ nonce means the CA did not process the request, so sending it again is always sa
 reject good nonces at random (pebble rejects 5 % by default, up to any share it is told), and
 the acme library tries only twice: at 30 % that fails 9 % of all requests. Ten tries leave
 0.3 ** 10, about six in a million."""
+
+
+NONCE_FETCHES = 5
+"""Times one request fetches a nonce when other threads keep taking the shared pool's."""
 
 
 def environment_ca_bundle() -> str | None:
@@ -180,10 +185,19 @@ class Pause:
 class Network(ClientNetwork):
     """The acme library's transport, sending a request again while the CA rejects its nonce
     (:data:`BAD_NONCE_ATTEMPTS`), and keeping the ``Retry-After`` of a ``429``/``503`` answer
-    (the library's errors do not carry the response)."""
+    (the library's errors do not carry the response).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``nonces``: a pool of replay nonces to share with the client's other sessions (its other
+    threads). Each session used to start with an empty pool, so each issuance began with a
+    ``HEAD`` for a nonce: one of its 9 requests. A CA's nonce is good for any request of any
+    account until used, or until the CA forgets it (a restart, or age), which it answers with
+    ``badNonce``: then every pooled nonce is suspect, and the pool is emptied.
+    """
+
+    def __init__(self, *args: Any, nonces: set[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if nonces is not None:
+            self._nonces = nonces
         self.retry_after: datetime | None = None
         """When the last answer was a 429 or 503 with a readable ``Retry-After``: its time."""
         self.session.hooks["response"].append(self._note_retry_after)
@@ -194,6 +208,14 @@ class Network(ClientNetwork):
             header = response.headers.get("Retry-After")
             self.retry_after = parse_retry_after(header, datetime.now(UTC))
 
+    def _get_nonce(self, url: str, new_nonce_url: str) -> str:
+        # The library checks the pool, fetches one if it is empty and takes one: with a shared
+        # pool another thread may take it in between (KeyError); fetch again then.
+        for _ in range(NONCE_FETCHES - 1):
+            with contextlib.suppress(KeyError):
+                return super()._get_nonce(url, new_nonce_url)
+        return super()._get_nonce(url, new_nonce_url)
+
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for attempt in range(1, BAD_NONCE_ATTEMPTS + 1):
             try:
@@ -202,5 +224,6 @@ class Network(ClientNetwork):
             except messages.Error as error:
                 if error.code != "badNonce" or attempt == BAD_NONCE_ATTEMPTS:
                     raise
+                self._nonces.clear()
                 logger.debug("the CA rejected a nonce (attempt %d), sending again", attempt)
         raise AssertionError("unreachable")
