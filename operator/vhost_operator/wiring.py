@@ -79,7 +79,8 @@ def build_context(settings: Settings) -> OperatorContext:
     certificates = None
     account = None
     if settings.acme_enabled:
-        account = AcmeAccount(AcmeClient(acme_config(settings)), objects, settings)
+        acme_client = AcmeClient(acme_config(settings), connections=BLOCKING_CALL_THREADS)
+        account = AcmeAccount(acme_client, objects, settings)
         # With several replicas, a challenge goes into the host's status too: any replica may
         # be asked for it (one more status write per order).
         board = VirtualHostApi(client) if settings.leader_election_enabled else None

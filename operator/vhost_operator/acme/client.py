@@ -39,7 +39,7 @@ from vhost_operator.acme.orders import (
 from vhost_operator.acme.transport import (
     Network,
     Pause,
-    TrustingAdapter,
+    SharedConnections,
     blocking,
     environment_ca_bundle,
     parse_retry_after,
@@ -49,15 +49,20 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+CONNECTIONS = 10
+"""Default number of connections to the CA a client keeps open (``requests``' own default):
+size it to the threads that may call the CA at the same time, as the operator does."""
+
 
 class AcmeClient:
     """Registers one ACME account and orders certificates with it over HTTP-01.
 
     Call :meth:`register` once, then :meth:`issue` as often as needed, concurrently too: each
-    issuance opens its own connection and nonce pool.
+    issuance has its own session; all share one pool of nonces and up to ``connections``
+    connections to the CA (:class:`SharedConnections`), open for the client's life.
     """
 
-    def __init__(self, config: AcmeConfig) -> None:
+    def __init__(self, config: AcmeConfig, *, connections: int = CONNECTIONS) -> None:
         self._config = config
         self._account: Account | None = None
         self._pause = Pause()
@@ -70,6 +75,9 @@ class AcmeClient:
             if config.ca_bundle_path is not None
             else environment_ca_bundle()
         )
+        self._connections = SharedConnections(self._ca_bundle, connections=connections)
+        self._nonces: set[str] = set()  # the library's type; they are bytes
+        """Replay nonces, shared by every issuance (``Network``)."""
 
     @property
     def account_url(self) -> str | None:
@@ -246,11 +254,12 @@ class AcmeClient:
             alg=alg,
             user_agent=self._config.user_agent,
             timeout=self._config.timeout,
+            nonces=self._nonces,
         )
         net.session.trust_env = False
         net.session.proxies.update(self._proxies)
-        if self._ca_bundle is not None:
-            net.session.mount("https://", TrustingAdapter(self._ca_bundle))
+        net.session.mount("https://", self._connections)
+        net.session.mount("http://", self._connections)
         return net
 
     async def _call(self, step: str, net: Network, function: Callable[..., T], *args: Any) -> T:

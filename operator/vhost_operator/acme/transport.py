@@ -2,7 +2,8 @@
 
 :class:`Network` is the acme library's transport, sending a request again while the CA rejects
 its nonce and keeping the ``Retry-After`` of a ``429``/``503`` answer; :class:`TrustingAdapter`
-trusts a CA bundle per client. :func:`blocking` runs one blocking ``acme`` call in a worker
+trusts a CA bundle per client, and :class:`SharedConnections` keeps a client's connections to the
+CA across its issuances. :func:`blocking` runs one blocking ``acme`` call in a worker
 thread and maps its failure onto the error tree (``errors``); a ``Retry-After`` the CA sent
 starts a :class:`Pause` of every new issuance of the account.
 """
@@ -10,6 +11,7 @@ starts a :class:`Pause` of every new issuance of the account.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import os
@@ -43,21 +45,26 @@ the acme library tries only twice: at 30 % that fails 9 % of all requests. Ten t
 0.3 ** 10, about six in a million."""
 
 
+NONCE_FETCHES = 5
+"""Times one request fetches a nonce when other threads keep taking the shared pool's."""
+
+
 def environment_ca_bundle() -> str | None:
     """The CA bundle requests itself would take from the environment, if any."""
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 class TrustingAdapter(HTTPAdapter):
-    """Verifies the CA's HTTPS certificate against a given bundle instead of the system store.
+    """Verifies the CA's HTTPS certificate against a given bundle instead of the system store
+    (``None``: as ``requests`` verifies).
 
     ``acme`` passes ``verify=True`` with every request, which overrides a session-level bundle;
     substituting it at the transport keeps the trust decision per client instead of global
     (``REQUESTS_CA_BUNDLE`` would change it for the whole process).
     """
 
-    def __init__(self, ca_bundle_path: str) -> None:
-        super().__init__()
+    def __init__(self, ca_bundle_path: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._ca_bundle_path = ca_bundle_path
 
     def send(
@@ -71,8 +78,34 @@ class TrustingAdapter(HTTPAdapter):
     ) -> requests.Response:
         # requests turns verify=True into REQUESTS_CA_BUNDLE when that is set, so anything but
         # an explicit "do not verify" means: verify against the configured bundle.
-        trusted = self._ca_bundle_path if verify is not False else False
-        return super().send(request, stream, timeout, trusted, cert, proxies)
+        if self._ca_bundle_path is not None and verify is not False:
+            verify = self._ca_bundle_path
+        return super().send(request, stream, timeout, verify, cert, proxies)
+
+
+class SharedConnections(TrustingAdapter):
+    """Connections to the CA kept open for every issuance of one client, up to ``connections``
+    (one per thread that may call the CA at the same time), verified as
+    :class:`TrustingAdapter` verifies.
+
+    Each issuance has its own session (its own nonces), and a session used to bring its own
+    connection: a TCP and TLS handshake per issuance and per renewal-information fetch, with a
+    TLS context built and the CA bundle loaded for each. Issuing against pebble, 16 at a time,
+    that was 2.8 of the client's 15.8 ms of CPU per certificate (and the CA's side of every
+    handshake). Mounted in each session, this outlives them: a session's ``close`` (every
+    issuance closes its own, and the acme library again when the session is collected)
+    leaves the connections open; :meth:`close_all` closes them.
+    """
+
+    def __init__(self, ca_bundle_path: str | None, *, connections: int) -> None:
+        super().__init__(ca_bundle_path, pool_maxsize=connections)
+
+    def close(self) -> None:
+        """Nothing: called by every session that closes, while the others go on."""
+
+    def close_all(self) -> None:
+        """Close every pooled connection (a later request opens a new one)."""
+        super().close()
 
 
 async def blocking(
@@ -152,10 +185,19 @@ class Pause:
 class Network(ClientNetwork):
     """The acme library's transport, sending a request again while the CA rejects its nonce
     (:data:`BAD_NONCE_ATTEMPTS`), and keeping the ``Retry-After`` of a ``429``/``503`` answer
-    (the library's errors do not carry the response)."""
+    (the library's errors do not carry the response).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``nonces``: a pool of replay nonces to share with the client's other sessions (its other
+    threads). Each session used to start with an empty pool, so each issuance began with a
+    ``HEAD`` for a nonce: one of its 9 requests. A CA's nonce is good for any request of any
+    account until used, or until the CA forgets it (a restart, or age), which it answers with
+    ``badNonce``: then every pooled nonce is suspect, and the pool is emptied.
+    """
+
+    def __init__(self, *args: Any, nonces: set[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if nonces is not None:
+            self._nonces = nonces
         self.retry_after: datetime | None = None
         """When the last answer was a 429 or 503 with a readable ``Retry-After``: its time."""
         self.session.hooks["response"].append(self._note_retry_after)
@@ -166,6 +208,14 @@ class Network(ClientNetwork):
             header = response.headers.get("Retry-After")
             self.retry_after = parse_retry_after(header, datetime.now(UTC))
 
+    def _get_nonce(self, url: str, new_nonce_url: str) -> str:
+        # The library checks the pool, fetches one if it is empty and takes one: with a shared
+        # pool another thread may take it in between (KeyError); fetch again then.
+        for _ in range(NONCE_FETCHES - 1):
+            with contextlib.suppress(KeyError):
+                return super()._get_nonce(url, new_nonce_url)
+        return super()._get_nonce(url, new_nonce_url)
+
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for attempt in range(1, BAD_NONCE_ATTEMPTS + 1):
             try:
@@ -174,5 +224,6 @@ class Network(ClientNetwork):
             except messages.Error as error:
                 if error.code != "badNonce" or attempt == BAD_NONCE_ATTEMPTS:
                     raise
+                self._nonces.clear()
                 logger.debug("the CA rejected a nonce (attempt %d), sending again", attempt)
         raise AssertionError("unreachable")

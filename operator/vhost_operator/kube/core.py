@@ -3,17 +3,21 @@
 ``kubernetes.client.CoreV1Api`` brings the model classes of the whole core API group along:
 importing it costs about 20 MB in every process that does (62 → 84 MB measured), for the few
 calls the operator and the nginx agent make on two kinds, whose answers they read as JSON
-anyway. The requests themselves go the same way as ``CoreV1Api``'s: the same configuration,
-authentication, connection pool and error (``ApiException``).
+anyway. The requests themselves use the client's configuration, authentication, connection pool
+and error (``ApiException``), but not its request path (:func:`send`), and
+:class:`ClusterObjects` does the same for the calls on our cluster-scoped custom objects.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import RESTResponse
 
 Kind = Literal["configmaps", "secrets", "pods"]
 MERGE_PATCH = "application/merge-patch+json"
@@ -38,22 +42,15 @@ class CoreObjects:
         timeout: float | None = None,
     ) -> Any:
         """``timeout``: seconds for the whole request (connect and read); ``None``: no limit."""
-        headers = {"Accept": "application/json"}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        serialized = self._client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=[(key, value) for key, value in query if value is not None],
-            header_params=headers,
+        return send(
+            self._client,
+            method,
+            path,
+            query=query,
             body=body,
-            auth_settings=["BearerToken"],
+            content_type=content_type,
+            timeout=timeout,
         )
-        response = self._client.call_api(*serialized, _request_timeout=timeout)
-        if not 200 <= response.status <= 299:
-            response.read()
-            raise ApiException.from_response(http_resp=response, body=None, data=None)
-        return response.response
 
     def read(self, kind: Kind, namespace: str, name: str) -> Any:
         return self.request("GET", _path(kind, namespace, name))
@@ -113,6 +110,98 @@ class CoreObjects:
             return self.request("GET", _path(kind, namespace), query=query)
 
         return list_objects
+
+
+def send(
+    client: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Sequence[tuple[str, Any]] = (),
+    body: Any = None,
+    content_type: str | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """One request with ``client``'s configuration, authentication and connection pool; the raw
+    ``urllib3`` response (read it to its end), or ``ApiException`` for a status other than 2xx.
+
+    The generated API classes and the client's request path validate every argument with
+    pydantic, walk the body to sanitize it and match content types with regular expressions
+    before the same JSON goes out: 0.1-0.2 ms of CPU per request (a status patch 0.22 ms,
+    a read 0.08 ms, measured without the network), a few % of the operator's CPU while it
+    provisions. Bodies here are plain JSON already; an apply's YAML is sent as JSON, as the
+    client does.
+    """
+    headers = {**client.default_headers, "Accept": "application/json"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    elif body is not None:
+        headers["Content-Type"] = "application/json"
+    # The bearer token (re-read by the configuration's refresh hook, see api.connect).
+    client.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
+    parameters = [(key, value) for key, value in query if value is not None]
+    url = client.configuration.host + path
+    if parameters:
+        url += "?" + client.parameters_to_url_query(parameters, None)
+    response = client.rest_client.pool_manager.urlopen(
+        method,
+        url,
+        body=None if body is None else json.dumps(body),
+        headers=headers,
+        timeout=None if timeout is None else urllib3.Timeout(total=timeout),
+        preload_content=False,
+    )
+    if not 200 <= response.status <= 299:
+        failed = RESTResponse(response)
+        failed.read()
+        raise ApiException.from_response(http_resp=failed, body=None, data=None)
+    return response
+
+
+class ClusterObjects:
+    """The calls of ``kubernetes.client.CustomObjectsApi`` on one cluster-scoped object that the
+    operator makes on its hot path, with the same arguments, through :func:`send`. They return
+    the raw response (as the client's with ``_preload_content=False``)."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self._client = client
+
+    def get_cluster_custom_object(
+        self, group: str, version: str, plural: str, name: str, **_: Any
+    ) -> Any:
+        return send(self._client, "GET", _cluster_path(group, version, plural, name))
+
+    def patch_cluster_custom_object(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        name: str,
+        body: Any,
+        *,
+        _content_type: str = MERGE_PATCH,
+        **_: Any,
+    ) -> Any:
+        path = _cluster_path(group, version, plural, name)
+        return send(self._client, "PATCH", path, body=body, content_type=_content_type)
+
+    def patch_cluster_custom_object_status(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        name: str,
+        body: Any,
+        *,
+        _content_type: str = MERGE_PATCH,
+        **_: Any,
+    ) -> Any:
+        path = _cluster_path(group, version, plural, name) + "/status"
+        return send(self._client, "PATCH", path, body=body, content_type=_content_type)
+
+
+def _cluster_path(group: str, version: str, plural: str, name: str) -> str:
+    return f"/apis/{group}/{version}/{plural}/{name}"
 
 
 def _path(kind: Kind, namespace: str, name: str | None = None) -> str:

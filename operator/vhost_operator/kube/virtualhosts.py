@@ -10,6 +10,7 @@ import kubernetes
 
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import ApiClient, call, drained, json_body, write
+from vhost_operator.kube.core import ClusterObjects
 from vhost_operator.kube.watching import ObjectWatch, watch_cluster_objects
 from vhost_operator.resources.models import (
     GROUP,
@@ -29,11 +30,14 @@ class VirtualHostApi:
     """The calls the operator makes on VirtualHosts, and nothing else."""
 
     def __init__(self, client: ApiClient) -> None:
-        self._objects = kubernetes.client.CustomObjectsApi(client)
+        self._client = client
+        # The calls below go the lean way; the watch goes through the client's own list.
+        self._objects = ClusterObjects(client)
 
     def watch_all(self, slim: Callable[[Object], Object]) -> ObjectWatch:
         """Every VirtualHost, listed in pages, then watched; each reduced by ``slim``."""
-        return watch_cluster_objects(self._objects, VIRTUALHOSTS, what="VirtualHosts", slim=slim)
+        objects = kubernetes.client.CustomObjectsApi(self._client)
+        return watch_cluster_objects(objects, VIRTUALHOSTS, what="VirtualHosts", slim=slim)
 
     async def read(self, name: str) -> tuple[VirtualHost, str] | None:
         """The VirtualHost as the API server has it now, with its resourceVersion (for a

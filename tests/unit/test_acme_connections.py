@@ -1,0 +1,147 @@
+"""The connections to the CA outlive the sessions that use them (``SharedConnections``), and
+the sessions of one client share its nonces (``Network``)."""
+
+from __future__ import annotations
+
+import http.server
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import ClassVar, cast
+
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
+
+from vhost_operator.acme.transport import Network, SharedConnections
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a CA answers
+    connections: ClassVar[list[int]]
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[int]]]:
+    """A local HTTP server that counts the connections opened to it."""
+    connections: list[int] = []
+    handler = type("Handler", (_Counting,), {"connections": connections})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", connections
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def _session(adapter: SharedConnections) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", adapter)
+    return session
+
+
+def test_sessions_one_after_another_reuse_one_connection(server: tuple[str, list[int]]) -> None:
+    url, connections = server
+    adapter = SharedConnections(None, connections=2)
+    for _ in range(3):
+        session = _session(adapter)
+        assert session.get(url, timeout=5).text == "ok"
+        session.close()  # what every issuance does at its end
+    assert len(connections) == 1
+    adapter.close_all()
+    session = _session(adapter)
+    assert session.get(url, timeout=5).text == "ok"
+    assert len(connections) == 2  # closed for real: the next request connects again
+    adapter.close_all()
+
+
+class _Ca(http.server.BaseHTTPRequestHandler):
+    """Answers as a CA does for nonces: a fresh ``Replay-Nonce`` on every answer; a ``POST`` to
+    ``/bad`` is rejected once with ``badNonce``."""
+
+    protocol_version = "HTTP/1.1"
+    requests: ClassVar[list[str]]
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Replay-Nonce", secrets.token_urlsafe(16))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self.requests.append(f"HEAD {self.path}")
+        self.send_response(200)
+        self.send_header("Replay-Nonce", secrets.token_urlsafe(16))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.requests.append(f"POST {self.path}")
+        if self.path == "/bad" and self.requests.count("POST /bad") == 1:
+            problem = b'{"type": "urn:ietf:params:acme:error:badNonce", "detail": "stale"}'
+            self._answer(400, problem, "application/problem+json")
+        else:
+            self._answer(200, b"{}", "application/json")
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ca() -> Iterator[tuple[str, list[str]]]:
+    """A local server answering nonces as a CA does, and the requests it got."""
+    requests_seen: list[str] = []
+    handler = type("Handler", (_Ca,), {"requests": requests_seen})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", requests_seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def _network(nonces: set[str]) -> Network:
+    key = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    return Network(key, alg=ES256, user_agent="test", nonces=nonces)
+
+
+def test_sessions_share_their_nonces(ca: tuple[str, list[str]]) -> None:
+    url, seen = ca
+    pool: set[str] = set()
+    for _ in range(3):  # three issuances, one after another
+        _network(pool).post(f"{url}/order", None, new_nonce_url=f"{url}/nonce")
+    assert seen == ["HEAD /nonce", "POST /order", "POST /order", "POST /order"]
+    assert len(pool) == 1  # the last answer's nonce, for the next issuance
+
+
+def test_a_rejected_nonce_empties_the_pool(ca: tuple[str, list[str]]) -> None:
+    url, seen = ca
+    stale = {b"stale-1", b"stale-2"}  # decoded nonces are bytes (the library says str)
+    pool = cast(set[str], set(stale))
+    _network(pool).post(f"{url}/bad", None, new_nonce_url=f"{url}/nonce")
+    assert not stale & cast(set[bytes], pool)
+    assert seen == ["POST /bad", "HEAD /nonce", "POST /bad"]
