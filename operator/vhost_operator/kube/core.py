@@ -182,8 +182,7 @@ class ClusterObjects:
         _content_type: str = MERGE_PATCH,
         **_: Any,
     ) -> Any:
-        path = _cluster_path(group, version, plural, name)
-        return send(self._client, "PATCH", path, body=body, content_type=_content_type)
+        return self._patch(_cluster_path(group, version, plural, name), body, _content_type)
 
     def patch_cluster_custom_object_status(
         self,
@@ -197,7 +196,10 @@ class ClusterObjects:
         **_: Any,
     ) -> Any:
         path = _cluster_path(group, version, plural, name) + "/status"
-        return send(self._client, "PATCH", path, body=body, content_type=_content_type)
+        return self._patch(path, body, _content_type)
+
+    def _patch(self, path: str, body: Any, content_type: str) -> Any:
+        return send(self._client, "PATCH", path, body=body, content_type=content_type)
 
 
 def _cluster_path(group: str, version: str, plural: str, name: str) -> str:
