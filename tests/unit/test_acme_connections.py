@@ -3,6 +3,7 @@ the sessions of one client share its nonces (``Network``)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import secrets
 import threading
@@ -36,20 +37,26 @@ class _Counting(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, list[int]]]:
-    """A local HTTP server that counts the connections opened to it."""
-    connections: list[int] = []
-    handler = type("Handler", (_Counting,), {"connections": connections})
+@contextlib.contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free loopback port (its base URL), stopped afterwards."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/", connections
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[int]]]:
+    """A local HTTP server that counts the connections opened to it."""
+    connections: list[int] = []
+    with _serving(type("Handler", (_Counting,), {"connections": connections})) as url:
+        yield f"{url}/", connections
 
 
 def _session(adapter: SharedConnections) -> requests.Session:
@@ -112,16 +119,8 @@ class _Ca(http.server.BaseHTTPRequestHandler):
 def ca() -> Iterator[tuple[str, list[str]]]:
     """A local server answering nonces as a CA does, and the requests it got."""
     requests_seen: list[str] = []
-    handler = type("Handler", (_Ca,), {"requests": requests_seen})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", requests_seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with _serving(type("Handler", (_Ca,), {"requests": requests_seen})) as url:
+        yield url, requests_seen
 
 
 def _network(nonces: set[str]) -> Network:

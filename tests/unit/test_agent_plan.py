@@ -62,6 +62,21 @@ def desired_state(configmaps: list[dict[str, Any]], secrets: dict[str, Any]) -> 
     return agent_desired_state(configmaps, secrets, certificate_dir=CERTIFICATES)
 
 
+def _tls_config(https_port: int = 443) -> str:
+    """a.example.com's final TLS config, its certificate where the agent writes it."""
+    directory = f"{CERTIFICATES}/a.example.com"
+    return render_final(
+        SiteConfig(
+            hostname="a.example.com",
+            challenge_upstream="op:8089",
+            upstream="http://app:8000",
+            https_port=https_port,
+            certificate_path=f"{directory}/tls.crt",
+            key_path=f"{directory}/tls.key",
+        )
+    )
+
+
 def configmap(
     name: str = "vhost-a",
     hostname: str | None = "a.example.com",
@@ -146,16 +161,7 @@ def test_configmaps_that_cannot_be_applied_say_why(cm: dict[str, Any], problem: 
 
 def test_a_tls_config_without_a_secret_is_refused() -> None:
     """``nginx -t`` accepts it (certificates load per handshake); every handshake would fail."""
-    directory = f"{CERTIFICATES}/a.example.com"
-    tls = render_final(
-        SiteConfig(
-            hostname="a.example.com",
-            challenge_upstream="op:8089",
-            upstream="http://app:8000",
-            certificate_path=f"{directory}/tls.crt",
-            key_path=f"{directory}/tls.key",
-        )
-    )
+    tls = _tls_config()
     desired = desired_state([configmap(config=tls)], {})
     [request] = desired.requests
     assert request.site is None and desired.held == {"a.example.com"}
@@ -168,17 +174,7 @@ def test_a_tls_config_on_another_port_than_the_agents_names_both_settings(
     """nginx -t would refuse every such site with "no ssl_certificate is defined": the agent's
     default TLS server (the shared context) listens on its own HTTPS port only."""
     chain, key = pair
-    directory = f"{CERTIFICATES}/a.example.com"
-    tls = render_final(
-        SiteConfig(
-            hostname="a.example.com",
-            challenge_upstream="op:8089",
-            upstream="http://app:8000",
-            https_port=8443,
-            certificate_path=f"{directory}/tls.crt",
-            key_path=f"{directory}/tls.key",
-        )
-    )
+    tls = _tls_config(https_port=8443)
     configmaps = [configmap(config=tls, tls_secret="vhost-a-tls"), configmap("vhost-b", "b.x.org")]
     configmaps[1]["data"] = {"b.x.org.conf": CONFIG.replace("a.example.com", "b.x.org")}
     secrets = {"vhost-a-tls": tls_secret("vhost-a-tls", chain, key)}
