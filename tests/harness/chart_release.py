@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
-import http.server
 import json
 import socket
 import ssl
@@ -42,6 +41,7 @@ from tests.harness.helm import CHART, Helm, helm_binary
 from tests.harness.images import BuiltImages, built_images
 from tests.harness.node import LocalNode
 from tests.harness.pebble import Pebble
+from tests.harness.standin import Handler, StandIn
 
 RELEASE = "vhost-operator"
 NAMESPACE = "vhost-system"
@@ -78,7 +78,7 @@ class Hairpin:
         self.released = threading.Event()
         hairpin = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Forwarding(Handler):
             def do_GET(self) -> None:
                 host = self.headers["Host"].split(":")[0]
                 if host in hairpin.holding:
@@ -90,52 +90,23 @@ class Hairpin:
                     answer = connection.getresponse()
                     status, body = answer.status, answer.read()
                     connection.close()
-                    self.send_response(status)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    self.reply(body, status)
                 except OSError:  # the operator pod was deleted meanwhile: that is the point
                     pass
 
-            def log_message(self, *_: object) -> None:
-                pass
-
-        class QuietServer(http.server.ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass
-
-        self.server = QuietServer((address, 0), Handler)
-        self.url = f"http://{address}:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = StandIn(Forwarding, address, report_errors=False)
+        self.url = self.server.url
 
     def close(self) -> None:
         self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
-class Webmail:
-    """The mail web app behind every host: answers ``webmail <Host>`` on the node's address."""
+class Webmail(Handler):
+    """The mail web app behind every host: answers ``webmail <Host>``."""
 
-    def __init__(self, address: str) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = f"webmail {self.headers['Host']}\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
-        self.url = f"http://{address}:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def do_GET(self) -> None:
+        self.reply(f"webmail {self.headers['Host']}\n".encode())
 
 
 def release_values(
@@ -292,7 +263,7 @@ def chart_on_node(node: LocalNode, workdir: Path, *, hold: float = 8) -> Iterato
     for image in (images.operator, images.agent):
         node.import_image(image.tar)
     imported = time.monotonic() - started
-    webmail = Webmail(node.address)
+    webmail = StandIn(Webmail, node.address)
     hairpin = Hairpin(node.address, hold)
     pebble = Pebble(http_port=HTTP_NODE_PORT, address=node.address, workdir=workdir / "pebble")
     helm = Helm(helm_binary(), plane.kubeconfig)

@@ -5,9 +5,8 @@ control plane that records an audit log."""
 from __future__ import annotations
 
 import base64
-import http.server
+import contextlib
 import secrets
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tests.harness.nginx import NginxServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
+from tests.harness.standin import Handler, StandIn
 
 OperatorFactory = Callable[..., OperatorProcess]
 
@@ -47,21 +47,12 @@ OperatorFactory = Callable[..., OperatorProcess]
 def upstream() -> Iterator[int]:
     """The mail web app stand-in: answers every request with the Host it was asked for."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Upstream(Handler):
         def do_GET(self) -> None:
-            body = f"upstream for {self.headers['Host']}\n".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(f"upstream for {self.headers['Host']}\n".encode())
 
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
+    with contextlib.closing(StandIn(Upstream)) as server:
+        yield server.port
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ pebble validates HTTP-01 by connecting straight to the operator's challenge resp
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +18,7 @@ from tests.harness import kube
 from tests.harness.clusters import Cluster
 from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
+from tests.harness.standin import Handler, StandIn
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
 from vhost_operator.resources.naming import (
@@ -230,7 +229,7 @@ class SlowHairpin:
     def __init__(self, responder_port: int, delay: float) -> None:
         target, pause = f"http://127.0.0.1:{responder_port}", delay
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Slow(Handler):
             def do_GET(self) -> None:
                 time.sleep(pause)
                 request = urllib.request.Request(
@@ -242,24 +241,14 @@ class SlowHairpin:
                 except OSError:  # the operator was killed meanwhile: that is the point
                     self.send_error(502)
                     return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(body)
 
-            def log_message(self, *_: object) -> None:
-                pass
-
-        class QuietServer(http.server.ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass  # the killed operator hangs up on us; nothing to report
-
-        self.server = QuietServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # the killed operator hangs up on us; nothing to report
+        self.server = StandIn(Slow, report_errors=False)
+        self.port = self.server.port
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.server.close()
 
 
 def test_sigkill_mid_certificate_resumes_the_same_order(

@@ -11,10 +11,8 @@ No control plane: the files are written here and nginx reloaded the agent's way.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +24,7 @@ from tests.harness.nginx import (
     self_signed_certificate,
 )
 from tests.harness.processes import free_port
+from tests.harness.standin import Handler, StandIn
 from vhost_operator.agent.nginx import NginxControl
 from vhost_operator.nginx import (
     FinalLayout,
@@ -58,31 +57,22 @@ class Recorder:
         self.requests: list[tuple[str, dict[str, str]]] = []
         recorded = self.requests
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Recording(Handler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
                 recorded.append((self.requestline, {k.lower(): v for k, v in self.headers.items()}))
-                body = b"recorded\n"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(b"recorded\n")
 
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = StandIn(Recording)
+        self.port = self.server.port
 
     def last(self) -> tuple[str, dict[str, str]]:
         assert self.requests, "no request reached this server"
         return self.requests[-1]
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 class Served:
