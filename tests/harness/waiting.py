@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.harness.clusters import Cluster
+from vhost_operator.resources.models import RENEW_ANNOTATION
 
 Object = dict[str, Any]
 
@@ -39,3 +40,18 @@ def wait_for(
 def phase_of(obj: Object) -> str | None:
     phase: str | None = obj.get("status", {}).get("phase")
     return phase
+
+
+def renew(cluster: Cluster, name: str, request: str, *, timeout: float = 60) -> Object:
+    """Asks for one renewal of VirtualHost ``name`` with the renew annotation (as ``kubectl
+    annotate`` does, and the renewal scanner when a certificate is due; ``request`` names it),
+    and returns the host once that renewal's outcome is in its status."""
+    cluster.kubectl("annotate", "vh", name, f"{RENEW_ANNOTATION}={request}", "--overwrite")
+    return wait_for(
+        cluster,
+        "vh",
+        name,
+        lambda o: (o.get("status") or {}).get("observedRenewal") == request,
+        what="the renewal",
+        timeout=timeout,
+    )

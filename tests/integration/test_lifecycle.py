@@ -19,7 +19,7 @@ from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
-from vhost_operator.resources.naming import site_configmap_name, tls_secret_name
+from vhost_operator.resources.naming import site_configmap_name
 
 pytestmark = pytest.mark.cluster
 
@@ -291,54 +291,3 @@ def test_disable_enable_and_deletion_leave_nothing_behind(
         "get", "configmaps,secrets", "-n", kube.NAMESPACE, "-o", "name"
     ).stdout.split()
     assert not [name for name in leftovers if "toggle" in name], leftovers
-
-
-def serial_of(cluster: Cluster, name: str) -> str | None:
-    found = get_object(cluster, "vh", name)
-    certificate = (found or {}).get("status", {}).get("certificate") or {}
-    serial: str | None = certificate.get("serial")
-    return serial
-
-
-def test_renewal_renews_enabled_hosts_and_skips_disabled_ones(
-    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
-) -> None:
-    # pebble issues 5-year certificates: renewing when all but a 10^-8 of the lifetime remains
-    # makes a certificate due about 1.6 s after it was issued (the lifetime rule: pebble's
-    # renewal information would suggest a window years ahead).
-    start_operator(
-        renewal_fraction="0.99999999",
-        renewal_interval="1",
-        renewal_spacing="0",
-        renewal_info_enabled="false",
-    )
-    kube.apply_manifests(
-        cluster,
-        [
-            kube.virtualhost("renewed", "renewed.example.com"),
-            kube.virtualhost("skipped", "skipped.example.com", enabled=False),
-        ],
-        tmp_path,
-    )
-    for name in ("renewed", "skipped"):
-        wait_for(cluster, "vh", name, lambda o: phase_of(o) == "Ready", what="Ready", timeout=60)
-    first, skipped = serial_of(cluster, "renewed"), serial_of(cluster, "skipped")
-    first_secret = kube.secret_data(cluster, tls_secret_name("renewed"))
-    assert first and skipped and first_secret
-
-    renewed = wait_for(
-        cluster,
-        "vh",
-        "renewed",
-        lambda o: o["status"]["certificate"]["serial"] != first,
-        what="a renewed certificate",
-        timeout=30,
-    )
-    assert phase_of(renewed) == "Ready"
-    conditions = {c["type"]: c["status"] for c in renewed["status"]["conditions"]}
-    assert conditions["CertificateRenewal"] == "True"
-    assert kube.secret_data(cluster, tls_secret_name("renewed")) != first_secret
-    assert serial_of(cluster, "skipped") == skipped, "a disabled host is never renewed"
-    skipped_host = get_object(cluster, "vh", "skipped")
-    assert skipped_host is not None
-    assert "vhost-operator.io/renew" not in skipped_host["metadata"].get("annotations", {})

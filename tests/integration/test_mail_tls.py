@@ -35,12 +35,11 @@ from tests.harness.mail import (
 from tests.harness.nginx import self_signed_certificate
 from tests.harness.pebble import Pebble
 from tests.harness.processes import unverified_tls
-from tests.harness.waiting import get_object, phase_of, wait_for
+from tests.harness.waiting import get_object, phase_of, renew, wait_for
 from tests.integration.conftest import OperatorFactory
 from vhost_operator.certs import inspect_certificate
 from vhost_operator.resources import labels
 from vhost_operator.resources.mailtls import decode
-from vhost_operator.resources.models import RENEW_ANNOTATION
 from vhost_operator.resources.naming import tls_secret_name
 
 pytestmark = pytest.mark.cluster
@@ -196,15 +195,7 @@ def test_each_host_gets_its_pebble_certificate_everywhere_and_renewals_keep_sess
     # due: nothing renews after it, so every check below looks at that renewal's certificate.
     # (A lifetime rule that makes each certificate due seconds after issuance renews it again
     # and again, and MailServing then chases a serial that keeps changing.)
-    cluster.kubectl("annotate", "vh", "mx-a", f"{RENEW_ANNOTATION}={RENEWAL}", "--overwrite")
-    host = wait_for(
-        cluster,
-        "vh",
-        "mx-a",
-        lambda o: (o.get("status") or {}).get("observedRenewal") == RENEWAL,
-        what="the renewal",
-        timeout=60,
-    )
+    host = renew(cluster, "mx-a", RENEWAL)
     renewal = [c for c in host["status"]["conditions"] if c["type"] == "CertificateRenewal"]
     assert [c["status"] for c in renewal] == ["True"], renewal
     renewed = host["status"]["certificate"]["serial"]

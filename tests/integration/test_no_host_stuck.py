@@ -15,8 +15,9 @@ import pytest
 from tests.harness import kube
 from tests.harness.clusters import Cluster
 from tests.harness.pebble import Pebble
-from tests.harness.waiting import Object, get_object, phase_of, wait_for
+from tests.harness.waiting import Object, get_object, phase_of, renew, wait_for
 from tests.integration.conftest import OperatorFactory
+from vhost_operator.resources.models import RENEW_ANNOTATION
 from vhost_operator.resources.naming import next_key_secret_name, tls_secret_name
 
 pytestmark = pytest.mark.cluster
@@ -53,23 +54,35 @@ def apply_secret(cluster: Cluster, manifest: dict[str, Any], tmp_path: Path) -> 
     cluster.kubectl("apply", "-f", str(path))
 
 
-def test_renewal_scan_runs_at_start_not_after_a_first_interval(
+def test_renewal_scan_runs_at_start_and_renews_due_enabled_hosts_only(
     cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
 ) -> None:
-    # The default daily interval: within the test only a scan at start-up can renew anything.
+    # The suite's test of renewal by due date (the others ask for their one renewal with the
+    # renew annotation). The default daily interval: within the test only a scan at start-up can
+    # renew anything, and it renews each due host once.
     first = start_operator(renewal_fraction=DUE_AT_ONCE, renewal_info_enabled="false")
     kube.apply_manifests(
-        cluster, [kube.virtualhost("restarted", "restarted.example.com")], tmp_path
+        cluster,
+        [
+            kube.virtualhost("restarted", "restarted.example.com"),
+            kube.virtualhost("skipped", "skipped.example.com", enabled=False),
+        ],
+        tmp_path,
     )
-    host = ready(cluster, "restarted")
+    host, disabled = ready(cluster, "restarted"), ready(cluster, "skipped")
     issued = serial(host)
+    stored = kube.secret_data(cluster, tls_secret_name("restarted"))
     first.stop()  # restarted more often than the interval: upgrades, drains, OOM kills
-    # Due before the restart (a second or two after issuance): only then must the scan at
-    # start-up renew it; a host falling due later waits for the next scan, by design.
-    due = datetime.fromisoformat(host["status"]["certificate"]["renewalTime"])
+    # Both due before the restart (a second or two after issuance): only then must the scan at
+    # start-up renew; a host falling due later waits for the next scan, by design.
+    due = max(
+        datetime.fromisoformat(h["status"]["certificate"]["renewalTime"]) for h in (host, disabled)
+    )
     time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.5)
 
-    second = start_operator(renewal_fraction=DUE_AT_ONCE, renewal_info_enabled="false")
+    second = start_operator(
+        renewal_fraction=DUE_AT_ONCE, renewal_info_enabled="false", renewal_spacing="0"
+    )
     renewed = wait_for(
         cluster,
         "vh",
@@ -80,7 +93,13 @@ def test_renewal_scan_runs_at_start_not_after_a_first_interval(
     )
     assert phase_of(renewed) == "Ready"
     assert conditions(renewed)["CertificateRenewal"]["status"] == "True"
+    assert kube.secret_data(cluster, tls_secret_name("restarted")) != stored
+    # One request, the enabled host's: a disabled host is never renewed (nginx does not serve
+    # its challenge), though due as well (no spacing: a request for it would have come at once).
     assert "vhost_operator_renewal_requests_total 1.0" in second.metrics()
+    skipped = get_object(cluster, "vh", "skipped")
+    assert skipped is not None and serial(skipped) == serial(disabled)
+    assert RENEW_ANNOTATION not in skipped["metadata"].get("annotations", {})
 
 
 def test_unusable_account_key_fails_the_step_with_a_message(
@@ -150,19 +169,7 @@ def test_renewal_after_a_crash_before_the_pending_key_was_removed_issues_a_new_c
         "data": {"tls.key": base64.b64encode(stored["tls.key"]).decode()},
     }
     apply_secret(cluster, leftover, tmp_path)
-    cluster.kubectl("annotate", "vh", "spent", "vhost-operator.io/renew=after-crash")
-
-    renewed = wait_for(
-        cluster,
-        "vh",
-        "spent",
-        lambda o: (
-            o["status"].get("observedRenewal") == "after-crash"
-            and "CertificateRenewal" in conditions(o)
-        ),
-        what="the renewal's outcome",
-        timeout=60,
-    )
+    renewed = renew(cluster, "spent", "after-crash")
     assert conditions(renewed)["CertificateRenewal"]["status"] == "True", renewed["status"]
     assert serial(renewed) != first, "a renewal must end with a new certificate"
     now_stored = kube.secret_data(cluster, tls_secret_name("spent"))
