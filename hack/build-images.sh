@@ -105,6 +105,49 @@ if [ -f "$refs" ]; then
     exit 0
 fi
 
+# -- what a run that did not finish leaves behind, removed on exit -----------------------------
+# A failed or interrupted `podman build` leaves its buildah working containers and the images of
+# its finished stages behind (podman exits on SIGINT or SIGTERM without removing them: an
+# interrupted session left a container). Builds of other cache roots share podman's storage, so
+# every build also holds a lock of the machine's; a run that did not finish removes those that
+# appeared since it took that lock and come from its base (a `FROM <stage>` one names it too, in
+# its org.opencontainers.image.base.name annotation), and no others.
+exec 8>/run/lock/vhost-operator-images.lock
+flock 8
+containers() { buildah containers --quiet --notruncate; }
+dangling() { podman images --quiet --no-trunc --filter dangling=true | sort; }
+present=$(containers && dangling)
+from_this_run() { # container|image ID: new since the lock was taken, and made from our base
+    local key=org.opencontainers.image.base.name base
+    if grep -qxF "$2" <<<"$present"; then return 1; fi
+    if [ "$1" = container ]; then
+        base=$(buildah inspect --type container \
+            --format "{{index .ImageAnnotations \"$key\"}}" "$2")
+    else
+        base=$(podman image inspect --format "{{index .Annotations \"$key\"}}" "$2")
+    fi
+    [ "$base" = "$base_image" ]
+}
+rootfs=
+cleanup() {
+    local status=$? id
+    if [ -n "$rootfs" ]; then rm -rf "$rootfs"; fi
+    if [ "$status" = 0 ]; then return; fi
+    for id in $(containers); do
+        if from_this_run container "$id" 2>/dev/null; then
+            log "removing the working container $id of the build that did not finish"
+            buildah rm "$id" >/dev/null 2>&1 || true
+        fi
+    done
+    for id in $(dangling); do # the images of its finished stages, once no container uses them
+        if from_this_run image "$id" 2>/dev/null; then podman rmi "$id" >/dev/null 2>&1 || true; fi
+    done
+}
+trap cleanup EXIT
+# A signal ends the script through the EXIT trap (once the foreground podman has exited).
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 # -- the base image: Debian packages, imported ------------------------------------------------
 debian_mirror() { # the machine's configured mirror for $suite (deb822 or one-line sources)
     if [ -n "${VHOST_OPERATOR_DEBIAN_MIRROR:-}" ]; then
@@ -127,7 +170,6 @@ if ! podman image exists "$base_image"; then
     log "making $base_image from Debian packages ($suite, $mirror; first run only)"
     started=$SECONDS
     rootfs=$(mktemp -d "$images_root/rootfs.XXXXXX")
-    trap 'rm -rf "$rootfs"' EXIT
     debootstrap --variant=minbase --include="$base_packages" "$suite" "$rootfs" "$mirror" >&2
     # What a registry's image would not carry: the download cache, package lists, and this
     # host's name and resolver (podman provides both at run time).
@@ -139,7 +181,7 @@ if ! podman image exists "$base_image"; then
         --change 'CMD ["python3"]' \
         - "$base_image" >/dev/null
     rm -rf "$rootfs"
-    trap - EXIT
+    rootfs=
     log "made $base_image in $((SECONDS - started))s"
     # Bases of other keys (an older package list or script) are not needed any more.
     podman images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$base_repository" |
@@ -163,7 +205,6 @@ build() { # ref [podman build args...]
         --tag "$ref" "$@" "$repo" >/dev/null
     log "built $ref in $((SECONDS - started))s"
 }
-dangling() { podman images --quiet --no-trunc --filter dangling=true | sort; }
 dangling_before=$(dangling)
 build "$operator_ref"
 build "$agent_ref" --target agent
