@@ -6,11 +6,13 @@ round on an audited API server that attributes API requests to components, then 
 certificates from two peers (a bare ``acme`` client, certbot) for ratios, and what 10,000
 hosts take against the production CA's order limit;
 2. webhook latency at a fixed rate; 3. the renewal scan over 10,000 hosts; 4. operator memory at
-1,000 and 10,000 hosts; 5. the nginx agent applying 1,000 changes; 6. tenancy gate latency.
+1,000 and 10,000 hosts; 5. the nginx agent applying 1,000 changes; 6. tenancy gate latency;
+7. the API server's CPU per request, for each kind of request a new host brings.
 
-Three local control planes, one after another: one without an audit log for the serving stack
-(items 1, 2, 5, 6), an audited one for item 1's attribution round, and a fresh audited one for
-the 10,000-host items (3, 4), so no set of objects slows another down. Every process started
+Four local control planes, one after another: one without an audit log for the serving stack
+(items 1, 2, 5, 6), an audited one for item 1's attribution round, a fresh audited one for
+the 10,000-host items (3, 4), and one for item 7's requests, so no set of objects slows another
+down. Every process started
 here is stopped on the way out, also on Ctrl-C or an error.
 
     python -m bench.run                       # the full run (~12 minutes on 2 cores)
@@ -31,13 +33,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import agent, gate, peers, provisioning, scale
+from bench import agent, apicost, gate, peers, provisioning, scale
 from bench.cluster import Client, bench_cluster
 from bench.measure import Machine, load
 from bench.report import Figure, say, table
 from tests.harness.audit import AuditedControlPlane
 
-ITEMS = ("1", "2", "3", "4", "5", "6")
+ITEMS = ("1", "2", "3", "4", "5", "6", "7")
 
 
 LARGE_ROUND = provisioning.LARGE
@@ -88,6 +90,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--webhook-seconds", type=float, default=10, help="item 2: duration")
     parser.add_argument("--gate-requests", type=int, default=2000, help="item 6: per endpoint")
     parser.add_argument(
+        "--request-count", type=int, default=300, help="item 7: requests of each kind"
+    )
+    parser.add_argument(
+        "--request-present",
+        type=int,
+        default=2000,
+        help="item 7: VirtualHosts created before the last measurement (0: none)",
+    )
+    parser.add_argument(
         "--certbot-max",
         type=int,
         default=100,
@@ -104,6 +115,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         arguments.hosts, arguments.memory_hosts = "20", "200,1000"
         arguments.scan_hosts, arguments.agent_sites = 1000, "100"
         arguments.webhook_seconds, arguments.gate_requests = 3, 300
+        arguments.request_count, arguments.request_present = 100, 0
     arguments.rounds = rounds_of(arguments.hosts, large=arguments.large)
     arguments.attribution_hosts = attribution_size(arguments.rounds, arguments.attribution_hosts)
     return arguments
@@ -131,6 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures += serving_items(arguments, only, workdir / "serving")
         if only & {"3", "4"}:
             figures += scale_items(arguments, only, workdir / "scale")
+        if "7" in only:
+            costs = functools.partial(
+                apicost.request_costs,
+                workdir / "requests",
+                arguments.request_count,
+                arguments.request_present,
+            )
+            figures += guarded(apicost.ITEM, costs)
     except KeyboardInterrupt:
         say("interrupted; the figures so far:")
     finally:

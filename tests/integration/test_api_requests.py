@@ -15,18 +15,19 @@ agent's reports otherwise vouch for.
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.harness import kube
-from tests.harness.audit import AuditedControlPlane, parse_audit_log
+from tests.harness.audit import AuditedControlPlane, AuditedRequest, parse_audit_log
 from tests.harness.clusters import install_crds
 from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
 from tests.harness.waiting import phase_of, wait_for
 from tests.integration.conftest import operator_settings
+from vhost_operator.kube.objects import FIELD_MANAGER
 from vhost_operator.resources.naming import (
     next_key_secret_name,
     site_configmap_name,
@@ -86,12 +87,15 @@ def provisioned(plane: AuditedControlPlane, name: str) -> bool:
     return phase_of(host) == "Ready"
 
 
-def test_a_new_host_costs_the_operator_these_api_requests_and_no_more(
+@pytest.fixture(scope="module")
+def counted_requests(
     audited: AuditedControlPlane,
     pebble: Pebble,
     responder_port: int,
-    tmp_path: Path,
-) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[AuditedRequest]:
+    """The operator's requests while it provisions the host ``counted`` (after ``warm``)."""
+    tmp_path = tmp_path_factory.mktemp("counted")
     kubeconfig = audited.client_kubeconfig(
         tmp_path / "operator.kubeconfig", "vhost-operator", ("system:masters", OPERATOR_GROUP)
     )
@@ -109,10 +113,14 @@ def test_a_new_host_costs_the_operator_these_api_requests_and_no_more(
 
         with audited.audit_log.open() as log:
             log.seek(mark)
-            requests = list(parse_audit_log(log.read()))
+            return list(parse_audit_log(log.read()))
     finally:
         operator.stop()  # the control plane, the hosts with it, goes at the module's end
 
+
+def test_a_new_host_costs_the_operator_these_api_requests_and_no_more(
+    counted_requests: list[AuditedRequest],
+) -> None:
     names = {
         "virtualhosts": "counted",
         "virtualhosts/status": "counted",
@@ -121,8 +129,39 @@ def test_a_new_host_costs_the_operator_these_api_requests_and_no_more(
     }
     counted = collections.Counter(
         f"{r.verb} {r.resource}"
-        for r in requests
+        for r in counted_requests
         if r.resource == "events"
         or (r.resource in names and r.name in (names[r.resource], next_key_secret_name("counted")))
     )
     assert counted == NEW_HOST, f"{sum(counted.values())} requests: {dict(counted)}"
+
+
+def _writers(plane: AuditedControlPlane, *resource: str) -> set[tuple[str, str]]:
+    """(field manager, subresource) of each entry of the object's ``managedFields``."""
+    found = json.loads(
+        plane.kubectl("get", *resource, "-o", "json", "--show-managed-fields").stdout
+    )
+    return {
+        (entry["manager"], entry.get("subresource", ""))
+        for entry in found["metadata"]["managedFields"]
+    }
+
+
+def test_the_operator_writes_as_one_field_manager(
+    audited: AuditedControlPlane, counted_requests: list[AuditedRequest]
+) -> None:
+    """Every object the operator wrote names it as the writer, never the Python client's
+    default (``OpenAPI-Generator``, which every program on that client shares): the status of
+    the VirtualHost, the site ConfigMap and the TLS Secret. kopf writes its finalizer and
+    record as ``kopf``; kubectl created the host."""
+    assert counted_requests  # provisioned by the operator
+    namespace = ("-n", kube.NAMESPACE)
+    assert _writers(audited, "vh", "counted") == {
+        ("kubectl-client-side-apply", ""),
+        ("kopf", ""),
+        (FIELD_MANAGER, "status"),
+    }
+    configmap = _writers(audited, "configmap", site_configmap_name("counted"), *namespace)
+    assert {manager for manager, _ in configmap} == {FIELD_MANAGER}
+    secret = _writers(audited, "secret", tls_secret_name("counted"), *namespace)
+    assert {manager for manager, _ in secret} == {FIELD_MANAGER}

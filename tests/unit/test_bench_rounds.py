@@ -64,3 +64,13 @@ def test_batch_seconds_from_the_agent_log() -> None:
     )
     assert batch_seconds(log) == [3.99, 12.5]
     assert batch_seconds("") == []
+
+
+def test_request_costs_run_by_default_and_small_when_quick() -> None:
+    """Item 7 is part of a full run; ``--quick`` measures fewer requests and skips the
+    2,000 VirtualHosts created for its last figure."""
+    arguments = parse([])
+    assert "7" in arguments.only.split(",")
+    assert (arguments.request_count, arguments.request_present) == (300, 2000)
+    arguments = parse(["--quick"])
+    assert (arguments.request_count, arguments.request_present) == (100, 0)

@@ -74,6 +74,8 @@ def server() -> Iterator[tuple[kubernetes.client.ApiClient, list[Seen]]]:
 
 
 PATCH = {"status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}}
+MANAGER = "vhost-operator"
+"""The field manager our patches name (the client's calls are given it too)."""
 JSON_PATCH = [{"op": "test", "path": "/status/certificate/serial", "value": "01"}]
 
 
@@ -88,25 +90,25 @@ def _pairs() -> list[tuple[str, Callable[[Any], Any], Callable[[Any], Any]]]:
         (
             "read",
             lambda c: custom(c).get_cluster_custom_object(g, v, p, "a", _preload_content=False),
-            lambda c: ClusterObjects(c).get_cluster_custom_object(
+            lambda c: ClusterObjects(c, manager=MANAGER).get_cluster_custom_object(
                 g, v, p, "a", _preload_content=False
             ),
         ),
         (
             "merge patch",
             lambda c: custom(c).patch_cluster_custom_object(
-                g, v, p, "a", PATCH, _preload_content=False
+                g, v, p, "a", PATCH, field_manager=MANAGER, _preload_content=False
             ),
-            lambda c: ClusterObjects(c).patch_cluster_custom_object(
+            lambda c: ClusterObjects(c, manager=MANAGER).patch_cluster_custom_object(
                 g, v, p, "a", PATCH, _preload_content=False
             ),
         ),
         (
             "status merge patch",
             lambda c: custom(c).patch_cluster_custom_object_status(
-                g, v, p, "a", PATCH, _preload_content=False
+                g, v, p, "a", PATCH, field_manager=MANAGER, _preload_content=False
             ),
-            lambda c: ClusterObjects(c).patch_cluster_custom_object_status(
+            lambda c: ClusterObjects(c, manager=MANAGER).patch_cluster_custom_object_status(
                 g, v, p, "a", PATCH, _preload_content=False
             ),
         ),
@@ -118,10 +120,11 @@ def _pairs() -> list[tuple[str, Callable[[Any], Any], Callable[[Any], Any]]]:
                 p,
                 "a",
                 JSON_PATCH,
+                field_manager=MANAGER,
                 _content_type="application/json-patch+json",
                 _preload_content=False,
             ),
-            lambda c: ClusterObjects(c).patch_cluster_custom_object_status(
+            lambda c: ClusterObjects(c, manager=MANAGER).patch_cluster_custom_object_status(
                 g,
                 v,
                 p,

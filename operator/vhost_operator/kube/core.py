@@ -72,9 +72,7 @@ class CoreObjects:
             "PATCH", _path(kind, namespace, name), query=query, body=body, content_type=APPLY
         )
 
-    def merge_patch(
-        self, kind: Kind, namespace: str, name: str, body: Any, *, manager: str | None = None
-    ) -> Any:
+    def merge_patch(self, kind: Kind, namespace: str, name: str, body: Any, *, manager: str) -> Any:
         query = [("fieldManager", manager)]
         return self.request(
             "PATCH", _path(kind, namespace, name), query=query, body=body, content_type=MERGE_PATCH
@@ -161,10 +159,13 @@ def send(
 class ClusterObjects:
     """The calls of ``kubernetes.client.CustomObjectsApi`` on one cluster-scoped object that the
     operator makes on its hot path, with the same arguments, through :func:`send`. They return
-    the raw response (as the client's with ``_preload_content=False``)."""
+    the raw response (as the client's with ``_preload_content=False``). Patches are made as
+    field manager ``manager``: without one the API server names the writer after the client's
+    user agent (``OpenAPI-Generator``), which every program on the Python client shares."""
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, client: kubernetes.client.ApiClient, *, manager: str) -> None:
         self._client = client
+        self._manager = manager
 
     def get_cluster_custom_object(
         self, group: str, version: str, plural: str, name: str, **_: Any
@@ -199,7 +200,8 @@ class ClusterObjects:
         return self._patch(path, body, _content_type)
 
     def _patch(self, path: str, body: Any, content_type: str) -> Any:
-        return send(self._client, "PATCH", path, body=body, content_type=content_type)
+        query = [("fieldManager", self._manager)]
+        return send(self._client, "PATCH", path, query=query, body=body, content_type=content_type)
 
 
 def _cluster_path(group: str, version: str, plural: str, name: str) -> str:

@@ -38,6 +38,8 @@ from vhost_operator.resources import labels
 from vhost_operator.resources.naming import foreign_owner
 
 FIELD_MANAGER = "vhost-operator"
+"""The operator's name as the writer of every object it writes (``metadata.managedFields``):
+its ConfigMaps, Secrets and the VirtualHosts' status and annotations."""
 _KINDS: dict[Kind, str] = {"configmaps": "ConfigMap", "secrets": "Secret"}
 
 
@@ -85,7 +87,9 @@ class NamespacedObjects:
         patch = {"metadata": {"annotations": annotations}}
         try:
             await write(
-                lambda: self._core.merge_patch("configmaps", namespace, name, patch),
+                lambda: self._core.merge_patch(
+                    "configmaps", namespace, name, patch, manager=FIELD_MANAGER
+                ),
                 what=f"annotating ConfigMap {namespace}/{name}",
             )
         except ApiError as error:
@@ -139,7 +143,9 @@ class NamespacedObjects:
         merge patch, which leaves the data and every other annotation as they are."""
         patch = {"metadata": {"annotations": annotations}}
         await write(
-            lambda: self._core.merge_patch("secrets", namespace, name, patch),
+            lambda: self._core.merge_patch(
+                "secrets", namespace, name, patch, manager=FIELD_MANAGER
+            ),
             what=f"annotating Secret {namespace}/{name}",
         )
 

@@ -11,6 +11,7 @@ import kubernetes
 from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import ApiClient, call, drained, json_body, write
 from vhost_operator.kube.core import ClusterObjects
+from vhost_operator.kube.objects import FIELD_MANAGER
 from vhost_operator.kube.watching import ObjectWatch, watch_cluster_objects
 from vhost_operator.resources.models import (
     GROUP,
@@ -32,7 +33,7 @@ class VirtualHostApi:
     def __init__(self, client: ApiClient) -> None:
         self._client = client
         # The calls below go the lean way; the watch goes through the client's own list.
-        self._objects = ClusterObjects(client)
+        self._objects = ClusterObjects(client, manager=FIELD_MANAGER)
 
     def watch_all(self, slim: Callable[[Object], Object]) -> ObjectWatch:
         """Every VirtualHost, listed in pages, then watched; each reduced by ``slim``."""
