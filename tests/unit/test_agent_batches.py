@@ -156,9 +156,16 @@ def configmaps_parsed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         *,
         certificate_dir: str,
         https_port: int | None = None,
+        shared_http: desired.SharedHttp | None = None,
     ) -> desired.SiteRequest:
         parsed.append(configmap["metadata"]["name"])
-        return original(configmap, secrets, certificate_dir=certificate_dir, https_port=https_port)
+        return original(
+            configmap,
+            secrets,
+            certificate_dir=certificate_dir,
+            https_port=https_port,
+            shared_http=shared_http,
+        )
 
     with monkeypatch.context() as patch:
         patch.setattr(desired, "site_request", site_request)

@@ -9,13 +9,17 @@ from vhost_operator.nginx.render import (
     REDIRECT_VARIABLE,
     SERVER_NAMES_HASH_BUCKET_SIZE,
     SERVER_NAMES_HASH_MAX_SIZE,
+    SHARED_HTTP_NAME,
     FinalLayout,
+    RecognisedConfig,
     SiteConfig,
     config_hash,
     http_definitions,
+    recognise,
     render_bootstrap,
     render_final,
     rendered_site,
+    shared_http_names,
 )
 
 __all__ = [
@@ -23,11 +27,15 @@ __all__ = [
     "REDIRECT_VARIABLE",
     "SERVER_NAMES_HASH_BUCKET_SIZE",
     "SERVER_NAMES_HASH_MAX_SIZE",
+    "SHARED_HTTP_NAME",
     "FinalLayout",
+    "RecognisedConfig",
     "SiteConfig",
     "config_hash",
     "http_definitions",
+    "recognise",
     "render_bootstrap",
     "render_final",
     "rendered_site",
+    "shared_http_names",
 ]
