@@ -62,23 +62,25 @@ class FinalLayout(enum.Enum):
     every such site is one server the nginx agent writes (:func:`http_definitions`): the
     challenge path to the responder, everything else redirected to HTTPS; its names are the
     sites' names, one file per site (:func:`shared_http_names`) the agent writes and removes
-    with the site. The site's config still says which HTTP port it
-    expects (a comment), so the agent can refuse a config that disagrees with its setting. A
-    site is then one server block and one location context for nginx to allocate and merge
-    (:attr:`ONE_SERVER` had three: the redirect's ``if``, the challenge path, ``/``), and the
-    port-80 server list nginx checks ``listen`` by does not grow with the sites. TLS contexts
-    as in :attr:`SHARED_CONTEXT`, headers as in :attr:`ONE_SERVER`."""
+    with the site. The site's config still says which HTTP port it expects (a comment), so
+    the agent can refuse a config that disagrees with its setting; it does not name the
+    challenge responder (the agent's setting). A site is then one server block and one
+    location context for nginx to allocate and merge (:attr:`ONE_SERVER` had three: the
+    redirect's ``if``, the challenge path, ``/``), and the port-80 server list nginx checks
+    each ``listen`` against does not grow with the sites. TLS contexts as in
+    :attr:`SHARED_CONTEXT`, headers as in :attr:`ONE_SERVER`."""
 
     ONE_SERVER = "one server"
-    """The previous release: a TLS site is one ``server`` for both ports, which redirects plain HTTP
-    (but the challenge path) to HTTPS with an ``if`` on :data:`REDIRECT_VARIABLE`; no location
-    sets a ``proxy_set_header`` of its own: they all inherit the ones :func:`http_definitions`
-    sets at http level. nginx's cost of loading a config is mostly per server block and per
-    location (every HTTP module's configuration allocated and merged for each), and a location
-    with headers of its own also builds its own header table: measured at 10,000 TLS sites,
-    ``nginx -t`` took 1.54 CPU-s and 540 MiB with :attr:`SHARED_CONTEXT`, 0.92 CPU-s and
-    351 MiB with this one. Bootstrap and HTTP-only configs of this release have no headers of
-    their own either. TLS contexts as in :attr:`SHARED_CONTEXT`."""
+    """The previous release: a TLS site is one ``server`` for both ports, which redirects plain
+    HTTP (but the challenge path) to HTTPS with an ``if`` on :data:`REDIRECT_VARIABLE`; no
+    location sets a ``proxy_set_header`` of its own: they all inherit the ones
+    :func:`http_definitions` sets at http level. nginx's cost of loading a config is mostly per
+    server block and per location (every HTTP module's configuration allocated and merged for
+    each), and a location with headers of its own also builds its own header table: measured
+    at 10,000 TLS sites, ``nginx -t`` took 1.54 CPU-s and 540 MiB with :attr:`SHARED_CONTEXT`,
+    0.92 CPU-s and 351 MiB with this one. Its bootstrap and HTTP-only configs, which have no
+    headers of their own either, are also this release's. TLS contexts as in
+    :attr:`SHARED_CONTEXT`."""
 
     SHARED_CONTEXT = "shared context"
     """An earlier release: a TLS site is two servers (one per port), with ``proxy_set_header``
