@@ -520,6 +520,11 @@ def test_names_files_are_read_back_and_a_stray_one_is_removed(tmp_path: Path) ->
     assert (tmp_path / NAMES).read_text() == "server_name a.example.com;\n"
     assert files.read_disk(tmp_path) == disk_of(new)
     assert files.read_hosts(tmp_path, ["a.example.com"]) == disk_of(new)
+    # After a batch the agent reads back the hosts it touched only, names files included.
+    other = tls_site("b.example.com")
+    fresh = files.read_hosts(tmp_path, ["a.example.com"])
+    assert disk_of(other).updated(fresh, {"a.example.com"}) == disk_of(other, new)
+    assert disk_of(other, new).updated(DiskState(), {"a.example.com"}) == disk_of(other)
     (tmp_path / "http-names" / "stray.example.com.conf").write_text("server_name x;\n")
     [stray] = plan({"a.example.com": new}, files.read_disk(tmp_path))
     stray_names = PurePosixPath("http-names/stray.example.com.conf")
