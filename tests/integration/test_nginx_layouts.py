@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,12 +26,15 @@ from tests.harness.nginx import (
     NginxServer,
     agent_definitions,
     http_request,
+    http_status,
     https_exchange,
+    nginx_binary,
     self_signed_certificate,
 )
-from tests.harness.processes import free_port
+from tests.harness.processes import ManagedProcess, free_port
 from vhost_operator.agent.nginx import NginxControl
 from vhost_operator.nginx import (
+    NO_SITE_NAME,
     SHARED_HTTP_NAME,
     FinalLayout,
     SiteConfig,
@@ -224,7 +228,7 @@ def test_the_shared_http_server_names_only_configured_names(served: Served) -> N
     for host in (f"WWW.{hostname.upper()}", f"www.{hostname}.", f"www.{hostname}:80"):
         status, _, headers = http_request(served.nginx.http_port, host, "/inbox")
         assert (status, headers["Location"]) == (301, f"{origin}/inbox"), host
-    for host in ("unknown.example.org", f"x.{hostname}", SHARED_HTTP_NAME, "_"):
+    for host in ("unknown.example.org", f"x.{hostname}", SHARED_HTTP_NAME, NO_SITE_NAME, "_"):
         assert http_request(served.nginx.http_port, host, "/inbox")[0] == 404, host
     absolute = f"GET http://evil.example.net/inbox HTTP/1.1\r\nHost: {hostname}\r\n"
     assert raw_status(served.nginx.http_port, absolute + "Connection: close\r\n\r\n") == 404
@@ -232,6 +236,37 @@ def test_the_shared_http_server_names_only_configured_names(served: Served) -> N
     assert raw_status(served.nginx.http_port, no_host) == 404
     # Every name in exactly one server of the port: nginx would ignore one of two.
     assert "conflicting server name" not in served.test_output, served.test_output
+
+
+def test_without_a_default_server_of_its_own_unknown_names_are_closed(tmp_path: Path) -> None:
+    """An nginx whose main config has no server on the HTTP port (the chart's and the harness's
+    have a default one): the definitions' first server there is its default, which closes the
+    connection, never the shared server, which would redirect to whatever name it was sent."""
+    http_port, https_port = free_port(), free_port()
+    root = tmp_path / "agent-root"
+    (root / "http-names").mkdir(parents=True)
+    (root / "http-names" / "a.example.org.conf").write_text("server_name a.example.org;\n")
+    conf = tmp_path / "nginx.conf"
+    definitions = agent_definitions(root, https_port, http_port)
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n    access_log off;\n    client_body_temp_path {tmp_path}/body;\n"
+        f"    proxy_temp_path {tmp_path}/proxy;\n{definitions}}}\n"
+    )
+    argv = [nginx_binary(), "-c", str(conf), "-p", f"{tmp_path}/", "-e", f"{tmp_path}/error.log"]
+    nginx = ManagedProcess("nginx", [*argv, "-g", "daemon off;"], tmp_path / "nginx.out")
+    try:
+        nginx.wait_until(
+            lambda: http_status(http_port, "a.example.org") == 301, timeout=20, what="a redirect"
+        )
+        location = http_request(http_port, "a.example.org", "/inbox")[2]["Location"]
+        assert location == f"https://a.example.org:{https_port}/inbox"
+        for host in ("evil.example.net", "A.example.org.evil.example.net"):
+            request = f"GET /inbox HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            assert raw_status(http_port, request) is None, host  # 444: closed, no answer
+        assert raw_status(http_port, "GET /inbox HTTP/1.0\r\n\r\n") is None
+    finally:
+        nginx.stop()
 
 
 @pytest.mark.parametrize("layout", list(FinalLayout))

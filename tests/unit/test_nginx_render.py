@@ -11,6 +11,7 @@ import pytest
 
 from tests.harness.nginx import nginx_check, self_signed_certificate
 from vhost_operator.nginx import (
+    NO_SITE_NAME,
     PER_HANDSHAKE_VARIABLE,
     REDIRECT_VARIABLE,
     SHARED_HTTP_NAME,
@@ -268,8 +269,11 @@ def test_the_shared_http_server_redirects_only_its_listed_names() -> None:
     """Plain HTTP of this release's TLS sites: one server, its names the files the agent writes
     (``server_name`` of each site), the redirect to the name nginx selected it by."""
     text = definitions_of(https_port=8443, http_port=8080, names_dir="/root/http-names/")
-    shared = text[text.index("server {\n    listen 8080;") :]
+    guard = f"server {{\n    listen 8080;\n    server_name {NO_SITE_NAME};\n    return 444;\n}}\n"
+    assert guard in text, "the port's default server, should nginx's main config have none"
+    shared = text[text.index("server {\n    listen 8080;\n    #") :]
     shared = shared[: shared.index("\n}\n") + 3]
+    assert text.index(guard) < text.index(shared)
     assert f"    server_name {SHARED_HTTP_NAME};\n    include /root/http-names/*.conf;\n" in shared
     assert "return 301 https://$host:8443$request_uri;" in shared
     assert re.findall(r"^ +location .*$", shared, re.MULTILINE) == [

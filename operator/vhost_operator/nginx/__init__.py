@@ -5,6 +5,7 @@ anywhere (ConfigMaps, files) and reloading nginx belong to other layers.
 """
 
 from vhost_operator.nginx.render import (
+    NO_SITE_NAME,
     PER_HANDSHAKE_VARIABLE,
     REDIRECT_VARIABLE,
     SERVER_NAMES_HASH_BUCKET_SIZE,
@@ -23,6 +24,7 @@ from vhost_operator.nginx.render import (
 )
 
 __all__ = [
+    "NO_SITE_NAME",
     "PER_HANDSHAKE_VARIABLE",
     "REDIRECT_VARIABLE",
     "SERVER_NAMES_HASH_BUCKET_SIZE",

@@ -107,6 +107,12 @@ never takes a request without a Host (nginx gives a server without names the emp
 no TLS site is listed in it."""
 
 
+NO_SITE_NAME: Final = "_vhost-operator:no-site"
+"""The ``server_name`` of the server :func:`http_definitions` puts before the shared plain HTTP
+server, another name no request carries: it is the HTTP port's default server only when nginx's
+main config has none of its own there."""
+
+
 def http_definitions(
     certificate_dir: str,
     https_port: int,
@@ -134,7 +140,8 @@ def http_definitions(
       everything else is redirected to ``https://$host[:https_port]``: ``$host`` is the name
       nginx selected this server by, so one of those files' names (lowercased, without port or
       trailing dot), never a name the client made up. Unknown names go to the port's default
-      server, which nginx's main config provides."""
+      server, which nginx's main config provides; should it have none, the one before the
+      shared server is (it closes the connection: 444), never the shared server."""
     directory = certificate_dir.rstrip("/")
     names = names_dir.rstrip("/")
     # The same allow-lists as the sites' values: this text is pasted into nginx's config too.
@@ -198,6 +205,15 @@ server {{
     ssl_session_tickets off;
     # A request whose Host names no site this connection could have been made for.
     return 421;
+}}
+
+# Should nginx's main config have no default server on the plain HTTP port, this one is its
+# default (the first server on the port), not the shared server below: a name no site serves is
+# then closed without an answer, never redirected.
+server {{
+    listen {http_port};
+    server_name {NO_SITE_NAME};
+    return 444;
 }}
 
 # Plain HTTP for every TLS site of this release (their own configs listen on the HTTPS port only):
