@@ -75,6 +75,8 @@ class ServingStack:
         self.nginx = NginxServer(workdir / "nginx", free_port(), free_port())
         self.pebble = Pebble(http_port=self.nginx.http_port, workdir=workdir / "pebble")
         self.agent: AgentProcess | None = None
+        self._responder = free_port()
+        """The operator's challenge responder, where the agent sends the TLS sites' challenges."""
         self.operator: OperatorProcess | None = None
 
     def start(self) -> ServingStack:
@@ -85,7 +87,12 @@ class ServingStack:
         agent_dir.mkdir(exist_ok=True)
         # Each kept before it starts: a start that fails still leaves a process to stop.
         self.agent = AgentProcess(
-            identity(self.plane, "agent"), agent_dir, self.nginx, NAMESPACE, verbose=False
+            identity(self.plane, "agent"),
+            agent_dir,
+            self.nginx,
+            NAMESPACE,
+            challenge_upstream=f"127.0.0.1:{self._responder}",
+            verbose=False,
         )
         self.agent.start()
         operator_dir = self.workdir / "operator"
@@ -98,7 +105,7 @@ class ServingStack:
         return self
 
     def _settings(self) -> dict[str, str]:
-        responder = free_port()
+        responder = self._responder
         nginx = self.nginx
         settings = {
             "ACME_ENABLED": "true",

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.harness.mail import MailServers
-from tests.harness.nginx import NginxServer
+from tests.harness.nginx import UNUSED_CHALLENGE_UPSTREAM, NginxServer
 from tests.harness.processes import ComponentProcess, free_port, scrape
 
 
@@ -26,8 +26,11 @@ class AgentProcess(ComponentProcess):
         namespace: str,
         settings: dict[str, str] | None = None,
         *,
+        challenge_upstream: str = UNUSED_CHALLENGE_UPSTREAM,
         verbose: bool = True,
     ) -> None:
+        """``challenge_upstream``: the operator's responder, where the TLS sites' challenges on
+        nginx's plain HTTP port go (no test without an operator fetches them)."""
         super().__init__(kubeconfig, workdir / "nginx-agent.log", verbose=verbose)
         self.workdir = workdir
         self.nginx = nginx
@@ -36,6 +39,8 @@ class AgentProcess(ComponentProcess):
             "VHOST_AGENT_NAMESPACE": namespace,
             "VHOST_AGENT_ROOT_DIR": str(nginx.root),
             "VHOST_AGENT_HTTPS_PORT": str(nginx.https_port),
+            "VHOST_AGENT_HTTP_PORT": str(nginx.http_port),
+            "VHOST_AGENT_CHALLENGE_UPSTREAM": challenge_upstream,
             "VHOST_AGENT_NGINX_BINARY": nginx.binary,
             "VHOST_AGENT_NGINX_CONF": str(nginx.conf),
             "VHOST_AGENT_NGINX_PID_FILE": str(nginx.pid_file),

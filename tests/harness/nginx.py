@@ -52,6 +52,10 @@ _FALLBACK_NGINX = "/usr/sbin/nginx"  # Debian's location; /usr/sbin is not on ev
 _TIMEOUT_SECONDS = 30
 CHECK_HTTPS_PORT = 8443
 """The HTTPS port of :func:`nginx_check`'s config: TLS sites checked there listen on it."""
+CHECK_HTTP_PORT = 8080
+"""The plain HTTP port of :func:`nginx_check`'s config (the agent's shared server's)."""
+UNUSED_CHALLENGE_UPSTREAM = "127.0.0.1:9"
+"""A challenge responder for configs whose challenges no test fetches (nginx only resolves it)."""
 _MAX_COMMON_NAME = 64
 
 # nginx writes request bodies and buffered responses to these; their compiled-in defaults are
@@ -79,7 +83,7 @@ def nginx_check_final(config: SiteConfig, *, tmp_dir: Path) -> subprocess.Comple
     chain, key = self_signed_certificate([config.hostname, *config.additional_names])
     directory = tmp_dir.resolve() / "tls"
     paths = {"certificate_path": f"{directory}/tls.crt", "key_path": f"{directory}/tls.key"}
-    ports = {"http_port": 8080, "https_port": CHECK_HTTPS_PORT}
+    ports = {"http_port": CHECK_HTTP_PORT, "https_port": CHECK_HTTPS_PORT}
     rendered = render_final(config.model_copy(update={**paths, **ports}))
     files = {"tls/tls.crt": chain, "tls/tls.key": key}
     return nginx_check([rendered], tmp_dir=tmp_dir, extra_files=files)
@@ -152,10 +156,27 @@ http {{
     server_names_hash_bucket_size {SERVER_NAMES_HASH_BUCKET_SIZE};
     server_names_hash_max_size {SERVER_NAMES_HASH_MAX_SIZE};
     # What the nginx agent writes next to the sites it mirrors.
-{textwrap.indent(http_definitions(f"{tmp_dir}/certs", https_port), "    ")}
+{textwrap.indent(agent_definitions(tmp_dir, https_port, CHECK_HTTP_PORT), "    ")}
     include {sites}/*.conf;
 }}
 """
+
+
+def agent_definitions(
+    root: Path,
+    https_port: int,
+    http_port: int,
+    challenge_upstream: str = UNUSED_CHALLENGE_UPSTREAM,
+) -> str:
+    """The nginx agent's http-level definitions for its directory ``root`` (certificates in
+    ``root/certs``, the shared plain HTTP server's names in ``root/http-names``)."""
+    return http_definitions(
+        f"{root}/certs",
+        https_port,
+        http_port=http_port,
+        challenge_upstream=challenge_upstream,
+        names_dir=f"{root}/http-names",
+    )
 
 
 def self_signed_certificate(

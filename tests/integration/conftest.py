@@ -237,11 +237,18 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
 
 @pytest.fixture(scope="module")
 def agent(
-    cluster: Cluster, nginx: NginxServer, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    nginx: NginxServer,
+    responder_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
     kube.ensure_namespace(cluster)
     process = AgentProcess(
-        cluster.kubeconfig, tmp_path_factory.mktemp("agent"), nginx, kube.NAMESPACE
+        cluster.kubeconfig,
+        tmp_path_factory.mktemp("agent"),
+        nginx,
+        kube.NAMESPACE,
+        challenge_upstream=f"127.0.0.1:{responder_port}",  # operator_settings' responder
     )
     yield process.start()
     process.stop()

@@ -192,6 +192,8 @@ def start_processes(installed: Installed, workdir: Path) -> dict[str, str]:
     agent_env = installed.deployment_env(f"{FULLNAME}-nginx", "agent")
     for key in ("NGINX_BINARY", "NGINX_CONF", "NGINX_PID_FILE", "HEALTH_PORT"):
         agent_env.pop(f"VHOST_AGENT_{key}")
+    # The chart gives both the responder's Service; here the responder's local address.
+    agent_env["VHOST_AGENT_CHALLENGE_UPSTREAM"] = operator_env["VHOST_OPERATOR_CHALLENGE_UPSTREAM"]
     # The nginx pod the agent reports as (no kubelet here: a stand-in, from the chart's own pod
     # template, that the operator's watch of the nginx pods sees Ready).
     deployment = one(installed.manifests, "Deployment", f"{FULLNAME}-nginx")

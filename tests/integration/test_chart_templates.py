@@ -637,7 +637,7 @@ def test_the_nginx_conf_and_a_site_pass_nginx_t(helm: Helm, tmp_path: Path) -> N
     )
     # The agent's layout, with the definitions the site configs use: the HTTPS port's default
     # server is the agent's, so the chart's nginx.conf must not have one (duplicate).
-    files.prepare(root, https_port)
+    files.prepare(root, https_port, http_port=http_port, challenge_upstream="127.0.0.1:8089")
     (root / "sites-enabled" / f"{hostname}.conf").write_text(render_final(site))
     checked = subprocess.run(
         [nginx_binary(), "-t", "-c", str(conf), "-e", "stderr"],

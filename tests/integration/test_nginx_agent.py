@@ -91,7 +91,7 @@ class Sites:
         tls: bool,
         body_size: int = 50,
         additional_names: tuple[str, ...] = (),
-        layout: FinalLayout = FinalLayout.ONE_SERVER,
+        layout: FinalLayout = FinalLayout.TLS_ONLY,
     ) -> str:
         certificates = self.nginx.root / "certs" / hostname
         site = SiteConfig(
@@ -261,6 +261,9 @@ def test_new_site_is_served_over_https_with_its_certificate(
     assert link.is_symlink() and link.resolve() == root / "sites-available" / f"{hostname}.conf"
     assert (root / "certs" / hostname / "tls.crt").read_bytes() == chain
     assert (root / "certs" / hostname / "tls.key").stat().st_mode & 0o777 == 0o600
+    # Its plain HTTP is the agent's shared server, which lists its name.
+    listed = (root / "http-names" / f"{hostname}.conf").read_text()
+    assert listed == f"server_name {hostname};\n"
 
 
 def test_tls_sites_share_one_context_that_serves_each_its_own_certificate(
@@ -372,6 +375,7 @@ def test_deleted_site_is_removed_from_disk_and_nginx(
     assert not (root / "sites-available" / f"{hostname}.conf").exists()
     assert not (root / "sites-enabled" / f"{hostname}.conf").exists()
     assert not (root / "certs" / hostname).exists()
+    assert not (root / "http-names" / f"{hostname}.conf").exists()
 
 
 def test_renewed_certificate_is_served_and_reported(sites: Sites, nginx: NginxServer) -> None:

@@ -1,6 +1,7 @@
 """What a real nginx serves from each form of the configs: this release's and earlier releases'
 (still in the ConfigMaps of hosts not provisioned since an upgrade), side by side in one nginx
-with the agent's http-level definitions, as the agent lays them out.
+with the agent's http-level definitions, as the agent lays them out: this release's TLS sites
+listen on the HTTPS port only, and the agent's shared plain HTTP server lists their names.
 
 The headers that reach the web app and the challenge responder are compared whole: this
 release's sites set none of their own and inherit the definitions' (nginx drops every inherited
@@ -13,25 +14,32 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.harness.nginx import (
     NginxServer,
+    agent_definitions,
     http_request,
+    http_status,
     https_exchange,
+    nginx_binary,
     self_signed_certificate,
 )
-from tests.harness.processes import free_port
+from tests.harness.processes import ManagedProcess, free_port
 from tests.harness.standin import Handler, StandIn
 from vhost_operator.agent.nginx import NginxControl
 from vhost_operator.nginx import (
+    NO_SITE_NAME,
+    SHARED_HTTP_NAME,
     FinalLayout,
     SiteConfig,
-    http_definitions,
     render_bootstrap,
     render_final,
+    shared_http_names,
 )
 from vhost_operator.resources.mtasts import parse_policy
 
@@ -40,8 +48,8 @@ TLS_HOSTS = {
     layout: f"{layout.name.lower().replace('_', '-')}.example.org" for layout in FinalLayout
 }
 """One TLS site per form."""
-BOOTSTRAP_HOSTS = {FinalLayout.ONE_SERVER: "boot.example.org", EARLIER[0]: "boot-0.example.org"}
-PLAIN_HOSTS = {FinalLayout.ONE_SERVER: "plain.example.org", EARLIER[0]: "plain-0.example.org"}
+BOOTSTRAP_HOSTS = {FinalLayout.TLS_ONLY: "boot.example.org", EARLIER[0]: "boot-0.example.org"}
+PLAIN_HOSTS = {FinalLayout.TLS_ONLY: "plain.example.org", EARLIER[0]: "plain-0.example.org"}
 """Bootstrap and HTTP-only configs: earlier releases all had the same form of these."""
 POLICY = parse_policy("version: STSv1\nmode: enforce\nmx: mx.example.org\nmax_age: 86400\n")
 BODY_LIMIT_MIB = 1
@@ -79,6 +87,8 @@ class Served:
     def __init__(self, nginx: NginxServer, app: Recorder, responder: Recorder) -> None:
         self.nginx, self.app, self.responder = nginx, app, responder
         self.chains: dict[str, bytes] = {}
+        self.test_output = ""
+        """What ``nginx -t`` says of all the forms side by side."""
 
     def site(self, hostname: str, *, tls: bool, **fields: object) -> SiteConfig:
         directory = self.nginx.root / "certs" / hostname
@@ -96,11 +106,15 @@ class Served:
             }
         )
 
-    def write(self, site: SiteConfig, config: str) -> None:
-        """The site's config and, for a TLS site, its certificate, where the agent puts them."""
+    def write(self, site: SiteConfig, config: str, *, listed: bool = False) -> None:
+        """The site's config and, for a TLS site, its certificate, where the agent puts them;
+        ``listed``: its names in the shared plain HTTP server too (this release's TLS sites)."""
         root = self.nginx.real(self.nginx.root)
         hostname = site.hostname
         (root / "sites-enabled" / f"{hostname}.conf").write_text(config)
+        if listed:
+            (root / "http-names").mkdir(exist_ok=True)
+            (root / "http-names" / f"{hostname}.conf").write_text(shared_http_names(site))
         if site.has_certificate:
             chain, key = self_signed_certificate([hostname, *site.additional_names])
             (root / "certs" / hostname).mkdir(parents=True)
@@ -135,12 +149,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         nginx.start()
         served = Served(nginx, app, responder)
         root = nginx.real(nginx.root)
-        definitions = http_definitions(str(nginx.root / "certs"), nginx.https_port)
+        responder_address = f"127.0.0.1:{responder.port}"
+        definitions = agent_definitions(
+            nginx.root, nginx.https_port, nginx.http_port, responder_address
+        )
         (root / "sites-enabled" / "_vhost-operator.conf").write_text(definitions)
         for layout, hostname in TLS_HOSTS.items():
             names = ("www." + hostname,)
             site = served.site(hostname, tls=True, additional_names=names, mta_sts=POLICY)
-            served.write(site, render_final(site, layout=layout))
+            listed = layout is FinalLayout.TLS_ONLY
+            served.write(site, render_final(site, layout=layout), listed=listed)
         for layout, hostname in BOOTSTRAP_HOSTS.items():
             site = served.site(hostname, tls=False)
             served.write(site, render_bootstrap(site, layout=layout))
@@ -150,6 +168,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         control = NginxControl(nginx.binary, nginx.conf, nginx.pid_file, reload_timeout=30)
         asyncio.run(control.test())
         asyncio.run(control.reload())
+        served.test_output = subprocess.run(
+            [nginx.binary, "-t", "-c", str(nginx.conf), "-e", "stderr"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stderr
         yield served
     finally:
         nginx.stop()
@@ -170,15 +195,68 @@ def test_the_web_app_gets_exactly_the_forwarded_headers_over_https(
 
 
 @pytest.mark.parametrize("layout", list(FinalLayout))
-def test_plain_http_redirects_to_the_hostname_over_https(
-    served: Served, layout: FinalLayout
-) -> None:
+def test_plain_http_redirects_to_https(served: Served, layout: FinalLayout) -> None:
+    """Earlier forms redirect every name to the hostname; this release's shared server redirects
+    each name to itself (the certificate covers every name of the site, and the HTTPS server
+    serves them all)."""
     hostname = TLS_HOSTS[layout]
-    origin = f"https://{hostname}:{served.nginx.https_port}"
-    for host in (hostname, "www." + hostname):  # an additional name: to the hostname
+    port = served.nginx.https_port
+    for host in (hostname, "www." + hostname):  # an additional name
+        target = host if layout is FinalLayout.TLS_ONLY else hostname
         for path in ("/inbox?folder=1", "/.well-known/mta-sts.txt", "/.well-known/acme"):
             status, _, headers = http_request(served.nginx.http_port, host, path)
-            assert (status, headers["Location"]) == (301, origin + path)
+            assert (status, headers["Location"]) == (301, f"https://{target}:{port}{path}")
+
+
+def test_the_shared_http_server_names_only_configured_names(served: Served) -> None:
+    """The redirect names what nginx matched among the listed names (lowercased, without port
+    or trailing dot), never the client's own text: any other name reaches the port's default
+    server (the harness's answers 404), including the shared server's own first name and an
+    absolute request line, whose host is the one nginx selects the server by."""
+    hostname = TLS_HOSTS[FinalLayout.TLS_ONLY]
+    origin = f"https://www.{hostname}:{served.nginx.https_port}"
+    for host in (f"WWW.{hostname.upper()}", f"www.{hostname}.", f"www.{hostname}:80"):
+        status, _, headers = http_request(served.nginx.http_port, host, "/inbox")
+        assert (status, headers["Location"]) == (301, f"{origin}/inbox"), host
+    for host in ("unknown.example.org", f"x.{hostname}", SHARED_HTTP_NAME, NO_SITE_NAME, "_"):
+        assert http_request(served.nginx.http_port, host, "/inbox")[0] == 404, host
+    absolute = f"GET http://evil.example.net/inbox HTTP/1.1\r\nHost: {hostname}\r\n"
+    assert raw_status(served.nginx.http_port, absolute + "Connection: close\r\n\r\n") == 404
+    no_host = "GET /inbox HTTP/1.0\r\n\r\n"
+    assert raw_status(served.nginx.http_port, no_host) == 404
+    # Every name in exactly one server of the port: nginx would ignore one of two.
+    assert "conflicting server name" not in served.test_output, served.test_output
+
+
+def test_without_a_default_server_of_its_own_unknown_names_are_closed(tmp_path: Path) -> None:
+    """An nginx whose main config has no server on the HTTP port (the chart's and the harness's
+    have a default one): the definitions' first server there is its default, which closes the
+    connection, never the shared server, which would redirect to whatever name it was sent."""
+    http_port, https_port = free_port(), free_port()
+    root = tmp_path / "agent-root"
+    (root / "http-names").mkdir(parents=True)
+    (root / "http-names" / "a.example.org.conf").write_text("server_name a.example.org;\n")
+    conf = tmp_path / "nginx.conf"
+    definitions = agent_definitions(root, https_port, http_port)
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n    access_log off;\n    client_body_temp_path {tmp_path}/body;\n"
+        f"    proxy_temp_path {tmp_path}/proxy;\n{definitions}}}\n"
+    )
+    argv = [nginx_binary(), "-c", str(conf), "-p", f"{tmp_path}/", "-e", f"{tmp_path}/error.log"]
+    nginx = ManagedProcess("nginx", [*argv, "-g", "daemon off;"], tmp_path / "nginx.out")
+    try:
+        nginx.wait_until(
+            lambda: http_status(http_port, "a.example.org") == 301, timeout=20, what="a redirect"
+        )
+        location = http_request(http_port, "a.example.org", "/inbox")[2]["Location"]
+        assert location == f"https://a.example.org:{https_port}/inbox"
+        for host in ("evil.example.net", "A.example.org.evil.example.net"):
+            request = f"GET /inbox HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            assert raw_status(http_port, request) is None, host  # 444: closed, no answer
+        assert raw_status(http_port, "GET /inbox HTTP/1.0\r\n\r\n") is None
+    finally:
+        nginx.stop()
 
 
 @pytest.mark.parametrize("layout", list(FinalLayout))
@@ -187,18 +265,21 @@ def test_challenges_reach_the_responder_with_the_hostname(
 ) -> None:
     hostname = TLS_HOSTS[layout]
     path = "/.well-known/acme-challenge/token-1"
-    assert http_request(served.nginx.http_port, hostname, path)[:2] == (200, "recorded\n")
-    line, headers = served.responder.last()
-    # HTTP/1.1 from every form: the earlier ones set no proxy_http_version in this location, so
-    # it comes from the definitions now (it was 1.0, nginx's default).
-    assert line == f"GET {path} HTTP/1.1"
-    if layout is FinalLayout.ONE_SERVER:
-        # This release's challenge location inherits the definitions' headers, like the others.
-        assert headers == served.expected(hostname, "http", **HTTP_CLIENT)
-    else:
-        assert headers == {"host": hostname, "connection": "close", **HTTP_CLIENT}
-    # Over HTTPS the path is this release's challenge location too (one server for both
-    # ports); the earlier forms had it on port 80 only, and sent it to the web app on 443.
+    for host in (hostname, "www." + hostname):  # each name is validated on its own
+        assert http_request(served.nginx.http_port, host, path)[:2] == (200, "recorded\n")
+        line, headers = served.responder.last()
+        # HTTP/1.1 from every form: the earlier ones set no proxy_http_version in this location,
+        # so it comes from the definitions now (it was 1.0, nginx's default).
+        assert line == f"GET {path} HTTP/1.1"
+        if layout in (FinalLayout.TLS_ONLY, FinalLayout.ONE_SERVER):
+            # The shared server's challenge location, and the previous release's, inherit the
+            # definitions' headers, like the others.
+            assert headers == served.expected(host, "http", **HTTP_CLIENT)
+        else:
+            assert headers == {"host": host, "connection": "close", **HTTP_CLIENT}
+    # Over HTTPS the path is the previous release's challenge location too (one server for both
+    # ports); this release's and the earlier forms have it on port 80 only, and send it to the
+    # web app on 443.
     before = len(served.responder.requests), len(served.app.requests)
     assert served.https(hostname, path)[0] == 200
     on_responder = layout is FinalLayout.ONE_SERVER
@@ -253,3 +334,12 @@ def post_status(served: Served, hostname: str, length: int) -> int:
         tls.sendall(request.encode() + (b"x" * length if length < 2**20 else b""))
         head = tls.recv(65536).decode(errors="replace")
     return int(head.split(" ", 2)[1])
+
+
+def raw_status(port: int, request: str) -> int | None:
+    """The status nginx answers ``request`` (sent as it is) on ``port`` with, ``None`` if it
+    closes the connection without one."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request.encode())
+        head = connection.recv(65536).decode(errors="replace")
+    return int(head.split(" ", 2)[1]) if head else None

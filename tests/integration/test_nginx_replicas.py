@@ -70,18 +70,33 @@ AgentFactory = Callable[[NginxServer, str], AgentProcess]
 
 
 @pytest.fixture
-def start_agent(cluster: Cluster, nginx: NginxServer, tmp_path: Path) -> Iterator[AgentFactory]:
+def start_agent(
+    cluster: Cluster, nginx: NginxServer, responder_port: int, tmp_path: Path
+) -> Iterator[AgentFactory]:
     """Starts an agent for an nginx replica; all stop when the test ends. A test requests it
     before ``start_operator``: the agents then outlive the hosts' deletion at the end. Every
-    agent defines the default server of the sites' HTTPS port, replica a's."""
+    agent defines the default server of the sites' HTTPS port, and the TLS sites' plain HTTP
+    server, on replica a's ports."""
     started: list[AgentProcess] = []
-    https_port = str(nginx.https_port)
+    https_port, http_port = str(nginx.https_port), str(nginx.http_port)
 
     def start(nginx: NginxServer, replica: str) -> AgentProcess:
         workdir = tmp_path / f"agent-{replica}"
         workdir.mkdir()
-        settings = {"VHOST_AGENT_REPLICA": replica, "VHOST_AGENT_HTTPS_PORT": https_port}
-        agent = AgentProcess(cluster.kubeconfig, workdir, nginx, kube.NAMESPACE, settings)
+        settings = {
+            "VHOST_AGENT_REPLICA": replica,
+            "VHOST_AGENT_HTTPS_PORT": https_port,
+            "VHOST_AGENT_HTTP_PORT": http_port,
+        }
+        upstream = f"127.0.0.1:{responder_port}"  # operator_settings' responder
+        agent = AgentProcess(
+            cluster.kubeconfig,
+            workdir,
+            nginx,
+            kube.NAMESPACE,
+            settings,
+            challenge_upstream=upstream,
+        )
         started.append(agent.start())
         return agent
 

@@ -23,6 +23,7 @@ from vhost_operator.nginx import (
     render_bootstrap,
     render_final,
     rendered_site,
+    shared_http_names,
 )
 from vhost_operator.provisioning.decisions import Action, decide, names_refusal
 from vhost_operator.resources import labels
@@ -318,11 +319,17 @@ def site(**overrides: Any) -> SiteConfig:
     return SiteConfig(**fields)
 
 
-def test_every_server_block_names_every_name_and_redirects_to_the_hostname() -> None:
+def test_every_server_block_names_every_name() -> None:
+    """And the configs of earlier releases redirect plain HTTP to the hostname; this release's
+    TLS config has no plain HTTP server: the agent's shared one lists the same names and
+    redirects each to itself (the certificate covers them all)."""
     names = f"server_name {HOSTNAME} {' '.join(EXTRA)};"
     final = render_final(site())
-    assert final.count(names) == 1  # one server for both ports
-    assert f"return 301 https://{HOSTNAME}$request_uri;" in final
+    assert final.count(names) == 1
+    assert shared_http_names(site()) == names + "\n"
+    previous = render_final(site(), layout=FinalLayout.ONE_SERVER)
+    assert previous.count(names) == 1  # one server for both ports
+    assert f"return 301 https://{HOSTNAME}$request_uri;" in previous
     earlier = render_final(site(), layout=FinalLayout.SHARED_CONTEXT)
     assert earlier.count(names) == 2
     assert f"return 301 https://{HOSTNAME}$request_uri;" in earlier

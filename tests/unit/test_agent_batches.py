@@ -156,9 +156,16 @@ def configmaps_parsed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         *,
         certificate_dir: str,
         https_port: int | None = None,
+        shared_http: desired.SharedHttp | None = None,
     ) -> desired.SiteRequest:
         parsed.append(configmap["metadata"]["name"])
-        return original(configmap, secrets, certificate_dir=certificate_dir, https_port=https_port)
+        return original(
+            configmap,
+            secrets,
+            certificate_dir=certificate_dir,
+            https_port=https_port,
+            shared_http=shared_http,
+        )
 
     with monkeypatch.context() as patch:
         patch.setattr(desired, "site_request", site_request)
@@ -243,3 +250,15 @@ def test_after_a_failed_batch_the_whole_disk_is_read_and_put_right(tmp_path: Pat
             assert tampered.read_text() == original
 
     asyncio.run(scenario())
+
+
+def test_the_agents_http_and_https_ports_differ_and_its_responder_is_host_port() -> None:
+    """Its plain HTTP server and its TLS default server cannot share a port (nginx applies
+    ``ssl`` to every server on a port), and the responder is pasted into nginx's config."""
+    with pytest.raises(ValueError, match="http_port and https_port must differ"):
+        AgentSettings(http_port=8443, https_port=8443)
+    with pytest.raises(ValueError, match="challenge_upstream"):
+        AgentSettings(challenge_upstream="http://responder")
+    assert AgentSettings(http_port=8080, https_port=8443).challenge_upstream == (
+        "vhost-operator-challenges.vhost-operator.svc:8089"
+    )

@@ -15,9 +15,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from tests.harness.nginx import UNUSED_CHALLENGE_UPSTREAM as CHALLENGE
+from tests.harness.nginx import agent_definitions
 from vhost_operator.agent import files
 from vhost_operator.agent.plan import DEFINITIONS_FILE, WriteFile
-from vhost_operator.nginx import http_definitions
 
 
 def test_an_undo_with_no_room_for_a_temporary_copy_overwrites_in_place(
@@ -108,11 +109,11 @@ def test_the_key_group_setting_takes_a_name_or_a_gid() -> None:
 
 
 def test_prepare_writes_the_definitions_which_are_no_site(tmp_path: Path) -> None:
-    files.prepare(tmp_path, 8443)
-    definitions = http_definitions(str(tmp_path / "certs"), 8443)
+    files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
+    definitions = agent_definitions(tmp_path, 8443, 8080, CHALLENGE)
     assert (tmp_path / DEFINITIONS_FILE).read_text() == definitions
     assert "listen 8443 ssl default_server;" in definitions
     assert files.read_disk(tmp_path).hostnames == set(), "never planned away as a host"
     (tmp_path / DEFINITIONS_FILE).write_text("stale")
-    files.prepare(tmp_path, 8443)
+    files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
     assert (tmp_path / DEFINITIONS_FILE).read_text() == definitions

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness.nginx import UNUSED_CHALLENGE_UPSTREAM as CHALLENGE
 from tests.harness.nginx import nginx_check, self_signed_certificate
 from vhost_operator.agent import files
 from vhost_operator.agent.apply import (
@@ -25,6 +26,7 @@ from vhost_operator.agent.apply import (
 )
 from vhost_operator.agent.desired import (
     DesiredState,
+    SharedHttp,
     Site,
     relevant_configmap,
     slim_configmap,
@@ -43,13 +45,20 @@ from vhost_operator.agent.plan import (
     apply_error,
     disk_state,
     key_access_problem,
+    link_target,
     plan,
     report,
     report_patch,
     stale_reports,
 )
 from vhost_operator.certs import Certificate, inspect_certificate
-from vhost_operator.nginx import FinalLayout, SiteConfig, config_hash, render_final
+from vhost_operator.nginx import (
+    FinalLayout,
+    SiteConfig,
+    config_hash,
+    render_final,
+    shared_http_names,
+)
 from vhost_operator.resources import labels
 
 CERTIFICATES = "/etc/nginx/vhost-operator/certs"
@@ -62,19 +71,22 @@ def desired_state(configmaps: list[dict[str, Any]], secrets: dict[str, Any]) -> 
     return agent_desired_state(configmaps, secrets, certificate_dir=CERTIFICATES)
 
 
-def _tls_config(https_port: int = 443) -> str:
-    """a.example.com's final TLS config, its certificate where the agent writes it."""
-    directory = f"{CERTIFICATES}/a.example.com"
-    return render_final(
-        SiteConfig(
-            hostname="a.example.com",
-            challenge_upstream="op:8089",
-            upstream="http://app:8000",
-            https_port=https_port,
-            certificate_path=f"{directory}/tls.crt",
-            key_path=f"{directory}/tls.key",
-        )
+def _tls_site(hostname: str = "a.example.com", **fields: Any) -> SiteConfig:
+    """``hostname``'s TLS site, its certificate where the agent writes it."""
+    directory = f"{CERTIFICATES}/{hostname}"
+    return SiteConfig(
+        hostname=hostname,
+        challenge_upstream="op:8089",
+        upstream="http://app:8000",
+        certificate_path=f"{directory}/tls.crt",
+        key_path=f"{directory}/tls.key",
+        **fields,
     )
+
+
+def _tls_config(https_port: int = 443, layout: FinalLayout = FinalLayout.TLS_ONLY) -> str:
+    """a.example.com's final TLS config, its certificate where the agent writes it."""
+    return render_final(_tls_site(https_port=https_port), layout=layout)
 
 
 def configmap(
@@ -190,6 +202,57 @@ def test_a_tls_config_on_another_port_than_the_agents_names_both_settings(
     assert plain.problem is None and "b.x.org" in desired.sites  # no HTTPS: any port
     same = agent_desired_state(configmaps, secrets, certificate_dir=CERTIFICATES, https_port=8443)
     assert same.requests[0].problem is None
+
+
+def test_only_a_tls_config_of_this_release_is_listed_in_the_shared_http_server(
+    pair: tuple[bytes, bytes],
+) -> None:
+    """Its plain HTTP is the agent's shared server, which must list its names; every other
+    config has a port-80 server of its own, and a name in both would be nginx's "conflicting
+    server name" (the first one wins, the other is ignored)."""
+    chain, key = pair
+    secrets = {"vhost-a-tls": tls_secret("vhost-a-tls", chain, key)}
+    names = {}
+    for layout in FinalLayout:
+        tls = configmap(config=_tls_config(layout=layout), tls_secret="vhost-a-tls")
+        site = desired_state([tls], secrets).sites["a.example.com"]
+        names[layout] = site.http_names
+    assert names == {
+        layout: "server_name a.example.com;\n" if layout is FinalLayout.TLS_ONLY else None
+        for layout in FinalLayout
+    }
+    assert desired_state([configmap()], {}).sites["a.example.com"].http_names is None
+
+
+def test_a_tls_config_for_another_http_port_than_the_agents_names_both_settings(
+    pair: tuple[bytes, bytes],
+) -> None:
+    """The operator checks port 80 of the config's port; the agent's shared server would
+    answer on its own."""
+    chain, key = pair
+    configmaps = [configmap(config=_tls_config(), tls_secret="vhost-a-tls")]
+    secrets = {"vhost-a-tls": tls_secret("vhost-a-tls", chain, key)}
+
+    def state(http_port: int) -> DesiredState:
+        return agent_desired_state(
+            configmaps, secrets, certificate_dir=CERTIFICATES, shared_http=SharedHttp(http_port)
+        )
+
+    [refused] = state(8080).requests
+    assert refused.site is None and refused.problem == (
+        "the config expects plain HTTP on port 80, but this agent's VHOST_AGENT_HTTP_PORT is "
+        "8080 (its shared plain HTTP server, which answers the TLS sites' challenges and "
+        "redirects, listens there). The operator's VHOST_OPERATOR_NGINX_HTTP_PORT and the "
+        "agent's VHOST_AGENT_HTTP_PORT must be the same port"
+    )
+    assert state(80).requests[0].problem is None
+    previous = [
+        configmap(config=_tls_config(layout=FinalLayout.ONE_SERVER), tls_secret="vhost-a-tls")
+    ]
+    kept = agent_desired_state(
+        previous, secrets, certificate_dir=CERTIFICATES, shared_http=SharedHttp(8080)
+    )
+    assert kept.requests[0].problem is None, "a port-80 server of its own: any port"
 
 
 def test_a_missing_secret_holds_the_host_instead_of_removing_it() -> None:
@@ -365,6 +428,107 @@ def test_hosts_without_a_configmap_are_removed_link_first_unless_kept() -> None:
     assert change == Change(
         "a.example.com", (Remove(ENABLED), Remove(AVAILABLE), Remove(CERTS)), None
     )
+
+
+NAMES = PurePosixPath("http-names/a.example.com.conf")
+
+
+def tls_site(
+    hostname: str = "a.example.com",
+    layout: FinalLayout = FinalLayout.TLS_ONLY,
+    *,
+    enabled: bool = True,
+    additional_names: tuple[str, ...] = (),
+) -> Site:
+    config = _tls_site(hostname, additional_names=additional_names)
+    listed = shared_http_names(config) if layout is FinalLayout.TLS_ONLY else None
+    return Site(
+        f"vhost-{hostname}",
+        hostname,
+        render_final(config, layout=layout),
+        enabled,
+        Certificate(b"chain", b"key", "1"),
+        listed,
+    )
+
+
+def disk_of(*sites: Site) -> DiskState:
+    """What the disk holds once ``sites`` are applied."""
+    return disk_state(
+        ((site.hostname, site.config.encode()) for site in sites),
+        ((site.hostname, link_target(site.hostname)) for site in sites if site.enabled),
+        ((site.hostname, {"tls.crt": b"chain", "tls.key": b"key"}) for site in sites),
+        (
+            (site.hostname, site.http_names.encode())
+            for site in sites
+            if site.http_names is not None and site.enabled
+        ),
+    )
+
+
+def test_a_tls_site_of_this_release_is_listed_after_its_link_and_unlisted_before() -> None:
+    """Port 80 never redirects to an HTTPS server that is not enabled (yet, or any more)."""
+    new = tls_site()
+    [add] = plan({"a.example.com": new}, DiskState())
+    assert add.operations[-2:] == (
+        Symlink(ENABLED, LINK),
+        WriteFile(NAMES, b"server_name a.example.com;\n"),
+    )
+    assert plan({"a.example.com": new}, disk_of(new)) == []
+    [disable] = plan({"a.example.com": tls_site(enabled=False)}, disk_of(new))
+    assert disable.operations == (Remove(NAMES), Remove(ENABLED))
+    [enable] = plan({"a.example.com": new}, disk_of(tls_site(enabled=False)))
+    assert enable.operations == (
+        Symlink(ENABLED, LINK),
+        WriteFile(NAMES, b"server_name a.example.com;\n"),
+    )
+    [leave] = plan({}, disk_of(new))
+    assert leave.operations == (Remove(NAMES), Remove(ENABLED), Remove(AVAILABLE), Remove(CERTS))
+
+
+def test_a_host_changing_layout_is_listed_or_unlisted_with_its_config() -> None:
+    """In at most one port-80 server: the shared one (this release's TLS config) or its own."""
+    new, previous = tls_site(), tls_site(layout=FinalLayout.ONE_SERVER)
+    [downgrade] = plan({"a.example.com": previous}, disk_of(new))
+    assert downgrade.operations == (Remove(NAMES), WriteFile(AVAILABLE, previous.config.encode()))
+    [upgrade] = plan({"a.example.com": new}, disk_of(previous))
+    assert upgrade.operations == (
+        WriteFile(AVAILABLE, new.config.encode()),
+        WriteFile(NAMES, b"server_name a.example.com;\n"),
+    )
+
+
+def test_names_files_change_only_for_the_hosts_that_changed() -> None:
+    """A batch's cost follows what changed: one host's new name rewrites its file alone."""
+    sites = {f"h{index}.example.com": tls_site(f"h{index}.example.com") for index in range(50)}
+    disk = disk_of(*sites.values())
+    assert plan(sites, disk) == []
+    changed = tls_site("h7.example.com", additional_names=("www.h7.example.com",))
+    [change] = plan(sites | {"h7.example.com": changed}, disk)
+    assert change.hostname == "h7.example.com"
+    names = b"server_name h7.example.com www.h7.example.com;\n"
+    assert WriteFile(PurePosixPath("http-names/h7.example.com.conf"), names) in change.operations
+    [gone] = plan({h: s for h, s in sites.items() if h != "h3.example.com"}, disk)
+    assert Remove(PurePosixPath("http-names/h3.example.com.conf")) in gone.operations
+
+
+def test_names_files_are_read_back_and_a_stray_one_is_removed(tmp_path: Path) -> None:
+    files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
+    new = tls_site()
+    [change] = plan({"a.example.com": new}, DiskState())
+    files.apply_operations(tmp_path, change.operations)
+    assert (tmp_path / NAMES).read_text() == "server_name a.example.com;\n"
+    assert files.read_disk(tmp_path) == disk_of(new)
+    assert files.read_hosts(tmp_path, ["a.example.com"]) == disk_of(new)
+    # After a batch the agent reads back the hosts it touched only, names files included.
+    other = tls_site("b.example.com")
+    fresh = files.read_hosts(tmp_path, ["a.example.com"])
+    assert disk_of(other).updated(fresh, {"a.example.com"}) == disk_of(other, new)
+    assert disk_of(other, new).updated(DiskState(), {"a.example.com"}) == disk_of(other)
+    (tmp_path / "http-names" / "stray.example.com.conf").write_text("server_name x;\n")
+    [stray] = plan({"a.example.com": new}, files.read_disk(tmp_path))
+    stray_names = PurePosixPath("http-names/stray.example.com.conf")
+    assert stray == Change("stray.example.com", (Remove(stray_names),), None)
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -546,9 +710,9 @@ def test_files_are_written_with_their_modes_and_undone(
     tmp_path: Path, pair: tuple[bytes, bytes]
 ) -> None:
     chain, key = pair
-    files.prepare(tmp_path, 8443)
+    files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
     (tmp_path / "sites-available" / ".tmp-left-by-a-crash").write_text("x")
-    files.prepare(tmp_path, 8443)
+    files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
     assert not (tmp_path / "sites-available" / ".tmp-left-by-a-crash").exists()
     [change] = plan({"a.example.com": site(certificate=Certificate(chain, key, "1"))}, DiskState())
     undo = files.apply_operations(tmp_path, change.operations)
@@ -573,7 +737,7 @@ def test_files_are_written_with_their_modes_and_undone(
 
 
 def test_undo_puts_back_replaced_and_removed_files(tmp_path: Path) -> None:
-    files.prepare(tmp_path, 8443)
+    files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
     first = plan({"a.example.com": site()}, DiskState())
     files.apply_operations(tmp_path, [op for change in first for op in change.operations])
     (tmp_path / CERTS).mkdir()

@@ -11,8 +11,10 @@ import pytest
 
 from tests.harness.nginx import nginx_check, self_signed_certificate
 from vhost_operator.nginx import (
+    NO_SITE_NAME,
     PER_HANDSHAKE_VARIABLE,
     REDIRECT_VARIABLE,
+    SHARED_HTTP_NAME,
     FinalLayout,
     SiteConfig,
     config_hash,
@@ -20,7 +22,9 @@ from vhost_operator.nginx import (
     render_bootstrap,
     render_final,
     rendered_site,
+    shared_http_names,
 )
+from vhost_operator.resources.mtasts import parse_policy
 
 # Upstreams as IP addresses or "localhost": `nginx -t` resolves proxy_pass hosts, and cluster
 # Service names do not resolve on a test machine.
@@ -29,6 +33,17 @@ UPSTREAM = "http://127.0.0.1:8000"
 LONGEST_HOSTNAME = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 56])  # 248 characters, the most
 # `nginx -t` binds the listen ports, so checks that must pass without root use unprivileged ones.
 PORTS: dict[str, Any] = {"http_port": 8080, "https_port": 8443}
+POLICY = parse_policy("version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n")
+
+
+def definitions_of(certificate_dir: str = "/certs", https_port: int = 443, **fields: Any) -> str:
+    """The agent's http-level definitions, with a shared plain HTTP server on port 80."""
+    shared: dict[str, Any] = {
+        "http_port": 80,
+        "challenge_upstream": CHALLENGE,
+        "names_dir": "/root/http-names",
+    }
+    return http_definitions(certificate_dir, https_port, **(shared | fields))
 
 
 def site(**overrides: Any) -> SiteConfig:
@@ -135,7 +150,7 @@ def test_a_tls_site_names_no_certificate_and_gets_its_hosts_from_the_shared_cont
     config = render_final(tls_site(tmp_path, additional_names=("webmail.example.com",)))
     assert "ssl_certificate" not in config and "ssl_session" not in config
     assert "server_name mail.example.com webmail.example.com;" in config
-    definitions = http_definitions("/certs/", 8443)
+    definitions = definitions_of("/certs/", 8443)
     assert "listen 8443 ssl default_server;" in definitions
     assert "ssl_reject_handshake on;" in definitions
     assert "ssl_certificate /certs/$server_name/tls.crt;" in definitions
@@ -152,8 +167,8 @@ def test_a_tls_site_names_no_certificate_and_gets_its_hosts_from_the_shared_cont
 def test_the_definitions_take_only_a_canonical_directory(
     certificate_dir: str, https_port: int
 ) -> None:
-    with pytest.raises(ValueError, match="default TLS server"):
-        http_definitions(certificate_dir, https_port)
+    with pytest.raises(ValueError, match="http-level definitions"):
+        definitions_of(certificate_dir, https_port)
 
 
 def test_the_previous_layouts_name_the_hosts_fixed_paths(tmp_path: Path) -> None:
@@ -208,32 +223,70 @@ EARLIER = (FinalLayout.SHARED_CONTEXT, FinalLayout.PER_HANDSHAKE, FinalLayout.AT
 
 
 def test_every_config_serves_the_challenge_path(tmp_path: Path) -> None:
+    """Each config itself, but this release's TLS configs: the agent's shared plain HTTP server
+    serves theirs."""
     for layout in FinalLayout:
-        location = (
-            CHALLENGE_LOCATION if layout is FinalLayout.ONE_SERVER else EARLIER_CHALLENGE_LOCATION
-        )
-        for config in (
-            render_bootstrap(site(), layout=layout),
-            render_final(site(), layout=layout),
-            render_final(tls_site(tmp_path), layout=layout),
-        ):
+        own_headers = layout not in (FinalLayout.TLS_ONLY, FinalLayout.ONE_SERVER)
+        location = EARLIER_CHALLENGE_LOCATION if own_headers else CHALLENGE_LOCATION
+        configs = [render_bootstrap(site(), layout=layout), render_final(site(), layout=layout)]
+        tls = render_final(tls_site(tmp_path), layout=layout)
+        if layout is FinalLayout.TLS_ONLY:
+            assert "acme-challenge" not in tls
+        else:
+            configs.append(tls)
+        for config in configs:
             assert location in config
+    assert CHALLENGE_LOCATION in definitions_of()
 
 
-def test_a_tls_site_is_one_server_for_both_ports_and_sets_no_proxy_header(tmp_path: Path) -> None:
-    """What makes a reload cheap at 10,000 sites: one server block and its locations per site
+def test_a_tls_site_is_one_server_on_the_https_port_with_one_location(tmp_path: Path) -> None:
+    """What makes a reload cheap at 10,000 sites: one server block and one location per site
     (nginx allocates and merges every module's configuration for each), none with a header table
-    of its own (they inherit the definitions'); earlier releases' forms had two servers and
-    headers in each proxied location."""
+    of its own (they inherit the definitions'), and none on the plain HTTP port (the agent's
+    shared server is theirs). The previous release's form had both ports and three location
+    contexts (with the redirect's ``if``); earlier ones two servers and headers in each
+    proxied location."""
     config = render_final(tls_site(tmp_path, **PORTS))
     assert config.count("server {") == 1
-    assert "    listen 8080;\n    # " in config and "    listen 8443 ssl http2;\n" in config
-    assert len(re.findall(r"^ +location ", config, re.MULTILINE)) == 2
+    assert re.findall(r"^ +listen .*$", config, re.MULTILINE) == ["    listen 8443 ssl http2;"]
+    assert re.findall(r"^ +location .*$", config, re.MULTILINE) == ["    location / {"]
+    assert "return" not in config and " if " not in config
     assert "proxy_set_header" not in config and "proxy_http_version" not in config
+    with_policy = render_final(tls_site(tmp_path, mta_sts=POLICY, **PORTS))
+    assert len(re.findall(r"^ +location ", with_policy, re.MULTILINE)) == 2
+    previous = render_final(tls_site(tmp_path, **PORTS), layout=FinalLayout.ONE_SERVER)
+    assert previous.count("server {") == 1
+    assert "    listen 8080;\n    # " in previous and "    listen 8443 ssl http2;\n" in previous
+    assert len(re.findall(r"^ +location ", previous, re.MULTILINE)) == 2
+    assert "proxy_set_header" not in previous and "proxy_http_version" not in previous
     for quiet in (render_bootstrap(site()), render_final(site())):
         assert "proxy_set_header" not in quiet
     for layout in EARLIER:
         assert render_final(tls_site(tmp_path), layout=layout).count("server {") == 2
+
+
+def test_the_shared_http_server_redirects_only_its_listed_names() -> None:
+    """Plain HTTP of this release's TLS sites: one server, its names the files the agent writes
+    (``server_name`` of each site), the redirect to the name nginx selected it by."""
+    text = definitions_of(https_port=8443, http_port=8080, names_dir="/root/http-names/")
+    guard = f"server {{\n    listen 8080;\n    server_name {NO_SITE_NAME};\n    return 444;\n}}\n"
+    assert guard in text, "the port's default server, should nginx's main config have none"
+    shared = text[text.index("server {\n    listen 8080;\n    #") :]
+    shared = shared[: shared.index("\n}\n") + 3]
+    assert text.index(guard) < text.index(shared)
+    assert f"    server_name {SHARED_HTTP_NAME};\n    include /root/http-names/*.conf;\n" in shared
+    assert "return 301 https://$host:8443$request_uri;" in shared
+    assert re.findall(r"^ +location .*$", shared, re.MULTILINE) == [
+        "    location ^~ /.well-known/acme-challenge/ {",
+        "    location / {",
+    ]
+    assert "return 301 https://$host$request_uri;" in definitions_of(https_port=443)
+    names = shared_http_names(site(additional_names=("webmail.example.com",)))
+    assert names == "server_name mail.example.com webmail.example.com;\n"
+    with pytest.raises(ValueError, match="challenge_upstream"):
+        definitions_of(challenge_upstream="x;y:80")
+    with pytest.raises(ValueError, match="canonical"):
+        definitions_of(names_dir="/root/../etc")
 
 
 def test_bootstrap_holds_everything_else_without_redirect() -> None:
@@ -247,21 +300,23 @@ def test_bootstrap_holds_everything_else_without_redirect() -> None:
 
 
 def test_final_redirects_plain_http_to_https(tmp_path: Path) -> None:
-    config = render_final(tls_site(tmp_path))
+    previous = render_final(tls_site(tmp_path), layout=FinalLayout.ONE_SERVER)
     assert (
         f"    if (${REDIRECT_VARIABLE}) {{\n"
         "        return 301 https://mail.example.com$request_uri;\n"
         "    }\n"
-    ) in config
-    assert "listen 443 ssl http2;" in config
+    ) in previous
+    assert "listen 443 ssl http2;" in previous
     for layout in EARLIER:
         earlier = render_final(tls_site(tmp_path), layout=layout)
         assert "return 301 https://mail.example.com$request_uri;" in earlier
         assert REDIRECT_VARIABLE not in earlier
+    # This release's: the agent's shared server redirects (test_the_shared_http_server_...).
+    assert REDIRECT_VARIABLE not in render_final(tls_site(tmp_path))
 
 
 def test_the_redirect_spares_only_plain_http_challenges() -> None:
-    definitions = http_definitions("/certs", 443)
+    definitions = definitions_of()
     assert (
         f"map $scheme ${REDIRECT_VARIABLE} {{\n"
         f"    http ${REDIRECT_VARIABLE}_path;\n"
@@ -275,10 +330,11 @@ def test_the_redirect_spares_only_plain_http_challenges() -> None:
 
 
 def test_redirect_names_a_non_default_https_port(tmp_path: Path) -> None:
-    config = render_final(tls_site(tmp_path, http_port=8080, https_port=8443))
-    assert "listen 8080;" in config
-    assert "listen 8443 ssl http2;" in config
-    assert "return 301 https://mail.example.com:8443$request_uri;" in config
+    for layout in (FinalLayout.ONE_SERVER, *EARLIER):
+        config = render_final(tls_site(tmp_path, http_port=8080, https_port=8443), layout=layout)
+        assert "listen 8080;" in config
+        assert "listen 8443 ssl http2;" in config
+        assert "return 301 https://mail.example.com:8443$request_uri;" in config
 
 
 FORWARDED_HEADERS = (
@@ -293,7 +349,7 @@ FORWARDED_HEADERS = (
 
 
 def test_the_definitions_set_the_forwarded_headers_for_every_site(tmp_path: Path) -> None:
-    assert FORWARDED_HEADERS in http_definitions("/certs", 443)
+    assert FORWARDED_HEADERS in definitions_of()
     for config in (render_final(site()), render_final(tls_site(tmp_path))):
         assert f"    location / {{\n        proxy_pass {UPSTREAM};\n    }}\n" in config
         assert "client_max_body_size 50m;" in config
@@ -332,7 +388,7 @@ def test_proxy_pass_target(upstream: str, proxy_pass: str) -> None:
 
 def test_https_upstream_gets_sni() -> None:
     # At http level: it does nothing for a plain HTTP upstream.
-    assert "\nproxy_ssl_server_name on;\n" in http_definitions("/certs", 443)
+    assert "\nproxy_ssl_server_name on;\n" in definitions_of()
     assert "proxy_ssl_server_name" not in render_final(site(upstream="https://webmail.svc"))
     earlier = FinalLayout.SHARED_CONTEXT
     assert "proxy_ssl_server_name on;" in render_final(

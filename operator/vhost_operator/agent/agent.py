@@ -41,6 +41,7 @@ from vhost_operator.agent.apply import (
 from vhost_operator.agent.desired import (
     DesiredState,
     DesiredStates,
+    SharedHttp,
     SiteRequest,
     relevant_configmap,
     relevant_secret,
@@ -211,7 +212,9 @@ class NginxAgent:
             settings.root_dir, nginx, self.stats, key_group=key_group, touched=self._touched
         )
         self._desired_states = DesiredStates(
-            str(settings.root_dir / CERTS_DIR), settings.https_port
+            str(settings.root_dir / CERTS_DIR),
+            settings.https_port,
+            SharedHttp(settings.http_port),
         )
         self._configmaps = ObjectStore(relevant_configmap)
         self._secrets = ObjectStore(relevant_secret)
@@ -232,7 +235,14 @@ class NginxAgent:
 
     async def run(self) -> None:
         """Run until cancelled; an unexpected error in any task ends the whole agent."""
-        await asyncio.to_thread(files.prepare, self._settings.root_dir, self._settings.https_port)
+        settings = self._settings
+        await asyncio.to_thread(
+            files.prepare,
+            settings.root_dir,
+            settings.https_port,
+            http_port=settings.http_port,
+            challenge_upstream=settings.challenge_upstream,
+        )
         async with asyncio.TaskGroup() as tasks:
             configmaps = self._api.watch_configmaps(slim_configmap)
             tasks.create_task(self._follow(configmaps, self._configmaps))

@@ -23,7 +23,7 @@ from vhost_operator.certs import (
     KeyMaterialError,
     secret_certificate,
 )
-from vhost_operator.nginx import config_hash, rendered_site
+from vhost_operator.nginx import RecognisedConfig, config_hash, recognise, shared_http_names
 from vhost_operator.resources import labels
 from vhost_operator.resources.claims import Claim
 from vhost_operator.resources.hostnames import hostname_problem
@@ -48,6 +48,9 @@ class Site:
     config: str
     enabled: bool
     certificate: Certificate | None
+    http_names: str | None = None
+    """What lists the host in the agent's shared plain HTTP server
+    (``nginx.shared_http_names``): for a TLS config of this release, ``None`` for others."""
 
     # The digests are computed once per version of a site (its request is kept from batch to
     # batch while its objects do not change), not once per batch.
@@ -60,6 +63,10 @@ class Site:
     def config_digest(self) -> str:
         """:func:`digest` of the config file."""
         return digest(self.config.encode())
+
+    @functools.cached_property
+    def http_names_digest(self) -> str | None:
+        return digest(self.http_names.encode()) if self.http_names is not None else None
 
     @functools.cached_property
     def chain_digest(self) -> str | None:
@@ -123,17 +130,28 @@ def desired_state(
     *,
     certificate_dir: str,
     https_port: int | None = None,
+    shared_http: SharedHttp | None = None,
 ) -> DesiredState:
     """Parse every site ConfigMap; ``secrets`` are the TLS Secrets by name; configs may name
-    certificates only as ``<certificate_dir>/<hostname>/tls.{crt,key}``, and serve HTTPS only on
-    ``https_port`` (the port the agent writes nginx's default TLS server for; ``None``: any).
+    certificates only as ``<certificate_dir>/<hostname>/tls.{crt,key}``, serve HTTPS only on
+    ``https_port`` (the port the agent writes nginx's default TLS server for; ``None``: any),
+    and a TLS config whose plain HTTP is the agent's shared server must expect that server's
+    ``shared_http`` settings (``None``: any).
 
     When several ConfigMaps claim one hostname (the admission webhook normally prevents it), the
     one of the oldest VirtualHost keeps it, by the rule the operator and the tenancy gate follow
     too (``resources.claims``), so the outcome depends neither on event order nor on which of
     them decides. ``requests`` stay ordered by ConfigMap name.
     """
-    return DesiredStates(certificate_dir, https_port)(configmaps, secrets)
+    return DesiredStates(certificate_dir, https_port, shared_http)(configmaps, secrets)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedHttp:
+    """The agent's plain HTTP server for the TLS sites of this release
+    (``nginx.http_definitions``): what their configs must expect of it."""
+
+    http_port: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,9 +170,15 @@ class DesiredStates:
     not the request). Parsing, checking the config against the templates and hashing every site
     each batch made a batch's cost grow with all the sites rather than with the changed ones."""
 
-    def __init__(self, certificate_dir: str, https_port: int | None = None) -> None:
+    def __init__(
+        self,
+        certificate_dir: str,
+        https_port: int | None = None,
+        shared_http: SharedHttp | None = None,
+    ) -> None:
         self._certificate_dir = certificate_dir
         self._https_port = https_port
+        self._shared_http = shared_http
         self._parsed: dict[str, _Parsed] = {}
 
     def __call__(self, configmaps: Iterable[Object], secrets: Mapping[str, Object]) -> DesiredState:
@@ -173,6 +197,7 @@ class DesiredStates:
                     secrets,
                     certificate_dir=self._certificate_dir,
                     https_port=self._https_port,
+                    shared_http=self._shared_http,
                 )
                 known = _Parsed(configmap, secret, request, _seniority(configmap))
             elif known.configmap is not configmap or known.secret is not secret:
@@ -240,11 +265,12 @@ def site_request(
     *,
     certificate_dir: str,
     https_port: int | None = None,
+    shared_http: SharedHttp | None = None,
 ) -> SiteRequest:
     """What one site ConfigMap asks for; checks run in the order a human would fix them.
 
     The config must be exactly what the operator renders for the ConfigMap's hostname
-    (``nginx.rendered_site``): the text of a ConfigMap is never trusted as it is, since nginx
+    (``nginx.recognise``): the text of a ConfigMap is never trusted as it is, since nginx
     would run any directive in it (a ``server_name`` of another host, an ``alias`` onto the
     certificate directory).
     """
@@ -264,13 +290,14 @@ def site_request(
             name, hostname, annotations.get(labels.CONFIG_HASH), problem=f"no data key {key}"
         )
     request = SiteRequest(name, hostname, config_hash(config))
-    rendered = rendered_site(config, hostname, certificate_dir)
-    if rendered is None:
+    recognised = recognise(config, hostname, certificate_dir)
+    if recognised is None:
         message = (
             f"the config is not one the operator renders for {hostname}: refused (server_name, "
             "certificate paths and directives must be exactly those of the operator's templates)"
         )
         return dataclasses.replace(request, problem=message)
+    rendered = recognised.site
     request = dataclasses.replace(request, additional_names=rendered.additional_names)
     if rendered.has_certificate and https_port is not None and rendered.https_port != https_port:
         # nginx -t would refuse it ("no ssl_certificate is defined for the listen ... ssl"),
@@ -283,6 +310,10 @@ def site_request(
             "the same port"
         )
         return dataclasses.replace(request, problem=message)
+    problem = _shared_http_problem(recognised, shared_http)
+    if problem:
+        return dataclasses.replace(request, problem=problem)
+    names = shared_http_names(rendered) if recognised.shared_http else None
     enabled = annotations.get(labels.ENABLED, "true")
     if enabled not in ("true", "false"):
         message = f"annotation {labels.ENABLED} must be 'true' or 'false', not {enabled!r}"
@@ -298,15 +329,37 @@ def site_request(
         return dataclasses.replace(request, problem=message)
     if not secret_name:
         return dataclasses.replace(
-            request, site=Site(name, hostname, config, enabled == "true", None)
+            request, site=Site(name, hostname, config, enabled == "true", None, names)
         )
-    return _with_certificate(request, config, enabled == "true", secret_name, secrets)
+    return _with_certificate(request, config, enabled == "true", names, secret_name, secrets)
+
+
+def _shared_http_problem(
+    recognised: RecognisedConfig, shared_http: SharedHttp | None
+) -> str | None:
+    """Why the agent's shared plain HTTP server cannot serve this config's host as the config
+    expects, or ``None``: nginx would serve its challenges and redirects on another port than
+    the operator checks. (The challenges go to the agent's ``challenge_upstream``: the config
+    does not name the responder.)"""
+    if not recognised.shared_http or shared_http is None:
+        return None
+    site = recognised.site
+    if site.http_port != shared_http.http_port:
+        return (
+            f"the config expects plain HTTP on port {site.http_port}, but this agent's "
+            f"VHOST_AGENT_HTTP_PORT is {shared_http.http_port} (its shared plain HTTP server, "
+            "which answers the TLS sites' challenges and redirects, listens there). The "
+            "operator's VHOST_OPERATOR_NGINX_HTTP_PORT and the agent's VHOST_AGENT_HTTP_PORT "
+            "must be the same port"
+        )
+    return None
 
 
 def _with_certificate(
     request: SiteRequest,
     config: str,
     enabled: bool,
+    http_names: str | None,
     secret_name: str,
     secrets: Mapping[str, Object],
 ) -> SiteRequest:
@@ -322,7 +375,7 @@ def _with_certificate(
         certificate = secret_certificate(secret)
     except KeyMaterialError as error:
         return dataclasses.replace(request, problem=f"TLS Secret {secret_name}: {error}")
-    site = Site(request.configmap, request.hostname, config, enabled, certificate)
+    site = Site(request.configmap, request.hostname, config, enabled, certificate, http_names)
     return dataclasses.replace(request, site=site)
 
 

@@ -27,6 +27,7 @@ from vhost_operator.agent.plan import (
     CERTS_DIR,
     DEFINITIONS_FILE,
     ENABLED_DIR,
+    HTTP_NAMES_DIR,
     LAYOUT_DIRS,
     DiskState,
     Operation,
@@ -50,18 +51,27 @@ DIRECTORY_MODE = 0o755
 _CONF_SUFFIX = ".conf"
 
 
-def prepare(root: Path, https_port: int) -> None:
+def prepare(root: Path, https_port: int, *, http_port: int, challenge_upstream: str) -> None:
     """Create the layout directories, drop temporary files a crash left behind, and write the
     http-level definitions the site configs use (before any of them is tested): among them the
-    default server of ``https_port``, which loads certificates from ``<root>/certs``."""
+    default server of ``https_port``, which loads certificates from ``<root>/certs``, and the
+    plain HTTP server of ``http_port`` for the TLS sites listed in ``<root>/http-names``, which
+    sends their challenges to ``challenge_upstream``."""
     for name in LAYOUT_DIRS:
         _make_directory(root / name)
-    for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR, *_subdirectories(root / CERTS_DIR)):
+    directories = (root / AVAILABLE_DIR, root / ENABLED_DIR, root / HTTP_NAMES_DIR)
+    for directory in (*directories, *_subdirectories(root / CERTS_DIR)):
         for entry in directory.iterdir():
             if entry.name.startswith(TEMP_PREFIX):
                 _remove(entry)
     definitions = root / DEFINITIONS_FILE
-    content = http_definitions(str(root / CERTS_DIR), https_port).encode()
+    content = http_definitions(
+        str(root / CERTS_DIR),
+        https_port,
+        http_port=http_port,
+        challenge_upstream=challenge_upstream,
+        names_dir=str(root / HTTP_NAMES_DIR),
+    ).encode()
     if not definitions.is_file() or definitions.is_symlink() or definitions.read_bytes() != content:
         write_file(definitions, content, PUBLIC_FILE_MODE)
         _sync_directories([definitions.parent])
@@ -77,7 +87,7 @@ def read_disk(root: Path) -> DiskState:
     pattern ignores them too)."""
     hostnames = {
         entry.name.removesuffix(_CONF_SUFFIX)
-        for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR)
+        for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR, root / HTTP_NAMES_DIR)
         for entry in _conf_entries(directory)
     }
     hostnames.update(directory.name for directory in _subdirectories(root / CERTS_DIR))
@@ -111,7 +121,13 @@ def read_hosts(root: Path, hostnames: Iterable[str]) -> DiskState:
         for hostname in hostnames
         if (directory := root / CERTS_DIR / hostname).is_dir() and not directory.is_symlink()
     )
-    return disk_state(configs, links, certificates)
+    http_names = (
+        (hostname, path.read_bytes())
+        for hostname in hostnames
+        if (path := root / HTTP_NAMES_DIR / f"{hostname}{_CONF_SUFFIX}").is_file()
+        and not path.is_symlink()
+    )
+    return disk_state(configs, links, certificates, http_names)
 
 
 # -- undo --------------------------------------------------------------------------------------

@@ -6,8 +6,11 @@ The on-disk layout under the agent's root directory (the agent owns everything i
     sites-enabled/<hostname>.conf       symlink to ../sites-available/<hostname>.conf, enabled only
     certs/<hostname>/tls.crt, tls.key   the certificate the config refers to (key mode 0600, or
                                         0640 with the agent's ``key_group``)
+    http-names/<hostname>.conf          the ``server_name`` line of an enabled TLS site of this
+                                        release, which lists it in the shared plain HTTP server
     sites-enabled/_vhost-operator.conf  ``nginx.http_definitions``, which the configs use (a name
-                                        no hostname can have: ``_`` is not in hostnames)
+                                        no hostname can have: ``_`` is not in hostnames); its
+                                        plain HTTP server includes ``http-names/*.conf``
 
 nginx's main config includes ``<root>/sites-enabled/*.conf``, so disabling a site drops only its
 link: the config stays, and enabling it again is one symlink.
@@ -32,7 +35,8 @@ from vhost_operator.resources import labels
 AVAILABLE_DIR = "sites-available"
 ENABLED_DIR = "sites-enabled"
 CERTS_DIR = "certs"
-LAYOUT_DIRS = (AVAILABLE_DIR, ENABLED_DIR, CERTS_DIR)
+HTTP_NAMES_DIR = "http-names"
+LAYOUT_DIRS = (AVAILABLE_DIR, ENABLED_DIR, CERTS_DIR, HTTP_NAMES_DIR)
 DEFINITIONS_FILE = PurePosixPath(ENABLED_DIR, "_vhost-operator.conf")
 
 MAX_ERROR_LENGTH = 1024
@@ -57,6 +61,10 @@ def certificate_dir(hostname: str) -> PurePosixPath:
     return PurePosixPath(CERTS_DIR, hostname)
 
 
+def http_names_path(hostname: str) -> PurePosixPath:
+    return PurePosixPath(HTTP_NAMES_DIR, f"{hostname}.conf")
+
+
 _Value = TypeVar("_Value")
 
 
@@ -73,10 +81,12 @@ class DiskState:
     """``certs/<hostname>/``: file name → digest of its contents."""
     serials: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """The serial of the leaf in ``certs/<hostname>/tls.crt``, where that is a certificate."""
+    http_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """``http-names/<hostname>.conf``: digest of its contents."""
 
     @property
     def hostnames(self) -> set[str]:
-        return set(self.configs) | set(self.links) | set(self.certificates)
+        return set(self.configs) | set(self.links) | set(self.certificates) | set(self.http_names)
 
     def updated(self, fresh: DiskState, hostnames: Collection[str]) -> DiskState:
         """This state with ``hostnames`` as ``fresh`` (read again) has them: the hosts a batch
@@ -87,6 +97,7 @@ class DiskState:
             _merged(self.links, fresh.links, hostnames),
             _merged(self.certificates, fresh.certificates, hostnames),
             _merged(self.serials, fresh.serials, hostnames),
+            _merged(self.http_names, fresh.http_names, hostnames),
         )
 
 
@@ -104,6 +115,7 @@ def disk_state(
     configs: Iterable[tuple[str, bytes]] = (),
     links: Iterable[tuple[str, str | None]] = (),
     certificates: Iterable[tuple[str, Mapping[str, bytes]]] = (),
+    http_names: Iterable[tuple[str, bytes]] = (),
 ) -> DiskState:
     """The :class:`DiskState` of these contents (hostname, contents), taken one at a time: a
     generator reading files holds one host's bytes at once."""
@@ -120,6 +132,7 @@ def disk_state(
         dict(links),
         certificate_digests,
         serials,
+        {hostname: digest(content) for hostname, content in http_names},
     )
 
 
@@ -179,9 +192,14 @@ def plan(sites: Mapping[str, Site], disk: DiskState, *, keep: Collection[str] = 
 
 
 def site_operations(site: Site, disk: DiskState) -> tuple[Operation, ...]:
-    """Certificate first, then config, then the link: the order a crash can interrupt safely
-    (a config never points at a certificate that is not there yet)."""
+    """Certificate first, then config, then the link, then the names in the shared plain HTTP
+    server: the order a crash can interrupt safely (a config never points at a certificate that
+    is not there yet, port 80 never redirects to a site not enabled yet). The names are listed
+    only while the site is enabled and its config is a TLS one of this release (``http_names``):
+    a host is never in that server and in a server of its own config on the same port."""
     hostname = site.hostname
+    names = site.http_names if site.enabled else None
+    names_on_disk = disk.http_names.get(hostname)
     operations: list[Operation] = []
     on_disk = disk.certificates.get(hostname)
     if site.certificate is not None:
@@ -193,6 +211,8 @@ def site_operations(site: Site, disk: DiskState) -> tuple[Operation, ...]:
             if (on_disk or {}).get(name) != wanted_digest:
                 path = certificate_dir(hostname) / name
                 operations.append(WriteFile(path, content, private=private))
+    if names is None and names_on_disk is not None:
+        operations.append(Remove(http_names_path(hostname)))
     if disk.configs.get(hostname) != site.config_digest:
         operations.append(WriteFile(config_path(hostname), site.config.encode()))
     linked = hostname in disk.links
@@ -200,14 +220,18 @@ def site_operations(site: Site, disk: DiskState) -> tuple[Operation, ...]:
         operations.append(Symlink(enabled_path(hostname), link_target(hostname)))
     if not site.enabled and linked:
         operations.append(Remove(enabled_path(hostname)))
+    if names is not None and names_on_disk != site.http_names_digest:
+        operations.append(WriteFile(http_names_path(hostname), names.encode()))
     if site.certificate is None and on_disk is not None:
         operations.append(Remove(certificate_dir(hostname)))
     return tuple(operations)
 
 
 def removal_operations(hostname: str, disk: DiskState) -> tuple[Operation, ...]:
-    """Link first, certificate last: the reverse of the order they are put in place."""
+    """Names and link first, certificate last: the reverse of the order they are put in place."""
     operations: list[Operation] = []
+    if hostname in disk.http_names:
+        operations.append(Remove(http_names_path(hostname)))
     if hostname in disk.links:
         operations.append(Remove(enabled_path(hostname)))
     if hostname in disk.configs:

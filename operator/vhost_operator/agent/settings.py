@@ -31,10 +31,10 @@ class AgentSettings(BaseSettings):
     replica. Empty: the only nginx, reporting under the plain keys."""
 
     root_dir: Path = Path("/etc/nginx/vhost-operator")
-    """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/`` and
-    ``certs/`` into. nginx loads every host's certificate from ``<root_dir>/certs``; it must
-    be the operator's ``nginx_certificate_dir`` (the default pair matches), because the configs
-    of earlier releases name certificate paths there."""
+    """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/``, ``certs/``
+    and ``http-names/`` into. nginx loads every host's certificate from ``<root_dir>/certs``; it
+    must be the operator's ``nginx_certificate_dir`` (the default pair matches), because the
+    configs of earlier releases name certificate paths there."""
 
     https_port: int = Field(default=443, ge=1, le=65535)
     """Port nginx serves HTTPS on: the operator's ``nginx_https_port``. The agent writes nginx's
@@ -43,6 +43,23 @@ class AgentSettings(BaseSettings):
     default server of its own on this port. A TLS site config for another port is refused for
     its host (nginx would refuse it, and every other such site, for want of a certificate), its
     ``apply-error`` naming both settings."""
+
+    http_port: int = Field(default=80, ge=1, le=65535)
+    """Port nginx serves plain HTTP on: the operator's ``nginx_http_port``. The agent writes one
+    server there for every TLS site of this release (their configs listen on ``https_port``
+    only): ACME challenges to ``challenge_upstream``, everything else redirected to HTTPS. Its
+    names are those sites' names (a file per site in ``<root_dir>/http-names/``); other names
+    fall to the port's default server, which nginx's main config provides. A TLS site config
+    that expects another port is refused for its host, its ``apply-error`` naming both
+    settings."""
+
+    challenge_upstream: str = Field(
+        default="vhost-operator-challenges.vhost-operator.svc:8089", pattern=r"^[^:]+:[0-9]+$"
+    )
+    """``host:port`` of the operator's ACME challenge responder: the operator's
+    ``challenge_upstream`` (the chart sets both). The agent's plain HTTP server sends the TLS
+    sites' ``/.well-known/acme-challenge/`` there (their renewals); their configs do not name
+    it. nginx resolves the host when it loads the config."""
 
     nginx_binary: str = "nginx"
     """nginx executable used for ``nginx -t`` (looked up on PATH unless absolute)."""
@@ -99,7 +116,9 @@ class AgentSettings(BaseSettings):
     0 switches the endpoint off."""
 
     @model_validator(mode="after")
-    def _delays_in_order(self) -> Self:
+    def _consistent(self) -> Self:
         if self.max_delay < self.quiet_window:
             raise ValueError("max_delay must not be shorter than quiet_window")
+        if self.http_port == self.https_port:
+            raise ValueError(f"http_port and https_port must differ (both are {self.http_port})")
         return self

@@ -11,6 +11,7 @@ Loading the packaged templates is the only I/O here.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import hashlib
@@ -47,26 +48,42 @@ key paths (:attr:`FinalLayout.PER_HANDSHAKE`): a variable in ``ssl_certificate``
 
 REDIRECT_VARIABLE: Final = "vhost_operator_to_https"
 """Defined by :func:`http_definitions`: ``1`` for a plain HTTP request outside the ACME challenge
-path, else empty. The final TLS config (one server for both ports) redirects when it is set."""
+path, else empty. The previous release's final TLS config (one server for both ports,
+:attr:`FinalLayout.ONE_SERVER`) redirects when it is set."""
 
 
 class FinalLayout(enum.Enum):
     """The form of a release's configs. Earlier forms are still recognised and served as they
     are, so the hosts not provisioned since an upgrade keep working."""
 
+    TLS_ONLY = "tls only"
+    """This release: a TLS site is one ``server`` on the HTTPS port only, with ``location /``
+    (and the MTA-STS policy's ``location =`` when it has one) and nothing else. Plain HTTP for
+    every such site is one server the nginx agent writes (:func:`http_definitions`): the
+    challenge path to the responder, everything else redirected to HTTPS; its names are the
+    sites' names, one file per site (:func:`shared_http_names`) the agent writes and removes
+    with the site. The site's config still says which HTTP port it expects (a comment), so
+    the agent can refuse a config that disagrees with its setting; it does not name the
+    challenge responder (the agent's setting). A site is then one server block and one
+    location context for nginx to allocate and merge (:attr:`ONE_SERVER` had three: the
+    redirect's ``if``, the challenge path, ``/``), and the port-80 server list nginx checks
+    each ``listen`` against does not grow with the sites. TLS contexts as in
+    :attr:`SHARED_CONTEXT`, headers as in :attr:`ONE_SERVER`."""
+
     ONE_SERVER = "one server"
-    """This release: a TLS site is one ``server`` for both ports, which redirects plain HTTP
-    (but the challenge path) to HTTPS with an ``if`` on :data:`REDIRECT_VARIABLE`; no location
-    sets a ``proxy_set_header`` of its own: they all inherit the ones :func:`http_definitions`
-    sets at http level. nginx's cost of loading a config is mostly per server block and per
-    location (every HTTP module's configuration allocated and merged for each), and a location
-    with headers of its own also builds its own header table: measured at 10,000 TLS sites,
-    ``nginx -t`` took 1.54 CPU-s and 540 MiB with :attr:`SHARED_CONTEXT`, 0.92 CPU-s and
-    351 MiB with this one. Bootstrap and HTTP-only configs of this release have no headers of
-    their own either. TLS contexts as in :attr:`SHARED_CONTEXT`."""
+    """The previous release: a TLS site is one ``server`` for both ports, which redirects plain
+    HTTP (but the challenge path) to HTTPS with an ``if`` on :data:`REDIRECT_VARIABLE`; no
+    location sets a ``proxy_set_header`` of its own: they all inherit the ones
+    :func:`http_definitions` sets at http level. nginx's cost of loading a config is mostly per
+    server block and per location (every HTTP module's configuration allocated and merged for
+    each), and a location with headers of its own also builds its own header table: measured
+    at 10,000 TLS sites, ``nginx -t`` took 1.54 CPU-s and 540 MiB with :attr:`SHARED_CONTEXT`,
+    0.92 CPU-s and 351 MiB with this one. Its bootstrap and HTTP-only configs, which have no
+    headers of their own either, are also this release's. TLS contexts as in
+    :attr:`SHARED_CONTEXT`."""
 
     SHARED_CONTEXT = "shared context"
-    """The previous release: a TLS site is two servers (one per port), with ``proxy_set_header``
+    """An earlier release: a TLS site is two servers (one per port), with ``proxy_set_header``
     in each proxied location. The site names no certificate, so nginx (>= 1.19.4) builds no
     OpenSSL context for it; the port's default server, :func:`http_definitions`, holds the one
     context every site shares and loads ``<certificate_dir>/$server_name/tls.{crt,key}`` per
@@ -83,7 +100,27 @@ class FinalLayout(enum.Enum):
     """Earlier releases: as :attr:`PER_HANDSHAKE`, certificates loaded at every reload."""
 
 
-def http_definitions(certificate_dir: str, https_port: int) -> str:
+SHARED_HTTP_NAME: Final = "_vhost-operator:shared-http"
+"""The first ``server_name`` of the shared plain HTTP server (:func:`http_definitions`): a name
+no request can carry (nginx cuts the Host at ``:`` before it looks for a server), so that server
+never takes a request without a Host (nginx gives a server without names the empty name) while
+no TLS site is listed in it."""
+
+
+NO_SITE_NAME: Final = "_vhost-operator:no-site"
+"""The ``server_name`` of the server :func:`http_definitions` puts before the shared plain HTTP
+server, another name no request carries: it is the HTTP port's default server only when nginx's
+main config has none of its own there."""
+
+
+def http_definitions(
+    certificate_dir: str,
+    https_port: int,
+    *,
+    http_port: int,
+    challenge_upstream: str,
+    names_dir: str,
+) -> str:
     """Text that must be in the ``http {}`` context including the site configs; the nginx agent
     writes it into ``sites-enabled/`` next to the sites. It holds:
 
@@ -96,12 +133,28 @@ def http_definitions(certificate_dir: str, https_port: int) -> str:
       unknown names and handshakes without SNI are refused, and for every site it is the one TLS
       context, whose certificate callback reads ``<certificate_dir>/<the selected server's first
       name>/tls.{crt,key}``. Without it nginx refuses the TLS sites ("no ssl_certificate is
-      defined for the listen ... ssl")."""
+      defined for the listen ... ssl");
+    - plain HTTP on ``http_port`` for every TLS site of :attr:`FinalLayout.TLS_ONLY`: one
+      server whose names are those sites' names, from ``<names_dir>/*.conf`` (one file per
+      site, :func:`shared_http_names`). The challenge path goes to ``challenge_upstream``,
+      everything else is redirected to ``https://$host[:https_port]``: ``$host`` is the name
+      nginx selected this server by, so one of those files' names (lowercased, without port or
+      trailing dot), never a name the client made up. Unknown names go to the port's default
+      server, which nginx's main config provides; should it have none, the one before the
+      shared server is (it closes the connection: 444), never the shared server."""
     directory = certificate_dir.rstrip("/")
-    # The same allow-list as the sites' values: this text is pasted into nginx's config too.
-    problem = _file_path_problem(f"{directory}/tls.crt") or _port_problem(str(https_port))
+    names = names_dir.rstrip("/")
+    # The same allow-lists as the sites' values: this text is pasted into nginx's config too.
+    problem = (
+        _file_path_problem(f"{directory}/tls.crt")
+        or _file_path_problem(f"{names}/x.conf")
+        or _port_problem(str(https_port))
+        or _port_problem(str(http_port))
+        or _challenge_upstream_problem(challenge_upstream)
+    )
     if problem:
-        raise ValueError(f"cannot define nginx's default TLS server: {problem}")
+        raise ValueError(f"cannot write nginx's http-level definitions: {problem}")
+    https_suffix = "" if https_port == 443 else f":{https_port}"
     return f"""\
 # Generated by vhost-operator: what its site configs need at http level. Do not edit.
 
@@ -120,8 +173,9 @@ proxy_set_header X-Forwarded-Port $server_port;
 # effect on a plain HTTP upstream.)
 proxy_ssl_server_name on;
 
-# A TLS site is one server for both ports: it redirects a plain HTTP request to HTTPS when this
-# is set, for every path but the ACME challenges' (location "^~ /.well-known/acme-challenge/").
+# A TLS site of the previous release is one server for both ports: it redirects a plain HTTP
+# request to HTTPS when this is set, for every path but the ACME challenges' (location
+# "^~ /.well-known/acme-challenge/"). Kept until they are all replaced.
 map $scheme ${REDIRECT_VARIABLE} {{
     http ${REDIRECT_VARIABLE}_path;
     default "";
@@ -153,7 +207,39 @@ server {{
     return 421;
 }}
 
-# Always empty. The final configs of the previous release name it in ssl_certificate, which
+# Should nginx's main config have no default server on the plain HTTP port, this one is its
+# default (the first server on the port), not the shared server below: a name no site serves is
+# then closed without an answer, never redirected.
+server {{
+    listen {http_port};
+    server_name {NO_SITE_NAME};
+    return 444;
+}}
+
+# Plain HTTP for every TLS site of this release (their own configs listen on the HTTPS port only):
+# one server, whatever the number of sites. Its names are theirs, one file per site: $host is
+# then always the configured name nginx selected this server by (lowercased, without port), so
+# the redirect never names a host the client made up. Unknown names go to the port's default
+# server. (TLS sites of earlier releases, bootstrap and HTTP-only configs have servers of their
+# own on this port; a host is listed here only while its config is of this release's form.)
+server {{
+    listen {http_port};
+    # A name no request carries (nginx cuts the Host at ":"): with no site listed, a server
+    # without names would take the requests that have no Host.
+    server_name {SHARED_HTTP_NAME};
+    include {names}/*.conf;
+
+    # ACME HTTP-01 challenges (renewals) go to the operator's responder, which holds the tokens.
+    location ^~ /.well-known/acme-challenge/ {{
+        proxy_pass http://{challenge_upstream};
+    }}
+
+    location / {{
+        return 301 https://$host{https_suffix}$request_uri;
+    }}
+}}
+
+# Always empty. The final configs of an earlier release name it in ssl_certificate, which
 # makes nginx load their certificates per handshake; kept until they are all replaced.
 map "" ${PER_HANDSHAKE_VARIABLE} {{
     default "";
@@ -198,6 +284,14 @@ def _port_problem(port: str) -> str | None:
     return None
 
 
+def _challenge_upstream_problem(value: str) -> str | None:
+    match = _HOST_PORT.fullmatch(value)
+    if not match:
+        return f"challenge_upstream {value!r} must look like host:port"
+    problem = _host_problem(match["host"]) or _port_problem(match["port"])
+    return f"challenge_upstream {value!r}: {problem}" if problem else None
+
+
 def _file_path_problem(path: str) -> str | None:
     if not _FILE_PATH.fullmatch(path):
         return f"{path!r} must be an absolute path of letters, digits and . _ / - only"
@@ -240,12 +334,9 @@ class SiteConfig(BaseModel):
     @field_validator("challenge_upstream")
     @classmethod
     def _valid_challenge_upstream(cls, value: str) -> str:
-        match = _HOST_PORT.fullmatch(value)
-        if not match:
-            raise ValueError(f"challenge_upstream {value!r} must look like host:port")
-        problem = _host_problem(match["host"]) or _port_problem(match["port"])
+        problem = _challenge_upstream_problem(value)
         if problem:
-            raise ValueError(f"challenge_upstream {value!r}: {problem}")
+            raise ValueError(problem)
         return value
 
     @field_validator("upstream")
@@ -292,7 +383,7 @@ class SiteConfig(BaseModel):
         return self.certificate_path is not None
 
 
-def render_bootstrap(site: SiteConfig, *, layout: FinalLayout = FinalLayout.ONE_SERVER) -> str:
+def render_bootstrap(site: SiteConfig, *, layout: FinalLayout = FinalLayout.TLS_ONLY) -> str:
     """The config before a certificate exists: challenges are answered, all else gets a 503.
 
     No redirect to HTTPS here: there is no certificate yet, so the redirect would lead nowhere.
@@ -302,22 +393,35 @@ def render_bootstrap(site: SiteConfig, *, layout: FinalLayout = FinalLayout.ONE_
     return _render("bootstrap.conf.j2", site, kind="bootstrap", layout=layout)
 
 
-def render_final(site: SiteConfig, *, layout: FinalLayout = FinalLayout.ONE_SERVER) -> str:
+def render_final(site: SiteConfig, *, layout: FinalLayout = FinalLayout.TLS_ONLY) -> str:
     """The config once provisioning is done: HTTPS with the certificate, or HTTP only without.
 
-    Both variants keep serving the challenge path over HTTP, so renewals work. The TLS site
-    shares the one TLS context of :func:`http_definitions`, which loads the certificate at
-    ``<certificate_dir>/<hostname>/`` per handshake; the other ``layout`` values are those of
-    earlier releases (still applied by the agent, and measured against by the bench).
+    Both variants keep serving the challenge path over HTTP, so renewals work: the TLS site
+    through the agent's shared plain HTTP server (:func:`http_definitions`), which lists it by
+    :func:`shared_http_names`. The TLS site shares the one TLS context of
+    :func:`http_definitions`, which loads the certificate at ``<certificate_dir>/<hostname>/``
+    per handshake; the other ``layout`` values are those of earlier releases (still applied by
+    the agent, and measured against by the bench).
     """
     if site.has_certificate:
-        template = "final.conf.j2" if layout is FinalLayout.ONE_SERVER else _TWO_SERVERS
-        return _render(template, site, kind="final", layout=layout)
+        return _render(_FINAL_TEMPLATES[layout], site, kind="final", layout=layout)
     return _render("final-http.conf.j2", site, kind="final HTTP-only", layout=layout)
 
 
-_TWO_SERVERS: Final = "final-two-servers.conf.j2"
-"""The TLS final config of earlier releases: one server per port."""
+def shared_http_names(site: SiteConfig) -> str:
+    """The file that lists ``site`` in the shared plain HTTP server of :func:`http_definitions`
+    (for a TLS site of :attr:`FinalLayout.TLS_ONLY`): its ``server_name`` directive."""
+    return f"server_name {site.hostname}{_more_server_names(site)};\n"
+
+
+_FINAL_TEMPLATES: Final = {
+    FinalLayout.TLS_ONLY: "final-tls.conf.j2",
+    FinalLayout.ONE_SERVER: "final.conf.j2",
+    # Earlier releases: one server per port.
+    FinalLayout.SHARED_CONTEXT: "final-two-servers.conf.j2",
+    FinalLayout.PER_HANDSHAKE: "final-two-servers.conf.j2",
+    FinalLayout.AT_RELOAD: "final-two-servers.conf.j2",
+}
 
 
 # -- recognising a rendered config --------------------------------------------------------------
@@ -337,14 +441,18 @@ _FIELDS: Final = {
     # The policy as nginx quotes it: lines of "key: value" joined by the escape "\n".
     "mta_sts_policy": r"version: STSv1(?:\\n[a-z_]+: [*a-z0-9.-]+)+\\n",
 }
-_ONE, _SHARED, _PER_HANDSHAKE, _AT_RELOAD = FinalLayout
+_TLS_ONLY, _ONE, _SHARED, _PER_HANDSHAKE, _AT_RELOAD = FinalLayout
 _BOOTSTRAP, _FINAL, _FINAL_HTTP = "bootstrap", "final", "final HTTP-only"
 _TEMPLATES: Final = (
     # (kind, TLS, upstream over HTTPS, MTA-STS policy, layout), this release's forms first.
+    # Its bootstrap and HTTP-only configs are those of the previous release (ONE_SERVER).
     (_BOOTSTRAP, False, False, False, _ONE),
+    (_FINAL, True, False, False, _TLS_ONLY),
+    (_FINAL, True, False, True, _TLS_ONLY),
+    (_FINAL_HTTP, False, False, False, _ONE),
+    # The previous release's TLS configs: one server for both ports.
     (_FINAL, True, False, False, _ONE),
     (_FINAL, True, False, True, _ONE),
-    (_FINAL_HTTP, False, False, False, _ONE),
     # What earlier releases published, still in the ConfigMaps of hosts not provisioned since an
     # upgrade: two servers per TLS site, headers set in each location, and (before the shared
     # context) each TLS site its own context, its certificates loaded per handshake or at
@@ -362,9 +470,31 @@ _TEMPLATES: Final = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class RecognisedConfig:
+    """What :func:`recognise` found a config to be."""
+
+    site: SiteConfig
+    """The :class:`SiteConfig` the operator rendered it from."""
+    layout: FinalLayout
+    """The form it has (bootstrap and HTTP-only configs: the first release of their form)."""
+
+    @property
+    def shared_http(self) -> bool:
+        """Its plain HTTP is the shared server of :func:`http_definitions`: it needs its
+        :func:`shared_http_names` listed there."""
+        return self.site.has_certificate and self.layout is FinalLayout.TLS_ONLY
+
+
 def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfig | None:
-    """The :class:`SiteConfig` the operator rendered ``config`` from for ``hostname``, or
-    ``None`` if ``config`` is not exactly what the renderer makes for that host.
+    """The :class:`SiteConfig` of :func:`recognise`, or ``None``."""
+    recognised = recognise(config, hostname, certificate_dir)
+    return recognised.site if recognised else None
+
+
+def recognise(config: str, hostname: str, certificate_dir: str) -> RecognisedConfig | None:
+    """The :class:`SiteConfig` the operator rendered ``config`` from for ``hostname`` and the
+    form it has, or ``None`` if ``config`` is not exactly what the renderer makes for that host.
 
     What an nginx agent applies: a config naming another ``server_name``, with a certificate
     outside ``<certificate_dir>/<hostname>/``, or with any directive the templates do not write
@@ -376,7 +506,7 @@ def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfi
     Not cached here: the agent keeps each ConfigMap's verdict while the ConfigMap stays the same
     (``agent.desired``), and a cache of texts here would hold every host's config a second time.
     """
-    for pattern, render, tls in _config_patterns():
+    for pattern, render, tls, layout in _config_patterns():
         match = pattern.fullmatch(config)
         if match is None or match["hostname"] != hostname:
             continue
@@ -386,7 +516,9 @@ def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfi
             site = SiteConfig(
                 hostname=hostname,
                 additional_names=tuple(found["more_server_names"].split()),
-                challenge_upstream=found["challenge_upstream"],
+                # This release's TLS config has none in it (the agent's shared plain HTTP
+                # server sends the challenges): any valid value renders it the same.
+                challenge_upstream=found.get("challenge_upstream") or "localhost:80",
                 # The bootstrap config has no upstream, body size or HTTPS port in it: any
                 # valid value renders it the same.
                 upstream=found.get("proxy_pass") or "http://localhost",
@@ -400,15 +532,18 @@ def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfi
         except ValueError:
             continue
         if render(site) == config:
-            return site
+            return RecognisedConfig(site, layout)
     return None
 
 
+_Pattern = tuple[re.Pattern[str], Callable[[SiteConfig], str], bool, FinalLayout]
+
+
 @functools.cache
-def _config_patterns() -> tuple[tuple[re.Pattern[str], Callable[[SiteConfig], str], bool], ...]:
+def _config_patterns() -> tuple[_Pattern, ...]:
     """Each template rendered with a marker for every variable, made into a regex whose groups
     capture the variables (a repeated variable must repeat its first value); with the function
-    that renders it and whether it has a certificate."""
+    that renders it, whether it has a certificate and its layout."""
     patterns = []
     for kind, tls, upstream_is_https, mta_sts, layout in _TEMPLATES:
         context: dict[str, object] = {name: f"\x00{name}\x00" for name in _FIELDS}
@@ -428,7 +563,8 @@ def _config_patterns() -> tuple[tuple[re.Pattern[str], Callable[[SiteConfig], st
 
         regex = re.sub(re.escape("\x00") + r"(\w+)" + re.escape("\x00"), group, text)
         renderer = render_bootstrap if kind == _BOOTSTRAP else render_final
-        patterns.append((re.compile(regex), functools.partial(renderer, layout=layout), tls))
+        render = functools.partial(renderer, layout=layout)
+        patterns.append((re.compile(regex), render, tls, layout))
     return tuple(patterns)
 
 
@@ -437,7 +573,7 @@ def _template_of(kind: str, layout: FinalLayout) -> str:
         return "bootstrap.conf.j2"
     if kind == _FINAL_HTTP:
         return "final-http.conf.j2"
-    return "final.conf.j2" if layout is FinalLayout.ONE_SERVER else _TWO_SERVERS
+    return _FINAL_TEMPLATES[layout]
 
 
 def _policy_in(quoted: str | None) -> MtaStsPolicy | None:
@@ -467,13 +603,14 @@ def _layout_context(layout: FinalLayout) -> dict[str, object]:
     return {
         # What follows a TLS config's certificate paths; None: it names none.
         "certificate_suffix": {
+            FinalLayout.TLS_ONLY: None,
             FinalLayout.ONE_SERVER: None,
             FinalLayout.SHARED_CONTEXT: None,
             FinalLayout.PER_HANDSHAKE: f"${PER_HANDSHAKE_VARIABLE}",
             FinalLayout.AT_RELOAD: "",
         }[layout],
         # Earlier releases set the proxy headers in each location.
-        "own_headers": layout is not FinalLayout.ONE_SERVER,
+        "own_headers": layout not in (FinalLayout.TLS_ONLY, FinalLayout.ONE_SERVER),
         "redirect_variable": REDIRECT_VARIABLE,
     }
 
@@ -496,7 +633,7 @@ def _context(site: SiteConfig, *, kind: str) -> dict[str, object]:
     return {
         "kind": kind,
         "hostname": site.hostname,
-        "more_server_names": "".join(f" {name}" for name in site.additional_names),
+        "more_server_names": _more_server_names(site),
         "http_port": site.http_port,
         "https_port": site.https_port,
         "challenge_upstream": site.challenge_upstream,
@@ -510,6 +647,10 @@ def _context(site: SiteConfig, *, kind: str) -> dict[str, object]:
         # backslashes or "$" (allow-listed).
         "mta_sts_policy": site.mta_sts.text().replace("\n", "\\n") if site.mta_sts else None,
     }
+
+
+def _more_server_names(site: SiteConfig) -> str:
+    return "".join(f" {name}" for name in site.additional_names)
 
 
 def _proxy_pass_target(upstream: str) -> str:
