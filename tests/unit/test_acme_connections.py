@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import secrets
 import threading
 from collections.abc import Iterator
-from typing import ClassVar, cast
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar, cast
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
+from requests.adapters import HTTPAdapter
 
-from vhost_operator.acme.transport import Network, SharedConnections
+from vhost_operator.acme.transport import Network, SharedConnections, TrustingAdapter
 
 
 class _Counting(http.server.BaseHTTPRequestHandler):
@@ -144,3 +148,67 @@ def test_a_rejected_nonce_empties_the_pool(ca: tuple[str, list[str]]) -> None:
     _network(pool).post(f"{url}/bad", None, new_nonce_url=f"{url}/nonce")
     assert not stale & cast(set[bytes], pool)
     assert seen == ["POST /bad", "HEAD /nonce", "POST /bad"]
+
+
+def _bundles(tmp_path: Path) -> dict[str, bool | str]:
+    """What ``verify`` can be: a bundle file, a directory of certificates, requests' default,
+    or no verification."""
+    (tmp_path / "ca.pem").write_text("")
+    (tmp_path / "certs").mkdir()
+    return {
+        "file": str(tmp_path / "ca.pem"),
+        "directory": str(tmp_path / "certs"),
+        "default": True,
+        "off": False,
+    }
+
+
+def _request(url: str) -> requests.PreparedRequest:
+    return requests.Request("POST", url).prepare()
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "default", "off"])
+def test_the_trust_of_a_request_is_requests_own(tmp_path: Path, kind: str) -> None:
+    verify = _bundles(tmp_path)[kind]
+    ours, theirs = TrustingAdapter(None), HTTPAdapter()
+    request = _request("https://ca.example/acme/new-order")
+    for _ in range(2):  # the second time from what the first looked up
+        assert ours.build_connection_pool_key_attributes(
+            request, verify
+        ) == theirs.build_connection_pool_key_attributes(request, verify)
+        connections = SimpleNamespace(), SimpleNamespace()
+        ours.cert_verify(connections[0], request.url or "", verify, None)
+        theirs.cert_verify(connections[1], request.url or "", verify, None)
+        assert vars(connections[0]) == vars(connections[1])
+
+
+def _counted(look: Any, looks: list[str]) -> Any:
+    def looked(path: str) -> Any:
+        looks.append(path)
+        return look(path)
+
+    return looked
+
+
+def test_a_bundle_is_looked_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each look is a filesystem call, and an issuance makes 8 requests."""
+    bundle = _bundles(tmp_path)["file"]
+    adapter, request = TrustingAdapter(None), _request("https://ca.example/acme/new-order")
+    adapter.build_connection_pool_key_attributes(request, bundle)
+    adapter.cert_verify(SimpleNamespace(), request.url or "", bundle, None)
+    looks: list[str] = []
+    for name in ("exists", "isdir"):
+        look = getattr(os.path, name)
+        monkeypatch.setattr(os.path, name, _counted(look, looks))
+    for _ in range(3):
+        adapter.build_connection_pool_key_attributes(request, bundle)
+        adapter.cert_verify(SimpleNamespace(), request.url or "", bundle, None)
+    assert looks == []
+
+
+def test_a_missing_bundle_fails_as_requests_fails(tmp_path: Path) -> None:
+    missing = str(tmp_path / "none.pem")
+    with pytest.raises(OSError, match="invalid path"):
+        TrustingAdapter(None).cert_verify(SimpleNamespace(), "https://ca.example/", missing, None)
+    with pytest.raises(OSError, match="invalid path"):
+        HTTPAdapter().cert_verify(SimpleNamespace(), "https://ca.example/", missing, None)

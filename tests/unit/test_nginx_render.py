@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -705,3 +706,23 @@ def test_certificates_outside_the_agents_directory_are_not_recognised() -> None:
         config = render_final(certified(), layout=layout)
         assert rendered_site(config, "mail.example.com", "/tmp/certs") is None
     assert rendered_site(render_final(certified()), "mail.example.com", CERTS) is not None
+
+
+def test_templates_are_read_once_not_looked_at_per_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering is CPU on the operator's event loop: after the first render of each template,
+    no further look at its file (Jinja's default checks its time at every use)."""
+    render_bootstrap(site())
+    render_final(site())
+    looks: list[object] = []
+
+    def counted(look: Any) -> Any:
+        def looked(path: Any) -> Any:
+            looks.append(path)
+            return look(path)
+
+        return looked
+
+    monkeypatch.setattr(os.path, "getmtime", counted(os.path.getmtime))
+    monkeypatch.setattr(os.path, "isfile", counted(os.path.isfile))
+    assert render_bootstrap(site()) and render_final(site())
+    assert looks == []

@@ -20,6 +20,7 @@ from vhost_operator.admission.configuration import validating_webhooks
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import share_challenges, slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
+from vhost_operator.handlers.kopf_bodies import unlink_kopf_views
 from vhost_operator.handlers.kopf_patching import skip_empty_json_patches
 from vhost_operator.handlers.kopf_queues import slim_kopf_queues
 from vhost_operator.handlers.kopf_storage import SlimAnnotationsDiffBaseStorage
@@ -88,6 +89,8 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     slim_kopf_queues()
     # kopf's patches without a copy of the whole object when nothing is left to diff.
     skip_empty_json_patches()
+    # kopf's bodies and patches freed with their last reference, not by full collections.
+    unlink_kopf_views()
 
 
 @kopf.on.login()

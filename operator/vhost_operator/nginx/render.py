@@ -620,6 +620,9 @@ def _environment() -> jinja2.Environment:
     # PackageLoader reads the templates shipped inside this package, wherever it is installed.
     return jinja2.Environment(
         loader=jinja2.PackageLoader("vhost_operator.nginx", "templates"),
+        # Read once: they change only with the package. Jinja's default checks each template's
+        # file (a stat and its time) at every use, the macros' as well: most of a render's CPU.
+        auto_reload=False,
         autoescape=False,  # nginx syntax, not HTML: values are made safe by SiteConfig instead
         undefined=jinja2.StrictUndefined,  # a misspelt variable fails instead of rendering ""
         trim_blocks=True,
