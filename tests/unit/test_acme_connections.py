@@ -7,7 +7,6 @@ import contextlib
 import http.server
 import os
 import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +19,7 @@ from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 from requests.adapters import HTTPAdapter
 
+from tests.harness.standin import StandIn
 from vhost_operator.acme.transport import Network, SharedConnections, TrustingAdapter
 
 
@@ -44,15 +44,8 @@ class _Counting(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     """``handler`` served on a free loopback port (its base URL), stopped afterwards."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with contextlib.closing(StandIn(handler)) as stand_in:
+        yield stand_in.url
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -14,6 +13,7 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from tests.harness.standin import StandIn
 from vhost_operator.kube.core import APPLY, ClusterObjects, CoreObjects, send
 
 Seen = dict[str, Any]
@@ -56,11 +56,9 @@ def server() -> Iterator[tuple[kubernetes.client.ApiClient, list[Seen]]]:
     """An API client pointed at a local recording server, with a bearer token."""
     seen: list[Seen] = []
     handler = type("Handler", (_Recorder,), {"seen": seen})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    stand_in = StandIn(handler)
     configuration = kubernetes.client.Configuration()
-    configuration.host = f"http://127.0.0.1:{httpd.server_address[1]}"
+    configuration.host = stand_in.url
     configuration.api_key = {"BearerToken": "secret-token"}
     configuration.api_key_prefix = {"BearerToken": "Bearer"}
     client = kubernetes.client.ApiClient(configuration)
@@ -68,9 +66,7 @@ def server() -> Iterator[tuple[kubernetes.client.ApiClient, list[Seen]]]:
         yield client, seen
     finally:
         client.rest_client.pool_manager.clear()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+        stand_in.close()
 
 
 PATCH = {"status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}}
