@@ -20,9 +20,9 @@ from vhost_operator.certs import inspect_certificate, new_private_key_pem
 from vhost_operator.nginx import (
     FinalLayout,
     SiteConfig,
+    recognise,
     render_bootstrap,
     render_final,
-    rendered_site,
     shared_http_names,
 )
 from vhost_operator.provisioning.decisions import Action, decide, names_refusal
@@ -343,9 +343,9 @@ def test_every_server_block_names_every_name() -> None:
 )
 def test_configs_with_additional_names_are_recognised(config: SiteConfig) -> None:
     for text in (render_bootstrap(config), render_final(config)):
-        recognised = rendered_site(text, HOSTNAME, CERTS)
+        recognised = recognise(text, HOSTNAME, CERTS)
         assert recognised is not None
-        assert recognised.additional_names in ((), config.additional_names)
+        assert recognised.site.additional_names in ((), config.additional_names)
 
 
 @pytest.mark.parametrize(
@@ -361,7 +361,7 @@ def test_configs_with_additional_names_are_recognised(config: SiteConfig) -> Non
 def test_forged_server_names_are_not_recognised(old: str, new: str) -> None:
     text = render_final(site())
     assert old in text
-    assert rendered_site(text.replace(old, new), HOSTNAME, CERTS) is None
+    assert recognise(text.replace(old, new), HOSTNAME, CERTS) is None
 
 
 def test_nginx_accepts_the_names_and_serves_one_block_for_them(tmp_path: Path) -> None:

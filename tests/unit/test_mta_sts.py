@@ -12,7 +12,7 @@ import pytest
 from tests.harness.nginx import nginx_check_final
 from vhost_operator.admission.rules import Refusal, review_virtualhost
 from vhost_operator.catalog import HostCatalog
-from vhost_operator.nginx import SiteConfig, render_final, rendered_site
+from vhost_operator.nginx import SiteConfig, recognise, render_final
 from vhost_operator.resources.models import VirtualHostSpec, served_names
 from vhost_operator.resources.mtasts import Mode, MtaStsPolicy, parse_policy
 from vhost_operator.resources.watch import WatchEvent
@@ -146,8 +146,8 @@ def test_the_policy_is_served_as_text_over_https_only() -> None:
 
 def test_the_agent_recognises_a_policy_and_refuses_a_forged_one() -> None:
     text = render_final(site())
-    recognised = rendered_site(text, HOSTNAME, CERTS)
-    assert recognised is not None and recognised.mta_sts == site().mta_sts
+    recognised = recognise(text, HOSTNAME, CERTS)
+    assert recognised is not None and recognised.site.mta_sts == site().mta_sts
     for old, new in (
         ("mode: enforce", "mode: testing\\nmode: enforce"),
         ("max_age: 86400\\n", "max_age: 86400\\nx: y\\n"),
@@ -155,7 +155,7 @@ def test_the_agent_recognises_a_policy_and_refuses_a_forged_one() -> None:
         ("default_type text/plain;", "default_type text/html;"),
     ):
         assert old in text
-        assert rendered_site(text.replace(old, new), HOSTNAME, CERTS) is None, new
+        assert recognise(text.replace(old, new), HOSTNAME, CERTS) is None, new
 
 
 def test_nginx_accepts_the_policy_config(tmp_path: Path) -> None:

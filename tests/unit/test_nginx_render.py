@@ -20,9 +20,9 @@ from vhost_operator.nginx import (
     SiteConfig,
     config_hash,
     http_definitions,
+    recognise,
     render_bootstrap,
     render_final,
-    rendered_site,
     shared_http_names,
 )
 from vhost_operator.resources.mtasts import parse_policy
@@ -626,18 +626,15 @@ def test_every_rendered_config_is_recognised(config: SiteConfig) -> None:
     # Also the layouts of earlier releases, still in ConfigMaps after an upgrade.
     earlier = [render_final(config, layout=layout) for layout in FinalLayout]
     for text in (render_bootstrap(config), *earlier):
-        recognised = rendered_site(text, config.hostname, CERTS)
+        recognised = recognise(text, config.hostname, CERTS)
         assert recognised is not None
-        assert render_final(recognised) == render_final(config) or text == render_bootstrap(
-            recognised
+        assert render_final(recognised.site) == render_final(config) or text == render_bootstrap(
+            recognised.site
         )
 
 
 def test_a_config_for_another_hostname_is_not_recognised() -> None:
-    assert (
-        rendered_site(render_final(certified("victim.example.com")), "me.example.com", CERTS)
-        is None
-    )
+    assert recognise(render_final(certified("victim.example.com")), "me.example.com", CERTS) is None
 
 
 def _edited(old: str, new: str, layout: FinalLayout = FinalLayout.SHARED_CONTEXT) -> str:
@@ -697,15 +694,15 @@ def _edited(old: str, new: str, layout: FinalLayout = FinalLayout.SHARED_CONTEXT
     ],
 )
 def test_anything_else_in_a_config_is_not_recognised(config: str) -> None:
-    assert rendered_site(config, "mail.example.com", CERTS) is None
+    assert recognise(config, "mail.example.com", CERTS) is None
 
 
 def test_certificates_outside_the_agents_directory_are_not_recognised() -> None:
     # Only the layouts of earlier releases name paths; this release's configs name none.
     for layout in (FinalLayout.PER_HANDSHAKE, FinalLayout.AT_RELOAD):
         config = render_final(certified(), layout=layout)
-        assert rendered_site(config, "mail.example.com", "/tmp/certs") is None
-    assert rendered_site(render_final(certified()), "mail.example.com", CERTS) is not None
+        assert recognise(config, "mail.example.com", "/tmp/certs") is None
+    assert recognise(render_final(certified()), "mail.example.com", CERTS) is not None
 
 
 def test_templates_are_read_once_not_looked_at_per_render(monkeypatch: pytest.MonkeyPatch) -> None:

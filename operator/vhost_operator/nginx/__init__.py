@@ -19,7 +19,6 @@ from vhost_operator.nginx.render import (
     recognise,
     render_bootstrap,
     render_final,
-    rendered_site,
     shared_http_names,
 )
 
@@ -38,6 +37,5 @@ __all__ = [
     "recognise",
     "render_bootstrap",
     "render_final",
-    "rendered_site",
     "shared_http_names",
 ]

@@ -486,12 +486,6 @@ class RecognisedConfig:
         return self.site.has_certificate and self.layout is FinalLayout.TLS_ONLY
 
 
-def rendered_site(config: str, hostname: str, certificate_dir: str) -> SiteConfig | None:
-    """The :class:`SiteConfig` of :func:`recognise`, or ``None``."""
-    recognised = recognise(config, hostname, certificate_dir)
-    return recognised.site if recognised else None
-
-
 def recognise(config: str, hostname: str, certificate_dir: str) -> RecognisedConfig | None:
     """The :class:`SiteConfig` the operator rendered ``config`` from for ``hostname`` and the
     form it has, or ``None`` if ``config`` is not exactly what the renderer makes for that host.
