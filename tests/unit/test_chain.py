@@ -41,10 +41,14 @@ class RecordingStep:
 class MemoryRecorder:
     def __init__(self) -> None:
         self.statuses: list[VirtualHostStatus] = []
+        self.lasts: list[bool] = []
         self.events: list[tuple[bool, str, str]] = []
 
-    async def write_status(self, host: VirtualHost, status: VirtualHostStatus) -> None:
+    async def write_status(
+        self, host: VirtualHost, status: VirtualHostStatus, *, last: bool = False
+    ) -> None:
         self.statuses.append(status.model_copy(deep=True))
+        self.lasts.append(last)
 
     async def event(self, host: VirtualHost, *, warning: bool, reason: str, message: str) -> None:
         self.events.append((warning, reason, message))
@@ -71,6 +75,8 @@ def test_steps_run_in_order_and_end_ready() -> None:
     }
     assert recorder.statuses[-1] == status
     assert recorder.statuses[0].chain[0].state == StepState.RUNNING
+    # Only the ending may be left to the handler's patch: every step's start is written.
+    assert recorder.lasts == [False] * 4 + [True]
 
 
 def test_no_steps_means_ready_at_once() -> None:
@@ -100,6 +106,7 @@ def test_failure_cancels_the_rest_and_records_the_error() -> None:
     assert status.error.message == "ACME directory unreachable"
     assert status.failed_attempts == 1 and status.last_failure_time == NOW
     assert (True, "StepFailed", "certificate: ACME directory unreachable") in recorder.events
+    assert recorder.statuses[-1] == status and recorder.lasts == [False, False, True]
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert ready.status.value == "False" and ready.reason == "StepFailed"
 
@@ -244,6 +251,7 @@ def test_a_deferring_step_leaves_the_host_pending_and_asks_to_run_again_later() 
     assert status.chain[1].message == f"waiting for the CA until {until.isoformat()}"
     assert status.failed_attempts == 0
     assert recorder.statuses[-1] == status
+    assert recorder.lasts == [False, False, True], "the waiting step ends the run"
     assert woken == [("h", until)]
     assert log == ["bootstrap"], "nothing after the waiting step runs"
     assert recorder.events[-1][1] == "StepWaiting"

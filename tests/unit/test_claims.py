@@ -126,7 +126,7 @@ class Step:
 
 
 class Recorder:
-    async def write_status(self, host: VirtualHost, status: object) -> None:
+    async def write_status(self, host: VirtualHost, status: object, *, last: bool = False) -> None:
         pass
 
     async def event(self, host: VirtualHost, *, warning: bool, reason: str, message: str) -> None:

@@ -92,7 +92,9 @@ class Recorder:
         self.events: list[str] = []
         self.status: VirtualHostStatus | None = None
 
-    async def write_status(self, host: VirtualHost, status: VirtualHostStatus) -> None:
+    async def write_status(
+        self, host: VirtualHost, status: VirtualHostStatus, *, last: bool = False
+    ) -> None:
         self.status = status
 
     async def event(self, host: VirtualHost, *, warning: bool, reason: str, message: str) -> None:

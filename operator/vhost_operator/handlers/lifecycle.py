@@ -23,7 +23,7 @@ from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorConte
 from vhost_operator.handlers.kopf_bodies import unlink_kopf_views
 from vhost_operator.handlers.kopf_patching import skip_empty_json_patches
 from vhost_operator.handlers.kopf_queues import slim_kopf_queues
-from vhost_operator.handlers.kopf_storage import SlimAnnotationsDiffBaseStorage
+from vhost_operator.handlers.kopf_storage import SlimStatusDiffBaseStorage
 from vhost_operator.handlers.kopf_watching import slim_kopf_events
 from vhost_operator.handlers.mailserving import MailConditionWrites
 from vhost_operator.handlers.observability import serve_metrics
@@ -68,15 +68,14 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """Keep kopf's bookkeeping out of ``.status`` (annotations under our own prefix), keep
-    kopf's own Events to warnings (our steps post theirs, and each post is an API call), and
-    bound how many objects kopf handles at once."""
+    """Keep kopf's progress records in annotations under our own prefix and its record of the
+    last handled configuration in ``status.lastHandledConfiguration`` (written with the chain's
+    last status: ``handlers.kopf_storage``), keep kopf's own Events to warnings (our steps post
+    theirs, and each post is an API call), and bound how many objects kopf handles at once."""
     # A prefix of kopf's own: kopf leaves every annotation under its prefix out of the object's
     # diff, and our retry annotation (vhost-operator.io/retry) must show up there.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = SlimAnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = SlimStatusDiffBaseStorage(prefix=KOPF_PREFIX)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "vhost-operator"

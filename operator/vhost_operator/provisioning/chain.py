@@ -91,7 +91,14 @@ class Step(Protocol):
 class ChainRecorder(Protocol):
     """Where the runner reports progress: the VirtualHost's status and its Events."""
 
-    async def write_status(self, host: VirtualHost, status: VirtualHostStatus) -> None: ...
+    async def write_status(
+        self, host: VirtualHost, status: VirtualHostStatus, *, last: bool = False
+    ) -> None:
+        """Write ``status``. ``last``: the run's ending (Ready, Failed or waiting), nothing of
+        the run comes after it but Events; the recorder may leave it to a write that follows
+        the run (kopf's patch, with its record of the handled spec), as long as that write
+        comes: a status that is never written leaves the host resuming from the step before."""
+        ...
 
     async def event(
         self, host: VirtualHost, *, warning: bool, reason: str, message: str
@@ -125,7 +132,8 @@ async def run_chain(
     on_deferred: OnDeferred | None = None,
     guard: Callable[[VirtualHost], str | None] | None = None,
 ) -> VirtualHostStatus:
-    """Run ``steps`` for ``host`` and return the final status (already written).
+    """Run ``steps`` for ``host`` and return the final status (written, or left to the
+    recorder's next write: ``last``).
 
     ``refused``: why this host must not be provisioned at all (a rule the webhook enforces,
     checked again for when the webhook was absent); its first step then fails with that
@@ -169,7 +177,7 @@ async def run_chain(
                 update={"state": StepState.PENDING, "message": str(deferral)}
             )
             status = _waiting(status, host, deferral, clock())
-            await recorder.write_status(host, status)
+            await recorder.write_status(host, status, last=True)
             await recorder.event(
                 host, warning=True, reason="StepWaiting", message=f"{step.name}: {deferral}"
             )
@@ -182,7 +190,7 @@ async def run_chain(
             message = failure_message(step.name, failure)
             status = _failed(status, index, message, clock())
             status = with_conditions(status, host, clock())
-            await recorder.write_status(host, status)
+            await recorder.write_status(host, status, last=True)
             await recorder.event(
                 host, warning=True, reason="StepFailed", message=f"{step.name}: {message}"
             )
@@ -203,7 +211,7 @@ async def run_chain(
     # failedIssuanceAttempts): what an automatic retry's backoff grows with.
     status = status.model_copy(update={"phase": Phase.READY, "failed_attempts": 0})
     status = with_conditions(status, host, clock())
-    await recorder.write_status(host, status)
+    await recorder.write_status(host, status, last=True)
     await recorder.event(
         host, warning=False, reason="Ready", message=f"{host.spec.hostname} is ready"
     )
