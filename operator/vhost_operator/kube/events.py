@@ -2,12 +2,14 @@
 ``EVENTS_NAMESPACE``.
 
 The same Events kopf's ``kopf.event`` posts (:func:`event_body` builds kopf's body, field for
-field), without kopf's path: its per-object queues and workers, its aiohttp client with the
-authentication wrapper and request tracing cost about 1.3 ms of the operator's CPU per Event,
-and the chain posts four per host. Here an Event is queued (:meth:`EventPoster.post` returns at
-once: a chain never waits on one), and a few workers post what is queued, several Events per
-thread hop, through :func:`kube.core.send`. A post that fails is retried a bounded number of
-times, then logged and dropped, as kopf does: Events are helpful, not part of any state.
+field), without kopf's path: its queue, router and a worker task per object that lingers for
+the next Event, then its aiohttp client with the authentication wrapper and request tracing,
+about 1 ms of the operator's CPU per Event, half of it the request itself, which costs the same
+here (README, Performance); the chain posts four per host. Here an Event is queued
+(:meth:`EventPoster.post` returns at once: a chain never waits on one), and a few workers post
+what is queued, several Events per thread hop, through :func:`kube.core.send`. A post that
+fails is retried a bounded number of times, then logged and dropped, as kopf does: Events are
+helpful, not part of any state.
 """
 
 from __future__ import annotations
