@@ -24,6 +24,7 @@ from vhost_operator.acme.config import AcmeConfig
 from vhost_operator.catalog import HostCatalog
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext
 from vhost_operator.kube.api import ApiClient, connect
+from vhost_operator.kube.events import EventPoster
 from vhost_operator.kube.hostdomains import HostDomainsApi
 from vhost_operator.kube.leases import LeaderElector, LeaseApi
 from vhost_operator.kube.maildomains import MailDomainApi
@@ -127,6 +128,7 @@ def build_context(settings: Settings) -> OperatorContext:
         maildomains=MailDomainApi(client),
         hostdomains=HostDomainsApi(client),
         wakeups=WakeUps(wake, clock=lambda: datetime.now(UTC)),
+        events=EventPoster(client),
         renewal_info=account,
         responder=responder,
         hosts=hosts,

@@ -21,6 +21,23 @@ def ensure_namespace(cluster: Cluster, name: str = NAMESPACE) -> None:
     apply_manifests(cluster, [manifest], Path("/tmp"))
 
 
+def events_about(cluster: Cluster, kind: str, name: str) -> list[dict[str, Any]]:
+    """The Events about the object ``kind``/``name`` in any namespace, with their managed
+    fields (who wrote them)."""
+    listed = cluster.kubectl(
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        f"involvedObject.kind={kind},involvedObject.name={name}",
+        "--show-managed-fields",
+        "-o",
+        "json",
+    )
+    events: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
+    return events
+
+
 def apply_manifests(cluster: Cluster, manifests: list[dict[str, Any]], tmp_path: Path) -> None:
     path = tmp_path / f"manifests-{id(manifests)}.yaml"
     path.write_text(yaml.safe_dump_all(manifests))

@@ -154,8 +154,9 @@ def test_the_operator_writes_as_one_field_manager(
 ) -> None:
     """Every object the operator wrote names it as the writer, never the Python client's
     default (``OpenAPI-Generator``, which every program on that client shares): the status of
-    the VirtualHost, the site ConfigMap and the TLS Secret. kopf writes its finalizer, and the
-    chain's last status with its record, as ``kopf``; kubectl created the host."""
+    the VirtualHost, the site ConfigMap, the TLS Secret and the host's Events. kopf writes its
+    finalizer, and the chain's last status with its record, as ``kopf``; kubectl created the
+    host."""
     assert counted_requests  # provisioned by the operator
     namespace = ("-n", kube.NAMESPACE)
     assert _writers(audited, "vh", "counted") == {
@@ -168,3 +169,8 @@ def test_the_operator_writes_as_one_field_manager(
     assert {manager for manager, _ in configmap} == {FIELD_MANAGER}
     secret = _writers(audited, "secret", tls_secret_name("counted"), *namespace)
     assert {manager for manager, _ in secret} == {FIELD_MANAGER}
+    events = kube.events_about(audited, "VirtualHost", "counted")
+    assert len(events) == NEW_HOST["create events"]
+    assert {entry["manager"] for e in events for entry in e["metadata"]["managedFields"]} == {
+        FIELD_MANAGER
+    }

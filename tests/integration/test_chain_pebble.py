@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -21,6 +22,7 @@ from tests.harness.processes import free_port
 from tests.harness.standin import Handler, StandIn
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
+from vhost_operator.kube.objects import FIELD_MANAGER
 from vhost_operator.resources.naming import (
     next_key_secret_name,
     site_configmap_name,
@@ -115,6 +117,43 @@ def test_host_goes_pending_to_ready_with_a_verified_certificate(
         in scraped
     )
     assert 'vhost_operator_certificate_expiry_timestamp_seconds{virtualhost="one"}' in scraped
+    check_step_events(cluster, ready)
+
+
+def check_step_events(cluster: Cluster, ready: dict[str, Any]) -> None:
+    """An Event for every step and one for Ready, about the host (kopf's form: cluster-scoped,
+    so filed in "default"), posted by the operator's own API client, not kopf's."""
+    expected = [
+        ("StepSucceeded", "bootstrap"),
+        ("StepSucceeded", "certificate"),
+        ("StepSucceeded", "final"),
+        ("Ready", "one.example.com is ready"),
+    ]
+
+    # Posted in the background: the last may arrive a moment after the Ready status.
+    deadline = time.monotonic() + 10
+    events = kube.events_about(cluster, "VirtualHost", "one")
+    while len(events) < len(expected) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        events = kube.events_about(cluster, "VirtualHost", "one")
+    events.sort(key=lambda event: event["eventTime"])
+    assert [(e["reason"], e["message"]) for e in events] == expected
+    for event in events:
+        assert event["type"] == "Normal"
+        assert event["involvedObject"] == {
+            "apiVersion": ready["apiVersion"],
+            "kind": "VirtualHost",
+            "name": "one",
+            "uid": ready["metadata"]["uid"],
+            "namespace": "default",
+        }
+        assert event["metadata"]["namespace"] == "default"
+        assert event["metadata"]["name"].startswith("kopf-event-")
+        assert event["source"] == {"component": "vhost-operator"}
+        reporting = (event["reportingComponent"], event["reportingInstance"])
+        assert reporting == ("vhost-operator", "dev")
+        assert event["firstTimestamp"] and event["lastTimestamp"] and event["eventTime"]
+        assert {entry["manager"] for entry in event["metadata"]["managedFields"]} == {FIELD_MANAGER}
 
 
 def test_fifty_hosts_at_once(

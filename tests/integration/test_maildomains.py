@@ -166,16 +166,7 @@ def linked_condition(md: Object) -> Object:
 
 
 def event_reasons(cluster: Cluster, name: str) -> list[str]:
-    listed = cluster.kubectl(
-        "get",
-        "events",
-        "-A",
-        "--field-selector",
-        f"involvedObject.kind=MailDomain,involvedObject.name={name}",
-        "-o",
-        "json",
-    )
-    return [event["reason"] for event in json.loads(listed.stdout)["items"]]
+    return [event["reason"] for event in kube.events_about(cluster, "MailDomain", name)]
 
 
 def wait_for_events(cluster: Cluster, name: str, *reasons: str) -> None:

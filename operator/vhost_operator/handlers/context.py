@@ -13,6 +13,7 @@ import kopf
 from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
 from vhost_operator.catalog import ClaimCatalog, HostCatalog
 from vhost_operator.kube.api import ApiClient
+from vhost_operator.kube.events import EventPoster
 from vhost_operator.kube.hostdomains import HostDomainsApi
 from vhost_operator.kube.leases import LeaderElector
 from vhost_operator.kube.maildomains import MailDomainApi
@@ -52,6 +53,8 @@ class OperatorContext:
     """VirtualHost calls of MailDomain linking (conditional writes of ``spec.domains``)."""
     wakeups: WakeUps
     """Hosts whose chain waits for a time (the CA's ``Retry-After``)."""
+    events: EventPoster
+    """Posts the Events about our objects in the background (closed by ``handlers.lifecycle``)."""
     renewal_info: RenewalInfoSource | None = None
     """The CA's renewal information (the ACME account); ``None`` without ACME."""
     responder: ChallengeResponder | None = None

@@ -29,6 +29,7 @@ from vhost_operator.handlers.mailserving import MailConditionWrites
 from vhost_operator.handlers.observability import serve_metrics
 from vhost_operator.handlers.renewal import start_renewal_info, start_scanner
 from vhost_operator.handlers.webhook_server import Configure, ReasonedWebhookServer
+from vhost_operator.kube.events import REPORTING_COMPONENT
 from vhost_operator.kube.mailtls import watch_mail_reports
 from vhost_operator.kube.sites import SiteObjects
 from vhost_operator.kube.watching import ObjectWatch
@@ -71,14 +72,15 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """Keep kopf's progress records in annotations under our own prefix and its record of the
     last handled configuration in ``status.lastHandledConfiguration`` (written with the chain's
     last status: ``handlers.kopf_storage``), keep kopf's own Events to warnings (our steps post
-    theirs, and each post is an API call), and bound how many objects kopf handles at once."""
+    theirs, through ``kube.events``, and each post is an API call), and bound how many objects
+    kopf handles at once."""
     # A prefix of kopf's own: kopf leaves every annotation under its prefix out of the object's
     # diff, and our retry annotation (vhost-operator.io/retry) must show up there.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = SlimStatusDiffBaseStorage(prefix=KOPF_PREFIX)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
-    settings.posting.reporting_component = "vhost-operator"
+    settings.posting.reporting_component = REPORTING_COMPONENT
     settings.queueing.worker_limit = WORKER_LIMIT
     settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
     settings.watching.chunk_size = LIST_CHUNK_SIZE
@@ -304,6 +306,8 @@ async def stop(*, memo: kopf.Memo, **_: Any) -> None:
     context.tasks.clear()
     if context.responder is not None:
         await context.responder.stop()
+    # The last Events of the chains kopf has just cancelled (a few seconds at most).
+    await context.events.close()
     if context.elector is not None:
         # kopf has cancelled every handler; calls already running in threads end first, so
         # that nothing of this process writes once another replica leads.

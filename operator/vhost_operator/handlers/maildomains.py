@@ -8,14 +8,16 @@ from the API server before writing.
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.handlers.context import OperatorContext, context_of
+from vhost_operator.kube.events import Involved
 from vhost_operator.provisioning.chain import utc_now
 from vhost_operator.provisioning.linking import (
+    Announce,
     DomainClaimed,
     LinkOutcome,
     reconcile_maildomain,
@@ -72,7 +74,7 @@ async def reconcile(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError(str(failure), delay=LINK_RETRY_DELAY) from None
     status = status_after(domain, linked=outcome.linked, hostname=outcome.hostname, now=utc_now())
     await context.maildomains.write_status(domain.name, status)
-    _announce(domain, outcome)
+    _announce(context, domain, outcome)
 
 
 @kopf.on.delete(GROUP, VERSION, MAILDOMAINS)
@@ -86,7 +88,7 @@ async def delete(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         outcome = await release_maildomain(domain, context.hostdomains, context.hosts, claims)
     except VhostOperatorError as failure:
         raise kopf.TemporaryError(str(failure), delay=LINK_RETRY_DELAY) from None
-    _announce(domain, outcome)
+    _announce(context, domain, outcome)
 
 
 async def _failed(
@@ -97,24 +99,26 @@ async def _failed(
     # kopf retries until it works: one Warning per new problem, not one per retry.
     before = domain.status.condition(LINKED)
     if before is None or (before.reason, before.message) != (reason, message):
-        maildomain_event(domain, reason=reason, message=message, warning=True)
+        maildomain_event(context, domain, reason=reason, message=message, warning=True)
 
 
 # -- events ------------------------------------------------------------------------------------
 
 
-def _announce(domain: MailDomain, outcome: LinkOutcome) -> None:
+def _announce(context: OperatorContext, domain: MailDomain, outcome: LinkOutcome) -> None:
     name = domain.spec.name
     for host in outcome.removed_from:
-        maildomain_event(domain, reason="Unlinked", message=f"{name} unlinked from {host}")
+        maildomain_event(context, domain, reason="Unlinked", message=f"{name} unlinked from {host}")
     if outcome.created:
         maildomain_event(
+            context,
             domain,
             reason="HostCreated",
             message=f"created VirtualHost {outcome.linked} for {outcome.hostname}",
         )
     if outcome.added:
         maildomain_event(
+            context,
             domain,
             reason="Linked",
             message=f"{name} linked to VirtualHost {outcome.linked} ({outcome.hostname})",
@@ -128,22 +132,25 @@ def _announce(domain: MailDomain, outcome: LinkOutcome) -> None:
         )
 
 
-def announce_unlinked(domain: MailDomain, message: str) -> None:
+def unlinked_announcer(context: OperatorContext) -> Announce:
     """``linking.Announce`` for VirtualHost deletion."""
-    maildomain_event(domain, reason="Unlinked", message=message)
+
+    def announce(domain: MailDomain, message: str) -> None:
+        maildomain_event(context, domain, reason="Unlinked", message=message)
+
+    return announce
 
 
 def maildomain_event(
-    domain: MailDomain, *, reason: str, message: str, warning: bool = False
+    context: OperatorContext,
+    domain: MailDomain,
+    *,
+    reason: str,
+    message: str,
+    warning: bool = False,
 ) -> None:
-    # kopf only reads the identifying fields of the object it posts an Event about.
-    reference = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MailDomain",
-        "metadata": {"name": domain.name, "uid": domain.uid},
-    }
-    kopf.event(
-        cast(kopf.Body, reference),
+    context.events.post(
+        Involved(f"{GROUP}/{VERSION}", "MailDomain", domain.name, domain.uid),
         type="Warning" if warning else "Normal",
         reason=reason,
         message=message,

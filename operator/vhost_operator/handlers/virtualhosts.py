@@ -6,14 +6,15 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, cast
+from typing import Any, ParamSpec
 
 import kopf
 
 from vhost_operator.catalog import HostRecord
 from vhost_operator.errors import TransientApiError
 from vhost_operator.handlers.context import OperatorContext, context_of
-from vhost_operator.handlers.maildomains import announce_unlinked
+from vhost_operator.handlers.maildomains import unlinked_announcer
+from vhost_operator.kube.events import Involved
 from vhost_operator.provisioning.chain import run_chain, utc_now
 from vhost_operator.provisioning.cleanup import release
 from vhost_operator.provisioning.decisions import Action, decide, names_refusal, successor
@@ -85,24 +86,13 @@ class KubernetesChainRecorder:
             await self._context.virtualhosts.write_status(host.name, status)
 
     async def event(self, host: VirtualHost, *, warning: bool, reason: str, message: str) -> None:
-        kopf.event(
-            _reference(host),
+        # Queued: the chain goes on at once, the Event is posted in the background.
+        self._context.events.post(
+            Involved(f"{GROUP}/{VERSION}", "VirtualHost", host.name, host.uid),
             type="Warning" if warning else "Normal",
             reason=reason,
             message=message,
         )
-
-
-def _reference(host: VirtualHost) -> kopf.Body:
-    # kopf only reads the identifying fields of the object it posts an Event about.
-    return cast(
-        kopf.Body,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "VirtualHost",
-            "metadata": {"name": host.name, "uid": host.uid},
-        },
-    )
 
 
 @kopf.on.resume(GROUP, VERSION, VIRTUALHOSTS)
@@ -167,7 +157,7 @@ async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _hand_over(context, host)
     # Linked MailDomains stay; only their association goes (and the host is not re-created).
     await unlink_maildomains_of(
-        host.spec.hostname, host.name, context.maildomains, announce=announce_unlinked
+        host.spec.hostname, host.name, context.maildomains, announce=unlinked_announcer(context)
     )
     logger.info("VirtualHost %s deleted; removed %s", host.name, ", ".join(removed))
 
