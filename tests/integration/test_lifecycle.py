@@ -218,8 +218,18 @@ def test_a_new_host_has_kopfs_finalizer_as_it_is_created(
 ) -> None:
     """The mutating webhook adds kopf's finalizer in the create itself (the object in the API
     server's answer has it), after finalizers of others, so kopf's first cycle runs the chain
-    instead of patching it in."""
+    instead of patching it in. A host created with it (a restore) is not sent to the webhook
+    (its match condition) and keeps it once."""
     start_with_webhook(start_operator, cluster)
+    restored = kube.virtualhost("restored", "restored.example.com")
+    restored["metadata"] = {"name": "restored", "finalizers": [FINALIZER]}
+    path = tmp_path / "restored.json"
+    path.write_text(json.dumps(restored))
+    calls = kube.webhook_calls(cluster)
+    admitted = cluster.kubectl("create", "-f", str(path), "--dry-run=server", "-o", "json")
+    assert json.loads(admitted.stdout)["metadata"]["finalizers"] == [FINALIZER]
+    finalizing = ("finalizer.vhost-operator.io", "CREATE")
+    assert kube.webhook_calls(cluster).get(finalizing, 0) == calls.get(finalizing, 0)
     plain = created(cluster, kube.virtualhost("finalized", "finalized.example.com"), tmp_path)
     assert plain["metadata"]["finalizers"] == [FINALIZER]
     other = kube.virtualhost("kept", "kept.example.com")
