@@ -322,9 +322,11 @@ def settled(phase_value: str | None) -> bool:
     return phase_value in ("Ready", "Failed")
 
 
-def webhook_client_config(plane: AuditedControlPlane, name: str) -> tuple[str, bytes]:
-    """URL and CA bundle of the webhook ``name`` in the operator's configuration."""
-    listed = plane.kubectl("get", "validatingwebhookconfigurations", "-o", "yaml")
+def webhook_client_config(
+    plane: AuditedControlPlane, name: str, kind: str = "validatingwebhookconfigurations"
+) -> tuple[str, bytes]:
+    """URL and CA bundle of the webhook ``name`` in the operator's configuration of ``kind``."""
+    listed = plane.kubectl("get", kind, "-o", "yaml")
     for configuration in yaml.safe_load(listed.stdout)["items"]:
         for webhook in configuration.get("webhooks") or ():
             if webhook["name"] == name:

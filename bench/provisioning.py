@@ -62,6 +62,8 @@ from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS
 
 LABEL = "bench.vhost-operator.io/scenario"
 WEBHOOK = f"{VIRTUALHOSTS}.vhost-operator.io"
+FINALIZING_WEBHOOK = "finalizer.vhost-operator.io"
+"""The mutating webhook (kopf's finalizer on a new host), registered right after WEBHOOK."""
 
 
 class ServingStack:
@@ -138,6 +140,11 @@ class ServingStack:
         while time.monotonic() < deadline:
             try:
                 webhook_client_config(self.plane, WEBHOOK)
+                # Registered after the validating one; hosts created before it would each cost
+                # kopf's finalizer patch.
+                webhook_client_config(
+                    self.plane, FINALIZING_WEBHOOK, "mutatingwebhookconfigurations"
+                )
                 return
             except LookupError:
                 time.sleep(0.2)

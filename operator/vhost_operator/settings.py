@@ -175,8 +175,9 @@ class Settings(BaseSettings):
     # -- admission webhook -------------------------------------------------------------------
 
     webhook_enabled: bool = False
-    """Serve the validating webhook and keep its ValidatingWebhookConfiguration up to date
-    (the chart turns it on). Without it the CRD schema still refuses malformed objects."""
+    """Serve the webhooks and keep their Validating- and MutatingWebhookConfiguration up to
+    date (the chart turns it on). Without it the CRD schema still refuses malformed objects,
+    and kopf adds its finalizer to a new VirtualHost in a patch of its own."""
 
     webhook_port: int = Field(default=9443, ge=1, le=65535)
     """Port the webhook's HTTPS server listens on."""
@@ -196,7 +197,8 @@ class Settings(BaseSettings):
     a CA and serving certificate are made at start-up."""
 
     webhook_configuration_name: str = "vhost-operator.io"
-    """Name of the ValidatingWebhookConfiguration the operator creates and keeps current."""
+    """Name of the Validating- and MutatingWebhookConfiguration the operator creates and keeps
+    current."""
 
     # -- nginx -------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from tests.harness import kube
 from tests.harness.chart_release import (
     EXAMPLES,
     NAMESPACE,
@@ -35,6 +36,7 @@ from tests.harness.chart_release import (
 )
 from tests.harness.node import LocalNode
 from tests.harness.waiting import phase_of
+from vhost_operator.resources.models import FINALIZER
 from vhost_operator.resources.naming import tls_secret_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
@@ -148,7 +150,8 @@ def test_examples_become_ready_and_are_served_by_the_nginx_pod(release: ChartOnN
 
 def test_the_webhook_answers_through_its_service(release: ChartOnNode, tmp_path: Path) -> None:
     """The API server calls the webhook in the operator pod: a second VirtualHost for a hostname
-    in use is refused by our rule (the CRD schema could not know)."""
+    in use is refused by our rule (the CRD schema could not know), and a new one gets kopf's
+    finalizer from the mutating webhook (a server-side dry run: admitted, not stored)."""
     duplicate = {
         "apiVersion": "vhost-operator.io/v1alpha1",
         "kind": "VirtualHost",
@@ -160,6 +163,9 @@ def test_the_webhook_answers_through_its_service(release: ChartOnNode, tmp_path:
     refused = release.kubectl("apply", "-f", str(path), check=False)
     assert refused.returncode != 0
     assert "already used by VirtualHost mail-example-com" in refused.stderr, refused.stderr
+    path.write_text(json.dumps(kube.virtualhost("fresh", "fresh.example.com")))
+    admitted = release.kubectl("create", "-f", str(path), "--dry-run=server", "-o", "json")
+    assert json.loads(admitted.stdout)["metadata"]["finalizers"] == [FINALIZER]
 
 
 def test_helm_test_passes(release: ChartOnNode) -> None:

@@ -78,6 +78,8 @@ def test_the_chart_accounts_are_refused_what_they_must_not_do(installed: Install
         ("update", "virtualhosts.vhost-operator.io"),
         ("patch", "validatingwebhookconfigurations/another"),
         ("delete", f"validatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}"),
+        ("patch", "mutatingwebhookconfigurations/another"),
+        ("delete", f"mutatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}"),
         ("create", "events", "--namespace", OTHER_NS),
         ("list", "namespaces"),
         ("list", "pods", "--all-namespaces"),
@@ -143,21 +145,21 @@ def webhook_configuration(
 def test_the_webhook_guard_confines_the_create_permission(
     installed: Installed, tmp_path: Path
 ) -> None:
-    """RBAC lets the operator create any ValidatingWebhookConfiguration (a create cannot be
-    limited by name); the chart's ValidatingAdmissionPolicy refuses all but its own. RBAC
-    grants no MutatingWebhookConfiguration at all."""
+    """RBAC lets the operator create any Validating- or MutatingWebhookConfiguration (a create
+    cannot be limited by name); the chart's ValidatingAdmissionPolicy refuses all but its own,
+    and a mutating webhook on anything but creates."""
     mutating = "MutatingWebhookConfiguration"
-    policy, rbac = "ValidatingAdmissionPolicy", "forbidden: User"
+    policy = "ValidatingAdmissionPolicy"
     attempts = {
         "another name": (webhook_configuration("steal-secrets", ["secrets"], ""), policy),
         "other resources": (webhook_configuration(WEBHOOK_CONFIGURATION, ["secrets"], ""), policy),
-        "a mutating webhook": (
+        "a mutating webhook on updates": (
             webhook_configuration(
                 WEBHOOK_CONFIGURATION, ["virtualhosts"], "vhost-operator.io", mutating
             ),
-            rbac,
+            policy,
         ),
-        "another mutating name": (webhook_configuration("inject", ["pods"], "", mutating), rbac),
+        "another mutating name": (webhook_configuration("inject", ["pods"], "", mutating), policy),
     }
     for what, (manifest, refuser) in attempts.items():
         path = tmp_path / "webhook.json"
@@ -267,15 +269,14 @@ def test_with_the_charts_accounts_hosts_are_provisioned_served_linked_and_remove
     workdir.mkdir()
     operator_env = start_processes(installed, workdir)
     try:
-        # kopf created and filled its webhook configurations: create, then patch by name.
-        configuration = wait_for(
-            cluster,
-            "validatingwebhookconfiguration",
-            WEBHOOK_CONFIGURATION,
-            lambda o: bool(o.get("webhooks")),
-            what="webhooks",
-        )
-        urls = {w["clientConfig"]["url"] for w in configuration["webhooks"]}
+        # The operator created and filled its webhook configurations (both kinds, past the
+        # chart's guard policy): create, then patch by name.
+        urls = set()
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            configuration = wait_for(
+                cluster, kind, WEBHOOK_CONFIGURATION, lambda o: bool(o.get("webhooks")), what=kind
+            )
+            urls |= {w["clientConfig"]["url"] for w in configuration["webhooks"]}
         port = operator_env["VHOST_OPERATOR_WEBHOOK_PORT"]
         assert all(url.startswith(f"https://127.0.0.1:{port}/") for url in urls), urls
 

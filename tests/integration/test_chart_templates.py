@@ -423,7 +423,7 @@ def test_webhook_configuration_rights_are_narrowed(full_manifests: list[Manifest
         for rule in rules_of(one(full_manifests, "ClusterRole", "vhost-operator"))
         if rule["apiGroups"] == ["admissionregistration.k8s.io"]
     ]
-    configurations = ["validatingwebhookconfigurations"]
+    configurations = ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
     assert webhook_rules == [
         {
             "apiGroups": ["admissionregistration.k8s.io"],

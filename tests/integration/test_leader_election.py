@@ -28,6 +28,7 @@ from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.integration.conftest import OperatorFactory
 from vhost_operator.admission.tls import make_serving_material
+from vhost_operator.resources.models import FINALIZER
 from vhost_operator.resources.naming import next_key_secret_name
 from vhost_operator.wiring import LOST_LEADERSHIP_EXIT
 
@@ -241,8 +242,9 @@ def test_every_replica_serves_the_webhook(
     tmp_path: Path,
 ) -> None:
     """The follower answers admission reviews as the leader does: with the certificate of the
-    CA the webhook configuration (written by the leader) carries, and with the rules applied
-    against its own catalog (a hostname in use is refused)."""
+    CA the webhook configuration (written by the leader) carries, with the rules applied
+    against its own catalog (a hostname in use is refused), and with kopf's finalizer for a
+    new host."""
     configuration = "leader-webhook.vhost-operator.io"
     material = make_serving_material(["127.0.0.1"], tmp_path / "webhook-tls")
     (tmp_path / "webhook-tls" / "ca.crt").write_bytes(material.ca_pem)
@@ -282,6 +284,13 @@ def test_every_replica_serves_the_webhook(
         assert "already used by VirtualHost wh-a" in answer["status"]["message"]
         fresh = review(at_follower, ca_pem, admission_review("wh-c", "wh-c.example.com"))
         assert fresh["allowed"] is True, fresh
+        # The mutating webhook too: kopf's finalizer, as a JSON patch.
+        finalizing = urlsplit(at_follower)._replace(path="/finalizer").geturl()
+        mutated = review(finalizing, ca_pem, admission_review("wh-d", "wh-d.example.com"))
+        assert mutated["allowed"] is True and mutated["patchType"] == "JSONPatch", mutated
+        assert json.loads(base64.b64decode(mutated["patch"])) == [
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
+        ]
     finally:
         cluster.kubectl(
             "delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration",

@@ -9,39 +9,56 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.harness import kube
 from tests.harness.clusters import Cluster
+from tests.harness.operator import OperatorProcess
 from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
+from vhost_operator.resources.models import FINALIZER
 from vhost_operator.resources.naming import site_configmap_name
 
 pytestmark = pytest.mark.cluster
+
+
+LAST_HANDLED = "kopf.vhost-operator.io/last-handled-configuration"
 
 
 def settled(obj: dict[str, object]) -> bool:
     return phase_of(obj) in ("Ready", "Failed")
 
 
-def start_with_webhook(start_operator: OperatorFactory, cluster: Cluster, **overrides: str) -> None:
-    start_operator(
+def start_with_webhook(
+    start_operator: OperatorFactory, cluster: Cluster, **overrides: str
+) -> OperatorProcess:
+    operator = start_operator(
         webhook_enabled="true", webhook_host="127.0.0.1", webhook_port=str(free_port()), **overrides
     )
-    # The operator registers the webhook configuration at start-up; wait until it exists.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = cluster.kubectl(
-            "get", "validatingwebhookconfiguration", "vhost-operator.io", "--ignore-not-found"
-        ).stdout
-        if found:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the operator did not register its ValidatingWebhookConfiguration")
+    # The operator registers its webhooks at start-up, validating first; wait for the mutating.
+    wait_for(
+        cluster,
+        "mutatingwebhookconfiguration",
+        "vhost-operator.io",
+        lambda o: bool(o.get("webhooks")),
+        what="webhooks",
+    )
+    return operator
+
+
+def created(cluster: Cluster, manifest: dict[str, object], tmp_path: Path) -> dict[str, Any]:
+    """The object as the API server stored it on ``kubectl create``, from its answer: after
+    admission, before anyone else could change it."""
+    path = tmp_path / "created.json"
+    path.write_text(json.dumps(manifest))
+    answer = cluster.kubectl("create", "-f", str(path), "-o", "json")
+    stored: dict[str, Any] = json.loads(answer.stdout)
+    return stored
 
 
 def test_mixed_case_hostname_is_refused(
@@ -156,12 +173,13 @@ def test_retry_on_a_ready_host_is_a_conflict(
 def test_only_changes_the_rules_read_reach_the_webhook(
     cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
 ) -> None:
-    """The API server calls the webhook for a create, a spec change and a retry annotation,
-    and skips (its match condition) updates that change neither: kopf's own bookkeeping
-    (finalizer, last handled configuration) and other labels or annotations; for MailDomains
-    too."""
+    """The API server calls the validating webhook for a create, a spec change and a retry
+    annotation, and skips (its match condition) updates that change neither: kopf's own
+    bookkeeping (last handled configuration) and other labels or annotations; for MailDomains
+    too. The mutating webhook (kopf's finalizer) is called for the create only."""
     start_with_webhook(start_operator, cluster)
     vh, md = "virtualhosts.vhost-operator.io", "maildomains.vhost-operator.io"
+    finalizing = ("finalizer.vhost-operator.io", "CREATE")
     before = kube.webhook_calls(cluster)
 
     def called() -> dict[tuple[str, str], int]:
@@ -171,15 +189,15 @@ def test_only_changes_the_rules_read_reach_the_webhook(
     kube.apply_manifests(cluster, [kube.virtualhost("calls", "calls.example.com")], tmp_path)
     ready = wait_for(cluster, "vh", "calls", settled, what="Ready", timeout=60)
     assert phase_of(ready) == "Ready", ready["status"]
-    assert ready["metadata"]["finalizers"], "kopf updated the host (its finalizer)"
+    assert LAST_HANDLED in ready["metadata"]["annotations"], "kopf updated the host"
     cluster.kubectl("annotate", "vh", "calls", "example.com/note=1")
     cluster.kubectl("label", "vh", "calls", "example.com/team=a")
-    assert called() == {(vh, "CREATE"): 1}
+    assert called() == {finalizing: 1, (vh, "CREATE"): 1}
     cluster.kubectl("patch", "vh", "calls", "--type=merge", "-p", '{"spec":{"enabled":false}}')
-    assert called() == {(vh, "CREATE"): 1, (vh, "UPDATE"): 1}
+    assert called() == {finalizing: 1, (vh, "CREATE"): 1, (vh, "UPDATE"): 1}
     refused = cluster.kubectl("annotate", "vh", "calls", "vhost-operator.io/retry=1", check=False)
     assert refused.returncode != 0 and "(Conflict)" in refused.stderr, refused.stderr
-    assert called() == {(vh, "CREATE"): 1, (vh, "UPDATE"): 2}
+    assert called() == {finalizing: 1, (vh, "CREATE"): 1, (vh, "UPDATE"): 2}
     maildomain = {
         "apiVersion": "vhost-operator.io/v1alpha1",
         "kind": "MailDomain",
@@ -190,8 +208,65 @@ def test_only_changes_the_rules_read_reach_the_webhook(
         kube.apply_manifests(cluster, [maildomain], tmp_path)
         cluster.kubectl("annotate", "md", "calls-example-com", "example.com/note=1")
         assert called()[(md, "CREATE")] == 1 and (md, "UPDATE") not in called()
+        assert called()[finalizing] == 1, "no mutating webhook for MailDomains"
     finally:
         cluster.kubectl("delete", "md", "calls-example-com", "--ignore-not-found")
+
+
+def test_a_new_host_has_kopfs_finalizer_as_it_is_created(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    """The mutating webhook adds kopf's finalizer in the create itself (the object in the API
+    server's answer has it), after finalizers of others, so kopf's first cycle runs the chain
+    instead of patching it in. A host created with it (a restore) is not sent to the webhook
+    (its match condition) and keeps it once."""
+    start_with_webhook(start_operator, cluster)
+    restored = kube.virtualhost("restored", "restored.example.com")
+    restored["metadata"] = {"name": "restored", "finalizers": [FINALIZER]}
+    path = tmp_path / "restored.json"
+    path.write_text(json.dumps(restored))
+    calls = kube.webhook_calls(cluster)
+    admitted = cluster.kubectl("create", "-f", str(path), "--dry-run=server", "-o", "json")
+    assert json.loads(admitted.stdout)["metadata"]["finalizers"] == [FINALIZER]
+    finalizing = ("finalizer.vhost-operator.io", "CREATE")
+    assert kube.webhook_calls(cluster).get(finalizing, 0) == calls.get(finalizing, 0)
+    plain = created(cluster, kube.virtualhost("finalized", "finalized.example.com"), tmp_path)
+    assert plain["metadata"]["finalizers"] == [FINALIZER]
+    other = kube.virtualhost("kept", "kept.example.com")
+    other["metadata"] = {"name": "kept", "finalizers": ["example.com/keep"]}
+    try:
+        assert created(cluster, other, tmp_path)["metadata"]["finalizers"] == [
+            "example.com/keep",
+            FINALIZER,
+        ]
+        for name, finalizers in (
+            ("finalized", [FINALIZER]),
+            ("kept", ["example.com/keep", FINALIZER]),
+        ):
+            ready = wait_for(cluster, "vh", name, settled, what="Ready", timeout=60)
+            assert phase_of(ready) == "Ready", ready["status"]
+            assert ready["metadata"]["finalizers"] == finalizers, "kopf added none of its own"
+    finally:
+        cluster.kubectl(
+            "patch", "vh", "kept", "--type=json",
+            "-p", '[{"op": "remove", "path": "/metadata/finalizers/0"}]', check=False,
+        )  # fmt: skip
+
+
+def test_with_the_operator_down_a_create_goes_through_and_kopf_adds_the_finalizer_later(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    """failurePolicy Ignore: a crashed operator leaves its webhooks registered, nobody answers
+    them, and the create still succeeds, without the finalizer; the next operator's kopf
+    patches it in (as it did before the webhook) and provisions the host."""
+    start_with_webhook(start_operator, cluster).kill()  # a crash: the webhooks stay registered
+    assert cluster.kubectl("get", "mutatingwebhookconfiguration", "vhost-operator.io").stdout
+    host = created(cluster, kube.virtualhost("unfinalized", "unfinalized.example.com"), tmp_path)
+    assert FINALIZER not in (host["metadata"].get("finalizers") or [])
+    start_with_webhook(start_operator, cluster)
+    ready = wait_for(cluster, "vh", "unfinalized", settled, what="Ready", timeout=60)
+    assert phase_of(ready) == "Ready", ready["status"]
+    assert ready["metadata"]["finalizers"] == [FINALIZER]
 
 
 def test_a_stopped_operator_leaves_no_webhook_to_call(
@@ -203,22 +278,24 @@ def test_a_stopped_operator_leaves_no_webhook_to_call(
         webhook_enabled="true", webhook_host="127.0.0.1", webhook_port=str(free_port())
     )
 
-    def webhooks() -> list[dict[str, object]]:
+    def webhooks(kind: str) -> list[dict[str, object]]:
         found = cluster.kubectl(
-            "get", "validatingwebhookconfiguration", "vhost-operator.io", "-o", "json",
-            "--ignore-not-found",
+            "get", kind, "vhost-operator.io", "-o", "json", "--ignore-not-found"
         )  # fmt: skip
         return list(json.loads(found.stdout).get("webhooks") or []) if found.stdout else []
 
+    validating, mutating = "validatingwebhookconfiguration", "mutatingwebhookconfiguration"
     deadline = time.monotonic() + 30
-    while not webhooks() and time.monotonic() < deadline:
+    while not (webhooks(validating) and webhooks(mutating)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert {w["name"] for w in webhooks()} == {
+    assert {w["name"] for w in webhooks(validating)} == {
         "virtualhosts.vhost-operator.io",
         "maildomains.vhost-operator.io",
     }
+    assert {w["name"] for w in webhooks(mutating)} == {"finalizer.vhost-operator.io"}
     operator.stop()
-    assert webhooks() == []
+    assert webhooks(validating) == []
+    assert webhooks(mutating) == []
 
 
 def test_retry_after_the_acme_directory_comes_back(

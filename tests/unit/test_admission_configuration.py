@@ -1,8 +1,13 @@
-"""The webhooks of the operator's ValidatingWebhookConfiguration (``admission.configuration``)."""
+"""The webhooks of the operator's webhook configurations (``admission.configuration``)."""
 
 from __future__ import annotations
 
-from vhost_operator.admission.configuration import REVIEW_NEEDED, validating_webhooks
+from vhost_operator.admission.configuration import (
+    FINALIZER_MISSING,
+    REVIEW_NEEDED,
+    mutating_webhooks,
+    validating_webhooks,
+)
 
 
 def test_each_handler_gets_its_path_and_the_match_condition() -> None:
@@ -32,3 +37,32 @@ def test_a_service_reference_gets_the_handler_in_its_path() -> None:
 
     assert first["clientConfig"]["service"] == service | {"path": "/virtualhosts"}
     assert service["path"] == ""
+
+
+def test_the_mutating_webhook_adds_the_finalizer_on_create_only() -> None:
+    kopf_config = {"url": "https://127.0.0.1:9443", "caBundle": "Q0E="}
+
+    [webhook] = mutating_webhooks(kopf_config, suffix="vhost-operator.io")
+
+    assert webhook["name"] == "finalizer.vhost-operator.io"
+    assert webhook["clientConfig"] == {
+        "url": "https://127.0.0.1:9443/finalizer",
+        "caBundle": "Q0E=",
+    }
+    assert webhook["rules"] == [
+        {
+            "apiGroups": ["vhost-operator.io"],
+            "apiVersions": ["v1alpha1"],
+            "resources": ["virtualhosts"],
+            "operations": ["CREATE"],
+            "scope": "*",
+        }
+    ]
+    # Never a failed or stalled create because the operator is down: kopf adds it then.
+    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["timeoutSeconds"] <= 5
+    assert webhook["sideEffects"] == "None"
+    assert webhook["matchConditions"] == [
+        {"name": "finalizer-missing", "expression": FINALIZER_MISSING}
+    ]
+    assert "'vhost-operator.io/finalizer'" in FINALIZER_MISSING

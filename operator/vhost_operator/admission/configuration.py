@@ -1,4 +1,8 @@
-"""The ValidatingWebhookConfiguration the operator writes for its webhook. Pure: no I/O, no kopf.
+"""The webhook configurations the operator writes. Pure: no I/O, no kopf.
+
+The ValidatingWebhookConfiguration holds the reviews of VirtualHosts and MailDomains, the
+MutatingWebhookConfiguration (same name) the webhook that adds kopf's finalizer to a new
+VirtualHost (``admission.finalizer``).
 
 kopf's managed mode writes one too, but without ``matchConditions``: the API server then calls
 the webhook for every update of a VirtualHost, kopf's own bookkeeping (its finalizer, its record
@@ -22,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from vhost_operator.resources.models import (
+    FINALIZER,
     GROUP,
     MAILDOMAINS,
     RETRY_ANNOTATION,
@@ -47,6 +52,19 @@ adding or removing one is a change, and nothing is ever an evaluation error)."""
 TIMEOUT_SECONDS = 30
 """kopf's: the most the API server allows."""
 
+FINALIZING = "finalizer"
+"""Handler id of the mutating webhook (kopf routes ``POST <path>/finalizer`` to it)."""
+
+FINALIZER_MISSING = (
+    f"!has(object.metadata.finalizers) || !object.metadata.finalizers.exists(f, f == '{FINALIZER}')"
+)
+"""CEL: the new object lacks kopf's finalizer (one created with it, from a backup say, needs no
+call; the webhook leaves such an object as it is anyway)."""
+
+FINALIZING_TIMEOUT_SECONDS = 2
+"""Short: a create waits for the webhook at most this long, and without its answer kopf adds
+the finalizer itself (one patch more), so waiting longer buys little."""
+
 
 def validating_webhooks(client_config: Mapping[str, Any], *, suffix: str) -> list[dict[str, Any]]:
     """The configuration's ``webhooks``, for the client config kopf's server yields."""
@@ -71,6 +89,33 @@ def validating_webhooks(client_config: Mapping[str, Any], *, suffix: str) -> lis
             "admissionReviewVersions": ["v1", "v1beta1"],
         }
         for handler_id, plural in REVIEWED.items()
+    ]
+
+
+def mutating_webhooks(client_config: Mapping[str, Any], *, suffix: str) -> list[dict[str, Any]]:
+    """The MutatingWebhookConfiguration's ``webhooks``: kopf's finalizer on VirtualHost create.
+    failurePolicy Ignore: a create never fails because the operator is down."""
+    return [
+        {
+            "name": f"{FINALIZING}.{suffix}",
+            "sideEffects": "None",
+            "failurePolicy": "Ignore",
+            "matchPolicy": "Equivalent",
+            "reinvocationPolicy": "Never",
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "apiVersions": [VERSION],
+                    "resources": [VIRTUALHOSTS],
+                    "operations": ["CREATE"],
+                    "scope": "*",
+                }
+            ],
+            "matchConditions": [{"name": "finalizer-missing", "expression": FINALIZER_MISSING}],
+            "clientConfig": _for_handler(client_config, FINALIZING),
+            "timeoutSeconds": FINALIZING_TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1", "v1beta1"],
+        }
     ]
 
 

@@ -1,4 +1,5 @@
-"""Validating webhook handlers: kopf's admission requests → ``admission.rules``.
+"""Webhook handlers: kopf's admission requests → ``admission.rules`` (validating) and
+``admission.finalizer`` (mutating: kopf's finalizer on a new VirtualHost).
 
 The handlers are coroutines although they never wait: kopf runs a plain function in a thread
 pool, and the hop there and back costs more than the checks themselves (milliseconds of latency
@@ -17,7 +18,8 @@ from typing import Any
 
 import kopf
 
-from vhost_operator.admission.configuration import OPERATIONS
+from vhost_operator.admission.configuration import FINALIZING, OPERATIONS
+from vhost_operator.admission.finalizer import finalizers_with
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
 from vhost_operator.handlers.context import context_of
 from vhost_operator.resources.models import (
@@ -71,6 +73,21 @@ async def validate_virtualhost(
         )
     except Refusal as refusal:
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None
+
+
+@kopf.on.mutate(
+    GROUP,
+    VERSION,
+    VIRTUALHOSTS,
+    id=FINALIZING,  # admission.configuration.mutating_webhooks routes the webhook by this id
+    operations=["CREATE"],
+    ignore_failures=True,
+)
+async def add_finalizer(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """kopf's finalizer, so that kopf's first cycle runs the handlers instead of adding it (kopf
+    answers with the JSON patch of the change: the finalizer appended, others kept)."""
+    if (finalizers := finalizers_with(body)) is not None:
+        patch.metadata["finalizers"] = finalizers
 
 
 @kopf.on.validate(

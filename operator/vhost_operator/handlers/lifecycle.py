@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from vhost_operator.admission.configuration import validating_webhooks
+from vhost_operator.admission.configuration import mutating_webhooks, validating_webhooks
 from vhost_operator.admission.tls import make_serving_material
 from vhost_operator.catalog import share_challenges, slim_host, slim_maildomain
 from vhost_operator.handlers.context import BLOCKING_CALL_THREADS, OperatorContext, context_of
@@ -37,7 +37,7 @@ from vhost_operator.kube.webhooks import WebhookConfigurations
 from vhost_operator.memory import release_periodically
 from vhost_operator.provisioning.mailserving import MailServingKeeper
 from vhost_operator.provisioning.serving import slim_site
-from vhost_operator.resources.models import GROUP
+from vhost_operator.resources.models import FINALIZER, GROUP
 from vhost_operator.resources.watch import WatchEvent
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     # diff, and our retry annotation (vhost-operator.io/retry) must show up there.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = SlimStatusDiffBaseStorage(prefix=KOPF_PREFIX)
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = REPORTING_COMPONENT
     settings.queueing.worker_limit = WORKER_LIMIT
@@ -244,8 +244,8 @@ def follow(watch: ObjectWatch, apply: Callable[[WatchEvent], None]) -> asyncio.T
 
 
 def serve_admission(kopf_settings: kopf.OperatorSettings, context: OperatorContext) -> None:
-    """Serve the validating webhook over TLS (kopf's server) and keep its configuration current
-    (ours: :func:`webhook_configurer`)."""
+    """Serve the webhooks over TLS (kopf's server) and keep their configurations current (ours:
+    :func:`webhook_configurer`)."""
     settings = context.settings
     if settings.webhook_cert_dir is not None:
         directory = settings.webhook_cert_dir
@@ -272,13 +272,15 @@ def serve_admission(kopf_settings: kopf.OperatorSettings, context: OperatorConte
 
 
 def webhook_configurer(context: OperatorContext) -> Configure:
-    """Write the ValidatingWebhookConfiguration (with its match conditions) for a client config
-    of the webhook server, once this replica leads: every replica serves the webhook, the
+    """Write the webhook configurations (with their match conditions) for a client config of
+    the webhook server, once this replica leads: every replica serves the webhooks, the
     leader's address is the one registered (as with kopf's managed mode, whose requests
-    waited for leadership too). When the server stops, a replica that wrote the configuration
-    empties it, as kopf did: the API server then calls no webhook that is gone. It still holds
-    the Lease then (it releases it afterwards, in ``stop``); one that loses the Lease exits at
-    once, without this, so it never removes a new leader's webhooks."""
+    waited for leadership too). Both kinds have the configured name: the validating reviews,
+    and the mutating webhook that adds kopf's finalizer to a new VirtualHost. When the server
+    stops, a replica that wrote the configurations empties them, as kopf did: the API server
+    then calls no webhook that is gone. It still holds the Lease then (it releases it
+    afterwards, in ``stop``); one that loses the Lease exits at once, without this, so it never
+    removes a new leader's webhooks."""
     name = context.settings.webhook_configuration_name
     configurations = WebhookConfigurations(context.client)
     written = False
@@ -288,11 +290,15 @@ def webhook_configurer(context: OperatorContext) -> Configure:
         if client_config is None:
             if written:
                 logger.info("Removing the webhooks of %s.", name)
-                await configurations.put_validating(name, [])
+                await configurations.put("MutatingWebhookConfiguration", name, [])
+                await configurations.put("ValidatingWebhookConfiguration", name, [])
             return
         await context.until_leading()
-        logger.info("Writing the ValidatingWebhookConfiguration %s.", name)
-        await configurations.put_validating(name, validating_webhooks(client_config, suffix=name))
+        logger.info("Writing the Validating- and MutatingWebhookConfiguration %s.", name)
+        validating = validating_webhooks(client_config, suffix=name)
+        await configurations.put("ValidatingWebhookConfiguration", name, validating)
+        mutating = mutating_webhooks(client_config, suffix=name)
+        await configurations.put("MutatingWebhookConfiguration", name, mutating)
         written = True
 
     return configure

@@ -1,13 +1,14 @@
-"""The operator's ValidatingWebhookConfiguration (``admission.configuration`` builds its
-webhooks), through the same HTTP layer as ConfigMaps and Secrets (``kube.core``).
+"""The operator's webhook configurations (``admission.configuration`` builds their webhooks),
+through the same HTTP layer as ConfigMaps and Secrets (``kube.core``).
 
-RBAC: patch of the configured name, and create (the chart's guard policy checks the rest).
+RBAC: patch of the configured name, and create (the chart's guard policy checks the rest), for
+both kinds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import kubernetes
 
@@ -15,7 +16,12 @@ from vhost_operator.errors import ApiError
 from vhost_operator.kube.api import write
 from vhost_operator.kube.core import MERGE_PATCH, CoreObjects
 
-CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+Kind = Literal["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]
+API = "/apis/admissionregistration.k8s.io/v1"
+PLURALS: dict[Kind, str] = {
+    "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",
+    "MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
+}
 NOT_FOUND = 404
 
 
@@ -23,29 +29,30 @@ class WebhookConfigurations:
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self._core = CoreObjects(client)
 
-    async def put_validating(self, name: str, webhooks: Sequence[Any]) -> None:
+    async def put(self, kind: Kind, name: str, webhooks: Sequence[Any]) -> None:
         """Replace the webhooks of the configuration ``name`` (a merge patch replaces the whole
         list, as kopf's did), creating it if it is missing (the first start)."""
+        collection = f"{API}/{PLURALS[kind]}"
         try:
             await write(
                 lambda: self._core.request(
                     "PATCH",
-                    f"{CONFIGURATIONS}/{name}",
+                    f"{collection}/{name}",
                     body={"webhooks": list(webhooks)},
                     content_type=MERGE_PATCH,
                 ),
-                what=f"updating ValidatingWebhookConfiguration {name}",
+                what=f"updating {kind} {name}",
             )
         except ApiError as error:
             if error.status != NOT_FOUND:
                 raise
             body = {
                 "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingWebhookConfiguration",
+                "kind": kind,
                 "metadata": {"name": name},
                 "webhooks": list(webhooks),
             }
             await write(
-                lambda: self._core.request("POST", CONFIGURATIONS, body=body),
-                what=f"creating ValidatingWebhookConfiguration {name}",
+                lambda: self._core.request("POST", collection, body=body),
+                what=f"creating {kind} {name}",
             )
