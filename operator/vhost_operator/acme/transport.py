@@ -195,16 +195,15 @@ class Network(ClientNetwork):
         )
         self._note_retry_after(response)
         # As the library: an answer to a request without Accept is UTF-8 (JSON, a PEM chain),
-        # not whatever requests would guess. Reading the body here returns the connection.
+        # not whatever requests would guess.
         if "Accept" not in asked:
             response.encoding = "utf-8"
-        content = response.content
         if acme_logger.isEnabledFor(logging.DEBUG):  # the library formats this every time
             acme_logger.debug(
                 "Received response:\nHTTP %d\n%s\n\n%s",
                 response.status_code,
                 "\n".join(f"{k}: {v}" for k, v in response.headers.items()),
-                response.text if "Accept" not in asked else base64.b64encode(content),
+                response.text if "Accept" not in asked else base64.b64encode(response.content),
             )
         return response
 
