@@ -14,6 +14,7 @@ import gzip
 import json
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import pytest
@@ -327,3 +328,17 @@ def test_a_proxy_from_the_environment_is_used_as_the_session_used_it() -> None:
         library.session.proxies = {"http": proxy.url}
         assert library.get(url).json() == {}
     assert targets == ["http://ca.invalid/directory"] * 2
+
+
+def test_a_missing_ca_bundle_fails_as_the_session_failed(tmp_path: Path) -> None:
+    """requests raises a bare OSError before connecting; not a network failure."""
+    missing = str(tmp_path / "none.pem")
+    shared = SharedConnections(missing, connections=1)
+    with pytest.raises(OSError, match="invalid path") as ours:
+        _ours(shared).get("https://127.0.0.1:9/directory")
+    library = _library()
+    library.session.verify = missing
+    library.verify_ssl = missing  # type: ignore[assignment]  # what the library passes on
+    with pytest.raises(OSError, match="invalid path") as theirs:
+        library.get("https://127.0.0.1:9/directory")
+    assert type(ours.value) is type(theirs.value) is OSError

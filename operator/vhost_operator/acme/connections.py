@@ -177,9 +177,15 @@ class SharedConnections(TrustingAdapter):
         proxy = select_proxy(url, self._proxies) if self._proxies else None
         if proxy is not None:
             proxy = prepend_scheme_if_needed(proxy, "http")
+        trust = self._trust(url, verify)  # OSError for a missing bundle, as requests raises
         try:
             manager = self.poolmanager if proxy is None else self.proxy_manager_for(proxy)
-            pool = manager.connection_from_url(url, pool_kwargs=self._trust(url, verify))
+            pool = manager.connection_from_url(url, pool_kwargs=trust)
+        except urllib3_errors.URLSchemeUnknown as error:
+            raise requests.exceptions.InvalidSchema(error) from error
+        except urllib3_errors.LocationValueError as error:
+            raise requests.exceptions.InvalidURL(error) from error
+        try:
             raw = pool.urlopen(
                 method,
                 _target(url, proxy),
@@ -193,10 +199,6 @@ class SharedConnections(TrustingAdapter):
                 timeout=Timeout(connect=timeout, read=timeout),
                 chunked=False,
             )
-        except urllib3_errors.URLSchemeUnknown as error:
-            raise requests.exceptions.InvalidSchema(error) from error
-        except urllib3_errors.LocationValueError as error:
-            raise requests.exceptions.InvalidURL(error) from error
         except (urllib3_errors.HTTPError, OSError) as error:
             mapped = as_requests_error(error)
             if mapped is error:
