@@ -49,7 +49,7 @@ from tests.harness.controlplane import REPO
 from tests.harness.pki import CertificateAuthority
 from tests.harness.processes import ManagedProcess, free_port, http_ok, log_tail
 from vhost_operator import certs
-from vhost_operator.acme.transport import TrustingAdapter
+from vhost_operator.acme.connections import TrustingAdapter
 
 PEBBLE = "pebble"
 CHALLTESTSRV = "pebble-challtestsrv"

@@ -6,8 +6,10 @@
   ``provisioning.certificates``.
 - ``orders``: one issuance (resume or create the order, HTTP-01, finalize, check the chain), and
   the hook and result types of ``AcmeClient.issue``.
-- ``transport``: how one request reaches the CA (nonce retries, ``Retry-After``, the CA bundle)
-  and runs in a worker thread, its failure mapped and a CA's pause kept.
+- ``transport``: how one request reaches the CA (nonce retries, ``Retry-After``) and runs in a
+  worker thread, its failure mapped and a CA's pause kept.
+- ``connections``: the client's pool of connections to the CA (its CA bundle, its proxy), and
+  one request over it straight through ``urllib3``, answered and failing as ``requests`` would.
 - ``errors``: the error tree every failure is mapped onto (drawn in its docstring), the mapping
   from ``acme``, ``josepy`` and ``requests``, and the stable message text.
 - ``config``: :class:`~vhost_operator.acme.config.AcmeConfig`, which CA and how to talk to it.

@@ -25,6 +25,7 @@ from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from vhost_operator import certs
 from vhost_operator.acme.config import AcmeConfig
+from vhost_operator.acme.connections import SharedConnections
 from vhost_operator.acme.errors import AcmeError, AcmeRefused, check_profile
 from vhost_operator.acme.orders import (
     Account,
@@ -39,7 +40,6 @@ from vhost_operator.acme.orders import (
 from vhost_operator.acme.transport import (
     Network,
     Pause,
-    SharedConnections,
     blocking,
     environment_ca_bundle,
     parse_retry_after,
@@ -69,13 +69,15 @@ class AcmeClient:
         # What requests would read from the environment on every request (proxies, a CA
         # bundle), read once: the CA's address never changes, and scanning the environment
         # was a few percent of the operator's CPU while ordering hundreds of certificates.
-        self._proxies = requests.utils.get_environ_proxies(config.directory_url)
+        proxies = requests.utils.get_environ_proxies(config.directory_url)
         self._ca_bundle = (
             str(config.ca_bundle_path)
             if config.ca_bundle_path is not None
             else environment_ca_bundle()
         )
-        self._connections = SharedConnections(self._ca_bundle, connections=connections)
+        self._connections = SharedConnections(
+            self._ca_bundle, connections=connections, proxies=proxies
+        )
         self._nonces: set[str] = set()  # the library's type; they are bytes
         """Replay nonces, shared by every issuance (``Network``)."""
 
@@ -248,19 +250,15 @@ class AcmeClient:
     def _network(
         self, jwk: JWK, alg: JWASignature, account: messages.RegistrationResource | None
     ) -> Network:
-        net = Network(
+        return Network(
             jwk,
             account=account,
             alg=alg,
             user_agent=self._config.user_agent,
             timeout=self._config.timeout,
+            connections=self._connections,
             nonces=self._nonces,
         )
-        net.session.trust_env = False
-        net.session.proxies.update(self._proxies)
-        net.session.mount("https://", self._connections)
-        net.session.mount("http://", self._connections)
-        return net
 
     async def _call(self, step: str, net: Network, function: Callable[..., T], *args: Any) -> T:
         return await blocking(self._config, self._pause, step, "", net, function, *args)

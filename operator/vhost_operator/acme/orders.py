@@ -21,6 +21,7 @@ from acme import challenges as acme_challenges
 from acme import errors as acme_errors
 from acme import messages
 from acme.client import ClientV2
+from josepy import b64 as jose_b64
 from josepy.json_util import field as jose_field
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK
@@ -87,6 +88,17 @@ class Account:
     alg: JWASignature
     url: str
     directory: messages.Directory
+    thumbprint: str = dataclasses.field(init=False)
+    """The key's thumbprint as key authorizations carry it (base64url SHA-256, RFC 7638):
+    computed once, where the library serializes and hashes the key for each challenge."""
+
+    def __post_init__(self) -> None:
+        digest = self.jwk.thumbprint(hash_function=acme_challenges.HTTP01.thumbprint_hash_function)
+        object.__setattr__(self, "thumbprint", jose_b64.b64encode(digest).decode())
+
+    def key_authorization(self, challenge: acme_challenges.HTTP01) -> str:
+        """``challenge.validation(jwk)`` (RFC 8555 section 8.1), from the stored thumbprint."""
+        return f"{challenge.encode('token')}.{self.thumbprint}"
 
 
 class OrderSession:
@@ -181,13 +193,13 @@ class OrderSession:
                     raise self._challenge_failed(authz)
                 challenge, http01 = self._http01(authz)
                 token = str(http01.encode("token"))
-                key_authorization = http01.validation(self._account.jwk)
+                key_authorization = self._account.key_authorization(http01)
                 published.append((token, key_authorization))
                 await publish(token, key_authorization)
                 if self_check is not None:
                     await self_check(authz.identifier.value, token, key_authorization)
                 if challenge.status == messages.STATUS_PENDING:
-                    response = http01.response(self._account.jwk)
+                    response = acme_challenges.HTTP01Response(key_authorization=key_authorization)
                     await self._call(
                         "answering the challenge",
                         self._client.answer_challenge,

@@ -1,9 +1,9 @@
 """How one request reaches the CA, and how its failure comes back.
 
 :class:`Network` is the acme library's transport, sending a request again while the CA rejects
-its nonce and keeping the ``Retry-After`` of a ``429``/``503`` answer; :class:`TrustingAdapter`
-trusts a CA bundle per client, and :class:`SharedConnections` keeps a client's connections to the
-CA across its issuances. :func:`blocking` runs one blocking ``acme`` call in a worker
+its nonce and keeping the ``Retry-After`` of a ``429``/``503`` answer, over the client's
+:class:`~vhost_operator.acme.connections.SharedConnections` (which trust the client's CA
+bundle and outlive its issuances). :func:`blocking` runs one blocking ``acme`` call in a worker
 thread and maps its failure onto the error tree (``errors``); a ``Retry-After`` the CA sent
 starts a :class:`Pause` of every new issuance of the account.
 """
@@ -11,6 +11,7 @@ starts a :class:`Pause` of every new issuance of the account.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email.utils
 import logging
@@ -22,10 +23,11 @@ from typing import Any, TypeVar
 import requests
 from acme import messages
 from acme.client import ClientNetwork
-from requests.adapters import HTTPAdapter
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from requests.structures import CaseInsensitiveDict
+from requests.utils import default_headers
 
 from vhost_operator.acme.config import AcmeConfig
+from vhost_operator.acme.connections import SharedConnections
 from vhost_operator.acme.errors import (
     LIBRARY_ERRORS,
     AcmeError,
@@ -35,6 +37,8 @@ from vhost_operator.acme.errors import (
 )
 
 logger = logging.getLogger(__name__)
+acme_logger = logging.getLogger("acme.client")
+"""The acme library's logger: the request and response lines it would log, it still logs."""
 
 T = TypeVar("T")
 
@@ -53,100 +57,6 @@ NONCE_FETCHES = 5
 def environment_ca_bundle() -> str | None:
     """The CA bundle requests itself would take from the environment, if any."""
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
-
-
-class TrustingAdapter(HTTPAdapter):
-    """Verifies the CA's HTTPS certificate against a given bundle instead of the system store
-    (``None``: as ``requests`` verifies).
-
-    ``acme`` passes ``verify=True`` with every request, which overrides a session-level bundle;
-    substituting it at the transport keeps the trust decision per client instead of global
-    (``REQUESTS_CA_BUNDLE`` would change it for the whole process).
-    """
-
-    def __init__(self, ca_bundle_path: str | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._ca_bundle_path = ca_bundle_path
-        self._bundle_is_directory: dict[str, bool] = {}
-
-    def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: float | tuple[float | None, float | None] | None = None,
-        verify: bool | str = True,
-        cert: str | tuple[str, str] | None = None,
-        proxies: dict[str, str] | None = None,
-    ) -> requests.Response:
-        # requests turns verify=True into REQUESTS_CA_BUNDLE when that is set, so anything but
-        # an explicit "do not verify" means: verify against the configured bundle.
-        if self._ca_bundle_path is not None and verify is not False:
-            verify = self._ca_bundle_path
-        return super().send(request, stream, timeout, verify, cert, proxies)
-
-    # requests looks at the bundle's path for every request (whether it exists, twice whether
-    # it is a directory): three or four filesystem calls per ACME request, about 2 % of the
-    # operator's CPU in a profile of a 300-host round. The two methods below give requests'
-    # own answers, looking once per path (a missing bundle is looked for again).
-
-    def _bundle(self, verify: bool | str) -> tuple[str, bool]:
-        """The bundle ``verify`` names (requests' default for ``True``), and whether it is a
-        directory; ``OSError`` as requests raises it if there is none."""
-        location = verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH
-        directory = self._bundle_is_directory.get(location)
-        if directory is None:
-            if not os.path.exists(location):
-                raise OSError(
-                    f"Could not find a suitable TLS CA certificate bundle, invalid path: {location}"
-                )
-            directory = self._bundle_is_directory[location] = os.path.isdir(location)
-        return location, directory
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        if not isinstance(verify, str):  # requests looks at nothing then
-            return super().build_connection_pool_key_attributes(request, verify, cert)
-        host, pool = super().build_connection_pool_key_attributes(request, True, cert)
-        location, directory = self._bundle(verify)
-        pool["ca_cert_dir" if directory else "ca_certs"] = location
-        return host, pool
-
-    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
-        if cert or not verify or not url.lower().startswith("https"):
-            super().cert_verify(conn, url, verify, cert)
-            return
-        location, directory = self._bundle(verify)
-        conn.cert_reqs = "CERT_REQUIRED"
-        if directory:
-            conn.ca_cert_dir = location
-        else:
-            conn.ca_certs = location
-
-
-class SharedConnections(TrustingAdapter):
-    """Connections to the CA kept open for every issuance of one client, up to ``connections``
-    (one per thread that may call the CA at the same time), verified as
-    :class:`TrustingAdapter` verifies.
-
-    Each issuance has its own session (its own nonces), and a session used to bring its own
-    connection: a TCP and TLS handshake per issuance and per renewal-information fetch, with a
-    TLS context built and the CA bundle loaded for each. Issuing against pebble, 16 at a time,
-    that was 2.8 of the client's 15.8 ms of CPU per certificate (and the CA's side of every
-    handshake). Mounted in each session, this outlives them: a session's ``close`` (every
-    issuance closes its own, and the acme library again when the session is collected)
-    leaves the connections open; :meth:`close_all` closes them.
-    """
-
-    def __init__(self, ca_bundle_path: str | None, *, connections: int) -> None:
-        super().__init__(ca_bundle_path, pool_maxsize=connections)
-
-    def close(self) -> None:
-        """Nothing: called by every session that closes, while the others go on."""
-
-    def close_all(self) -> None:
-        """Close every pooled connection (a later request opens a new one)."""
-        super().close()
 
 
 async def blocking(
@@ -228,6 +138,10 @@ class Network(ClientNetwork):
     (:data:`BAD_NONCE_ATTEMPTS`), and keeping the ``Retry-After`` of a ``429``/``503`` answer
     (the library's errors do not carry the response).
 
+    Requests go over ``connections`` (:meth:`SharedConnections.request`) instead of the
+    ``requests.Session`` the library makes for each instance: with the same headers, body and
+    timeout, the session's machinery cost more CPU per request than sending it.
+
     ``nonces``: a pool of replay nonces to share with the client's other sessions (its other
     threads). Each session used to start with an empty pool, so each issuance began with a
     ``HEAD`` for a nonce: one of its 9 requests. A CA's nonce is good for any request of any
@@ -235,15 +149,65 @@ class Network(ClientNetwork):
     ``badNonce``: then every pooled nonce is suspect, and the pool is emptied.
     """
 
-    def __init__(self, *args: Any, nonces: set[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        connections: SharedConnections,
+        nonces: set[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self._connections = connections
         if nonces is not None:
             self._nonces = nonces
         self.retry_after: datetime | None = None
         """When the last answer was a 429 or 503 with a readable ``Retry-After``: its time."""
-        self.session.hooks["response"].append(self._note_retry_after)
+        # What requests.Session adds to every request's headers, in its order (the request's
+        # own come after, or replace one in place); the library's User-Agent replaces its.
+        self._headers = default_headers()
+        self._headers["User-Agent"] = self.user_agent
 
-    def _note_retry_after(self, response: requests.Response, *_: Any, **__: Any) -> None:
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        # The library's own method, sending over the shared connections instead of its
+        # session. It passes data (the JWS, for a POST), headers and nothing else.
+        if args or not set(kwargs) <= {"data", "headers", "timeout"}:
+            raise TypeError(f"unexpected arguments for an ACME request: {args} {kwargs}")
+        data: str | None = kwargs.get("data")
+        asked: dict[str, str] = kwargs.get("headers") or {}
+        headers = CaseInsensitiveDict(self._headers)
+        headers.update(asked)
+        body = None if data is None else data.encode()
+        if body:  # as requests.PreparedRequest.prepare_content_length
+            headers["Content-Length"] = str(len(body))
+        elif method not in ("GET", "HEAD"):
+            headers["Content-Length"] = "0"
+        if method == "POST":
+            acme_logger.debug("Sending POST request to %s:\n%s", url, data)
+        else:
+            acme_logger.debug("Sending %s request to %s.", method, url)
+        response = self._connections.request(
+            method,
+            url,
+            body=body,
+            headers=headers,
+            timeout=kwargs.get("timeout", self._default_timeout),
+            verify=self.verify_ssl,
+        )
+        self._note_retry_after(response)
+        # As the library: an answer to a request without Accept is UTF-8 (JSON, a PEM chain),
+        # not whatever requests would guess.
+        if "Accept" not in asked:
+            response.encoding = "utf-8"
+        if acme_logger.isEnabledFor(logging.DEBUG):  # the library formats this every time
+            acme_logger.debug(
+                "Received response:\nHTTP %d\n%s\n\n%s",
+                response.status_code,
+                "\n".join(f"{k}: {v}" for k, v in response.headers.items()),
+                response.text if "Accept" not in asked else base64.b64encode(response.content),
+            )
+        return response
+
+    def _note_retry_after(self, response: requests.Response) -> None:
         self.retry_after = None
         if response.status_code in (429, 503):
             header = response.headers.get("Retry-After")
