@@ -19,12 +19,15 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import crdvariants
 from bench.cluster import BENCH_NAMESPACE, Client, bench_cluster
+from bench.crdvariants import CelTime, Variant
 from bench.measure import cpu_used_since, descendants_cpu
 from bench.report import Figure, say
 from vhost_operator.kube.api import drained
@@ -87,6 +90,10 @@ READY_STATUS: dict[str, Any] = {
             ("Ready", "Provisioned", "every step succeeded"),
         )
     ],
+    # kopf's record of the handled spec, which the chain's last status write carries.
+    "lastHandledConfiguration": json.dumps(
+        {"spec": {"hostname": "mail.h.example.com", "domains": ["h.example.com"], "enabled": True}}
+    ),
 }
 """A Ready host's status, as the operator writes it (the fields of a real one)."""
 
@@ -99,7 +106,10 @@ class _Costs:
         self.count = count
         self.figures: list[Figure] = []
 
-    def measure(self, what: str, request: Callable[[int], Any]) -> float:
+    def measure(self, what: str, request: Callable[[int], Any], *, cel: bool = False) -> float:
+        """``cel``: also report the CEL validator's time per request (read outside the window
+        whose CPU is counted: the metrics page costs the API server CPU too)."""
+        cel_before = CelTime.read(self.client.api) if cel else None
         before = descendants_cpu()
         self.client.parallel(
             functools.partial(_drained_call, request, i) for i in range(self.count)
@@ -107,7 +117,10 @@ class _Costs:
         time.sleep(1.0)  # the watch cache and the watchers catch up: part of the requests' cost
         used = cpu_used_since(before).get("kube-apiserver", 0.0)
         milliseconds = 1000 * used / self.count
-        say(f"{what}: {milliseconds:.2f} ms of API server CPU per request")
+        validator = ""
+        if cel_before is not None:
+            validator = f"; {CelTime.read(self.client.api).since(cel_before, self.count)}"
+        say(f"{what}: {milliseconds:.2f} ms of API server CPU per request{validator}")
         self.figures.append(Figure(ITEM, what, f"{milliseconds:.2f} ms"))
         return milliseconds
 
@@ -231,7 +244,9 @@ def request_costs(workdir: Path, count: int, present: int) -> list[Figure]:
             "create Event",
             lambda i: core.request("POST", f"/api/v1/namespaces/{ns}/events", body=_event(site(i))),
         )
-        _virtualhost_costs(costs, present)
+        _virtualhost_costs(costs)
+        _variant_costs(costs, plane, workdir)
+        _present_costs(costs, present)
         return costs.figures
 
 
@@ -257,53 +272,109 @@ def _event(name: str) -> dict[str, Any]:
     }
 
 
-def _virtualhost_costs(costs: _Costs, present: int) -> None:
+def _status_patch(
+    api: Any, path: str, name: Callable[[int], str], body: Any
+) -> Callable[[int], Any]:
+    return lambda i: send(
+        api,
+        "PATCH",
+        f"{path}/{name(i)}/status",
+        query=[("fieldManager", MANAGER)],
+        body=body,
+        content_type=MERGE_PATCH,
+    )
+
+
+def _host(i: int) -> str:
+    return f"host-{i}"
+
+
+def _virtualhost_costs(costs: _Costs) -> None:
     api = costs.client.api
 
-    def host(i: int) -> str:
-        return f"host-{i}"
-
     def status_patch(body: dict[str, Any]) -> Callable[[int], Any]:
-        return lambda i: send(
-            api,
-            "PATCH",
-            f"{VIRTUALHOSTS_PATH}/{host(i)}/status",
-            query=[("fieldManager", MANAGER)],
-            body=body,
-            content_type=MERGE_PATCH,
-        )
+        return _status_patch(api, VIRTUALHOSTS_PATH, _host, body)
 
     costs.measure(
         "create VirtualHost",
-        lambda i: send(api, "POST", VIRTUALHOSTS_PATH, body=_virtualhost(host(i))),
+        lambda i: send(api, "POST", VIRTUALHOSTS_PATH, body=_virtualhost(_host(i))),
+        cel=True,
     )
     costs.measure(
-        "patch VirtualHost status: phase only", status_patch({"status": {"phase": "Pending"}})
+        "patch VirtualHost status: phase only",
+        status_patch({"status": {"phase": "Pending"}}),
+        cel=True,
     )
-    costs.measure("patch VirtualHost status: a Ready host's", status_patch(_ready_status("")))
     costs.measure(
-        "patch VirtualHost status: a Ready host's, again", status_patch(_ready_status("."))
+        "patch VirtualHost status: a Ready host's", status_patch(_ready_status("")), cel=True
     )
+    costs.measure(
+        "patch VirtualHost status: a Ready host's, again",
+        status_patch(_ready_status(".")),
+        cel=True,
+    )
+
+
+def _variant_costs(costs: _Costs, plane: Any, workdir: Path) -> None:
+    """The same status patch on each variant of the CRD (``bench.crdvariants``), in two
+    rounds, then on hosts of the shipped CRD with one field manager and with a provisioned
+    host's three."""
+    api = costs.client.api
+    say("installing the CRD's variants, creating their hosts...")
+    crdvariants.install(plane, workdir / "variants")
+    variants = crdvariants.VARIANTS
+
+    def name(variant: Variant) -> Callable[[int], str]:
+        return lambda i: f"{variant.key}-{i}"
+
+    for variant in variants:
+        costs.client.parallel(
+            functools.partial(_create_ready, api, variant, name(variant)(i), writers=3)
+            for i in range(costs.count)
+        )
+    for number, order in enumerate((variants, tuple(reversed(variants))), start=1):
+        for variant in order:
+            costs.measure(
+                f"patch VirtualHost status, CRD {variant.what} (round {number})",
+                _status_patch(api, variant.path, name(variant), _ready_status(f"r{number}")),
+                cel=True,
+            )
+    shipped = variants[0]
+    for writers, what in ((1, "one field manager"), (3, "a provisioned host's three")):
+        key = f"writers{writers}"
+        named = functools.partial("{}-{}".format, key)
+        costs.client.parallel(
+            functools.partial(_create_ready, api, shipped, f"{key}-{i}", writers=writers)
+            for i in range(costs.count)
+        )
+        costs.measure(
+            f"patch VirtualHost status, host with {what}",
+            _status_patch(api, shipped.path, named, _ready_status("w")),
+            cel=True,
+        )
+
+
+def _present_costs(costs: _Costs, present: int) -> None:
     if present <= 0:
         return
+    api = costs.client.api
     say(f"creating {present} more VirtualHosts with a Ready host's status...")
     costs.client.parallel(
-        functools.partial(_create_ready, api, f"present-{i}") for i in range(present)
+        functools.partial(_create_ready, api, crdvariants.VARIANTS[0], f"present-{i}", writers=1)
+        for i in range(present)
     )
     costs.measure(
         f"patch VirtualHost status: a Ready host's, {present} more hosts present",
-        status_patch(_ready_status("..")),
+        _status_patch(api, VIRTUALHOSTS_PATH, _host, _ready_status("..")),
+        cel=True,
     )
 
 
-def _create_ready(api: Any, name: str) -> None:
-    drained(send(api, "POST", VIRTUALHOSTS_PATH, body=_virtualhost(name)))
-    drained(
-        send(
-            api,
-            "PATCH",
-            f"{VIRTUALHOSTS_PATH}/{name}/status",
-            body=_ready_status(""),
-            content_type=MERGE_PATCH,
-        )
-    )
+def _create_ready(api: Any, variant: Variant, name: str, *, writers: int) -> None:
+    """A Ready host: ``writers`` 1, created and written by one program without an annotation;
+    3, as a provisioned host (created by ``kubectl apply``, the operator's status writes, kopf's
+    last one with its record)."""
+    crdvariants.create(api, variant, name, as_kubectl=writers > 1)
+    crdvariants.patch_status(api, variant, name, _ready_status(""), MANAGER)
+    if writers > 1:
+        crdvariants.patch_status(api, variant, name, _ready_status("k"), "kopf")
