@@ -37,7 +37,6 @@ from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS
 ITEM = "7. API server CPU per request"
 MANAGER = "vhost-operator"
 VIRTUALHOSTS_PATH = f"/apis/{GROUP}/{VERSION}/{VIRTUALHOSTS}"
-MERGE_PATCH = "application/merge-patch+json"
 
 CONFIG = "server {\n    listen 80;\n" + "    # a line of the rendered site config\n" * 36 + "}\n"
 """A site config of about the size the operator renders (1.5 kB)."""
@@ -275,14 +274,7 @@ def _event(name: str) -> dict[str, Any]:
 def _status_patch(
     api: Any, path: str, name: Callable[[int], str], body: Any
 ) -> Callable[[int], Any]:
-    return lambda i: send(
-        api,
-        "PATCH",
-        f"{path}/{name(i)}/status",
-        query=[("fieldManager", MANAGER)],
-        body=body,
-        content_type=MERGE_PATCH,
-    )
+    return lambda i: crdvariants.send_status_patch(api, path, name(i), body, MANAGER)
 
 
 def _host(i: int) -> str:

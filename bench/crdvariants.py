@@ -39,10 +39,9 @@ import yaml
 from tests.harness.audit import AuditedControlPlane
 from tests.harness.clusters import CRDS
 from vhost_operator.kube.api import drained
-from vhost_operator.kube.core import send
+from vhost_operator.kube.core import MERGE_PATCH, send
 from vhost_operator.resources.models import GROUP, VERSION, VIRTUALHOSTS
 
-MERGE_PATCH = "application/merge-patch+json"
 CEL_METRIC = "apiserver_cel_evaluation_duration_seconds"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -173,14 +172,18 @@ def create(api: Any, variant: Variant, name: str, *, as_kubectl: bool) -> None:
     drained(send(api, "POST", variant.path, query=[("fieldManager", manager)], body=body))
 
 
-def patch_status(api: Any, variant: Variant, name: str, body: Any, manager: str) -> None:
-    drained(
-        send(
-            api,
-            "PATCH",
-            f"{variant.path}/{name}/status",
-            query=[("fieldManager", manager)],
-            body=body,
-            content_type=MERGE_PATCH,
-        )
+def send_status_patch(api: Any, path: str, name: str, body: Any, manager: str) -> Any:
+    """A merge patch of VirtualHost ``name``'s status (``path``: its resource's collection)
+    under field manager ``manager``, as the operator sends one; the response, not yet read."""
+    return send(
+        api,
+        "PATCH",
+        f"{path}/{name}/status",
+        query=[("fieldManager", manager)],
+        body=body,
+        content_type=MERGE_PATCH,
     )
+
+
+def patch_status(api: Any, variant: Variant, name: str, body: Any, manager: str) -> None:
+    drained(send_status_patch(api, variant.path, name, body, manager))

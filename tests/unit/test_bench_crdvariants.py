@@ -3,10 +3,15 @@ exactly what they are named for (the API server accepting them is checked by the
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+from typing import Any, ClassVar
 
-from bench.crdvariants import VARIANTS, variant_crds
+import kubernetes
+
+from bench import apicost
+from bench.crdvariants import VARIANTS, patch_status, variant_crds
+from tests.harness.standin import Handler, StandIn
 
 
 def _schemas() -> dict[str, dict[str, Any]]:
@@ -44,3 +49,38 @@ def test_open_variants() -> None:
     assert (
         schemas["open"]["properties"]["spec"] == schemas["open"]["properties"]["status"] == opened
     )
+
+
+class _Recorder(Handler):
+    seen: ClassVar[list[tuple[str, str, str | None, Any]]]
+
+    def do_PATCH(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append((self.command, self.path, self.headers["Content-Type"], body))
+        self.reply(b"{}")
+
+
+def test_status_patches_of_both_bench_parts_are_the_operators_merge_patch() -> None:
+    """Item 7 measures one request, the operator's status merge patch, whether a host is
+    written (``patch_status``) or measured (``apicost``): the same request on the wire."""
+    seen: list[tuple[str, str, str | None, Any]] = []
+    handler = type("Handler", (_Recorder,), {"seen": seen})
+    body = {"status": {"phase": "Ready"}}
+    shipped = VARIANTS[0]
+    with contextlib.closing(StandIn(handler)) as stand_in:
+        configuration = kubernetes.client.Configuration()
+        configuration.host = stand_in.url
+        api = kubernetes.client.ApiClient(configuration)
+        try:
+            patch_status(api, shipped, "host-3", body, apicost.MANAGER)
+            measured = apicost._status_patch(api, shipped.path, apicost._host, body)
+            measured(3).read()
+        finally:
+            api.rest_client.pool_manager.clear()
+    expected = (
+        "PATCH",
+        f"{apicost.VIRTUALHOSTS_PATH}/host-3/status?fieldManager=vhost-operator",
+        "application/merge-patch+json",
+        body,
+    )
+    assert seen == [expected, expected]
