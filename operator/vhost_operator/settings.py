@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     webhook_enabled: bool = False
     """Serve the webhooks and keep their Validating- and MutatingWebhookConfiguration up to
     date (the chart turns it on). Without it the CRD schema still refuses malformed objects,
-    and kopf adds its finalizer to a new VirtualHost in a patch of its own."""
+    and kopf adds its finalizer to a new VirtualHost or MailDomain in a patch of its own."""
 
     webhook_port: int = Field(default=9443, ge=1, le=65535)
     """Port the webhook's HTTPS server listens on."""

@@ -51,6 +51,42 @@ def start_with_webhook(
     return operator
 
 
+def maildomain(name: str, domain: str) -> dict[str, Any]:
+    """A MailDomain linked to no host: kopf handles it at once (nothing to provision)."""
+    return {
+        "apiVersion": "vhost-operator.io/v1alpha1",
+        "kind": "MailDomain",
+        "metadata": {"name": name},
+        "spec": {"name": domain},
+    }
+
+
+def handled_maildomain(cluster: Cluster, name: str) -> dict[str, Any]:
+    """The MailDomain once kopf has handled it (its record in the status), with the field
+    managers that wrote it (``managedFields``, which ``get_object`` leaves out)."""
+    wait_for(
+        cluster,
+        "md",
+        name,
+        lambda o: LAST_HANDLED in (o.get("status") or {}),
+        what="handled by kopf",
+    )
+    found = cluster.kubectl("get", "md", name, "-o", "json", "--show-managed-fields")
+    handled: dict[str, Any] = json.loads(found.stdout)
+    return handled
+
+
+def finalizer_writers(obj: dict[str, Any]) -> set[str]:
+    """The field managers the API server recorded as having set ``metadata.finalizers``: kopf
+    when kopf patched its finalizer in; none (Kubernetes 1.34), or the creator, when the
+    mutating webhook added it to the create."""
+    return {
+        entry["manager"]
+        for entry in obj["metadata"].get("managedFields") or []
+        if "f:finalizers" in (entry.get("fieldsV1") or {}).get("f:metadata", {})
+    }
+
+
 def created(cluster: Cluster, manifest: dict[str, object], tmp_path: Path) -> dict[str, Any]:
     """The object as the API server stored it on ``kubectl create``, from its answer: after
     admission, before anyone else could change it."""
@@ -209,7 +245,7 @@ def test_only_changes_the_rules_read_reach_the_webhook(
         kube.apply_manifests(cluster, [maildomain], tmp_path)
         cluster.kubectl("annotate", "md", "calls-example-com", "example.com/note=1")
         assert called()[(md, "CREATE")] == 1 and (md, "UPDATE") not in called()
-        assert called()[finalizing] == 1, "no mutating webhook for MailDomains"
+        assert called()[finalizing] == 2, "the MailDomain's create, not its annotation"
     finally:
         cluster.kubectl("delete", "md", "calls-example-com", "--ignore-not-found")
 
@@ -254,20 +290,46 @@ def test_a_new_host_has_kopfs_finalizer_as_it_is_created(
         )  # fmt: skip
 
 
+def test_a_new_maildomain_has_kopfs_finalizer_as_it_is_created(
+    cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
+) -> None:
+    """MailDomains carry kopf's finalizer too (the same one): the mutating webhook adds it in
+    the create, so kopf never patches it in (no finalizer written by kopf, only by the
+    creator's request the webhook changed)."""
+    start_with_webhook(start_operator, cluster)
+    try:
+        domain = created(cluster, maildomain("finalized-md", "finalized-md.example.com"), tmp_path)
+        assert domain["metadata"]["finalizers"] == [FINALIZER]
+        handled = handled_maildomain(cluster, "finalized-md")
+        assert handled["metadata"]["finalizers"] == [FINALIZER]
+        assert finalizer_writers(handled) <= {"kubectl-create"}, "kopf patched its finalizer in"
+    finally:
+        cluster.kubectl("delete", "md", "finalized-md", "--ignore-not-found", "--timeout=30s")
+
+
 def test_with_the_operator_down_a_create_goes_through_and_kopf_adds_the_finalizer_later(
     cluster: Cluster, start_operator: OperatorFactory, tmp_path: Path
 ) -> None:
     """failurePolicy Ignore: a crashed operator leaves its webhooks registered, nobody answers
     them, and the create still succeeds, without the finalizer; the next operator's kopf
-    patches it in (as it did before the webhook) and provisions the host."""
+    patches it in (as it did before the webhook) and provisions the host; a MailDomain's
+    likewise."""
     start_with_webhook(start_operator, cluster).kill()  # a crash: the webhooks stay registered
     assert cluster.kubectl("get", "mutatingwebhookconfiguration", "vhost-operator.io").stdout
     host = created(cluster, kube.virtualhost("unfinalized", "unfinalized.example.com"), tmp_path)
     assert FINALIZER not in (host["metadata"].get("finalizers") or [])
-    start_with_webhook(start_operator, cluster)
-    ready = wait_for(cluster, "vh", "unfinalized", settled, what="Ready", timeout=60)
-    assert phase_of(ready) == "Ready", ready["status"]
-    assert ready["metadata"]["finalizers"] == [FINALIZER]
+    try:
+        domain = created(cluster, maildomain("unfinalized-md", "unfinalized.example.com"), tmp_path)
+        assert FINALIZER not in (domain["metadata"].get("finalizers") or [])
+        start_with_webhook(start_operator, cluster)
+        ready = wait_for(cluster, "vh", "unfinalized", settled, what="Ready", timeout=60)
+        assert phase_of(ready) == "Ready", ready["status"]
+        assert ready["metadata"]["finalizers"] == [FINALIZER]
+        handled = handled_maildomain(cluster, "unfinalized-md")
+        assert handled["metadata"]["finalizers"] == [FINALIZER]
+        assert finalizer_writers(handled) == {"kopf"}
+    finally:
+        cluster.kubectl("delete", "md", "unfinalized-md", "--ignore-not-found", "--timeout=30s")
 
 
 def test_a_stopped_operator_leaves_no_webhook_to_call(

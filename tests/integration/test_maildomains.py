@@ -70,8 +70,12 @@ def webhook_registered(cluster: Cluster) -> bool:
 
 
 def delete_webhook_configuration(cluster: Cluster) -> None:
+    """Both halves: the mutating one covers MailDomains too (kopf's finalizer)."""
     cluster.kubectl(
-        "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--ignore-not-found"
+        "delete",
+        "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+        WEBHOOK_CONFIGURATION,
+        "--ignore-not-found",
     )
 
 

@@ -40,6 +40,7 @@ def test_a_service_reference_gets_the_handler_in_its_path() -> None:
 
 
 def test_the_mutating_webhook_adds_the_finalizer_on_create_only() -> None:
+    """To both kinds kopf handles (both get kopf's one finalizer), in one webhook."""
     kopf_config = {"url": "https://127.0.0.1:9443", "caBundle": "Q0E="}
 
     [webhook] = mutating_webhooks(kopf_config, suffix="vhost-operator.io")
@@ -53,7 +54,7 @@ def test_the_mutating_webhook_adds_the_finalizer_on_create_only() -> None:
         {
             "apiGroups": ["vhost-operator.io"],
             "apiVersions": ["v1alpha1"],
-            "resources": ["virtualhosts"],
+            "resources": ["virtualhosts", "maildomains"],
             "operations": ["CREATE"],
             "scope": "*",
         }

@@ -2,7 +2,7 @@
 
 The ValidatingWebhookConfiguration holds the reviews of VirtualHosts and MailDomains, the
 MutatingWebhookConfiguration (same name) the webhook that adds kopf's finalizer to a new
-VirtualHost (``admission.finalizer``).
+VirtualHost or MailDomain (``admission.finalizer``).
 
 kopf's managed mode writes one too, but without ``matchConditions``: the API server then calls
 the webhook for every update of a VirtualHost, kopf's own bookkeeping (its finalizer, its record
@@ -54,6 +54,9 @@ TIMEOUT_SECONDS = 30
 
 FINALIZING = "finalizer"
 """Handler id of the mutating webhook (kopf routes ``POST <path>/finalizer`` to it)."""
+FINALIZED = (VIRTUALHOSTS, MAILDOMAINS)
+"""The resources (plural) whose new objects get kopf's finalizer at admission: both kinds kopf
+handles, which kopf gives the same finalizer (its ``persistence.finalizer`` is one setting)."""
 
 FINALIZER_MISSING = (
     f"!has(object.metadata.finalizers) || !object.metadata.finalizers.exists(f, f == '{FINALIZER}')"
@@ -93,7 +96,8 @@ def validating_webhooks(client_config: Mapping[str, Any], *, suffix: str) -> lis
 
 
 def mutating_webhooks(client_config: Mapping[str, Any], *, suffix: str) -> list[dict[str, Any]]:
-    """The MutatingWebhookConfiguration's ``webhooks``: kopf's finalizer on VirtualHost create.
+    """The MutatingWebhookConfiguration's ``webhooks``: kopf's finalizer on the create of a
+    VirtualHost or a MailDomain (one webhook, one rule: the same change to either).
     failurePolicy Ignore: a create never fails because the operator is down."""
     return [
         {
@@ -106,7 +110,7 @@ def mutating_webhooks(client_config: Mapping[str, Any], *, suffix: str) -> list[
                 {
                     "apiGroups": [GROUP],
                     "apiVersions": [VERSION],
-                    "resources": [VIRTUALHOSTS],
+                    "resources": list(FINALIZED),
                     "operations": ["CREATE"],
                     "scope": "*",
                 }

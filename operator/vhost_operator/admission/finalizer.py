@@ -1,11 +1,13 @@
-"""What the mutating webhook does to a new VirtualHost: add kopf's finalizer. Pure: no I/O, no kopf.
+"""What the mutating webhook does to a new VirtualHost or MailDomain: add kopf's finalizer.
+Pure: no I/O, no kopf.
 
-kopf adds its finalizer itself, but in a processing cycle of its own: on the first event of a
-host it patches the finalizer in and runs no handler, and the chain starts with the event of
-that patch. Added at admission, the finalizer is there in the first event, and kopf goes
-straight to the handlers: one VirtualHost write (the most expensive kind for the API server)
-and one watch event fewer per host. Should the webhook not answer (operator down, timeout),
-the create goes through without it and kopf adds it as before.
+kopf adds its finalizer itself, but in a processing cycle of its own: on the first event of an
+object it patches the finalizer in and runs no handler, and the handlers (a host's chain, a
+MailDomain's linking) start with the event of that patch. Added at admission, the finalizer is
+there in the first event, and kopf goes straight to the handlers: one write of the object (for
+a VirtualHost the most expensive kind for the API server) and one watch event fewer per object.
+Should the webhook not answer (operator down, timeout), the create goes through without it and
+kopf adds it as before.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Webhook handlers: kopf's admission requests → ``admission.rules`` (validating) and
-``admission.finalizer`` (mutating: kopf's finalizer on a new VirtualHost).
+``admission.finalizer`` (mutating: kopf's finalizer on a new VirtualHost or MailDomain).
 
 The handlers are coroutines although they never wait: kopf runs a plain function in a thread
 pool, and the hop there and back costs more than the checks themselves (milliseconds of latency
@@ -75,13 +75,14 @@ async def validate_virtualhost(
         raise kopf.AdmissionError(refusal.message, code=refusal.code) from None
 
 
+# One registration per resource of admission.configuration.FINALIZED, each with the id that
+# admission.configuration.mutating_webhooks routes the webhook by: kopf calls the handler
+# registered for the request's resource and that id.
 @kopf.on.mutate(
-    GROUP,
-    VERSION,
-    VIRTUALHOSTS,
-    id=FINALIZING,  # admission.configuration.mutating_webhooks routes the webhook by this id
-    operations=["CREATE"],
-    ignore_failures=True,
+    GROUP, VERSION, VIRTUALHOSTS, id=FINALIZING, operations=["CREATE"], ignore_failures=True
+)
+@kopf.on.mutate(
+    GROUP, VERSION, MAILDOMAINS, id=FINALIZING, operations=["CREATE"], ignore_failures=True
 )
 async def add_finalizer(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """kopf's finalizer, so that kopf's first cycle runs the handlers instead of adding it (kopf

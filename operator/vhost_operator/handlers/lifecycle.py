@@ -276,9 +276,9 @@ def webhook_configurer(context: OperatorContext) -> Configure:
     the webhook server, once this replica leads: every replica serves the webhooks, the
     leader's address is the one registered (as with kopf's managed mode, whose requests
     waited for leadership too). Both kinds have the configured name: the validating reviews,
-    and the mutating webhook that adds kopf's finalizer to a new VirtualHost. When the server
-    stops, a replica that wrote the configurations empties them, as kopf did: the API server
-    then calls no webhook that is gone. It still holds the Lease then (it releases it
+    and the mutating webhook that adds kopf's finalizer to a new VirtualHost or MailDomain.
+    When the server stops, a replica that wrote the configurations empties them, as kopf did:
+    the API server then calls no webhook that is gone. It still holds the Lease then (it releases it
     afterwards, in ``stop``); one that loses the Lease exits at once, without this, so it never
     removes a new leader's webhooks."""
     name = context.settings.webhook_configuration_name
