@@ -29,6 +29,7 @@ import pydantic
 
 from vhost_operator.acme.challenges import ChallengeStore
 from vhost_operator.metrics import HostView
+from vhost_operator.provisioning.certificates import CERTIFICATE
 from vhost_operator.provisioning.mailserving import MailCondition, MailSubject
 from vhost_operator.provisioning.renewal import RenewalCandidate
 from vhost_operator.provisioning.retries import RetryCandidate
@@ -40,6 +41,7 @@ from vhost_operator.resources.models import (
     RETRY_ANNOTATION,
     ConditionStatus,
     Phase,
+    StepState,
     VirtualHost,
     published_challenge,
     served_names,
@@ -72,6 +74,9 @@ class HostRecord:
     """The names it serves besides ``hostname``: additional names, MTA-STS policy hosts."""
     mail: MailSubject | None = None
     """Set when the host holds a certificate (see ``provisioning.mailserving``)."""
+    first_certificate_begun: bool = False
+    """No certificate, and its certificate step has begun (running, waiting or failed): a key
+    may be pending for it (``provisioning.certificates.EarlierAttempts``)."""
 
 
 _HOST_ANNOTATIONS = (RENEW_ANNOTATION, RETRY_ANNOTATION)
@@ -92,10 +97,13 @@ others stay out of memory."""
 
 def slim_host(body: dict[str, Any]) -> dict[str, Any]:
     """The parts of a raw VirtualHost a :class:`HostRecord` is made of (``kube.watching``'s
-    ``slim``): no managed fields, chain, conditions or kopf's copy of the spec."""
+    ``slim``): no managed fields, conditions or kopf's copy of the spec, and of the chain only
+    the certificate step of a host without a certificate."""
     metadata = body.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     status = body.get("status") or {}
+    chain = [entry for entry in status.get("chain") or () if entry.get("step") == CERTIFICATE]
+    kept = {"chain": chain} if chain and not status.get("certificate") else {}
     return {
         "metadata": {
             **{
@@ -111,8 +119,22 @@ def slim_host(body: dict[str, Any]) -> dict[str, Any]:
             "conditions": [
                 c for c in status.get("conditions") or () if c.get("type") in _HOST_CONDITIONS
             ],
+            **kept,
         },
     }
+
+
+def first_certificate_begun(status: Object) -> bool:
+    """Whether a host's (raw or slimmed) status shows no certificate and a certificate step
+    that has begun and not succeeded."""
+    if status.get("certificate"):
+        return False
+    return any(
+        entry.get("step") == CERTIFICATE
+        and entry.get("startedAt")
+        and entry.get("state") != StepState.SUCCEEDED
+        for entry in status.get("chain") or ()
+    )
 
 
 def slim_maildomain(body: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +182,7 @@ def host_record(body: Object) -> HostRecord:
         candidate=candidate,
         failure=failure,
         mail=_mail_subject(status),
+        first_certificate_begun=first_certificate_begun(status),
     )
 
 
@@ -309,6 +332,13 @@ class HostCatalog(_Catalog):
     def named_by_secret(self, secret: str) -> Collection[str]:
         """Names of the VirtualHosts whose certificate is in this TLS Secret (normally one)."""
         return self._by_secret.get(secret, ())
+
+    def begun_first_certificates(self) -> frozenset[str] | None:
+        """The hosts without a certificate whose certificate step has begun; ``None`` until
+        the catalog holds every host (``provisioning.certificates.EarlierAttempts``)."""
+        if not self.synced:
+            return None
+        return frozenset(r.name for r in self._hosts.values() if r.first_certificate_begun)
 
     def mail_subject(self, name: str) -> MailSubject | None:
         record = self._hosts.get(name)

@@ -79,6 +79,7 @@ def build_context(settings: Settings) -> OperatorContext:
     challenges = ChallengeStore()
     certificates = None
     account = None
+    hosts = HostCatalog()
     if settings.acme_enabled:
         acme_client = AcmeClient(acme_config(settings), connections=BLOCKING_CALL_THREADS)
         account = AcmeAccount(acme_client, objects, settings)
@@ -92,6 +93,7 @@ def build_context(settings: Settings) -> OperatorContext:
             settings,
             budget=order_ledger(settings, objects),
             board=board,
+            earlier=hosts,
         )
     applications = (
         SiteApplications(replica_watch=bool(settings.nginx_replica_selector))
@@ -104,7 +106,6 @@ def build_context(settings: Settings) -> OperatorContext:
     if certificates is not None and final is not None:
         renewer = ServedRenewal(certificates, final)
     virtualhosts = VirtualHostApi(client)
-    hosts = HostCatalog()
     responder = None
     if settings.acme_enabled:
         refresh = None

@@ -6,6 +6,7 @@ pebble validates HTTP-01 by connecting straight to the operator's challenge resp
 
 from __future__ import annotations
 
+import base64
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,8 @@ from tests.harness.standin import Handler, StandIn
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
 from vhost_operator.kube.objects import FIELD_MANAGER
+from vhost_operator.resources import labels
+from vhost_operator.resources.models import VirtualHost
 from vhost_operator.resources.naming import (
     next_key_secret_name,
     site_configmap_name,
@@ -291,24 +294,27 @@ class SlowHairpin:
         self.server.close()
 
 
-def test_sigkill_mid_certificate_resumes_the_same_order(
+def killed_mid_certificate(
     cluster: Cluster,
     start_operator: OperatorFactory,
     responder_port: int,
-    pebble: Pebble,
+    name: str,
     tmp_path: Path,
-) -> None:
+) -> tuple[bytes, str]:
+    """Host ``name`` (``<name>.example.com``) created, the operator killed as soon as the host's
+    order URL is stored (its self-check held slow meanwhile: the CA has validated nothing): the
+    pending key and the order URL."""
     hairpin = SlowHairpin(responder_port, delay=4)
     try:
         first = start_operator(self_check_address=f"http://127.0.0.1:{hairpin.port}")
-        kube.apply_manifests(cluster, [kube.virtualhost("crash", "crash.example.com")], tmp_path)
+        kube.apply_manifests(cluster, [kube.virtualhost(name, f"{name}.example.com")], tmp_path)
         deadline = time.monotonic() + 30
         pending: dict[str, bytes] | None = None
         while time.monotonic() < deadline:
             secret = cluster.kubectl(
                 "get",
                 "secret",
-                tls_secret_name("crash"),  # a first certificate's key waits in it
+                tls_secret_name(name),  # a first certificate's key waits in it
                 "-n",
                 kube.NAMESPACE,
                 "--ignore-not-found",
@@ -316,7 +322,7 @@ def test_sigkill_mid_certificate_resumes_the_same_order(
                 "jsonpath={.metadata.annotations.vhost-operator\\.io/order-url}",
             ).stdout
             if secret:
-                pending = kube.secret_data(cluster, tls_secret_name("crash"))
+                pending = kube.secret_data(cluster, tls_secret_name(name))
                 order_url = secret
                 break
             time.sleep(0.05)
@@ -324,23 +330,77 @@ def test_sigkill_mid_certificate_resumes_the_same_order(
         first.kill()
     finally:
         hairpin.close()
-    interrupted = get_object(cluster, "vh", "crash")
+    interrupted = get_object(cluster, "vh", name)
     assert interrupted is not None and phase_of(interrupted) == "Pending"
     assert ("certificate", "Running") in chain_states(interrupted)
+    return pending["tls.key"], order_url
 
-    start_operator()
-    ready = wait_for(cluster, "vh", "crash", settled, what="Ready after restart", timeout=60)
+
+def assert_ready_from_that_order(
+    cluster: Cluster, pebble: Pebble, name: str, key: bytes, order_url: str
+) -> None:
+    """Host ``name`` Ready with a certificate for ``key`` from the order at ``order_url``, the
+    only order the CA validated for it."""
+    ready = wait_for(cluster, "vh", name, settled, what="Ready after restart", timeout=60)
     assert phase_of(ready) == "Ready", ready["status"]
-    tls = kube.secret_data(cluster, tls_secret_name("crash"))
+    tls = kube.secret_data(cluster, tls_secret_name(name))
     assert tls is not None
-    assert tls["tls.key"] == pending["tls.key"], "the key stored before the order is the one used"
-    verify_chain(tls["tls.crt"], pebble.root_pem(), "crash.example.com")
+    assert tls["tls.key"] == key, "the key stored before the order is the one used"
+    verify_chain(tls["tls.crt"], pebble.root_pem(), f"{name}.example.com")
     certificate_step = next(e for e in ready["status"]["chain"] if e["step"] == "certificate")
     assert certificate_step["message"].endswith(f"issued by order {order_url}"), (
         "the order placed before the crash is the one that was finished"
     )
     log = pebble.logs(lines=100_000)
-    assert log.count('Value:"crash.example.com"') == 1, "one validation for the host, not two"
+    assert log.count(f'Value:"{name}.example.com"') == 1, "one validation for the host, not two"
     order_id = order_url.rsplit("/", 1)[-1]
     assert f"for order {order_id}" in log
     print(f"\nresumed order {order_url}")
+
+
+def as_an_earlier_release_left_it(
+    cluster: Cluster, name: str, key: bytes, order_url: str, tmp_path: Path
+) -> None:
+    """Releases before the TLS Secret held a first certificate's pending key kept it, with its
+    order, in the next-key Secret, and created the TLS Secret only with the certificate."""
+    host = VirtualHost.from_body(get_object(cluster, "vh", name) or {})
+    next_key = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": next_key_secret_name(name),
+            "namespace": kube.NAMESPACE,
+            "labels": labels.component_labels(labels.NEXT_KEY_COMPONENT),
+            "annotations": {
+                labels.VIRTUALHOST: name,
+                labels.HOSTNAME: f"{name}.example.com",
+                labels.ORDER_URL: order_url,
+            },
+            "ownerReferences": [host.owner_reference()],
+        },
+        "type": "Opaque",
+        "data": {"tls.key": base64.b64encode(key).decode()},
+    }
+    kube.apply_manifests(cluster, [next_key], tmp_path)
+    cluster.kubectl("delete", "secret", tls_secret_name(name), "-n", kube.NAMESPACE)
+
+
+@pytest.mark.parametrize("release", ["this", "earlier"])
+def test_sigkill_mid_certificate_resumes_the_same_order(
+    cluster: Cluster,
+    start_operator: OperatorFactory,
+    responder_port: int,
+    pebble: Pebble,
+    tmp_path: Path,
+    release: str,
+) -> None:
+    """Killed once the order URL is stored, the operator resumes that order with that key. A
+    host an earlier release left that way (the key and order in the next-key Secret) too,
+    after the upgrade, and its next-key Secret goes."""
+    name = f"crash-{release}"
+    key, order_url = killed_mid_certificate(cluster, start_operator, responder_port, name, tmp_path)
+    if release == "earlier":
+        as_an_earlier_release_left_it(cluster, name, key, order_url, tmp_path)
+    start_operator()
+    assert_ready_from_that_order(cluster, pebble, name, key, order_url)
+    assert kube.secret_data(cluster, next_key_secret_name(name)) is None

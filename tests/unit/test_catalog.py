@@ -230,3 +230,31 @@ def test_a_relist_replaces_the_shared_challenges() -> None:
     share_challenges(store, WatchEvent("ADDED", object=slim_host(host("a", "x", **published))))
     share_challenges(store, WatchEvent("SYNC", objects=()))
     assert store.get("tok-a") is None
+
+
+def test_hosts_whose_first_certificate_has_begun() -> None:
+    """What ``provisioning.certificates`` asks to find keys an earlier release may have left:
+    no certificate, and a certificate step begun (running, waiting for the CA, or failed);
+    kept through slimming (the certificate step's entry only)."""
+
+    def chain(state: str, started: bool = True) -> list[dict[str, Any]]:
+        entry = {"step": "certificate", "state": state}
+        if started:
+            entry["startedAt"] = "2026-01-01T00:00:00Z"
+        return [{"step": "bootstrap", "state": "Succeeded"}, entry]
+
+    bodies = [
+        host("running", "mail.running.test", chain=chain("Running")),
+        host("waiting", "mail.waiting.test", chain=chain("Pending")),
+        host("failed", "mail.failed.test", phase="Failed", chain=chain("Failed")),
+        host("new", "mail.new.test"),
+        host("not-yet", "mail.not-yet.test", chain=chain("Pending", started=False)),
+        host("cancelled", "mail.cancelled.test", phase="Failed", chain=chain("Cancelled", False)),
+        host("served", "mail.served.test", certificate=CERTIFICATE, chain=chain("Running")),
+    ]
+    hosts = HostCatalog()
+    assert hosts.begun_first_certificates() is None, "not listed yet"
+    hosts.apply(WatchEvent("SYNC", objects=tuple(slim_host(body) for body in bodies)))
+    assert hosts.begun_first_certificates() == frozenset({"running", "waiting", "failed"})
+    assert slim_host(bodies[0])["status"]["chain"] == [chain("Running")[1]]
+    assert "chain" not in slim_host(bodies[-1])["status"]

@@ -31,7 +31,11 @@ from vhost_operator.certs import certificate_id, certificate_matches_key, inspec
 from vhost_operator.errors import ForeignObjectError
 from vhost_operator.kube.objects import SecretData
 from vhost_operator.provisioning.budget import BudgetLimits
-from vhost_operator.provisioning.certificates import AcmeAccount, CertificateStep
+from vhost_operator.provisioning.certificates import (
+    AcmeAccount,
+    CertificateStep,
+    EarlierAttempts,
+)
 from vhost_operator.provisioning.chain import StepDeferred, StepFailed, StepOutcome
 from vhost_operator.provisioning.ledger import OrderLedger
 from vhost_operator.resources import labels
@@ -127,7 +131,9 @@ class MemorySecrets:
 class Stack:
     """The step with its fake CA, in-memory Secrets and challenge store."""
 
-    def __init__(self, budget: BudgetLimits | None = None) -> None:
+    def __init__(
+        self, budget: BudgetLimits | None = None, earlier: EarlierAttempts | None = None
+    ) -> None:
         self.log: list[str] = []
         self.ca = FakeAcme()
         self.secrets = MemorySecrets(self.log)
@@ -138,7 +144,7 @@ class Stack:
             ledger = OrderLedger(budget, self.secrets, ACCOUNT, clock=lambda: self.now)
         self.now = datetime(2026, 1, 1, tzinfo=UTC)
         self.step = CertificateStep(
-            self.account, self.challenges, self.secrets, SETTINGS, budget=ledger
+            self.account, self.challenges, self.secrets, SETTINGS, budget=ledger, earlier=earlier
         )
 
     def run(self) -> StepOutcome:
@@ -324,6 +330,135 @@ def test_a_spent_pending_key_is_deleted_and_a_new_one_created() -> None:
         f"delete {NEXT_KEY[1]} by uid",
         f"create {NEXT_KEY[1]}",
     ]
+
+
+class Begun:
+    """Stands in for the catalog (``EarlierAttempts``): the hosts it names as having begun a
+    first certificate, or ``None`` before its first list."""
+
+    def __init__(self, names: frozenset[str] | None) -> None:
+        self.names = names
+        self.asked = 0
+
+    def begun_first_certificates(self) -> frozenset[str] | None:
+        self.asked += 1
+        return self.names
+
+
+def left_by_an_earlier_release(stack: Stack, owner: str = HOST.name) -> tuple[bytes, str]:
+    """A first key and its order pending in the next-key Secret and no TLS Secret, as a release
+    before pending keys went into the TLS Secret left a host killed in its certificate step."""
+    stack.ca.fail_validation = AcmeUnavailable("validating mail.example.com: timed out")
+    with pytest.raises(AcmeUnavailable):
+        stack.run()
+    stack.ca.fail_validation = None
+    pending = stack.secrets.secrets.pop(TLS)
+    key = base64.b64decode(pending["data"]["tls.key"])
+    annotations = {**pending["metadata"]["annotations"], labels.VIRTUALHOST: owner}
+    manifest = {
+        "metadata": {
+            "name": NEXT_KEY[1],
+            "labels": labels.component_labels(labels.NEXT_KEY_COMPONENT),
+            "annotations": annotations,
+        },
+        "type": "Opaque",
+    }
+    run(stack.secrets.apply_secret("nginx", manifest, {"tls.key": key}))
+    [order] = stack.ca.orders.values()
+    stack.secrets.calls.clear()
+    stack.log.clear()
+    return key, order.url
+
+
+def test_a_first_key_an_earlier_release_left_in_the_next_key_secret_is_resumed() -> None:
+    """Its order resumed, not a second one placed: the key moves into the TLS Secret the step
+    created (before the next-key Secret goes: a restart in between resumes from there), the
+    certificate is stored beside it."""
+    stack = Stack(earlier=Begun(frozenset({HOST.name})))
+    key, order_url = left_by_an_earlier_release(stack)
+
+    outcome = stack.run()
+
+    assert len(stack.ca.orders) == 1, "no second order"
+    assert outcome.message.endswith(f"issued by order {order_url}")
+    assert stack.secrets.data(TLS)["tls.key"] == key
+    assert certificate_matches_key(stack.secrets.data(TLS)["tls.crt"], key)
+    assert NEXT_KEY not in stack.secrets.secrets
+    assert stack.secrets.calls == [
+        f"create {TLS[1]}",
+        f"read {NEXT_KEY[1]}",
+        f"apply {TLS[1]} checked",
+        f"delete {NEXT_KEY[1]} by uid",
+        f"apply {TLS[1]} checked",
+    ]
+    assert stack.log[:3] == [
+        f"store {TLS[1]}",
+        f"store {TLS[1]} order={order_url}",
+        f"delete {NEXT_KEY[1]}",
+    ]
+
+
+def test_an_adopted_key_keeps_the_cas_pause() -> None:
+    stack = Stack(earlier=Begun(frozenset({HOST.name})))
+    key, order_url = left_by_an_earlier_release(stack)
+    until = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    pause = {labels.CA_NOT_BEFORE: until.isoformat(), labels.CA_WAIT_REASON: "rate limited"}
+    stack.secrets.secrets[NEXT_KEY]["metadata"]["annotations"].update(pause)
+
+    with pytest.raises(StepDeferred) as waiting:
+        stack.run()
+
+    assert waiting.value.until == until
+    annotations = stack.secrets.secrets[TLS]["metadata"]["annotations"]
+    assert annotations[labels.ORDER_URL] == order_url
+    assert annotations[labels.CA_NOT_BEFORE] == until.isoformat()
+    assert stack.secrets.data(TLS)["tls.key"] == key and NEXT_KEY not in stack.secrets.secrets
+    assert len(stack.ca.orders) == 1
+
+
+def test_a_host_the_catalog_does_not_name_is_not_looked_for_in_the_next_key_secret() -> None:
+    """New hosts keep their three requests; the catalog is asked once per process."""
+    begun = Begun(frozenset({"another-host"}))
+    stack = Stack(earlier=begun)
+    left_by_an_earlier_release(stack)
+
+    stack.run()
+
+    assert len(stack.ca.orders) == 2
+    assert [call for call in stack.secrets.calls if ACCOUNT[1] not in call] == [
+        f"create {TLS[1]}",
+        f"apply {TLS[1]} checked",
+        f"apply {TLS[1]} checked",
+    ]
+    other = virtualhost("other.example.com", name="other", uid="uid-2")
+    run(stack.step.run(other))
+    assert begun.asked == 1
+
+
+def test_before_the_catalogs_first_list_a_first_certificate_looks_and_asks_again() -> None:
+    begun = Begun(None)
+    stack = Stack(earlier=begun)
+
+    stack.run()
+
+    assert stack.secrets.calls[:2] == [f"create {TLS[1]}", f"read {NEXT_KEY[1]}"]
+    assert len(stack.ca.orders) == 1
+    begun.names = frozenset()
+    stack.secrets.secrets.pop(TLS)
+    stack.secrets.calls.clear()
+    stack.run()
+    assert f"read {NEXT_KEY[1]}" not in stack.secrets.calls and begun.asked == 2
+
+
+def test_a_key_kept_for_another_host_is_not_adopted() -> None:
+    stack = Stack(earlier=Begun(frozenset({HOST.name})))
+    key, _ = left_by_an_earlier_release(stack, owner="another-host")
+
+    stack.run()
+
+    assert len(stack.ca.orders) == 2
+    assert stack.secrets.data(TLS)["tls.key"] != key
+    assert NEXT_KEY in stack.secrets.secrets, "another's Secret is left as it is"
 
 
 @pytest.mark.parametrize("secret", [TLS, NEXT_KEY], ids=["tls", "next-key"])

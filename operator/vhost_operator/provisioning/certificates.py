@@ -13,10 +13,23 @@ of a pending key, so neither agent (they watch the label ``tls``) takes it for a
 until the certificate is stored in it. A renewal cannot do that (the TLS Secret keeps serving the
 current certificate until the new one replaces it): its key is stored in the next-key Secret,
 which is removed once the certificate is stored (a pending key that the TLS Secret already holds
-is spent and replaced, so a renewal always ends with a new certificate). Releases before this
-one kept a first certificate's key in the next-key Secret too: such a key, pending across the
-upgrade for a host still without a certificate, is not resumed (one order more, once); that
-key serves the host's first renewal instead, or goes with the host.
+is spent and replaced, so a renewal always ends with a new certificate).
+
+Releases before that kept a first certificate's key in the next-key Secret too, and created the
+TLS Secret only with the certificate. A host left that way across an upgrade (killed in its
+certificate step, waiting for the CA, or Failed there) is recognised by its status, at no
+request: the operator's catalog of VirtualHosts, as it stands when this replica first needs it
+(when it provisions, so the earlier release's leader has stopped: one leader at a time), names
+the hosts without a certificate whose certificate step had begun (:class:`EarlierAttempts`).
+For those alone, when the TLS Secret's create shows nothing pending in it, the next-key Secret
+is read, and a key pending there is adopted with its order and the CA's pause: written into the
+TLS Secret just created (its own new key never went into an order), then the next-key Secret is
+deleted, and the order is resumed as any other. Killed between the create and that write, the
+host orders anew with the key the create stored (once); between the write and the delete, it
+resumes the adopted order from the TLS Secret, and the next-key Secret, holding the spent key,
+goes as any spent key does. New hosts cost no request more, but for the few whose first
+certificate step runs before the catalog's first list is complete, or whose own start of it
+the catalog already shows when this replica first asks (a read each, once per process).
 
 API requests for a new host, three (with a thousand hosts at once, each one counts): the TLS
 Secret created with the key (the API server refuses the create when the name is taken, and only
@@ -109,6 +122,16 @@ class PendingKey:
     """The uid of the Secret holding it, once known: a next-key Secret is deleted by that uid."""
     in_tls_secret: bool = False
     """Held by the host's TLS Secret (a first certificate), not by the next-key Secret."""
+
+
+class EarlierAttempts(Protocol):
+    """Which hosts may hold a first certificate's key pending from an earlier release
+    (``catalog.HostCatalog``)."""
+
+    def begun_first_certificates(self) -> frozenset[str] | None:
+        """The hosts without a certificate whose certificate step had begun, as listed now;
+        ``None`` until the catalog holds every host."""
+        ...
 
 
 class SecretStore(Protocol):
@@ -233,9 +256,12 @@ class CertificateStep:
         clock: Callable[[], datetime] = utc_now,
         budget: OrderLedger | None = None,
         board: ChallengeBoard | None = None,
+        earlier: EarlierAttempts | None = None,
     ) -> None:
         """``board``: with several replicas, each challenge is also published there before
-        the CA is asked to validate (nginx may send the CA to any replica)."""
+        the CA is asked to validate (nginx may send the CA to any replica). ``earlier``: where
+        to find the hosts an earlier release may have left with a first key pending in the
+        next-key Secret (see the module docstring); without it none is looked for."""
         self._account = account
         self._budget = budget
         self._board = board
@@ -244,6 +270,10 @@ class CertificateStep:
         self._settings = settings
         self._clock = clock
         self._orders = asyncio.Semaphore(CONCURRENT_ORDERS)
+        self._earlier = earlier
+        self._begun_before: frozenset[str] | None = None
+        """``earlier``'s answer when this replica first needed it: hosts it begins itself
+        later are not in it."""
 
     async def run(self, host: VirtualHost) -> StepOutcome:
         if host.status.certificate is None:
@@ -251,6 +281,7 @@ class CertificateStep:
             # (the name is taken: a pending key, a certificate, another's), the Secret is read.
             pending = PendingKey(new_private_key_pem(), in_tls_secret=True)
             if await self._create_pending_key(host, pending):
+                pending = await self._adopt_earlier_key(host, pending)
                 return await self._issue_and_store(host, pending)
         current = await self._tls_secret(host)
         reusable = await self._reusable(current, host)
@@ -259,6 +290,36 @@ class CertificateStep:
             await self._drop_spent_key(host, current)
             return StepOutcome(message="current certificate kept", certificate=reusable)
         return await self._order_new(host, current)
+
+    async def _adopt_earlier_key(self, host: VirtualHost, created: PendingKey) -> PendingKey:
+        """The key to order a first certificate with, once ``created`` (a new key in a new TLS
+        Secret) is stored: a key an earlier release left pending in the next-key Secret, with
+        its order and the CA's pause, moved into the TLS Secret; else ``created``. Only a host
+        that may have one (see the module docstring) costs a read."""
+        if not self._may_hold_earlier_key(host):
+            return created
+        namespace, name = self._settings.nginx_namespace, next_key_secret_name(host.name)
+        stored = await self._secrets.read_secret(namespace, name)
+        if stored is None or not stored.data.get("tls.key"):
+            return created
+        if foreign_owner(stored.metadata, host.name) is not None:
+            return created  # never a key kept for another host; this one has its own now
+        adopted = dataclasses.replace(_pending_key(stored, in_tls_secret=True), uid=created.uid)
+        # Checked: this step created the TLS Secret. Stored before the next-key Secret goes,
+        # so that a restart in between resumes the same order from the TLS Secret.
+        await self._write_pending_key(host, adopted, checked=True)
+        await self._secrets.delete_secret(namespace, name, owner=host.name, uid=stored.uid)
+        logger.info("%s: resuming the first key and order an earlier release left", host.name)
+        return adopted
+
+    def _may_hold_earlier_key(self, host: VirtualHost) -> bool:
+        if self._earlier is None:
+            return False
+        if self._begun_before is None:
+            self._begun_before = self._earlier.begun_first_certificates()
+            if self._begun_before is None:  # not listed yet: it may be any host
+                return True
+        return host.name in self._begun_before
 
     async def _tls_secret(self, host: VirtualHost) -> SecretData | None:
         """The host's TLS Secret, if any; :class:`ForeignObjectError` if the one under its name
