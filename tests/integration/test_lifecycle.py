@@ -21,6 +21,7 @@ from tests.harness.pebble import Pebble
 from tests.harness.processes import free_port
 from tests.harness.waiting import get_object, phase_of, wait_for
 from tests.integration.conftest import OperatorFactory
+from vhost_operator.kube.objects import FIELD_MANAGER
 from vhost_operator.resources.models import FINALIZER
 from vhost_operator.resources.naming import site_configmap_name
 
@@ -303,6 +304,14 @@ def test_a_new_maildomain_has_kopfs_finalizer_as_it_is_created(
         handled = handled_maildomain(cluster, "finalized-md")
         assert handled["metadata"]["finalizers"] == [FINALIZER]
         assert finalizer_writers(handled) <= {"kubectl-create"}, "kopf patched its finalizer in"
+        # The operator's status write names it, not the Python client's default
+        # ("OpenAPI-Generator"); kopf writes its record as itself.
+        status_writers = {
+            entry["manager"]
+            for entry in handled["metadata"]["managedFields"]
+            if entry.get("subresource") == "status"
+        }
+        assert status_writers == {FIELD_MANAGER, "kopf"}
     finally:
         cluster.kubectl("delete", "md", "finalized-md", "--ignore-not-found", "--timeout=30s")
 

@@ -9,14 +9,14 @@ from typing import Any
 import kubernetes
 
 from vhost_operator.errors import ApiError
-from vhost_operator.kube.api import call, write
+from vhost_operator.kube.api import call, drained, write
+from vhost_operator.kube.core import ClusterObjects
+from vhost_operator.kube.objects import FIELD_MANAGER
 from vhost_operator.kube.preconditions import conditional_call
 from vhost_operator.kube.watching import ObjectWatch, watch_cluster_objects
 from vhost_operator.resources.maildomains import MailDomain, MailDomainStatus
 from vhost_operator.resources.models import GROUP, MAILDOMAINS, VERSION
 from vhost_operator.resources.watch import Object
-
-MERGE_PATCH = "application/merge-patch+json"
 
 
 class MailDomainApi:
@@ -24,6 +24,8 @@ class MailDomainApi:
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self._objects = kubernetes.client.CustomObjectsApi(client)
+        # Writes name the operator as their field manager (see ClusterObjects).
+        self._writes = ClusterObjects(client, manager=FIELD_MANAGER)
 
     def watch_all(self, slim: Callable[[Object], Object]) -> ObjectWatch:
         """Every MailDomain, listed in pages, then watched; each reduced by ``slim``."""
@@ -59,9 +61,11 @@ class MailDomainApi:
             "spec": {"virtualHost": None},
         }
 
-        def send() -> Any:
-            return self._objects.patch_cluster_custom_object(
-                GROUP, VERSION, MAILDOMAINS, domain.name, patch, _content_type=MERGE_PATCH
+        def send() -> None:
+            drained(
+                self._writes.patch_cluster_custom_object(
+                    GROUP, VERSION, MAILDOMAINS, domain.name, patch
+                )
             )
 
         try:
@@ -79,14 +83,8 @@ class MailDomainApi:
         patch = {"status": status.to_merge_patch()}
 
         def send() -> Any:
-            return self._objects.patch_cluster_custom_object_status(
-                GROUP,
-                VERSION,
-                MAILDOMAINS,
-                name,
-                patch,
-                _content_type=MERGE_PATCH,
-                _preload_content=False,
+            return self._writes.patch_cluster_custom_object_status(
+                GROUP, VERSION, MAILDOMAINS, name, patch
             )
 
         try:
