@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.harness.nginx import self_signed_certificate
-from vhost_operator.agent import desired
+from vhost_operator.agent import desired, plan
 from vhost_operator.agent.agent import EventSource, NginxAgent, Slim
 from vhost_operator.agent.nginx import NginxControl, NginxError
 from vhost_operator.agent.plan import Credentials
@@ -225,6 +225,42 @@ def test_a_batch_reads_and_parses_only_the_site_that_changed(
     config = (tmp_path / "sites-available" / f"{host}.conf").read_text()
     assert "client_max_body_size 100m" in config
     assert nginx.reloads == 2
+
+
+def test_a_batch_plans_only_the_site_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, every batch compared every site with its files: at 10,000 sites, a quarter of
+    a batch's CPU when one site changed."""
+    settings = AgentSettings(root_dir=tmp_path, quiet_window=0.01, max_delay=0.05)
+    api, nginx = SiteApi(), AcceptingNginx()
+    agent = NginxAgent(settings, api, nginx)
+    planned: list[str] = []
+
+    def site_operations(site: desired.Site, disk: plan.DiskState) -> tuple[plan.Operation, ...]:
+        planned.append(site.hostname)
+        return original_operations(site, disk)
+
+    original_operations = plan.site_operations
+    monkeypatch.setattr(plan, "site_operations", site_operations)
+
+    async def scenario() -> None:
+        async with running(agent, api, tmp_path, SITES):
+            assert len(set(planned)) == SITES
+            for index in (3, 7):
+                planned.clear()
+                changed = site_configmap(tmp_path, index, body_size=100)
+                await api.modify(changed)
+                await applied(api, changed)
+                await asyncio.sleep(0.2)  # the batch its own report's echo starts, if any
+
+    asyncio.run(scenario())
+
+    # The site of the batch before is looked at once more: its files were read back after
+    # that plan.
+    assert set(planned) == {"site-3.example.org", "site-7.example.org"}
+    config = (tmp_path / "sites-available" / "site-7.example.org.conf").read_text()
+    assert "client_max_body_size 100m" in config
 
 
 def test_after_a_failed_batch_the_whole_disk_is_read_and_put_right(tmp_path: Path) -> None:

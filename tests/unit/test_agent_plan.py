@@ -39,6 +39,7 @@ from vhost_operator.agent.plan import (
     Change,
     Credentials,
     DiskState,
+    PlanInputs,
     Remove,
     Symlink,
     WriteFile,
@@ -510,6 +511,23 @@ def test_names_files_change_only_for_the_hosts_that_changed() -> None:
     assert WriteFile(PurePosixPath("http-names/h7.example.com.conf"), names) in change.operations
     [gone] = plan({h: s for h, s in sites.items() if h != "h3.example.com"}, disk)
     assert Remove(PurePosixPath("http-names/h3.example.com.conf")) in gone.operations
+
+
+def test_the_next_plan_looks_only_at_hosts_whose_inputs_changed() -> None:
+    """A host's changes depend on its site, its files and whether it is kept: after a plan,
+    the next one need not look at the thousands of hosts none of these changed for."""
+    sites = {f"h{index}.example.com": tls_site(f"h{index}.example.com") for index in range(50)}
+    planned = PlanInputs(sites, frozenset({"h1.example.com"}), frozenset({"h2.example.com"}))
+    assert planned.hosts_to_plan(dict(sites), planned.keep, set()) == {"h2.example.com"}
+    changed = sites | {"h7.example.com": tls_site("h7.example.com", enabled=False)}
+    del changed["h3.example.com"]
+    hosts = planned.hosts_to_plan(changed, frozenset({"h4.example.com"}), {"h5.example.com"})
+    assert hosts == {f"h{index}.example.com" for index in (1, 2, 3, 4, 5, 7)}
+    # What it leaves out is what a plan of every host finds nothing to do for.
+    disk = disk_of(*sites.values())
+    everything = plan(changed, disk, keep={"h4.example.com"})
+    assert plan(changed, disk, keep={"h4.example.com"}, hostnames=hosts) == everything
+    assert {change.hostname for change in everything} == {"h3.example.com", "h7.example.com"}
 
 
 def test_names_files_are_read_back_and_a_stray_one_is_removed(tmp_path: Path) -> None:

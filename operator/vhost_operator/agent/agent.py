@@ -54,6 +54,7 @@ from vhost_operator.agent.plan import (
     CERTS_DIR,
     Change,
     DiskState,
+    PlanInputs,
     Symlink,
     enabled_path,
     key_access_problem,
@@ -205,6 +206,9 @@ class NginxAgent:
         """Hosts written since the disk was last read: their entries in ``_disk`` may be stale."""
         self._disk: DiskState | None = None
         """What is on disk, as far as the agent knows; ``None``: to be read whole."""
+        self._read_since_plan: set[str] | None = None
+        """Hosts whose files were read again since the last plan; ``None``: the whole disk."""
+        self._last_plan: PlanInputs | None = None
         self._workspace = DiskWorkspace(
             settings.root_dir, nginx, self.stats, key_group=key_group, touched=self._touched
         )
@@ -346,7 +350,12 @@ class NginxAgent:
     async def _apply(self, desired: DesiredState) -> Outcome:
         """Apply what differs; ends with a tested disk state (or raises BaselineRejected)."""
         disk = await self._read_disk()
-        changes = plan(desired.sites, disk, keep=self._hosts_to_keep(desired))
+        sites, keep = desired.sites, frozenset(self._hosts_to_keep(desired))
+        last, read = self._last_plan, self._read_since_plan
+        hostnames = None if last is None or read is None else last.hosts_to_plan(sites, keep, read)
+        changes = plan(sites, disk, keep=keep, hostnames=hostnames)
+        self._last_plan = PlanInputs(sites, keep, frozenset(c.hostname for c in changes))
+        self._read_since_plan = set()
         if changes:
             return await apply_batch(changes, self._workspace)
         if not self._live:
@@ -382,10 +391,13 @@ class NginxAgent:
         root = self._settings.root_dir
         if self._disk is None:
             self._touched.clear()
+            self._read_since_plan = None
             self._disk = await asyncio.to_thread(files.read_disk, root)
         elif self._touched:
             touched = set(self._touched)
             self._touched.clear()
+            if self._read_since_plan is not None:
+                self._read_since_plan |= touched
             fresh = await asyncio.to_thread(files.read_hosts, root, touched)
             self._disk = self._disk.updated(fresh, touched)
         return self._disk
