@@ -109,6 +109,16 @@ class SiteApi(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class _Settled:
+    """A ConfigMap whose report needed no patch in the last batch."""
+
+    inputs: tuple[object, ...]
+    """``NginxAgent._report_inputs`` then: while they stay the same, so does the report."""
+    error: bool
+    """Whether its report carries an error."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Rejection:
     fingerprint: str
     """The version of the site nginx refused: a new version is tried again, this one is not."""
@@ -227,6 +237,8 @@ class NginxAgent:
         self._missing_since: dict[str, float] = {}
         self._recheck_scheduled: set[str] = set()
         self._reported: dict[str, dict[str, str | None]] = {}
+        self._settled: dict[str, _Settled] = {}
+        """ConfigMaps whose report needed no patch, by name, with what it depended on."""
         self._keys = labels.report_keys(settings.replica)
         self._pods = ObjectStore(lambda _: None)
         """With several replicas: the pods of the namespace, whose names say which replicas'
@@ -505,15 +517,29 @@ class NginxAgent:
         self._missing_since = {k: v for k, v in self._missing_since.items() if k in waiting}
         patches = []
         errors = 0
+        settled: dict[str, _Settled] = {}
         for request in desired.requests:
+            inputs = self._report_inputs(request, disk)
+            last = self._settled.get(request.configmap)
+            if last is not None and last.inputs == inputs:
+                # Nothing its report depends on changed since it needed no patch: skipped,
+                # or every batch would compare every ConfigMap's report (10,000 sites: about
+                # 50 ms of CPU per batch).
+                settled[request.configmap] = last
+                errors += last.error
+                continue
             error, known = self._error_for(request)
             wanted = report(request, disk, error, self._keys)
             if not known:
                 del wanted[self._keys.error]  # not yet decided: leave it as it is
-            errors += wanted.get(self._keys.error) is not None
+            has_error = wanted.get(self._keys.error) is not None
+            errors += has_error
             patch = self._patch_for(request.configmap, wanted)
             if patch:
                 patches.append((request.configmap, patch))
+            elif not request.waiting_for_secret:  # that one's error depends on the time
+                settled[request.configmap] = _Settled(inputs, has_error)
+        self._settled = settled
         self.stats.hosts_with_errors = errors
         semaphore = asyncio.Semaphore(REPORT_CONCURRENCY)
 
@@ -530,6 +556,22 @@ class NginxAgent:
         if failures:
             raise failures[0]
         return len(patches)
+
+    def _report_inputs(self, request: SiteRequest, disk: DiskState) -> tuple[object, ...]:
+        """What the patch of ``request``'s ConfigMap depends on, but the time (a missing
+        Secret's grace period) and the annotations the agent sent (which are only sent in a
+        patch, and come back with a new ConfigMap object): the request (a new object when its
+        objects change), the ConfigMap as last seen, the host's rejection and its files."""
+        hostname = request.hostname
+        if hostname is None:
+            return request, self._configmaps.objects.get(request.configmap)
+        return (
+            request,
+            self._configmaps.objects.get(request.configmap),
+            self._rejections.get(hostname),
+            disk.configs.get(hostname),
+            disk.serials.get(hostname),
+        )
 
     def _error_for(self, request: SiteRequest) -> tuple[str | None, bool]:
         """Why this ConfigMap's config is not applied (``None``: it is), and whether that is
