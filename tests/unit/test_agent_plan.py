@@ -15,7 +15,7 @@ import pytest
 
 from tests.harness.nginx import UNUSED_CHALLENGE_UPSTREAM as CHALLENGE
 from tests.harness.nginx import nginx_check, self_signed_certificate
-from vhost_operator.agent import files
+from vhost_operator.agent import desired, files
 from vhost_operator.agent.apply import (
     BaselineRejected,
     Undo,
@@ -26,6 +26,7 @@ from vhost_operator.agent.apply import (
 )
 from vhost_operator.agent.desired import (
     DesiredState,
+    DesiredStates,
     SharedHttp,
     Site,
     relevant_configmap,
@@ -351,6 +352,34 @@ def test_the_agents_own_annotations_are_not_a_change() -> None:
     after = configmap(applied_config_hash="abc", apply_error="x: y")
     assert relevant_configmap(before) == relevant_configmap(after)
     assert relevant_configmap(before) != relevant_configmap(configmap(enabled="false"))
+
+
+def test_an_unchanged_configmap_is_not_read_again(
+    pair: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch goes through every ConfigMap: one whose object is the one seen before costs
+    a look-up of its Secret, not a reading of its annotations, and its request stays."""
+    configmaps = [configmap(tls_secret="tls-a"), configmap("vhost-b", "b.example.com")]
+    secrets = {"tls-a": tls_secret("tls-a", *pair)}
+    states = DesiredStates(CERTIFICATES)
+    first = states(configmaps, secrets)
+    read: list[str] = []
+    original = desired._secret_name
+
+    def secret_name(configmap: desired.Object) -> str | None:
+        read.append(configmap["metadata"]["name"])
+        return original(configmap)
+
+    monkeypatch.setattr(desired, "_secret_name", secret_name)
+    again = states(configmaps, secrets)
+    assert read == []
+    assert again.requests == first.requests
+    assert all(new is old for new, old in zip(again.requests, first.requests, strict=True))
+    renewed = {"tls-a": tls_secret("tls-a", *self_signed_certificate(["a.example.com"]))}
+    site = states(configmaps, renewed).sites["a.example.com"]
+    assert read == []
+    assert site.certificate is not None
+    assert site.certificate.chain_pem != pair[0], "a new Secret object is looked up all the same"
 
 
 # -- planning --------------------------------------------------------------------------------
