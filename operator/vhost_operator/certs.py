@@ -128,7 +128,10 @@ def load_chain(chain_pem: bytes) -> list[x509.Certificate]:
 
 def inspect_certificate(chain_pem: bytes) -> CertificateInfo:
     """Describe the leaf (first) certificate of a PEM chain."""
-    leaf = load_chain(chain_pem)[0]
+    return _describe(load_chain(chain_pem)[0])
+
+
+def _describe(leaf: x509.Certificate) -> CertificateInfo:
     return CertificateInfo(
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
@@ -151,10 +154,12 @@ def certificate_matches_key(chain_pem: bytes, key_pem: bytes) -> bool:
     Checked before a certificate is stored, so a Secret never pairs a certificate with a key
     nginx would refuse to load together.
     """
-    leaf_public = load_chain(chain_pem)[0].public_key()
-    key_public = load_private_key(key_pem).public_key()
+    return _belong_together(load_chain(chain_pem)[0], load_private_key(key_pem))
+
+
+def _belong_together(leaf: x509.Certificate, key: SigningKey) -> bool:
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return leaf_public.public_bytes(*spki) == key_public.public_bytes(*spki)
+    return leaf.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def renewal_time(
@@ -290,19 +295,22 @@ def _certificate(chain_base64: str, key_base64: str) -> Certificate:
         key = base64.b64decode(key_base64, validate=True)
     except (binascii.Error, ValueError) as error:
         raise KeyMaterialError("data is not valid base64") from error
+    # Each parsed once: parsing (an EC key's above all) is most of what a new Secret costs the
+    # agents, and inspecting, matching and checking the strength each parsed them again.
     try:
-        info = inspect_certificate(chain)
+        certificates = load_chain(chain)
     except KeyMaterialError as error:
         raise KeyMaterialError(f"{CERTIFICATE_KEY} is not a PEM certificate chain") from error
+    info = _describe(certificates[0])
     try:
-        load_private_key(key)
+        private_key = load_private_key(key)
     except KeyMaterialError as error:
         raise KeyMaterialError(f"{PRIVATE_KEY_KEY}: {error}") from error
     # A pair that does not belong together would make the server refuse its whole configuration
     # (or, where it loads certificates per handshake, every handshake of this host).
-    if not certificate_matches_key(chain, key):
+    if not _belong_together(certificates[0], private_key):
         raise KeyMaterialError(f"{PRIVATE_KEY_KEY} does not belong to the certificate")
-    problem = strength_problem(chain)
+    problem = _strength_problem(certificates)
     if problem is not None:
         raise KeyMaterialError(f"{CERTIFICATE_KEY}: {problem}")
     return Certificate(chain, key, info.serial, info.dns_names)
@@ -318,7 +326,10 @@ def strength_problem(chain_pem: bytes) -> str | None:
     refuse to use this chain, or ``None``: a key too small in any certificate, or a leaf signed
     with MD5 or SHA-1. ``nginx -t`` found these once; where nginx loads certificates per
     handshake, only a handshake would, so they are checked before the files are written."""
-    chain = load_chain(chain_pem)
+    return _strength_problem(load_chain(chain_pem))
+
+
+def _strength_problem(chain: Sequence[x509.Certificate]) -> str | None:
     for position, certificate in enumerate(chain):
         which = "the certificate" if position == 0 else f"chain certificate {position}"
         key = certificate.public_key()

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from tests.harness.nginx import self_signed_certificate
-from vhost_operator.agent import desired
+from vhost_operator.agent import agent as agent_module
+from vhost_operator.agent import desired, plan
 from vhost_operator.agent.agent import EventSource, NginxAgent, Slim
 from vhost_operator.agent.nginx import NginxControl, NginxError
 from vhost_operator.agent.plan import Credentials
@@ -225,6 +226,50 @@ def test_a_batch_reads_and_parses_only_the_site_that_changed(
     config = (tmp_path / "sites-available" / f"{host}.conf").read_text()
     assert "client_max_body_size 100m" in config
     assert nginx.reloads == 2
+
+
+def test_a_batch_plans_and_reports_only_the_site_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, every batch compared every site with its files and every ConfigMap's report
+    with its annotations: at 10,000 sites, most of a batch's CPU when one site changed."""
+    settings = AgentSettings(root_dir=tmp_path, quiet_window=0.01, max_delay=0.05)
+    api, nginx = SiteApi(), AcceptingNginx()
+    agent = NginxAgent(settings, api, nginx)
+    planned: list[str] = []
+    reported: list[str] = []
+
+    def site_operations(site: desired.Site, disk: plan.DiskState) -> tuple[plan.Operation, ...]:
+        planned.append(site.hostname)
+        return original_operations(site, disk)
+
+    def report(request: desired.SiteRequest, *arguments: Any) -> plan.Report:
+        reported.append(request.configmap)
+        return original_report(request, *arguments)
+
+    original_operations, original_report = plan.site_operations, plan.report
+    monkeypatch.setattr(plan, "site_operations", site_operations)
+    monkeypatch.setattr(agent_module, "report", report)
+
+    async def scenario() -> None:
+        async with running(agent, api, tmp_path, SITES):
+            assert len(set(planned)) == SITES
+            for index in (3, 7):
+                planned.clear()
+                reported.clear()
+                changed = site_configmap(tmp_path, index, body_size=100)
+                await api.modify(changed)
+                await applied(api, changed)
+                await asyncio.sleep(0.2)  # the batch its own report's echo starts, if any
+
+    asyncio.run(scenario())
+
+    # The site of the batch before is looked at once more: its files were read back after
+    # that plan, and its report came back as a new ConfigMap object.
+    assert set(planned) == {"site-3.example.org", "site-7.example.org"}
+    assert set(reported) == {"site-3", "site-7"}
+    config = (tmp_path / "sites-available" / "site-7.example.org.conf").read_text()
+    assert "client_max_body_size 100m" in config
 
 
 def test_after_a_failed_batch_the_whole_disk_is_read_and_put_right(tmp_path: Path) -> None:

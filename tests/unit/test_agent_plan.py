@@ -15,7 +15,7 @@ import pytest
 
 from tests.harness.nginx import UNUSED_CHALLENGE_UPSTREAM as CHALLENGE
 from tests.harness.nginx import nginx_check, self_signed_certificate
-from vhost_operator.agent import files
+from vhost_operator.agent import desired, files
 from vhost_operator.agent.apply import (
     BaselineRejected,
     Undo,
@@ -26,6 +26,7 @@ from vhost_operator.agent.apply import (
 )
 from vhost_operator.agent.desired import (
     DesiredState,
+    DesiredStates,
     SharedHttp,
     Site,
     relevant_configmap,
@@ -39,6 +40,7 @@ from vhost_operator.agent.plan import (
     Change,
     Credentials,
     DiskState,
+    PlanInputs,
     Remove,
     Symlink,
     WriteFile,
@@ -352,6 +354,34 @@ def test_the_agents_own_annotations_are_not_a_change() -> None:
     assert relevant_configmap(before) != relevant_configmap(configmap(enabled="false"))
 
 
+def test_an_unchanged_configmap_is_not_read_again(
+    pair: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch goes through every ConfigMap: one whose object is the one seen before costs
+    a look-up of its Secret, not a reading of its annotations, and its request stays."""
+    configmaps = [configmap(tls_secret="tls-a"), configmap("vhost-b", "b.example.com")]
+    secrets = {"tls-a": tls_secret("tls-a", *pair)}
+    states = DesiredStates(CERTIFICATES)
+    first = states(configmaps, secrets)
+    read: list[str] = []
+    original = desired._secret_name
+
+    def secret_name(configmap: desired.Object) -> str | None:
+        read.append(configmap["metadata"]["name"])
+        return original(configmap)
+
+    monkeypatch.setattr(desired, "_secret_name", secret_name)
+    again = states(configmaps, secrets)
+    assert read == []
+    assert again.requests == first.requests
+    assert all(new is old for new, old in zip(again.requests, first.requests, strict=True))
+    renewed = {"tls-a": tls_secret("tls-a", *self_signed_certificate(["a.example.com"]))}
+    site = states(configmaps, renewed).sites["a.example.com"]
+    assert read == []
+    assert site.certificate is not None
+    assert site.certificate.chain_pem != pair[0], "a new Secret object is looked up all the same"
+
+
 # -- planning --------------------------------------------------------------------------------
 
 AVAILABLE = PurePosixPath("sites-available/a.example.com.conf")
@@ -510,6 +540,23 @@ def test_names_files_change_only_for_the_hosts_that_changed() -> None:
     assert WriteFile(PurePosixPath("http-names/h7.example.com.conf"), names) in change.operations
     [gone] = plan({h: s for h, s in sites.items() if h != "h3.example.com"}, disk)
     assert Remove(PurePosixPath("http-names/h3.example.com.conf")) in gone.operations
+
+
+def test_the_next_plan_looks_only_at_hosts_whose_inputs_changed() -> None:
+    """A host's changes depend on its site, its files and whether it is kept: after a plan,
+    the next one need not look at the thousands of hosts none of these changed for."""
+    sites = {f"h{index}.example.com": tls_site(f"h{index}.example.com") for index in range(50)}
+    planned = PlanInputs(sites, frozenset({"h1.example.com"}), frozenset({"h2.example.com"}))
+    assert planned.hosts_to_plan(dict(sites), planned.keep, set()) == {"h2.example.com"}
+    changed = sites | {"h7.example.com": tls_site("h7.example.com", enabled=False)}
+    del changed["h3.example.com"]
+    hosts = planned.hosts_to_plan(changed, frozenset({"h4.example.com"}), {"h5.example.com"})
+    assert hosts == {f"h{index}.example.com" for index in (1, 2, 3, 4, 5, 7)}
+    # What it leaves out is what a plan of every host finds nothing to do for.
+    disk = disk_of(*sites.values())
+    everything = plan(changed, disk, keep={"h4.example.com"})
+    assert plan(changed, disk, keep={"h4.example.com"}, hostnames=hosts) == everything
+    assert {change.hostname for change in everything} == {"h3.example.com", "h7.example.com"}
 
 
 def test_names_files_are_read_back_and_a_stray_one_is_removed(tmp_path: Path) -> None:
