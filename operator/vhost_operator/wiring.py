@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import kopf
 
-from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore, Refresh
+from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore, Refresh, SelfChecker
 from vhost_operator.acme.client import AcmeClient
 from vhost_operator.acme.config import AcmeConfig
 from vhost_operator.catalog import HostCatalog
@@ -80,12 +80,15 @@ def build_context(settings: Settings) -> OperatorContext:
     certificates = None
     account = None
     hosts = HostCatalog()
+    self_check = None
     if settings.acme_enabled:
         acme_client = AcmeClient(acme_config(settings), connections=BLOCKING_CALL_THREADS)
         account = AcmeAccount(acme_client, objects, settings)
         # With several replicas, a challenge goes into the host's status too: any replica may
         # be asked for it (one more status write per order).
         board = VirtualHostApi(client) if settings.leader_election_enabled else None
+        if settings.self_check_enabled:
+            self_check = SelfChecker(settings.self_check_address)
         certificates = CertificateStep(
             account,
             challenges,
@@ -94,6 +97,7 @@ def build_context(settings: Settings) -> OperatorContext:
             budget=order_ledger(settings, objects),
             board=board,
             earlier=hosts,
+            self_check=self_check,
         )
     applications = (
         SiteApplications(replica_watch=bool(settings.nginx_replica_selector))
@@ -132,6 +136,7 @@ def build_context(settings: Settings) -> OperatorContext:
         events=EventPoster(client),
         renewal_info=account,
         responder=responder,
+        self_check=self_check,
         hosts=hosts,
         elector=elector(settings, client) if settings.leader_election_enabled else None,
     )

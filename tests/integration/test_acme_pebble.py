@@ -14,14 +14,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from tests.harness.pebble import Pebble, available
 from tests.harness.processes import free_port
 from vhost_operator.acme.challenges import (
+    CHALLENGE_PATH,
     ChallengeResponder,
     ChallengeStore,
+    SelfChecker,
     SelfCheckFailed,
     SelfCheckReason,
     self_check,
@@ -327,6 +330,61 @@ def test_self_check_names_the_cause(tmp_path: Path) -> None:
             await self_check(None, "mail.example.invalid", "tok3n", "tok3n.thumbprint", 15)
         assert unresolvable.value.reason is SelfCheckReason.DNS
         assert "DNS record" in str(unresolvable.value)
+
+    asyncio.run(scenario())
+
+
+@contextlib.asynccontextmanager
+async def counting_connections(port: int, answer: str) -> AsyncIterator[set[int]]:
+    """A challenge server on ``port`` answering every token with ``answer``; yields the client
+    ports of the connections its requests came on (one per TCP connection)."""
+    clients: set[int] = set()
+
+    async def respond(request: web.Request) -> web.Response:
+        clients.add(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        return web.Response(text=answer)
+
+    app = web.Application()
+    app.router.add_get(CHALLENGE_PATH + "{token}", respond)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, LOCALHOST, port).start()
+        yield clients
+    finally:
+        await runner.cleanup()
+
+
+def test_the_operators_self_check_keeps_its_connection_to_a_configured_address() -> None:
+    """``SelfChecker`` (the operator's) sends its checks over one kept connection; a connection
+    the server closed meanwhile (nginx reloaded, or restarted) is replaced, not a failed check;
+    and its failures keep their reasons."""
+    port, hostname = free_port(), "kept.example.com"
+    base = f"http://{LOCALHOST}:{port}"
+
+    async def scenario() -> None:
+        checker = SelfChecker(base, timeout=5)
+        try:
+            async with counting_connections(port, "tok3n.thumbprint") as clients:
+                for _ in range(3):
+                    await checker(hostname, "tok3n", "tok3n.thumbprint")
+                assert len(clients) == 1
+                with pytest.raises(SelfCheckFailed) as wrong:
+                    await checker(hostname, "tok3n", "tok3n.other")
+                assert wrong.value.reason is SelfCheckReason.WRONG_ANSWER
+                assert len(clients) == 1
+                # The function on its own still connects anew each time.
+                for _ in range(2):
+                    await self_check(base, hostname, "tok3n", "tok3n.thumbprint", 5)
+                assert len(clients) == 3
+            async with counting_connections(port, "tok3n.thumbprint") as clients:
+                await checker(hostname, "tok3n", "tok3n.thumbprint")  # the kept one is gone
+                assert len(clients) == 1
+            with pytest.raises(SelfCheckFailed) as refused:
+                await checker(hostname, "tok3n", "tok3n.thumbprint")
+            assert refused.value.reason is SelfCheckReason.UNREACHABLE
+        finally:
+            await checker.close()
 
     asyncio.run(scenario())
 

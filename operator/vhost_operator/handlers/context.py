@@ -10,7 +10,7 @@ import dataclasses
 
 import kopf
 
-from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore
+from vhost_operator.acme.challenges import ChallengeResponder, ChallengeStore, SelfChecker
 from vhost_operator.catalog import ClaimCatalog, HostCatalog
 from vhost_operator.kube.api import ApiClient
 from vhost_operator.kube.events import EventPoster
@@ -60,6 +60,9 @@ class OperatorContext:
     responder: ChallengeResponder | None = None
     """The HTTP-01 responder, started and stopped by ``handlers.lifecycle``; ``None`` without
     ACME."""
+    self_check: SelfChecker | None = None
+    """The certificate step's self-check, whose connections ``handlers.lifecycle`` closes;
+    ``None`` without ACME or with the self-check off."""
     elector: LeaderElector | None = None
     """Leader election among replicas (started by ``handlers.lifecycle``); ``None``: this
     process provisions alone."""

@@ -312,6 +312,8 @@ async def stop(*, memo: kopf.Memo, **_: Any) -> None:
     context.tasks.clear()
     if context.responder is not None:
         await context.responder.stop()
+    if context.self_check is not None:
+        await context.self_check.close()
     # The last Events of the chains kopf has just cancelled (a few seconds at most).
     await context.events.close()
     if context.elector is not None:

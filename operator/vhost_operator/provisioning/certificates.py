@@ -257,12 +257,17 @@ class CertificateStep:
         budget: OrderLedger | None = None,
         board: ChallengeBoard | None = None,
         earlier: EarlierAttempts | None = None,
+        self_check: SelfCheckHook | None = None,
     ) -> None:
         """``board``: with several replicas, each challenge is also published there before
         the CA is asked to validate (nginx may send the CA to any replica). ``earlier``: where
         to find the hosts an earlier release may have left with a first key pending in the
-        next-key Secret (see the module docstring); without it none is looked for."""
+        next-key Secret (see the module docstring); without it none is looked for.
+        ``self_check``: the self-check to run when the settings enable it (the operator's keeps
+        its connections, ``acme.challenges.SelfChecker``); ``None``: one that connects anew for
+        each check."""
         self._account = account
+        self._self_check = self_check
         self._budget = budget
         self._board = board
         self._challenges = challenges
@@ -581,7 +586,7 @@ class CertificateStep:
     ) -> IssuedCertificate:
         check: SelfCheckHook | None = None
         if self._settings.self_check_enabled:
-            check = self_checker(self._settings.self_check_address)
+            check = self._self_check or self_checker(self._settings.self_check_address)
         board = self._board
 
         async def publish(token: str, key_authorization: str) -> None:
