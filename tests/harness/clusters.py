@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tests.harness.controlplane import REPO, LocalControlPlane
+from tests.harness.processes import checked
 
 CLUSTER_KINDS = ("local", "existing", "kind")
 CRDS = REPO / "crds"
@@ -31,11 +32,7 @@ class KubeconfigCluster:
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = [self._kubectl, f"--kubeconfig={self.kubeconfig}", *args]
         completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if check and completed.returncode != 0:
-            raise subprocess.CalledProcessError(
-                completed.returncode, command, completed.stdout, completed.stderr
-            )
-        return completed
+        return checked(completed, check=check)
 
 
 def install_crds(cluster: Cluster) -> None:

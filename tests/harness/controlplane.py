@@ -22,6 +22,7 @@ from tests.harness.pki import CertificateAuthority, KeyPair, service_account_key
 from tests.harness.processes import (
     ManagedProcess,
     StartupError,
+    checked,
     free_port,
     http_ok,
     unverified_tls,
@@ -295,11 +296,7 @@ class LocalControlPlane:
             text=True,
             timeout=120,
         )
-        if check and completed.returncode != 0:
-            raise subprocess.CalledProcessError(
-                completed.returncode, completed.args, completed.stdout, completed.stderr
-            )
-        return completed
+        return checked(completed, check=check)
 
     def logs(self) -> str:
         return "\n".join(f"== {p.name} ==\n{p.log_path}" for p in self._processes)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tests.harness.controlplane import REPO
+from tests.harness.processes import checked
 
 CHART = REPO / "charts" / "vhost-operator"
 BUILD_SCRIPT = REPO / "hack" / "build-helm.sh"
@@ -59,11 +60,7 @@ class Helm:
         completed = subprocess.run(
             command, capture_output=True, text=True, env=env, timeout=timeout
         )
-        if check and completed.returncode != 0:
-            raise subprocess.CalledProcessError(
-                completed.returncode, command, completed.stdout, completed.stderr
-            )
-        return completed
+        return checked(completed, check=check)
 
     def values_file(self, values: Mapping[str, Any]) -> Path:
         handle, name = tempfile.mkstemp(prefix="values-", suffix=".yaml", dir=self._home)

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from tests.harness.controlplane import REPO
+from tests.harness.processes import checked
 
 BUILD_SCRIPT = REPO / "hack" / "build-images.sh"
 
@@ -81,11 +82,7 @@ class BuiltImages(BaseModel):
             timeout=timeout,
             check=False,
         )
-        if check and completed.returncode != 0:
-            raise subprocess.CalledProcessError(
-                completed.returncode, completed.args, completed.stdout, completed.stderr
-            )
-        return completed
+        return checked(completed, check=check)
 
     def run(
         self, ref: str, *args: str, entrypoint: str | None = None, timeout: float = 120

@@ -32,6 +32,26 @@ the ephemeral range."""
 _handed_out: set[int] = set()
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A command the harness ran exited non-zero; unlike ``CalledProcessError`` its text says
+    what the command printed on stderr, so that a failing test's report shows why."""
+
+    def __str__(self) -> str:
+        stderr = (self.stderr or "").strip()
+        return f"{super().__str__()}\nstderr: {stderr[-2000:] or '(empty)'}"
+
+
+def checked(
+    completed: subprocess.CompletedProcess[str], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``completed``, or :class:`CommandFailed` if ``check`` and it exited non-zero."""
+    if check and completed.returncode != 0:
+        raise CommandFailed(
+            completed.returncode, completed.args, completed.stdout, completed.stderr
+        )
+    return completed
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on, not handed out before in this process."""
     for _ in range(1000):
