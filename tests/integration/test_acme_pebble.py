@@ -28,7 +28,6 @@ from vhost_operator.acme.challenges import (
     SelfCheckFailed,
     SelfCheckReason,
     self_check,
-    self_checker,
 )
 from vhost_operator.acme.client import AcmeClient
 from vhost_operator.acme.config import AcmeConfig
@@ -144,7 +143,9 @@ def test_issues_a_certificate_that_chains_to_the_ca_root_and_matches_the_key(ca:
                 key_pem,
                 publish=store.publish,
                 unpublish=store.unpublish,
-                self_check=self_checker(f"http://{LOCALHOST}:{RESPONDER_PORT}"),
+                self_check=SelfChecker(
+                    f"http://{LOCALHOST}:{RESPONDER_PORT}", keep_connections=False
+                ),
                 on_order_created=orders,
             )
         assert orders.urls == [issued.order_url]
@@ -195,7 +196,9 @@ def test_failed_self_check_stops_before_the_ca_and_resuming_reuses_the_order(ca:
                 key_pem,
                 publish=unserved.publish,
                 unpublish=unserved.unpublish,
-                self_check=self_checker(f"http://{LOCALHOST}:{nowhere}", timeout=5),
+                self_check=SelfChecker(
+                    f"http://{LOCALHOST}:{nowhere}", timeout=5, keep_connections=False
+                ),
                 on_order_created=orders,
             )
         assert failed.value.reason is SelfCheckReason.UNREACHABLE
@@ -211,7 +214,9 @@ def test_failed_self_check_stops_before_the_ca_and_resuming_reuses_the_order(ca:
                 key_pem,
                 publish=store.publish,
                 unpublish=store.unpublish,
-                self_check=self_checker(f"http://{LOCALHOST}:{RESPONDER_PORT}"),
+                self_check=SelfChecker(
+                    f"http://{LOCALHOST}:{RESPONDER_PORT}", keep_connections=False
+                ),
                 order_url=orders.urls[0],
                 on_order_created=orders,
             )

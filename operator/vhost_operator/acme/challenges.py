@@ -228,18 +228,6 @@ async def self_check(
         )
 
 
-def self_checker(
-    url_base: str | None = None, timeout: float = 10.0
-) -> Callable[[str, str, str], Awaitable[None]]:
-    """:func:`self_check` in the shape ``AcmeClient.issue`` takes: ``(name, token,
-    key_authorization)``, called for each name of the order."""
-
-    async def check(name: str, token: str, key_authorization: str) -> None:
-        await self_check(url_base, name, token, key_authorization, timeout)
-
-    return check
-
-
 class SelfChecker:
     """:func:`self_check` in the shape ``AcmeClient.issue`` takes, for the operator's life:
     with an address to connect to (``url_base``: a hairpin, a load balancer), its checks go over
@@ -253,16 +241,20 @@ class SelfChecker:
     timeout) is retried once on a new one (aiohttp does so for a ``GET``). Without an address
     each check connects to the hostname's own address anew, resolved as the CA will, so a DNS
     record fixed a moment ago counts at once. Bound to the event loop that first used it;
-    :meth:`close` it there.
+    :meth:`close` it there. ``keep_connections=False``: a connection per check, closed after it
+    (for a checker nobody closes).
     """
 
-    def __init__(self, url_base: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url_base: str | None = None, timeout: float = 10.0, *, keep_connections: bool = True
+    ) -> None:
         self._url_base = url_base
         self._timeout = timeout
+        self._keep_connections = keep_connections and url_base is not None
         self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self, name: str, token: str, key_authorization: str) -> None:
-        session = self._connections() if self._url_base is not None else None
+        session = self._connections() if self._keep_connections else None
         await self_check(
             self._url_base, name, token, key_authorization, self._timeout, session=session
         )
@@ -346,5 +338,4 @@ __all__ = [
     "SelfCheckReason",
     "SelfChecker",
     "self_check",
-    "self_checker",
 ]

@@ -58,7 +58,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from vhost_operator.acme.challenges import ChallengeStore, self_checker
+from vhost_operator.acme.challenges import ChallengeStore, SelfChecker
 from vhost_operator.acme.errors import AcmeError, AcmeRetryLater
 from vhost_operator.acme.orders import (
     ChallengeHook,
@@ -586,7 +586,9 @@ class CertificateStep:
     ) -> IssuedCertificate:
         check: SelfCheckHook | None = None
         if self._settings.self_check_enabled:
-            check = self._self_check or self_checker(self._settings.self_check_address)
+            check = self._self_check or SelfChecker(
+                self._settings.self_check_address, keep_connections=False
+            )
         board = self._board
 
         async def publish(token: str, key_authorization: str) -> None:
