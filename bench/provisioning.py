@@ -167,6 +167,8 @@ LARGE = 10_000
 """Rounds of this size and more have the 10,000-host goals (time, memory, reload)."""
 OPERATOR_MEMORY_TARGET_MB = 200
 RELOAD_TARGET_SECONDS = 1.0
+EVENT_DROPPED = "Failed to post an event"
+"""The operator's log line for an Event it gave up on (``kube.events``, kopf's wording)."""
 _BATCH = re.compile(r"nginx reloaded: (\d+) hosts changed.*?([\d.]+)s after the batch started")
 
 
@@ -245,6 +247,7 @@ def provision(
     webhook_before = webhook_calls(stack.plane)
     reloads_before = stack.agent.reloads()
     agent_log_mark = _size(stack.agent.log_path)
+    operator_log_mark = _size(stack.operator.log_path)
     reset_peak_rss(stack.operator.pid)
     cpu_before = cpu_seconds(stack.operator.pid)
     all_cpu_before, bench_cpu_before = descendants_cpu(), time.process_time()
@@ -296,8 +299,11 @@ def provision(
     )
     if outcome.failed:
         say("  first failure: " + _first_failure(tracker, names))
+    dropped = _read_from(stack.operator.log_path, operator_log_mark).count(EVENT_DROPPED)
+    say(f"Events the operator dropped (its log): {dropped}")
     figures = _round_figures(item, outcome, acme=acme, reloads=reloads, audited=audited)
     figures.append(Figure(item, "webhook calls/host", f"{sum(webhook.values()) / count:.1f}"))
+    figures.append(Figure(item, "Events dropped", str(dropped), "0", dropped == 0))
     if audited:
         time.sleep(1)  # the last requests reach the audit log
         return figures + _attribution(item, count, audit.since(mark))
