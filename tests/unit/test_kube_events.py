@@ -104,6 +104,13 @@ def test_the_body_and_namespace_are_kopfs(
     assert len(ours["message"]) <= MAX_MESSAGE_LENGTH
 
 
+def test_an_event_at_a_whole_second_keeps_the_microseconds_the_api_server_needs() -> None:
+    at = datetime.datetime(2026, 11, 28, 18, 48, 2, tzinfo=datetime.UTC)
+    body = event_body(Event(HOST, "Normal", "StepSucceeded", "bootstrap", at))
+    assert body["eventTime"] == "2026-11-28T18:48:02.000000+00:00"
+    assert body["firstTimestamp"] == body["lastTimestamp"] == body["eventTime"]
+
+
 # -- the poster --------------------------------------------------------------------------------
 
 
