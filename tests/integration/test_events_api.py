@@ -21,8 +21,9 @@ def test_the_api_server_takes_an_event_stamped_at_a_whole_second(cluster: Cluste
     involved = Involved("vhost-operator.io/v1alpha1", "VirtualHost", name, str(uuid.uuid4()))
     at = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     with connect(kubeconfig=cluster.kubeconfig) as client:
+        core = kubernetes.client.CoreV1Api(client)
         create_event(client, Event(involved, "Normal", "StepSucceeded", "bootstrap", at))
-        events = kubernetes.client.CoreV1Api(client).list_namespaced_event(
+        events = core.list_namespaced_event(
             EVENTS_NAMESPACE, field_selector=f"involvedObject.name={name}"
         )
         assert [(event.reason, event.message) for event in events.items] == [
@@ -31,6 +32,4 @@ def test_the_api_server_takes_an_event_stamped_at_a_whole_second(cluster: Cluste
         assert events.items[0].event_time == at
         for event in events.items:
             assert event.metadata.name is not None
-            kubernetes.client.CoreV1Api(client).delete_namespaced_event(
-                event.metadata.name, EVENTS_NAMESPACE
-            )
+            core.delete_namespaced_event(event.metadata.name, EVENTS_NAMESPACE)

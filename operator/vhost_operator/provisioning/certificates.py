@@ -267,7 +267,9 @@ class CertificateStep:
         its connections, ``acme.challenges.SelfChecker``); ``None``: one that connects anew for
         each check."""
         self._account = account
-        self._self_check = self_check
+        self._self_check = self_check or SelfChecker(
+            settings.self_check_address, keep_connections=False
+        )
         self._budget = budget
         self._board = board
         self._challenges = challenges
@@ -586,9 +588,7 @@ class CertificateStep:
     ) -> IssuedCertificate:
         check: SelfCheckHook | None = None
         if self._settings.self_check_enabled:
-            check = self._self_check or SelfChecker(
-                self._settings.self_check_address, keep_connections=False
-            )
+            check = self._self_check
         board = self._board
 
         async def publish(token: str, key_authorization: str) -> None:
