@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import statistics
 import time
@@ -39,6 +42,34 @@ def _meminfo_kib(field: str) -> int:
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def reference_seconds(tries: int = 3) -> float:
+    """Wall time of a fixed single-threaded workload (JSON and SHA-256 of a list of small
+    objects, the kind of work the operator's stack does per host), the best of ``tries``.
+
+    A yardstick of this machine's speed at one moment: the shared machines of this kind ran the
+    same work 25-45 % slower within an hour, so a figure is compared with another run's only
+    after comparing their yardsticks. Run it while nothing else runs."""
+    payload = [{"name": f"host-{i}", "serial": i * 7919, "ready": i % 2 == 0} for i in range(2000)]
+    best = math.inf
+    for _ in range(tries):
+        started = time.perf_counter()
+        for _ in range(250):
+            text = json.dumps(payload)
+            json.loads(text)
+            hashlib.sha256(text.encode() * 4).digest()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def stolen_cpu_seconds() -> float:
+    """CPU seconds the hypervisor has run other guests on this machine's CPUs so far (the
+    ``steal`` column of ``/proc/stat``, all CPUs): over a window, the time our processes wanted
+    a CPU that was not ours to have."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    # cpu user nice system idle iowait irq softirq steal ...
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 MIB_IN_MB = 2**20 / 10**6

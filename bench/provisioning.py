@@ -47,6 +47,7 @@ from bench.measure import (
     group_memory,
     reset_peak_rss,
     rss_mib,
+    stolen_cpu_seconds,
     wait_idle,
 )
 from bench.report import Figure, say
@@ -251,6 +252,7 @@ def provision(
     reset_peak_rss(stack.operator.pid)
     cpu_before = cpu_seconds(stack.operator.pid)
     all_cpu_before, bench_cpu_before = descendants_cpu(), time.process_time()
+    stolen_before = stolen_cpu_seconds()
     started = time.monotonic()
     apply_seconds = client.create_virtualhosts(manifests)
     say(f"created {count} VirtualHosts in {apply_seconds:.1f}s ({client.threads} threads)")
@@ -269,6 +271,7 @@ def provision(
     )
     all_cpu = cpu_used_since(all_cpu_before)
     bench_cpu = time.process_time() - bench_cpu_before
+    stolen = stolen_cpu_seconds() - stolen_before
     acme = stack.acme_requests() - acme_before
     webhook = _calls_since(webhook_before, webhook_calls(stack.plane))
     reloads = stack.agent.reloads() - reloads_before
@@ -295,7 +298,8 @@ def provision(
         f"CPU seconds in those {elapsed:.0f}s ({cores} cores = {cores * elapsed:.0f} CPU-s; "
         "the agent's include its nginx -t runs): "
         + ", ".join(f"{name} {seconds:.1f}" for name, seconds in all_cpu.items() if seconds >= 0.5)
-        + f"; the bench itself (creates, watch) {bench_cpu:.1f}"
+        + f"; the bench itself (creates, watch) {bench_cpu:.1f}; stolen by the hypervisor "
+        f"{stolen:.1f} ({100 * stolen / (cores * elapsed):.0f} % of the CPU-s)"
     )
     if outcome.failed:
         say("  first failure: " + _first_failure(tracker, names))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bench import agent, apicost, gate, peers, provisioning, scale
 from bench.cluster import Client, bench_cluster
-from bench.measure import Machine, load
+from bench.measure import Machine, load, reference_seconds
 from bench.report import Figure, say, table
 from tests.harness.audit import AuditedControlPlane
 
@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = arguments.workdir or Path(tempfile.mkdtemp(prefix="vhost-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     say(f"machine: {machine.describe()}; load average {load()}; logs in {workdir}")
+    reference = reference_seconds()
+    say(f"machine speed: the reference workload took {reference:.3f}s (bench.measure)")
     started = time.monotonic()
     figures: list[Figure] = []
     try:
@@ -156,10 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         say(f"\n== summary ({time.monotonic() - started:.0f}s) ==")
         say(f"machine: {machine.describe()}; load average at the end {load()}")
+        figures.insert(0, machine_speed(reference, reference_seconds()))
         say(table(figures))
     if arguments.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if all(f.met is not False for f in figures) else 1
+
+
+def machine_speed(at_start: float, at_end: float) -> Figure:
+    """The reference workload's time before and after the run: figures of runs whose
+    yardsticks differ are not comparable as they are (``bench.measure.reference_seconds``)."""
+    return Figure(
+        "0. machine", "reference workload (start / end)", f"{at_start:.3f} / {at_end:.3f} s"
+    )
 
 
 def serving_items(arguments: argparse.Namespace, only: set[str], workdir: Path) -> list[Figure]:
