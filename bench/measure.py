@@ -7,6 +7,8 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,13 +46,23 @@ def load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def reference_seconds(tries: int = 3) -> float:
+def reference_seconds() -> float:
     """Wall time of a fixed single-threaded workload (JSON and SHA-256 of a list of small
-    objects, the kind of work the operator's stack does per host), the best of ``tries``.
+    objects, the kind of work the operator's stack does per host), the best of three tries, in
+    a fresh interpreter (no thread of the bench's own competes for it), once the machine is
+    quiet (:func:`wait_quiet`).
 
     A yardstick of this machine's speed at one moment: the shared machines of this kind ran the
     same work 25-45 % slower within an hour, so a figure is compared with another run's only
-    after comparing their yardsticks. Run it while nothing else runs."""
+    after comparing their yardsticks."""
+    wait_quiet()
+    command = [sys.executable, "-m", "bench.measure"]
+    root = Path(__file__).resolve().parent.parent
+    finished = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
+    return float(finished.stdout)
+
+
+def _reference_workload(tries: int = 3) -> float:
     payload = [{"name": f"host-{i}", "serial": i * 7919, "ready": i % 2 == 0} for i in range(2000)]
     best = math.inf
     for _ in range(tries):
@@ -63,13 +75,31 @@ def reference_seconds(tries: int = 3) -> float:
     return best
 
 
+def wait_quiet(*, busy_below: float = 0.1, timeout: float = 60) -> float:
+    """Wait until the machine's CPUs were less than ``busy_below`` busy over a second (servers
+    a run stopped may still be exiting); returns the last second's busy fraction."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = _cpu_ticks()
+        time.sleep(1)
+        after = _cpu_ticks()
+        total = sum(after) - sum(before)
+        busy = 1 - (after[3] + after[4] - before[3] - before[4]) / total if total else 0.0
+        if busy < busy_below or time.monotonic() > deadline:
+            return busy
+
+
+def _cpu_ticks() -> list[int]:
+    """The first line of ``/proc/stat``: user nice system idle iowait irq softirq steal ..."""
+    return [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
 def stolen_cpu_seconds() -> float:
     """CPU seconds the hypervisor has run other guests on this machine's CPUs so far (the
     ``steal`` column of ``/proc/stat``, all CPUs): over a window, the time our processes wanted
     a CPU that was not ours to have."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    # cpu user nice system idle iowait irq softirq steal ...
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+    ticks = _cpu_ticks()
+    return ticks[7] / os.sysconf("SC_CLK_TCK") if len(ticks) > 7 else 0.0
 
 
 MIB_IN_MB = 2**20 / 10**6
@@ -263,3 +293,7 @@ def sequential(count: int, call: Callable[[int], None]) -> Latencies:
         call(number)
         samples.append(time.perf_counter() - started)
     return Latencies(tuple(samples))
+
+
+if __name__ == "__main__":  # what reference_seconds() runs
+    print(f"{_reference_workload():.6f}")
