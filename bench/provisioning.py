@@ -49,6 +49,7 @@ from bench.measure import (
     rss_mib,
     stolen_cpu_seconds,
     wait_idle,
+    wait_quiet,
 )
 from bench.report import Figure, say
 from tests.harness.agent import AgentProcess
@@ -402,11 +403,13 @@ def _serving_footprint(
     master = stack.nginx.master_pid
     memory = group_memory(master, children(master))
     agent_rss, agent_peak = rss_mib(stack.agent.pid)
+    busy = wait_quiet()  # the API server may still be busy with the round's last writes
     tested, reloaded = timed_reload(stack.nginx)
     large = count >= LARGE
     longest = max(batches, default=0.0)
     say(
-        f"agent idle {waited:.0f}s after; at {count} TLS sites: nginx -t {tested:.2f}s, "
+        f"agent idle {waited:.0f}s after, the CPUs {busy:.0%} busy in the second before the "
+        f"timing; at {count} TLS sites: nginx -t {tested:.2f}s, "
         f"a reload (SIGHUP until new workers run and the old ones stopped accepting) "
         f"{reloaded:.2f}s; nginx {memory.describe()}; agent RSS {agent_rss:.0f} MiB "
         f"(peak {agent_peak:.0f}); agent batches until their reload: {len(batches)}, "
