@@ -90,8 +90,10 @@ def wait_quiet(*, busy_below: float = 0.1, timeout: float = 60) -> float:
 
 
 def _cpu_ticks() -> list[int]:
-    """The first line of ``/proc/stat``: user nice system idle iowait irq softirq steal ..."""
-    return [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    """The first line of ``/proc/stat``: user nice system idle iowait irq softirq steal. Not the
+    guest columns after them, which count time already counted in user and nice."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    return [int(field) for field in fields]
 
 
 def stolen_cpu_seconds() -> float:
