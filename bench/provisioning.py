@@ -248,6 +248,7 @@ def provision(
     mark, acme_before = audit.mark(), stack.acme_requests()
     webhook_before = webhook_calls(stack.plane)
     reloads_before = stack.agent.reloads()
+    tests_before = stack.agent.metrics()
     agent_log_mark = _size(stack.agent.log_path)
     operator_log_mark = _size(stack.operator.log_path)
     reset_peak_rss(stack.operator.pid)
@@ -276,6 +277,7 @@ def provision(
     acme = stack.acme_requests() - acme_before
     webhook = _calls_since(webhook_before, webhook_calls(stack.plane))
     reloads = stack.agent.reloads() - reloads_before
+    tests = _nginx_tests(stack.agent.metrics(), tests_before)
     rss, peak = rss_mib(stack.operator.pid)
     say(
         f"{outcome.ready} Ready, {outcome.failed} Failed of {count} "
@@ -287,7 +289,10 @@ def provision(
     if intake:  # how fast the operator starts new hosts' chains (their first status)
         half = intake[len(intake) // 2]
         say(f"intake: a status on {len(intake)} hosts after {intake[-1]:.1f}s (half {half:.1f}s)")
-    say(f"ACME requests (pebble): {acme} ({acme / count:.1f}/host); nginx reloads {reloads}")
+    say(
+        f"ACME requests (pebble): {acme} ({acme / count:.1f}/host); nginx reloads {reloads}; "
+        f"nginx -t of the batch's sites {tests[0]}, of the whole config {tests[1]}"
+    )
     say(
         f"webhook calls (API server's metrics): {sum(webhook.values())} "
         f"({sum(webhook.values()) / count:.1f}/host: "
@@ -456,6 +461,16 @@ def _read_from(path: Path, offset: int) -> str:
     with path.open("rb") as log:
         log.seek(offset)
         return log.read().decode(errors="replace")
+
+
+_TEST_COUNTERS = ("vhost_agent_nginx_batch_tests_total", "vhost_agent_nginx_tests_total")
+
+
+def _nginx_tests(metrics: dict[str, float], before: dict[str, float]) -> tuple[int, int]:
+    """The agent's ``nginx -t`` runs since ``before`` (its metrics then): of a batch's sites
+    only, and of the whole config."""
+    batch, whole = (int(metrics[name] - before[name]) for name in _TEST_COUNTERS)
+    return batch, whole
 
 
 def _first_failure(tracker: Tracker, names: list[str]) -> str:

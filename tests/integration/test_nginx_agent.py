@@ -509,6 +509,79 @@ def test_a_site_nginx_cannot_load_is_isolated_and_the_others_are_served(
     sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-busyport")
 
 
+def test_a_batch_on_a_running_nginx_is_tested_alone_and_a_refused_site_is_named(
+    sites: Sites, nginx: NginxServer, agent: AgentProcess, upstream: int
+) -> None:
+    """While nginx runs every other site on disk, ``nginx -t`` tests a copy of nginx.conf that
+    includes only the batch's sites: a good batch costs that one test and no test of the whole
+    config. A site nginx refuses (its upstream does not resolve: nginx resolves it when it
+    loads the config) is refused by the copy, named by the whole config's test and isolated."""
+    sites.apply([sites.http_site("vhost-alone-1", "alone-1.example.com")])
+    sites.wait_applied("vhost-alone-1")  # nginx now runs what is on disk
+    before = agent.metrics()
+    sites.apply([sites.http_site("vhost-alone-2", "alone-2.example.com")])
+    sites.wait_applied("vhost-alone-2")
+    after = agent.metrics()
+    assert (
+        after["vhost_agent_nginx_batch_tests_total"] > before["vhost_agent_nginx_batch_tests_total"]
+    )
+    assert after["vhost_agent_nginx_tests_total"] == before["vhost_agent_nginx_tests_total"]
+    narrowed = (nginx.root / "nginx-batch-test.conf").read_text()
+    assert f"{nginx.root}/sites-enabled/alone-2.example.com.conf" in narrowed
+    assert "alone-1.example.com" not in narrowed and "*.conf" not in narrowed
+
+    hostname = "unresolvable.example.com"
+    unresolvable = render_final(
+        SiteConfig(
+            hostname=hostname,
+            challenge_upstream=f"127.0.0.1:{upstream}",
+            upstream="http://upstream.example.invalid",  # never resolves (RFC 6761)
+            http_port=nginx.http_port,
+            https_port=nginx.https_port,
+        )
+    )
+    sites.apply(
+        [
+            sites.configmap("vhost-unresolvable", hostname, unresolvable),
+            sites.http_site("vhost-alone-3", "alone-3.example.com"),
+        ]
+    )
+    sites.wait_applied("vhost-alone-3")
+    error = sites.wait_error("vhost-unresolvable")
+    print(f"\napply-error (upstream not found): {error}")
+    assert 'host not found in upstream "upstream.example.invalid"' in error
+    assert f"{hostname}.conf" in error
+    assert not (nginx.root / "sites-enabled" / f"{hostname}.conf").exists()
+    for served in ("alone-1.example.com", "alone-3.example.com"):
+        assert http_request(nginx.http_port, served)[:2] == (200, f"upstream for {served}\n")
+    assert agent.metrics()["vhost_agent_nginx_tests_total"] > after["vhost_agent_nginx_tests_total"]
+    sites.cluster.kubectl("delete", "configmap", "-n", NAMESPACE, "vhost-unresolvable")
+
+
+def test_a_site_broken_behind_the_agents_back_is_caught_by_the_reload_and_put_right(
+    sites: Sites, nginx: NginxServer, agent: AgentProcess
+) -> None:
+    """A batch tested alone trusts that nginx runs the rest of the disk. A site file broken by
+    hand since (the agent owns its directory) passes that test, but the reload, which loads
+    everything, fails: the agent then tests and loads the whole config, puts the file right and
+    serves the batch."""
+    hostname = "tampered.example.com"
+    sites.apply([sites.http_site("vhost-tampered", hostname)])
+    sites.wait_applied("vhost-tampered")
+    path = nginx.root / "sites-available" / f"{hostname}.conf"
+    good = path.read_text()
+    path.write_text(good + "bogus_directive on;\n")
+    before = agent.metrics()
+
+    sites.apply([sites.http_site("vhost-after-tamper", "after-tamper.example.com")])
+    sites.wait_applied("vhost-after-tamper", timeout=120)
+    after = agent.metrics()
+    assert after["vhost_agent_reload_failures_total"] > before["vhost_agent_reload_failures_total"]
+    assert path.read_text() == good
+    for served in (hostname, "after-tamper.example.com"):
+        assert http_request(nginx.http_port, served)[:2] == (200, f"upstream for {served}\n")
+
+
 def test_a_broken_certificate_pair_is_refused_for_its_host_only(
     sites: Sites, nginx: NginxServer
 ) -> None:

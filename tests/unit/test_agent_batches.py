@@ -36,7 +36,7 @@ class AcceptingNginx(NginxControl):
         self.unreachable = False
         """``nginx -t`` cannot run: the batch fails."""
 
-    async def test(self) -> None:
+    async def test(self, conf: Path | None = None) -> None:
         if self.unreachable:
             raise NginxError("nginx -t could not run")
 

@@ -8,6 +8,8 @@ Layers, from pure to I/O:
   report (pure).
 - ``apply``: apply a batch, test it, roll back and isolate the hosts nginx rejects (logic only;
   the writing and testing are passed in).
+- ``testconfig``: nginx's main config narrowed to a batch's sites, to test only what changed
+  (pure).
 - ``files``: the on-disk layout read and written atomically, with undo (filesystem I/O).
 - ``nginx``: ``nginx -t`` and a confirmed reload (process I/O).
 - ``agent``: the watch → batch → apply → reload → report loop (Kubernetes I/O via ``kube.sites``).

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from vhost_operator import sidecar
@@ -52,6 +52,8 @@ from vhost_operator.agent.metrics import NOT_READY, AgentStats
 from vhost_operator.agent.nginx import ConfigRejected, NginxControl, NginxError, ReloadFailed
 from vhost_operator.agent.plan import (
     CERTS_DIR,
+    DEFINITIONS_FILE,
+    ENABLED_DIR,
     Change,
     DiskState,
     PlanInputs,
@@ -67,6 +69,7 @@ from vhost_operator.agent.plan import (
     summary,
 )
 from vhost_operator.agent.settings import AgentSettings
+from vhost_operator.agent.testconfig import CannotNarrow, narrowed_config
 from vhost_operator.bursts import Burst
 from vhost_operator.errors import VhostOperatorError
 from vhost_operator.resources import labels
@@ -170,6 +173,74 @@ class DiskWorkspace:
         return None
 
 
+BATCH_TEST_CONFIG = "nginx-batch-test.conf"
+"""The copy of nginx's main config narrowed to a batch's sites (``testconfig``), in the agent's
+root directory: the main config's own directory is usually read-only."""
+
+
+class BatchTestingWorkspace(DiskWorkspace):
+    """A workspace whose test is ``nginx -t`` of nginx's main config narrowed to the hosts it
+    wrote since the disk was last read (``touched``): for a batch on top of what nginx runs,
+    whose other sites nginx has loaded already. A narrowed test that fails is no verdict: the
+    whole config is tested then, and should nginx accept it, narrowing does not work with this
+    main config (a relative path it names, say) and is given up, said in the log."""
+
+    usable = True
+    """Whether narrowing is on and works with this main config; if not, the whole config is
+    tested, as :class:`DiskWorkspace` does."""
+
+    async def test(self) -> str | None:
+        if self.usable and await self._test_batch() is None:
+            return None
+        failure = await super().test()
+        if self.usable and failure is None:
+            logger.warning(
+                "nginx accepts its whole config but not the copy narrowed to a batch's sites "
+                "(%s); testing the whole config from now on",
+                self._root / BATCH_TEST_CONFIG,
+            )
+            self.usable = False
+        return failure
+
+    async def _test_batch(self) -> str | None:
+        try:
+            config = await asyncio.to_thread(self._write_batch_config)
+        except CannotNarrow as error:
+            logger.info("testing nginx's whole config before every reload: %s", error)
+            self.usable = False
+            return str(error)
+        except OSError as error:
+            return f"cannot narrow nginx's config to the batch's sites: {error}"
+        self._stats.nginx_batch_tests_total += 1
+        started = time.monotonic()
+        try:
+            await self._nginx.test(config)
+        except ConfigRejected as rejection:
+            return str(rejection)
+        finally:
+            logger.debug("nginx -t of the batch's sites (%.2fs)", time.monotonic() - started)
+        return None
+
+    def _write_batch_config(self) -> Path:
+        enabled = PurePosixPath(self._root, ENABLED_DIR)
+        names = [DEFINITIONS_FILE.name]
+        names.extend(
+            f"{hostname}.conf"
+            for hostname in self.touched
+            if os.path.lexists(self._root / enabled_path(hostname))
+        )
+        main = self._nginx.conf.read_text()
+        config = narrowed_config(
+            main,
+            PurePosixPath(self._nginx.conf),
+            enabled / "*.conf",
+            [enabled / name for name in sorted(names)],  # in the order of the glob they replace
+        )
+        path = self._root / BATCH_TEST_CONFIG
+        path.write_text(config)
+        return path
+
+
 RELOAD_FAILED = (
     "nginx -t accepts the config, but nginx could not load it (the reload failed, e.g. a listen "
     "port another process holds); nginx's error log says why"
@@ -225,6 +296,10 @@ class NginxAgent:
         self._reloading = ReloadingWorkspace(
             settings.root_dir, nginx, self.stats, key_group=key_group, touched=self._touched
         )
+        self._batch_testing = BatchTestingWorkspace(
+            settings.root_dir, nginx, self.stats, key_group=key_group, touched=self._touched
+        )
+        self._batch_testing.usable = settings.test_batch_sites_only
         self._desired_states = DesiredStates(
             str(settings.root_dir / CERTS_DIR),
             settings.https_port,
@@ -369,7 +444,9 @@ class NginxAgent:
         self._last_plan = PlanInputs(sites, keep, frozenset(c.hostname for c in changes))
         self._read_since_plan = set()
         if changes:
-            return await apply_batch(changes, self._workspace)
+            # Only while nginx runs the rest of the disk does testing the batch alone say enough.
+            workspace = self._batch_testing if self._live else self._workspace
+            return await apply_batch(changes, workspace)
         if not self._live:
             # Nothing to write, but nginx is to be reloaded (start-up, or a reload that failed):
             # nginx -t comes before every reload all the same.

@@ -26,7 +26,9 @@ class AgentStats(Counters):
     """Batches that failed and are retried later: nginx down, disk full, API unreachable (the
     log says which); a reload that failed counts here and in ``reload_failures_total``."""
     nginx_tests_total: int = 0
-    """``nginx -t`` runs, including those that isolated rejected hosts."""
+    """``nginx -t`` runs of the whole config, including those that isolated rejected hosts."""
+    nginx_batch_tests_total: int = 0
+    """``nginx -t`` runs of only a batch's sites (``AgentSettings.test_batch_sites_only``)."""
     hosts_changed_total: int = 0
     """Host changes nginx accepted and now serves."""
     hosts_rejected_total: int = 0

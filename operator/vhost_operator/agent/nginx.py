@@ -56,13 +56,14 @@ class NginxControl:
         self.pid_file = pid_file
         self.reload_timeout = reload_timeout
 
-    async def test(self) -> None:
-        """Run ``nginx -t``; raise :class:`ConfigRejected` with nginx's complaint if it fails.
+    async def test(self, conf: Path | None = None) -> None:
+        """Run ``nginx -t`` on the main config, or on ``conf``; raise :class:`ConfigRejected`
+        with nginx's complaint if it fails.
 
         ``-e stderr`` (nginx >= 1.19.5) keeps nginx from opening its compiled-in error log while
         it parses (it may not be writable for the agent) and puts its verdict where we read it.
         """
-        argv = [self.binary, "-t", "-q", "-c", str(self.conf), "-e", "stderr"]
+        argv = [self.binary, "-t", "-q", "-c", str(conf or self.conf), "-e", "stderr"]
         try:
             finished = await run_command(argv, timeout=TEST_TIMEOUT_SECONDS, what="nginx -t")
         except CommandFailed as error:
