@@ -1,8 +1,9 @@
 """Item 5: the nginx agent with a real nginx, fed site ConfigMaps and TLS Secrets directly (as
 ``tests/integration/test_nginx_agent.py`` does): N new TLS sites at once, then all N changed at
 once. Figures: nginx reloads and the time until every ConfigMap reports its config applied; then,
-at N sites, what one ``nginx -t`` and one reload take, nginx's and the agent's memory, and the
-TLS handshake latency of one site (every site one server block on the HTTPS port with one
+at N sites, what one ``nginx -t`` of the whole config and one reload take, one ``nginx -t`` of a
+batch's 100 sites (as the agent tests a batch while nginx runs the rest), nginx's and the
+agent's memory, and the TLS handshake latency of one site (every site one server block on the HTTPS port with one
 location, plain HTTP the agent's one shared server, all sharing the default server's one TLS
 context, which loads certificates per handshake); and the same for the layouts of earlier
 releases, for comparison: one server block per site for both ports
@@ -29,6 +30,8 @@ from tests.harness.agent import AgentProcess
 from tests.harness.audit import AuditedControlPlane
 from tests.harness.nginx import NginxServer, self_signed_certificate
 from tests.harness.processes import free_port
+from vhost_operator.agent.agent import BatchTestingWorkspace
+from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.agent.nginx import NginxControl, children
 from vhost_operator.nginx import FinalLayout, SiteConfig, config_hash, render_final
 from vhost_operator.resources import labels
@@ -41,6 +44,10 @@ HANDSHAKES = 300
 """TLS handshakes timed against one site, one after another, each a full handshake."""
 
 RELOAD_TARGET_SECONDS = 1.0
+
+BATCH_SITES = 100
+"""Sites of the batch whose ``nginx -t`` is timed: about what a batch of the 10,000-host round
+changes (two changes per host, 150 to 190 batches)."""
 
 
 def _config(
@@ -169,6 +176,7 @@ def agent_burst(
         costs, current = _nginx_costs(item, nginx, first, FinalLayout.TLS_ONLY)
         figures += costs
         agent.stop()  # the files are the bench's now: the same sites, in the earlier layouts
+        figures.append(_batch_test(item, nginx, list(hostnames.values())[:BATCH_SITES]))
         # Which have port-80 servers of their own: none listed in the agent's shared one.
         for listed in (nginx.root / "http-names").glob("*.conf"):
             listed.unlink()
@@ -191,6 +199,26 @@ def agent_burst(
         agent.stop()
         nginx.stop()
     return figures
+
+
+def _batch_test(item: str, nginx: NginxServer, hostnames: list[str]) -> Figure:
+    """One ``nginx -t`` as the agent runs it before a reload while nginx runs the other sites:
+    of nginx's main config narrowed to a batch, ``hostnames`` (``agent.BatchTestingWorkspace``)."""
+    control = NginxControl(nginx.binary, nginx.conf, nginx.pid_file)
+    batch = BatchTestingWorkspace(nginx.root, control, AgentStats(), touched=set(hostnames))
+    busy = wait_quiet()
+    started, children_before = time.monotonic(), _children_cpu()
+    failure = asyncio.run(batch.test())
+    seconds, cpu = time.monotonic() - started, _children_cpu() - children_before
+    if failure is not None or not batch.usable:
+        raise RuntimeError(f"nginx -t of a batch's sites did not pass: {failure}")
+    say(
+        f"nginx -t of a batch of {len(hostnames)} sites (the rest loaded already): "
+        f"{seconds:.2f}s ({cpu:.2f} CPU-s); the CPUs {busy:.0%} busy in the second before"
+    )
+    return Figure(
+        item, f"nginx -t of a batch of {len(hostnames)} sites", f"{seconds:.2f} s ({cpu:.2f} CPU-s)"
+    )
 
 
 def _wait_until_pending(tracker: Tracker, names: list[str], configmaps: list[Any]) -> None:
