@@ -3,10 +3,10 @@
 once. Figures: nginx reloads and the time until every ConfigMap reports its config applied; then,
 at N sites, what one ``nginx -t`` of the whole config and one reload take, one ``nginx -t`` of a
 batch's 100 sites (as the agent tests a batch while nginx runs the rest), nginx's and the
-agent's memory, and the TLS handshake latency of one site (every site one server block on the HTTPS port with one
-location, plain HTTP the agent's one shared server, all sharing the default server's one TLS
-context, which loads certificates per handshake); and the same for the layouts of earlier
-releases, for comparison: one server block per site for both ports
+agent's memory, and the TLS handshake latency of one site (every site one server block on the
+HTTPS port with one location, plain HTTP the agent's one shared server, all sharing the default
+server's one TLS context, which loads certificates per handshake); and the same for the layouts
+of earlier releases, for comparison: one server block per site for both ports
 (``FinalLayout.ONE_SERVER``), two server blocks per site with proxy headers in each location
 (``SHARED_CONTEXT``), and also each site its own TLS context (``PER_HANDSHAKE`` and
 ``AT_RELOAD``)."""

@@ -104,11 +104,11 @@ class AgentSettings(BaseSettings):
     """Before a reload, ``nginx -t`` tests a copy of ``nginx_conf`` that includes only the
     batch's sites (and the agent's http-level definitions), when nginx runs everything else on
     disk already: a test then costs what changed, not every site (at 10,000 sites, a batch of
-    100: 0.11 s instead of 0.75). The reload still loads every site, and nginx confirms or refuses it as always. It
-    needs ``nginx_conf`` itself to include ``<root_dir>/sites-enabled/*.conf`` exactly once;
-    otherwise, or if the copy fails a test the whole config passes, the agent tests the whole
-    config (and says so in its log). After a failure, and at start-up, it tests the whole
-    config until nginx has loaded it."""
+    100: 0.11 s instead of 0.75). The reload still loads every site, and nginx confirms or
+    refuses it as always. It needs ``nginx_conf`` itself to include
+    ``<root_dir>/sites-enabled/*.conf`` exactly once; otherwise, or if the copy fails a test the
+    whole config passes, the agent tests the whole config (and says so in its log). After a
+    failure, and at start-up, it tests the whole config until nginx has loaded it."""
 
     reload_timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for nginx to start new workers after the reload signal before the reload
