@@ -12,8 +12,10 @@ anything behind, and a failed batch is simply retried.
 A batch's cost follows what changed, not the number of sites: ConfigMaps are parsed again only
 when their objects change (``desired.DesiredStates``), and the disk is known as digests
 (``plan.DiskState``), read whole at start-up and after a failed batch, and otherwise only for
-the hosts a batch touched. The agent owns its directory: a file changed behind its back is put
-right at the next start (or after a failed batch), not at the next batch.
+the hosts a batch touched. While nginx runs everything on disk, ``nginx -t`` tests only the
+batch's sites (:class:`BatchTestingWorkspace`), the reload being the one parse of every site.
+The agent owns its directory: a file changed behind its back is put right at the next start (or
+after a failed batch), not at the next batch.
 """
 
 from __future__ import annotations
