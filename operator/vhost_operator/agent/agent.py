@@ -165,13 +165,19 @@ class DiskWorkspace:
 
     async def test(self) -> str | None:
         self._stats.nginx_tests_total += 1
+        return await self._nginx_test(None)
+
+    async def _nginx_test(self, config: Path | None) -> str | None:
+        """``nginx -t`` of the main config, or of ``config``: ``None`` or nginx's complaint."""
         started = time.monotonic()
         try:
-            await self._nginx.test()
+            await self._nginx.test(config)
         except ConfigRejected as rejection:
             return str(rejection)
         finally:
-            logger.debug("nginx -t (%.2fs)", time.monotonic() - started)
+            logger.debug(
+                "nginx -t of %s (%.2fs)", config or "the whole config", time.monotonic() - started
+            )
         return None
 
 
@@ -214,14 +220,7 @@ class BatchTestingWorkspace(DiskWorkspace):
         except OSError as error:
             return f"cannot narrow nginx's config to the batch's sites: {error}"
         self._stats.nginx_batch_tests_total += 1
-        started = time.monotonic()
-        try:
-            await self._nginx.test(config)
-        except ConfigRejected as rejection:
-            return str(rejection)
-        finally:
-            logger.debug("nginx -t of the batch's sites (%.2fs)", time.monotonic() - started)
-        return None
+        return await self._nginx_test(config)
 
     def _write_batch_config(self) -> Path:
         enabled = PurePosixPath(self._root, ENABLED_DIR)
