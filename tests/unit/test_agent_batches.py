@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from tests.harness.nginx import self_signed_certificate
 from vhost_operator.agent import agent as agent_module
 from vhost_operator.agent import desired, plan
 from vhost_operator.agent.agent import EventSource, NginxAgent, Slim
-from vhost_operator.agent.nginx import NginxControl, NginxError
+from vhost_operator.agent.nginx import NginxControl, NginxError, ReloadFailed
 from vhost_operator.agent.plan import Credentials
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.nginx import SiteConfig, config_hash, render_final
@@ -295,6 +298,77 @@ def test_after_a_failed_batch_the_whole_disk_is_read_and_put_right(tmp_path: Pat
             assert tampered.read_text() == original
 
     asyncio.run(scenario())
+
+
+class RefusingNginx(AcceptingNginx):
+    """Its next ``refusals`` reloads go unconfirmed: the agent waits ``wait`` seconds for each
+    in vain (as :meth:`NginxControl.reload` does for ``reload_timeout``), then they fail."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__()
+        self.wait = wait
+        self.refusals = 0
+
+    async def reload(self) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            await asyncio.sleep(self.wait)
+            self.unconfirmed_seconds += self.wait
+            raise ReloadFailed("started no new workers")
+        await super().reload()
+
+
+def test_waiting_for_a_reload_nginx_never_confirmed_does_not_pace_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    """The next batch waits ``reload_pacing`` times the time nginx was busy. Before, that was
+    the whole batch, so a reload that failed (and the isolation's, each waiting out
+    ``reload_timeout`` while nginx sat idle on its old config) held the next one back for as
+    long again: 30 s with the chart's settings."""
+    wait = 1.0
+    settings = AgentSettings(
+        root_dir=tmp_path, quiet_window=0.01, max_delay=0.05, reload_pacing=1.0
+    )
+    api, nginx = SiteApi(), RefusingNginx(wait)
+    agent = NginxAgent(settings, api, nginx)
+
+    async def scenario() -> None:
+        async with running(agent, api, tmp_path, 3):
+            nginx.refusals = 1  # the batch's reload; the isolation's retry is confirmed
+            changed = site_configmap(tmp_path, 1, body_size=100)
+            await api.modify(changed)
+            await applied(api, changed)
+
+    asyncio.run(scenario())
+
+    assert agent.stats.reload_failures_total == 1
+    assert nginx.unconfirmed_seconds == wait
+    assert agent.stats.reload_pause_seconds < wait / 2, "the wait in vain is not nginx's work"
+    assert agent.stats.reload_pause_seconds > 0
+
+
+def test_a_reload_nginx_never_confirms_is_counted_as_waited_in_vain(tmp_path: Path) -> None:
+    """A master that ignores SIGHUP (a real process): the reload fails after
+    ``reload_timeout``, and that time is what ``unconfirmed_seconds`` adds up."""
+    master = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep(60)",
+        ]
+    )
+    try:
+        pid_file = tmp_path / "nginx.pid"
+        pid_file.write_text(f"{master.pid}\n")
+        nginx = NginxControl("nginx", tmp_path / "nginx.conf", pid_file, reload_timeout=0.3)
+        time.sleep(0.2)  # the child has installed its handler
+        with pytest.raises(ReloadFailed, match=r"started no new workers within 0\.3s"):
+            asyncio.run(nginx.reload())
+        assert 0.3 <= nginx.unconfirmed_seconds < 5
+        assert master.poll() is None, "the signal was ignored, not fatal"
+    finally:
+        master.kill()
+        master.wait()
 
 
 def test_the_agents_http_and_https_ports_differ_and_its_responder_is_host_port() -> None:

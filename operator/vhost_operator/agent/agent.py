@@ -393,6 +393,7 @@ class NginxAgent:
         """Make disk and nginx match the current state of the watched objects, then report."""
         self.stats.batches_total += 1
         started = time.monotonic()
+        unconfirmed_before = self._nginx.unconfirmed_seconds
         desired = self._desired_states(self._configmaps.objects.values(), self._secrets.objects)
         self.stats.sites, self.stats.enabled_sites = summary(desired)
         logger.debug(
@@ -421,8 +422,12 @@ class NginxAgent:
             except BaseException:
                 self._disk = None  # an isolation may have stopped half-way
                 raise
-            busy = time.monotonic() - started
-            self._burst.pace(self._settings.reload_pacing * busy)
+            # Waiting out reloads nginx never confirmed kept the agent busy, not nginx: pacing
+            # by it would hold the next batch back for nothing (reload_timeout several times).
+            unconfirmed = self._nginx.unconfirmed_seconds - unconfirmed_before
+            busy = time.monotonic() - started - unconfirmed
+            self.stats.reload_pause_seconds = self._settings.reload_pacing * busy
+            self._burst.pace(self.stats.reload_pause_seconds)
         disk = await self._read_disk()
         patched = await self._report(desired, disk)
         # Ready once the whole state is served and reported: a new replica takes traffic (and

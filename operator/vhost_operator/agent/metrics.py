@@ -40,5 +40,8 @@ class AgentStats(Counters):
     last_reload_hosts: int = 0
     """Hosts changed by the latest reload."""
     last_reload_timestamp_seconds: float = 0.0
+    reload_pause_seconds: float = 0.0
+    """How long the next batch waits after the latest reload (``AgentSettings.reload_pacing``
+    times the time the batch kept nginx busy)."""
     synced: bool = False
     """Both watches delivered their first list."""

@@ -55,6 +55,10 @@ class NginxControl:
         self.conf = conf
         self.pid_file = pid_file
         self.reload_timeout = reload_timeout
+        self.unconfirmed_seconds = 0.0
+        """Seconds spent, in all, waiting for reloads that nginx never confirmed. Not nginx's
+        work: it refuses a configuration it cannot load as soon as it has parsed it, and then
+        keeps serving the old one while the agent waits out ``reload_timeout``."""
 
     async def test(self, conf: Path | None = None) -> None:
         """Run ``nginx -t`` on the main config, or on ``conf``; raise :class:`ConfigRejected`
@@ -83,7 +87,14 @@ class NginxControl:
             ) from None
         except PermissionError as error:
             raise ReloadFailed(f"not allowed to signal nginx (pid {pid}): {error}") from error
-        deadline = time.monotonic() + self.reload_timeout
+        signalled = time.monotonic()
+        try:
+            await self._confirm_reload(pid, before, deadline=signalled + self.reload_timeout)
+        except ReloadFailed:
+            self.unconfirmed_seconds += time.monotonic() - signalled
+            raise
+
+    async def _confirm_reload(self, pid: int, before: set[int], *, deadline: float) -> None:
         while time.monotonic() < deadline:
             await asyncio.sleep(_POLL_SECONDS)
             if not Path(f"/proc/{pid}").exists():

@@ -98,7 +98,8 @@ class AgentSettings(BaseSettings):
     reload, and as much per test of the whole config; the TLS sites share one OpenSSL context,
     certificates are loaded per handshake),
     so under a steady stream of changes the batches grow instead of nginx spending all its time
-    reloading. 0 turns it off."""
+    reloading. Time spent waiting for a reload nginx never confirmed is not counted: nginx
+    refused that config as soon as it had parsed it. 0 turns it off."""
 
     test_batch_sites_only: bool = True
     """Before a reload, ``nginx -t`` tests a copy of ``nginx_conf`` that includes only the
