@@ -37,6 +37,7 @@ RULE_DEFAULTS: dict[str, Any] = {"monitoring": {"prometheusRule": {"enabled": Tr
 """The rule with its default thresholds: the ones alerts_test.yaml expects."""
 EVERYTHING: dict[str, Any] = {
     "nginx": {"enabled": True, "namespace": "web"},
+    "gate": {"enabled": True},
     "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
 }
 
@@ -89,7 +90,7 @@ def test_monitoring_is_off_by_default_but_the_metrics_service(helm: Helm) -> Non
     assert find(off, "Service", "vhost-operator-metrics") == []
 
 
-def test_the_service_monitor_scrapes_the_operator_and_the_agent(helm: Helm) -> None:
+def test_the_service_monitor_scrapes_the_operator_the_agent_and_the_gate(helm: Helm) -> None:
     manifests = helm.template(EVERYTHING)
     monitor = one(manifests, "ServiceMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["vhost-operator", "web"]}
@@ -99,6 +100,7 @@ def test_the_service_monitor_scrapes_the_operator_and_the_agent(helm: Helm) -> N
         if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
     ]
     assert sorted(s["metadata"]["name"] for s in selected) == [
+        "vhost-operator-gate-metrics",
         "vhost-operator-metrics",
         "vhost-operator-nginx-metrics",
     ]
@@ -112,6 +114,13 @@ def test_the_service_monitor_scrapes_the_operator_and_the_agent(helm: Helm) -> N
     assert agent_service["metadata"]["namespace"] == "web"
     assert agent_service["spec"]["ports"][0]["targetPort"] in agent_ports
     assert agent_service["spec"]["selector"] == nginx["spec"]["selector"]["matchLabels"]
+    # The gate's reaches its one port, where it serves /metrics next to its API.
+    gate_service = one(manifests, "Service", "vhost-operator-gate-metrics")
+    gate = one(manifests, "Deployment", "vhost-operator-gate")
+    assert gate_service["spec"]["ports"][0]["targetPort"] in [
+        p["name"] for p in container(gate, "gate")["ports"]
+    ]
+    assert gate_service["spec"]["selector"] == gate["spec"]["selector"]["matchLabels"]
 
 
 def test_a_service_monitor_without_the_services_is_refused(helm: Helm) -> None:

@@ -808,7 +808,8 @@ def test_network_policies_allow_only_the_architectures_flows(helm: Helm) -> None
     gate_deployment = one(manifests, "Deployment", "vhost-operator-gate")
     assert gate["spec"]["podSelector"] == gate_deployment["spec"]["selector"]
     assert gate["spec"]["ingress"] == [
-        {"from": webmail, "ports": [{"port": 8090, "protocol": "TCP"}]}
+        {"from": webmail, "ports": [{"port": 8090, "protocol": "TCP"}]},
+        {"from": prometheus, "ports": [{"port": 8090, "protocol": "TCP"}]},
     ]
     assert gate["spec"]["egress"] == [dns, api]
 

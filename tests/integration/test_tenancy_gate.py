@@ -21,6 +21,7 @@ import pytest
 from tests.harness.clusters import Cluster
 from tests.harness.gate import Answer, GateClient, GateProcess
 from tests.harness.kube import apply_manifests, virtualhost
+from tests.harness.processes import scrape
 
 pytestmark = pytest.mark.cluster
 
@@ -248,6 +249,42 @@ def test_probes(client: GateClient) -> None:
     assert client.request("GET", "/healthz").status == 200
     ready = client.request("GET", "/readyz")
     assert ready.status == 200 and ready.body.startswith(b"ok")
+
+
+def test_metrics_count_each_answer_by_endpoint_verdict_and_reason(
+    gate: GateProcess, client: GateClient
+) -> None:
+    """The process's ``/metrics`` (what Prometheus scrapes): one more answer of a kind adds one
+    to its series; hosts come from the gate's own watch; no hostname or user in any series."""
+
+    def answers(metrics: dict[str, float], endpoint: str, allowed: str, reason: str) -> float:
+        wanted = {f'endpoint="{endpoint}"', f'allowed="{allowed}"', f'reason="{reason}"'}
+        for series, value in metrics.items():
+            name, _, labels = series.partition("{")
+            if name == "vhost_gate_answers_total" and set(labels[:-1].split(",")) == wanted:
+                return value
+        return 0.0
+
+    before = scrape(gate.port)
+    assert client.login_check("mail.globex.test", "alice@acme.test").status == 200
+    assert client.auth("mail.initech.test", "milton@initech.test").status == 403
+    assert client.auth("mail.acme.test", None).status == 401
+    after = scrape(gate.port)
+
+    for endpoint, allowed, reason in (
+        ("login-check", "false", "not-a-tenant"),
+        ("auth", "false", "host-disabled"),
+        ("auth", "false", "no-identity"),
+    ):
+        counted = answers(after, endpoint, allowed, reason) - answers(
+            before, endpoint, allowed, reason
+        )
+        assert counted == 1, (endpoint, reason)
+    assert after["vhost_gate_synced"] == 1
+    assert after["vhost_gate_virtualhosts"] >= len(HOSTS)
+    durations = 'vhost_gate_answer_duration_seconds_count{endpoint="auth"}'
+    assert after[durations] - before.get(durations, 0.0) == 2
+    assert not any("acme" in name or "initech" in name for name in after)
 
 
 # -- live changes ------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ nginx's ``auth_request``, asks at login time. Its layers, from the bottom:
   everything they decide is unit-tested directly.
 - ``directory``: the in-memory state (hostname -> host entry), changed only by watch events; the
   only thing read per request, so a login never costs an API call.
+- ``metrics``: the Prometheus counters of the answers (by reason, never by host or user) and
+  the directory's size, in a registry per app.
 - ``server``: the aiohttp application, the HTTP boundary (parsing, status codes, headers). It
   reads the directory and calls the pure layer; it never talks to Kubernetes.
 - ``settings``: ``GateSettings`` from ``VHOST_GATE_*`` environment variables.

@@ -8,6 +8,7 @@ Routes::
     GET  /v1/themes/{host}    the merged theme of that host
     GET  /healthz             the process works (its watch is alive)
     GET  /readyz              the VirtualHosts have been listed once
+    GET  /metrics             Prometheus: answers by endpoint, verdict and reason; latency
 
 Status codes: 400 for input we cannot read (with a message saying what), 503 until the first
 list of VirtualHosts has loaded (until then every "unknown host" would be a lie). No Kubernetes
@@ -19,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydantic
 from aiohttp import web
@@ -30,6 +32,7 @@ from vhost_operator.resources.models import Theme
 from vhost_operator.tenancy import themes
 from vhost_operator.tenancy.directory import HostDirectory
 from vhost_operator.tenancy.gate import Decision, LoginRequest, evaluate
+from vhost_operator.tenancy.metrics import GateMetrics
 from vhost_operator.tenancy.names import loggable, normalise_hostname
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,10 @@ REASON_HEADER = "X-Tenancy-Reason"
 NO_IDENTITY = "no-identity"
 INVALID_REQUEST = "invalid-request"
 NOT_READY = "not-ready"
+
+# The endpoints' names in the metrics.
+LOGIN_CHECK = "login-check"
+AUTH = "auth"
 
 _BOOLEAN_HEADER = {"true": True, "false": False}
 
@@ -99,6 +106,19 @@ def _answer(status: int, reason: str, message: str, *, allowed: bool = False) ->
     return web.json_response(body, status=status)
 
 
+class _Answered(NamedTuple):
+    """A login check's response, with what the metrics count of it."""
+
+    response: web.Response
+    allowed: bool
+    reason: str
+
+
+def _refused(status: int, reason: str, message: str) -> _Answered:
+    """A login check answered without a decision (not ready, unreadable input)."""
+    return _Answered(_answer(status, reason, message), False, reason)
+
+
 class GateApi:
     """The request handlers, over one directory and the gate's fixed settings."""
 
@@ -113,6 +133,7 @@ class GateApi:
         self.primary_hostnames = primary_hostnames
         self.global_theme = global_theme
         self.alive = alive
+        self.metrics = GateMetrics(directory)
 
     def decide(self, login: LoginRequest) -> Decision:
         decision = evaluate(login, self.directory.lookup(login.hostname), self.primary_hostnames)
@@ -126,30 +147,51 @@ class GateApi:
     # -- login ------------------------------------------------------------------------------
 
     async def login_check(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        return self._count(LOGIN_CHECK, started, await self._login_check(request))
+
+    async def auth(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        return self._count(AUTH, started, self._auth(request))
+
+    def _count(self, endpoint: str, started: float, answered: _Answered) -> web.Response:
+        seconds = time.perf_counter() - started
+        self.metrics.answered(
+            endpoint, allowed=answered.allowed, reason=answered.reason, seconds=seconds
+        )
+        return answered.response
+
+    async def _login_check(self, request: web.Request) -> _Answered:
         if not self.directory.synced:
-            return _answer(503, NOT_READY, "the gate has not loaded the virtual hosts yet")
+            return _refused(503, NOT_READY, "the gate has not loaded the virtual hosts yet")
         try:
             payload = await request.json()
         except ValueError:  # not JSON, or not UTF-8
-            return _answer(400, INVALID_REQUEST, "the body is not a JSON document")
+            return _refused(400, INVALID_REQUEST, "the body is not a JSON document")
         try:
             login = LoginRequest.model_validate(payload)
         except pydantic.ValidationError as error:
-            return _answer(400, INVALID_REQUEST, describe(error))
+            return _refused(400, INVALID_REQUEST, describe(error))
         decision = self.decide(login)
-        return web.json_response(decision.model_dump(mode="json"))
+        response = web.json_response(decision.model_dump(mode="json"))
+        return _Answered(response, decision.allowed, decision.reason)
 
-    async def auth(self, request: web.Request) -> web.Response:
+    def _auth(self, request: web.Request) -> _Answered:
         if not self.directory.synced:
-            return self._auth_answer(503, NOT_READY)
+            return self._auth_refused(503, NOT_READY)
         try:
             login = login_from_headers(request.headers)
         except BadRequest as error:
-            return self._auth_answer(400, INVALID_REQUEST, str(error))
+            return self._auth_refused(400, INVALID_REQUEST, str(error))
         if login is None:
-            return self._auth_answer(401, NO_IDENTITY, "no X-User-Email: nobody is signed in")
+            return self._auth_refused(401, NO_IDENTITY, "no X-User-Email: nobody is signed in")
         decision = self.decide(login)
-        return self._auth_answer(200 if decision.allowed else 403, decision.reason)
+        response = self._auth_answer(200 if decision.allowed else 403, decision.reason)
+        return _Answered(response, decision.allowed, decision.reason)
+
+    @classmethod
+    def _auth_refused(cls, status: int, reason: str, message: str = "") -> _Answered:
+        return _Answered(cls._auth_answer(status, reason, message), False, reason)
 
     @staticmethod
     def _auth_answer(status: int, reason: str, message: str = "") -> web.Response:
@@ -199,6 +241,11 @@ class GateApi:
             return web.Response(text=f"ok: {len(self.directory)} virtual hosts")
         return web.Response(status=503, text="virtual hosts not loaded yet")
 
+    async def metrics_text(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.exposition(), content_type="text/plain", charset="utf-8"
+        )
+
 
 async def _no_sniff(_: web.Request, response: web.StreamResponse) -> None:
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -214,6 +261,7 @@ def create_app(api: GateApi) -> web.Application:
             web.get("/v1/themes/{hostname}", api.theme_of_host),
             web.get("/healthz", api.healthz),
             web.get("/readyz", api.readyz),
+            web.get("/metrics", api.metrics_text),
         ]
     )
     app.on_response_prepare.append(_no_sniff)
