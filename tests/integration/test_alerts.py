@@ -28,6 +28,8 @@ from tests.harness.helm import CHART, Helm, Manifest, container, find, one
 from tests.harness.promtool import promtool, promtool_binary
 from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.metrics import HostCollector
+from vhost_operator.tenancy.directory import HostDirectory
+from vhost_operator.tenancy.metrics import GateMetrics
 
 HERE = Path(__file__).parent
 CRDS_SCRIPT = REPO / "hack" / "prometheus-operator-crds.sh"
@@ -133,9 +135,10 @@ def test_a_service_monitor_without_the_services_is_refused(helm: Helm) -> None:
 
 
 def exported_metrics() -> set[str]:
-    """Every metric name the operator and the agent expose."""
+    """Every metric name the operator, the agent and the gate expose."""
     names = {f"vhost_agent_{field.name}" for field in dataclasses.fields(AgentStats)}
-    for family in REGISTRY.collect():
+    gate = GateMetrics(HostDirectory()).registry
+    for family in [*REGISTRY.collect(), *gate.collect()]:
         # A labelled metric has no samples before its first use: take the family's name.
         names.add(f"{family.name}_total" if family.type == "counter" else family.name)
         names.update(sample.name for sample in family.samples)
@@ -149,9 +152,9 @@ def test_every_metric_a_rule_names_is_exported(helm: Helm) -> None:
         name
         for group in groups
         for rule in group["rules"]
-        for name in re.findall(r"\bvhost_(?:operator|agent)_\w+", rule["expr"])
+        for name in re.findall(r"\bvhost_(?:operator|agent|gate)_\w+", rule["expr"])
     }
-    assert len(named) == 7
+    assert len(named) == 8
     assert named <= exported_metrics(), named - exported_metrics()
 
 
@@ -163,7 +166,7 @@ def test_promtool_checks_and_unit_tests_the_rules(
     checked = promtool(promtool_path, "check", "rules", "rules.yaml", cwd=tmp_path)
     print(f"\n$ promtool check rules rules.yaml\n{checked.stdout}{checked.stderr}")
     assert checked.returncode == 0
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
     tested = promtool(promtool_path, "test", "rules", UNIT_TESTS.name, cwd=tmp_path)
     print(f"$ promtool test rules {UNIT_TESTS.name}\n{tested.stdout}{tested.stderr}")
     assert tested.returncode == 0
