@@ -46,9 +46,10 @@ NAMESPACE = "nginx-agent-test"
 """The agent's own namespace here: no operator of another test writes site ConfigMaps into it."""
 SECRET_GRACE = 2.0
 """Seconds before a Secret the agent has not seen counts as missing (10 by default)."""
-RELOAD_TIMEOUT = 10.0
+RELOAD_TIMEOUT = 5.0
 """Seconds the agent waits for nginx to run a reload (30 by default): a reload nginx cannot do
-costs this much, and isolating its culprit costs it a few times."""
+costs this much, and isolating its culprit costs it a few times. Reloads of this module's few
+hundred sites are confirmed within a fraction of a second."""
 
 
 # -- fixtures --------------------------------------------------------------------------------
