@@ -145,13 +145,28 @@ def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
 def scrape(port: int) -> dict[str, float]:
     """A component's ``/metrics`` on ``port``, name → value."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+        return parse_metrics(response.read().decode())
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus' text format, series (name with its labels, as written) → value."""
     values = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     return values
+
+
+def series_value(metrics: dict[str, float], name: str, **labels: str) -> float:
+    """The value of the series ``name`` with exactly ``labels`` (in any order), 0 if absent
+    (a labelled counter has no series before its first increment)."""
+    wanted = {f'{key}="{value}"' for key, value in labels.items()}
+    for series, value in metrics.items():
+        series_name, _, written = series.partition("{")
+        if series_name == name and set(filter(None, written.rstrip("}").split(","))) == wanted:
+            return value
+    return 0.0
 
 
 class ComponentProcess:

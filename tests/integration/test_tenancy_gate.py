@@ -21,7 +21,7 @@ import pytest
 from tests.harness.clusters import Cluster
 from tests.harness.gate import Answer, GateClient, GateProcess
 from tests.harness.kube import apply_manifests, virtualhost
-from tests.harness.processes import scrape
+from tests.harness.processes import scrape, series_value
 
 pytestmark = pytest.mark.cluster
 
@@ -258,12 +258,8 @@ def test_metrics_count_each_answer_by_endpoint_verdict_and_reason(
     to its series; hosts come from the gate's own watch; no hostname or user in any series."""
 
     def answers(metrics: dict[str, float], endpoint: str, allowed: str, reason: str) -> float:
-        wanted = {f'endpoint="{endpoint}"', f'allowed="{allowed}"', f'reason="{reason}"'}
-        for series, value in metrics.items():
-            name, _, labels = series.partition("{")
-            if name == "vhost_gate_answers_total" and set(labels[:-1].split(",")) == wanted:
-                return value
-        return 0.0
+        labels = {"endpoint": endpoint, "allowed": allowed, "reason": reason}
+        return series_value(metrics, "vhost_gate_answers_total", **labels)
 
     before = scrape(gate.port)
     assert client.login_check("mail.globex.test", "alice@acme.test").status == 200

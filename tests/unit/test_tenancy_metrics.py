@@ -5,11 +5,11 @@ The real process behind a real API server: tests/integration/test_tenancy_gate.p
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.harness.processes import parse_metrics, series_value
 from tests.unit.builders import virtualhost_body
 from vhost_operator.resources.models import Theme
 from vhost_operator.resources.watch import WatchEvent
@@ -18,13 +18,8 @@ from vhost_operator.tenancy.server import GateApi, create_app
 
 
 def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the exposition, 0 if absent."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
-        if match and ",".join(sorted((match[1] or "").split(","))) == wanted:
-            return float(match[2])
-    return 0.0
+    """The value of one series of the exposition, 0 if absent."""
+    return series_value(parse_metrics(text), name, **labels)
 
 
 async def scenario(directory: HostDirectory) -> tuple[str, str]:
