@@ -27,6 +27,7 @@ import json
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -243,11 +244,20 @@ def wait_for_default_service_account(node: LocalNode, namespace: str) -> None:
 
 def strip_finalizers_and_delete(node: LocalNode, kind: str) -> None:
     """Deleting objects whose operator is gone: its finalizers would hold them forever."""
-    listed = node.plane.kubectl("get", kind, "-o", "name", check=False)
-    for name in listed.stdout.split():
-        node.plane.kubectl(
-            "patch", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False
-        )
+    listed = node.plane.kubectl("get", kind, "-o", "json", check=False)
+    held = [
+        item
+        for item in (json.loads(listed.stdout)["items"] if listed.returncode == 0 else [])
+        if item["metadata"].get("finalizers")
+    ]
+    if held:
+        for item in held:
+            item["metadata"]["finalizers"] = []
+        # One kubectl for all of them (a process per object took 11 s for 200 hosts).
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as manifest:
+            json.dump({"apiVersion": "v1", "kind": "List", "items": held}, manifest)
+            manifest.flush()
+            node.plane.kubectl("replace", "-f", manifest.name, check=False)
     node.plane.kubectl("delete", kind, "--all", "--wait=false", check=False)
 
 
@@ -291,8 +301,10 @@ def chart_on_node(node: LocalNode, workdir: Path, *, hold: float = 8) -> Iterato
             "delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration",
             "vhost-operator.io", "--ignore-not-found", check=False,
         )  # fmt: skip
-        for namespace in sorted(set(namespaces)):
-            plane.kubectl("delete", "namespace", namespace, "--ignore-not-found", check=False)
+        # One call: kubectl deletes both, then waits for each, so their finalizations overlap.
+        plane.kubectl(
+            "delete", "namespace", *sorted(set(namespaces)), "--ignore-not-found", check=False
+        )
         pebble.stop()
         hairpin.close()
         webmail.close()

@@ -488,12 +488,13 @@ def test_orders_beyond_the_budget_wait_for_their_slots_also_across_a_restart(
         assert spread >= 2 * 7 - 1, f"the last 3 orders waited for the refill: {new_orders}"
 
         # The CA's own pause at a waiting host's slot: the host waits for the CA too.
-        late = [f"late-{i}" for i in range(4)]
+        # Two: both wait for the budget, so the second's slot comes while it is Pending.
+        late = [f"late-{i}" for i in range(2)]
         kube.apply_manifests(
             cluster, [kube.virtualhost(n, f"{n}.example.com") for n in late], tmp_path
         )
         proxy.add_fault(
-            Fault("new-order", status=429, retry_after=10, hostname="late-3.example.com")
+            Fault("new-order", status=429, retry_after=6, hostname="late-1.example.com")
         )
         settled = wait_settled(cluster, late, "late-", timeout=120)
         assert set(settled.values()) == {"Ready"}, settled
@@ -501,7 +502,7 @@ def test_orders_beyond_the_budget_wait_for_their_slots_also_across_a_restart(
         placed = [
             r.at
             for r in proxy.records()
-            if r.kind == "new-order" and r.hostname == "late-3.example.com" and r.status == 201
+            if r.kind == "new-order" and r.hostname == "late-1.example.com" and r.status == 201
         ]
         assert limited.until is not None and placed and min(placed) >= limited.until
         all_orders = [r.at for r in proxy.records() if r.kind == "new-order" and r.status == 201]

@@ -75,6 +75,7 @@ def mail_agent(cluster: Cluster, mail: MailServers) -> Iterator[MailTlsAgentProc
             "-l",
             f"{labels.COMPONENT}={labels.TLS_COMPONENT}",
             "--ignore-not-found",
+            "--wait=false",  # kubectl's wait reads a hundred Secrets back at 5 a second
         )
 
 
