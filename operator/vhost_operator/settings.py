@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     """``http://host:port`` to connect to for the self-check instead of the hostname's DNS, with
     the hostname still sent as ``Host``: for clusters that reach their ingress internally."""
 
+    self_check_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds the self-check waits for an answer before it fails the step as unreachable (a
+    port whose packets are dropped never answers)."""
+
     retain_certificate_secret: bool = False
     """Keep a deleted host's TLS Secret (cert-manager's default) instead of deleting it with the
     host, e.g. to re-create the host later without ordering again."""

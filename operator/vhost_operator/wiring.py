@@ -88,7 +88,7 @@ def build_context(settings: Settings) -> OperatorContext:
         # be asked for it (one more status write per order).
         board = VirtualHostApi(client) if settings.leader_election_enabled else None
         if settings.self_check_enabled:
-            self_check = SelfChecker(settings.self_check_address)
+            self_check = SelfChecker(settings.self_check_address, settings.self_check_timeout)
         certificates = CertificateStep(
             account,
             challenges,

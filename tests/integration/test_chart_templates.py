@@ -504,6 +504,7 @@ def test_optional_settings_appear_when_set(helm: Helm) -> None:
                 "enabled": True,
                 "caBundleConfigMapName": "private-ca",
                 "selfCheckAddress": "http://nginx.web.svc:80",
+                "selfCheckTimeout": 4.5,
                 "profile": "shortlived",
             },
             "webhook": {"certSecretName": "webhook-tls"},
@@ -513,6 +514,7 @@ def test_optional_settings_appear_when_set(helm: Helm) -> None:
     env = literal_env(container(deployment, "operator"))
     assert env["VHOST_OPERATOR_ACME_CA_BUNDLE"] == "/etc/vhost-operator/acme-ca/ca.crt"
     assert env["VHOST_OPERATOR_SELF_CHECK_ADDRESS"] == "http://nginx.web.svc:80"
+    assert env["VHOST_OPERATOR_SELF_CHECK_TIMEOUT"] == "4.5"
     assert env["VHOST_OPERATOR_ACME_PROFILE"] == "shortlived"
     assert env["VHOST_OPERATOR_WEBHOOK_CERT_DIR"] == "/etc/vhost-operator/webhook-tls"
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}

@@ -105,9 +105,12 @@ def test_status_list_retry_and_renew(
     tmp_path: Path,
 ) -> None:
     # 1. The self-check goes to a port that never answers: the chain stays in flight for the
-    #    self-check's timeout, then fails.
+    #    self-check's timeout (5 s, long enough to be refused a retry meanwhile), then fails.
     first = start_with_webhook(
-        serving_operator, cluster, self_check_address=f"http://127.0.0.1:{blackhole}"
+        serving_operator,
+        cluster,
+        self_check_address=f"http://127.0.0.1:{blackhole}",
+        self_check_timeout="5",
     )
     kube.apply_manifests(
         cluster,
@@ -115,6 +118,7 @@ def test_status_list_retry_and_renew(
         tmp_path,
     )
     wait_for(cluster, "vh", "webmail", running_step, what="certificate step running", timeout=60)
+    running = time.monotonic()
 
     refused = plugin(cluster, "retry", "webmail")
     assert refused.returncode == 1
@@ -127,6 +131,8 @@ def test_status_list_retry_and_renew(
     failed = wait_for(
         cluster, "vh", "webmail", lambda o: phase_of(o) == "Failed", what="Failed", timeout=60
     )
+    in_flight = time.monotonic() - running
+    assert in_flight < 9.5, f"the self-check waited {in_flight:.1f}s, not its 5 s timeout"
     assert failed["status"]["error"]["step"] == "certificate"
     status = plugin(cluster, "status", "webmail")
     assert status.returncode == 0, status.stderr

@@ -268,7 +268,7 @@ class CertificateStep:
         each check."""
         self._account = account
         self._self_check = self_check or SelfChecker(
-            settings.self_check_address, keep_connections=False
+            settings.self_check_address, settings.self_check_timeout, keep_connections=False
         )
         self._budget = budget
         self._board = board
