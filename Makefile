@@ -37,7 +37,7 @@ demo-node: venv system-packages control-plane pebble node-binaries delivery-tool
 test: lint system-packages control-plane pebble node-binaries delivery-tools images
 	$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
-# Benchmarks (not part of `make test`): real servers, ~10 minutes; prints one summary table.
+# Benchmarks (not part of `make test`): real servers, ~15 minutes; prints one summary table.
 # `make bench BENCH_ARGS=--quick` runs small sizes in a couple of minutes; see bench/README.md.
 bench: venv system-packages control-plane pebble
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,44 @@ class Figure:
     """Whether the target was met; ``None`` when the figure has no target."""
     seconds: float | None = None
     """The time measured, for figures that are one (what ratios are computed from)."""
+
+
+ROUND_NAMES = ("all Ready after", "Ready when timed out")
+"""The names of a headline round's time figure: it ended, or it timed out."""
+
+
+def round_seconds(figures: Sequence[Figure], item: str) -> list[float]:
+    """The times of ``item``'s rounds that ended with every host Ready, in the order run."""
+    return [f.seconds for f in figures if f.item == item and f.seconds is not None]
+
+
+def median_seconds(figures: Sequence[Figure], item: str) -> float | None:
+    """The median time of ``item``'s rounds that ended (what ratios are computed from)."""
+    times = round_seconds(figures, item)
+    return statistics.median(times) if times else None
+
+
+def spread(
+    figures: Sequence[Figure], item: str, target: tuple[str, float] | None = None
+) -> Figure | None:
+    """``item``'s rounds as one figure, the median and the range, when it ran more than once:
+    on a shared machine one round can take a fifth longer than the next a minute later, so a
+    single round is no figure to compare against. The target is checked against the median,
+    and missed if any round timed out."""
+    ran = sum(f.item == item and f.name in ROUND_NAMES for f in figures)
+    times = round_seconds(figures, item)
+    if ran < 2:
+        return None
+    if not times:
+        return Figure(item, f"all Ready, median of {ran} rounds", "none ended", "", False)
+    median = statistics.median(times)
+    value = f"{median:.1f} s (range {min(times):.1f}-{max(times):.1f})"
+    if len(times) < ran:
+        value += f", {ran - len(times)} timed out"
+    if target is None:
+        return Figure(item, f"all Ready, median of {ran} rounds", value)
+    met = len(times) == ran and median < target[1]
+    return Figure(item, f"all Ready, median of {ran} rounds", value, target[0], met)
 
 
 def say(text: str) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from bench import agent, apicost, gate, peers, provisioning, scale
 from bench.cluster import Client, bench_cluster
 from bench.measure import Machine, load, reference_seconds
-from bench.report import Figure, say, table
+from bench.report import Figure, median_seconds, say, spread, table
 from tests.harness.audit import AuditedControlPlane
 
 ITEMS = ("1", "2", "3", "4", "5", "6", "7")
@@ -49,9 +49,10 @@ def _counts(text: str) -> list[int]:
     return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
 
 
-def rounds_of(hosts: str, *, large: bool) -> list[int]:
-    """Item 1's headline rounds: ``--hosts``, then 10,000 with ``--large`` (unless listed)."""
-    rounds = _counts(hosts)
+def rounds_of(hosts: str, *, large: bool, repeat: int = 1) -> list[int]:
+    """Item 1's headline rounds: each of ``--hosts`` ``repeat`` times in a row, then 10,000
+    once with ``--large`` (unless listed)."""
+    rounds = [count for count in _counts(hosts) for _ in range(repeat)]
     return [*rounds, LARGE_ROUND] if large and LARGE_ROUND not in rounds else rounds
 
 
@@ -67,6 +68,13 @@ def attribution_size(rounds: Sequence[int], requested: int | None) -> int:
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", default="100,1000", help="item 1: rounds of N hosts")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="item 1: run each --hosts round this many times (the summary gives the median and "
+        "the range; --large's 10,000-host round runs once)",
+    )
     parser.add_argument(
         "--large",
         action="store_true",
@@ -116,7 +124,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         arguments.scan_hosts, arguments.agent_sites = 1000, "100"
         arguments.webhook_seconds, arguments.gate_requests = 3, 300
         arguments.request_count, arguments.request_present = 100, 0
-    arguments.rounds = rounds_of(arguments.hosts, large=arguments.large)
+    arguments.rounds = rounds_of(arguments.hosts, large=arguments.large, repeat=arguments.repeat)
     arguments.attribution_hosts = attribution_size(arguments.rounds, arguments.attribution_hosts)
     return arguments
 
@@ -247,6 +255,10 @@ def stack_items(
             figures += guarded(provisioning.round_item(count, audited=plane.audited), measure)
             if number < len(rounds) - 1:
                 provisioning.delete_round(client, name, count)
+        for count in dict.fromkeys(rounds):  # each size once, in order
+            item = provisioning.round_item(count, audited=plane.audited)
+            summary = spread(figures, item, provisioning.ready_target(count))
+            figures += [summary] if summary and not plane.audited else []
         if webhook:
             figures += guarded(
                 "2. webhook",
@@ -267,9 +279,8 @@ def peer_figures(
 ) -> list[Figure]:
     """Item 1's peers for each round's N, in the same run; the operator's time as a ratio."""
     results: list[Figure] = []
-    for count in arguments.rounds:
-        headline = provisioning.round_item(count, audited=False)
-        operator = next((f.seconds for f in figures if f.item == headline and f.seconds), None)
+    for count in dict.fromkeys(arguments.rounds):  # each size once, against its median
+        operator = median_seconds(figures, provisioning.round_item(count, audited=False))
         compare = functools.partial(
             peers.compare,
             count,

@@ -3,9 +3,12 @@ targets and timeouts by size, and the agent's batch times read from its log."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bench.provisioning import batch_seconds, ready_target, round_item, round_timeout
+from bench.report import Figure, median_seconds, spread
 from bench.run import attribution_size, parse, rounds_of
 
 
@@ -13,6 +16,11 @@ def test_large_adds_a_round_of_ten_thousand_after_the_others() -> None:
     assert rounds_of("100,1000", large=True) == [100, 1000, 10_000]
     assert rounds_of("100,1000", large=False) == [100, 1000]
     assert rounds_of("10_000", large=True) == [10_000]
+
+
+def test_repeated_rounds_run_in_a_row_and_the_large_one_once() -> None:
+    assert rounds_of("100,1000", large=True, repeat=2) == [100, 100, 1000, 1000, 10_000]
+    assert rounds_of("10_000", large=True, repeat=3) == [10_000, 10_000, 10_000]
 
 
 @pytest.mark.parametrize(
@@ -33,8 +41,9 @@ def test_attribution_round_is_the_largest_round_up_to_a_thousand(
 
 def test_command_line_sets_rounds_and_attribution() -> None:
     arguments = parse(["--large"])
-    assert (arguments.rounds, arguments.attribution_hosts) == ([100, 1000, 10_000], 1000)
-    arguments = parse(["--quick"])
+    assert arguments.rounds == [100, 100, 100, 1000, 1000, 1000, 10_000]
+    assert arguments.attribution_hosts == 1000
+    arguments = parse(["--quick", "--repeat", "1"])
     assert (arguments.rounds, arguments.attribution_hosts) == ([20], 20)
 
 
@@ -74,3 +83,33 @@ def test_request_costs_run_by_default_and_small_when_quick() -> None:
     assert (arguments.request_count, arguments.request_present) == (300, 2000)
     arguments = parse(["--quick"])
     assert (arguments.request_count, arguments.request_present) == (100, 0)
+
+
+def _round(item: str, seconds: float | None) -> Figure:
+    name = "all Ready after" if seconds is not None else "Ready when timed out"
+    return Figure(item, name, "", seconds=seconds)
+
+
+def test_repeated_rounds_are_summed_up_by_their_median_and_range() -> None:
+    item = "1. provision 1000 hosts"
+    figures = [_round(item, 68.2), Figure(item, "hosts/s", "14.7"), _round(item, 55.3)]
+    figures += [_round(item, 61.8), _round("1. provision 100 hosts", 7.4)]
+    summary = spread(figures, item, ("< 40 s", 40.0))
+    assert summary == Figure(
+        item, "all Ready, median of 3 rounds", "61.8 s (range 55.3-68.2)", "< 40 s", False
+    )
+    assert median_seconds(figures, item) == 61.8
+    assert spread(figures, item, ("< 70 s", 70.0)) == dataclasses.replace(
+        summary, target="< 70 s", met=True
+    )
+
+
+def test_a_round_that_timed_out_misses_the_target_and_a_single_round_has_no_spread() -> None:
+    item = "1. provision 1000 hosts"
+    summary = spread([_round(item, 30.0), _round(item, None)], item, ("< 40 s", 40.0))
+    assert summary is not None and summary.met is False
+    assert summary.value == "30.0 s (range 30.0-30.0), 1 timed out"
+    assert spread([_round(item, 30.0)], item, ("< 40 s", 40.0)) is None
+    assert spread([_round(item, None), _round(item, None)], item) == Figure(
+        item, "all Ready, median of 2 rounds", "none ended", "", False
+    )
