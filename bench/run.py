@@ -255,10 +255,8 @@ def stack_items(
             figures += guarded(provisioning.round_item(count, audited=plane.audited), measure)
             if number < len(rounds) - 1:
                 provisioning.delete_round(client, name, count)
-        for count in dict.fromkeys(rounds):  # each size once, in order
-            item = provisioning.round_item(count, audited=plane.audited)
-            summary = spread(figures, item, provisioning.ready_target(count))
-            figures += [summary] if summary and not plane.audited else []
+        if not plane.audited:
+            figures += spreads(figures, rounds)
         if webhook:
             figures += guarded(
                 "2. webhook",
@@ -272,6 +270,17 @@ def stack_items(
     finally:
         stack.stop()
     return figures
+
+
+def spreads(figures: Sequence[Figure], rounds: Sequence[int]) -> list[Figure]:
+    """The median and range of each headline size that ran more than once, in order."""
+    found = (
+        spread(
+            figures, provisioning.round_item(count, audited=False), provisioning.ready_target(count)
+        )
+        for count in dict.fromkeys(rounds)
+    )
+    return [summary for summary in found if summary is not None]
 
 
 def peer_figures(

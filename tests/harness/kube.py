@@ -72,19 +72,13 @@ def tls_secret(name: str, chain: bytes, key: bytes, namespace: str = NAMESPACE) 
 
 def delete_all_virtualhosts(cluster: Cluster, *, timeout: float = 60) -> None:
     """Delete every VirtualHost and wait until they are gone (the operator, if one runs, has
-    removed what each one made and then its finalizer)."""
-    delete_and_wait(cluster, "vh", "--all", timeout=timeout)
+    removed what each one made and then its finalizer).
 
-
-def delete_and_wait(cluster: Cluster, kind: str, *selection: str, timeout: float = 60) -> None:
-    """``kubectl delete kind selection``, then wait until a list of ``selection`` is empty.
-
-    Not kubectl's own ``--wait``: that reads the objects back one by one at kubectl's
-    client-side limit of 5 requests a second, 20 s for a hundred objects already gone."""
-    cluster.kubectl("delete", kind, *selection, "--ignore-not-found", "--wait=false")
-    listing = [arg for arg in selection if arg != "--all"]
+    Waited for by listing them, not by kubectl's ``--wait``: that reads the objects back one by
+    one at kubectl's client-side limit of 5 requests a second, 20 s for a hundred."""
+    cluster.kubectl("delete", "vh", "--all", "--wait=false")
     deadline = time.monotonic() + timeout
-    while left := cluster.kubectl("get", kind, *listing, "--ignore-not-found", "-o", "name").stdout:
+    while left := cluster.kubectl("get", "vh", "-o", "name").stdout:
         if time.monotonic() > deadline:
             raise TimeoutError(f"still there {timeout:.0f}s after their deletion: {left.split()}")
         time.sleep(0.2)

@@ -9,7 +9,7 @@ import pytest
 
 from bench.provisioning import batch_seconds, ready_target, round_item, round_timeout
 from bench.report import Figure, median_seconds, spread
-from bench.run import attribution_size, parse, rounds_of
+from bench.run import attribution_size, parse, rounds_of, spreads
 
 
 def test_large_adds_a_round_of_ten_thousand_after_the_others() -> None:
@@ -113,3 +113,13 @@ def test_a_round_that_timed_out_misses_the_target_and_a_single_round_has_no_spre
     assert spread([_round(item, None), _round(item, None)], item) == Figure(
         item, "all Ready, median of 2 rounds", "none ended", "", False
     )
+
+
+def test_a_summary_for_each_size_that_ran_more_than_once() -> None:
+    thousand, hundred = "1. provision 1000 hosts", "1. provision 100 hosts"
+    figures = [_round(hundred, 7.4), _round(thousand, 52.2), _round(thousand, 50.0)]
+    assert spreads(figures, [100, 1000, 1000]) == [
+        Figure(
+            thousand, "all Ready, median of 2 rounds", "51.1 s (range 50.0-52.2)", "< 40 s", False
+        )
+    ]
