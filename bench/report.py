@@ -46,16 +46,16 @@ def spread(
     times = round_seconds(figures, item)
     if ran < 2:
         return None
+    name = f"all Ready, median of {ran} rounds"
     if not times:
-        return Figure(item, f"all Ready, median of {ran} rounds", "none ended", "", False)
+        return Figure(item, name, "none ended", "", False)
     median = statistics.median(times)
     value = f"{median:.1f} s (range {min(times):.1f}-{max(times):.1f})"
     if len(times) < ran:
         value += f", {ran - len(times)} timed out"
     if target is None:
-        return Figure(item, f"all Ready, median of {ran} rounds", value)
-    met = len(times) == ran and median < target[1]
-    return Figure(item, f"all Ready, median of {ran} rounds", value, target[0], met)
+        return Figure(item, name, value)
+    return Figure(item, name, value, target[0], len(times) == ran and median < target[1])
 
 
 def say(text: str) -> None:
