@@ -169,13 +169,15 @@ def agent_definitions(
     challenge_upstream: str = UNUSED_CHALLENGE_UPSTREAM,
 ) -> str:
     """The nginx agent's http-level definitions for its directory ``root`` (certificates in
-    ``root/certs``, the shared plain HTTP server's names in ``root/http-names``)."""
+    ``root/certs``, the shared plain HTTP server's names in ``root/http-names``, the shared
+    HTTPS servers' certificate map in ``root/https-map``)."""
     return http_definitions(
         f"{root}/certs",
         https_port,
         http_port=http_port,
         challenge_upstream=challenge_upstream,
         names_dir=f"{root}/http-names",
+        https_map_dir=f"{root}/https-map",
     )
 
 

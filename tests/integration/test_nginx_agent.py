@@ -9,6 +9,7 @@ disk and what it reported in the ConfigMaps' annotations.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import stat
@@ -35,7 +36,13 @@ from tests.harness.nginx import (
 from vhost_operator.agent.nginx import NginxControl, children
 from vhost_operator.agent.plan import key_access_problem
 from vhost_operator.certs import inspect_certificate
-from vhost_operator.nginx import FinalLayout, SiteConfig, config_hash, render_final
+from vhost_operator.nginx import (
+    CERTIFICATE_NAME_VARIABLE,
+    FinalLayout,
+    SiteConfig,
+    config_hash,
+    render_final,
+)
 from vhost_operator.resources import labels
 
 pytestmark = pytest.mark.cluster
@@ -93,13 +100,14 @@ class Sites:
         body_size: int = 50,
         additional_names: tuple[str, ...] = (),
         layout: FinalLayout = FinalLayout.TLS_ONLY,
+        upstream: str | None = None,
     ) -> str:
         certificates = self.nginx.root / "certs" / hostname
         site = SiteConfig(
             hostname=hostname,
             additional_names=additional_names,
             challenge_upstream=f"127.0.0.1:{self.upstream}",
-            upstream=f"http://127.0.0.1:{self.upstream}",
+            upstream=upstream or f"http://127.0.0.1:{self.upstream}",
             http_port=self.nginx.http_port,
             https_port=self.nginx.https_port,
             certificate_path=str(certificates / "tls.crt") if tls else None,
@@ -258,13 +266,16 @@ def test_new_site_is_served_over_https_with_its_certificate(
     root = nginx.root
     config = sites.config(hostname, tls=True)
     assert (root / "sites-available" / f"{hostname}.conf").read_text() == config
-    link = root / "sites-enabled" / f"{hostname}.conf"
-    assert link.is_symlink() and link.resolve() == root / "sites-available" / f"{hostname}.conf"
     assert (root / "certs" / hostname / "tls.crt").read_bytes() == chain
     assert (root / "certs" / hostname / "tls.key").stat().st_mode & 0o777 == 0o600
-    # Its plain HTTP is the agent's shared server, which lists its name.
+    # Its plain HTTP is the agent's shared server, which lists its name; so is its HTTPS (its
+    # config is that server but for its names): listed, not linked.
     listed = (root / "http-names" / f"{hostname}.conf").read_text()
     assert listed == f"server_name {hostname};\n"
+    assert not os.path.lexists(root / "sites-enabled" / f"{hostname}.conf")
+    [names] = https_listings(root, hostname)
+    assert names.read_text() == f"server_name {hostname};\n"
+    assert (root / "https-map" / f"{hostname}.conf").read_text() == f"{hostname} {hostname};\n"
 
 
 def test_tls_sites_share_one_context_that_serves_each_its_own_certificate(
@@ -313,10 +324,98 @@ def test_tls_sites_share_one_context_that_serves_each_its_own_certificate(
     certificates = re.findall(r"^\s*ssl_certificate\s+([^;]*);", dumped, flags=re.MULTILINE)
     assert sorted(certificates) == sorted(
         [
-            f"{nginx.root}/certs/$server_name/tls.crt",
+            f"{nginx.root}/certs/${CERTIFICATE_NAME_VARIABLE}/tls.crt",
             f"{nginx.root}/certs/{previous}/tls.crt$vhost_operator_per_handshake",
         ]
     ), certificates
+
+
+def https_listings(root: Path, hostname: str) -> list[Path]:
+    """The files that list ``hostname`` in a shared HTTPS server (one at most)."""
+    return sorted((root / "https-names").glob(f"*/{hostname}.conf"))
+
+
+def test_tls_sites_are_listed_in_one_shared_https_server_per_upstream_and_body_size(
+    sites: Sites, cluster: Cluster, nginx: NginxServer, upstream: int
+) -> None:
+    """A TLS site of this release without an MTA-STS policy is a server block like every other
+    such site but for its names: the agent lists its names in one shared HTTPS server per
+    upstream and body size instead (nginx's cost of a reload then grows with the shared servers,
+    not with every site), and each listed name gets its own site's certificate. A shared server
+    nginx refuses (its upstream does not resolve) is not put in place: its site gets a server of
+    its own, which nginx refuses by name, and the others are served."""
+    first, second, large = "a.listed.example.com", "b.listed.example.com", "big.listed.example.com"
+    alias = "webmail.listed.example.com"
+    first_manifests, first_chain = sites.tls_site(
+        "vhost-listed-a", first, additional_names=(alias,)
+    )
+    second_manifests, second_chain = sites.tls_site("vhost-listed-b", second)
+    large_manifests, large_chain = sites.tls_site("vhost-listed-big", large, body_size=100)
+    hostname = "unresolvable.listed.example.com"
+    bad_manifests, _ = sites.tls_site(
+        "vhost-listed-bad", hostname, body_size=77, upstream="http://upstream.example.invalid"
+    )
+    sites.apply(first_manifests + second_manifests + large_manifests + bad_manifests)
+    sites.wait_applied("vhost-listed-a", "vhost-listed-b", "vhost-listed-big")
+    error = sites.wait_error("vhost-listed-bad")
+    print(f"\napply-error (a TLS site whose shared server nginx refuses): {error}")
+    assert 'host not found in upstream "upstream.example.invalid"' in error
+    assert f"sites-enabled/{hostname}.conf" in error, "refused as a server of its own"
+
+    root = nginx.root
+    for served, chain in (
+        (first, first_chain),
+        (alias, first_chain),
+        (alias.upper(), first_chain),  # the map, too, ignores case
+        (second, second_chain),
+        (large, large_chain),
+    ):
+        assert serves_certificate(nginx, served, chain), served
+        assert https_request(nginx.https_port, served.lower(), chain)[0] == 200, served
+    [first_listing], [second_listing] = https_listings(root, first), https_listings(root, second)
+    [large_listing] = https_listings(root, large)
+    assert first_listing.parent == second_listing.parent != large_listing.parent
+    assert (
+        root / "https-map" / f"{first}.conf"
+    ).read_text() == f"{first} {first};\n{alias} {first};\n"
+    for listing in (first_listing, large_listing):
+        server = root / "sites-enabled" / f"_vhost-shared-{listing.parent.name}.conf"
+        assert f"include {listing.parent}/*.conf;" in server.read_text()
+    assert not https_listings(root, hostname)
+    shared = sorted(path.name for path in (root / "sites-enabled").glob("_vhost-shared-*.conf"))
+    assert len(shared) == len({path.parent for path in root.glob("https-names/*/*.conf")})
+
+    # Disabled: its listing goes (the config stays); enabled again: listed again.
+    def set_enabled(value: str) -> None:
+        cluster.kubectl(
+            "annotate", "configmap", "vhost-listed-b", "-n", NAMESPACE,
+            f"{labels.ENABLED}={value}", "--overwrite",
+        )  # fmt: skip
+
+    set_enabled("false")
+    eventually(
+        lambda: served_certificate(nginx.https_port, second) is None,
+        timeout=45,
+        what="the handshake of a disabled listed site refused",
+    )
+    assert (
+        not https_listings(root, second) and (root / "sites-available" / f"{second}.conf").exists()
+    )
+    assert serves_certificate(nginx, first, first_chain), "its neighbour is served on"
+    set_enabled("true")
+    eventually(
+        lambda: serves_certificate(nginx, second, second_chain),
+        timeout=45,
+        what="the certificate of the site enabled again",
+    )
+    sites.cluster.kubectl(
+        "delete", "configmap", "-n", NAMESPACE, "vhost-listed-bad", "vhost-listed-big"
+    )
+    # The last site listed in a shared server gone, the server goes once nginx runs without it.
+    large_server = root / "sites-enabled" / f"_vhost-shared-{large_listing.parent.name}.conf"
+    eventually(
+        lambda: not large_server.exists(), timeout=45, what="the unused shared server removed"
+    )
 
 
 def test_disabled_site_falls_to_the_default_server_and_comes_back(
@@ -377,6 +476,8 @@ def test_deleted_site_is_removed_from_disk_and_nginx(
     assert not (root / "sites-enabled" / f"{hostname}.conf").exists()
     assert not (root / "certs" / hostname).exists()
     assert not (root / "http-names" / f"{hostname}.conf").exists()
+    assert not https_listings(root, hostname)
+    assert not (root / "https-map" / f"{hostname}.conf").exists()
 
 
 def test_renewed_certificate_is_served_and_reported(sites: Sites, nginx: NginxServer) -> None:
@@ -529,7 +630,7 @@ def test_a_batch_on_a_running_nginx_is_tested_alone_and_a_refused_site_is_named(
     assert after["vhost_agent_nginx_tests_total"] == before["vhost_agent_nginx_tests_total"]
     narrowed = (nginx.root / "nginx-batch-test.conf").read_text()
     assert f"{nginx.root}/sites-enabled/alone-2.example.com.conf" in narrowed
-    assert "alone-1.example.com" not in narrowed and "*.conf" not in narrowed
+    assert "alone-1.example.com" not in narrowed and "sites-enabled/*.conf" not in narrowed
 
     hostname = "unresolvable.example.com"
     unresolvable = render_final(

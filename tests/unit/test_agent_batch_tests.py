@@ -66,13 +66,15 @@ def main_config(root: Path) -> str:
 
 
 def test_a_batch_is_tested_with_the_definitions_and_its_enabled_sites_only(root: Path) -> None:
-    """c.example.com was written but is disabled (no link): nginx would not load it either."""
+    """c.example.com was written but is disabled (no link): nginx would not load it either.
+    The shared HTTPS servers, with every site listed in them, are always included."""
     (root / "sites-enabled" / "c.example.com.conf").unlink()
     batch, nginx = workspace(root, main_config(root), {"c.example.com", "b.example.com"})
     assert asyncio.run(batch.test()) is None
     enabled = root / "sites-enabled"
     assert nginx.tested == [
         f'http {{\n    include "{enabled}/_vhost-operator.conf"; '
+        f'include "{enabled}/_vhost-shared-*.conf"; '
         f'include "{enabled}/b.example.com.conf";\n}}\n'
     ], "one test, of the narrowed config, in the order of the glob"
     assert (root / BATCH_TEST_CONFIG).read_text() == nginx.tested[0]

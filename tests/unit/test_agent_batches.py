@@ -10,7 +10,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -242,9 +242,11 @@ def test_a_batch_plans_and_reports_only_the_site_that_changed(
     planned: list[str] = []
     reported: list[str] = []
 
-    def site_operations(site: desired.Site, disk: plan.DiskState) -> tuple[plan.Operation, ...]:
+    def site_operations(
+        site: desired.Site, disk: plan.DiskState, servers: Collection[str]
+    ) -> tuple[plan.Operation, ...]:
         planned.append(site.hostname)
-        return original_operations(site, disk)
+        return original_operations(site, disk, servers)
 
     def report(request: desired.SiteRequest, *arguments: Any) -> plan.Report:
         reported.append(request.configmap)

@@ -46,6 +46,7 @@ from vhost_operator.agent.plan import (
     WriteFile,
     apply_error,
     disk_state,
+    enablings,
     key_access_problem,
     link_target,
     plan,
@@ -731,8 +732,8 @@ def test_quarantine_unlinks_only_the_sites_that_break_nginx() -> None:
     workspace = FakeWorkspace({"b.example.com"})
     linked = (Symlink(PurePosixPath("sites-enabled/x.conf"), "../x"),)
     workspace.applied = {h: Change(h, linked, None) for h in ("a.example.com", "b.example.com")}
-    links = {"a.example.com": "../a", "b.example.com": "../b"}
-    outcome = asyncio.run(quarantine(links, workspace))
+    disk = on_disk(links={"a.example.com": "../a", "b.example.com": "../b"})
+    outcome = asyncio.run(quarantine(enablings(disk, {}), workspace))
     assert set(outcome.rejected) == {"b.example.com"}
     assert workspace.applied["b.example.com"].operations == (
         Remove(PurePosixPath("sites-enabled/b.example.com.conf")),

@@ -12,10 +12,12 @@ import pytest
 
 from tests.harness.nginx import nginx_check, self_signed_certificate
 from vhost_operator.nginx import (
+    CERTIFICATE_NAME_VARIABLE,
     NO_SITE_NAME,
     PER_HANDSHAKE_VARIABLE,
     REDIRECT_VARIABLE,
     SHARED_HTTP_NAME,
+    SHARED_HTTPS_NAME_PREFIX,
     FinalLayout,
     SiteConfig,
     config_hash,
@@ -43,6 +45,7 @@ def definitions_of(certificate_dir: str = "/certs", https_port: int = 443, **fie
         "http_port": 80,
         "challenge_upstream": CHALLENGE,
         "names_dir": "/root/http-names",
+        "https_map_dir": "/root/https-map",
     }
     return http_definitions(certificate_dir, https_port, **(shared | fields))
 
@@ -154,10 +157,21 @@ def test_a_tls_site_names_no_certificate_and_gets_its_hosts_from_the_shared_cont
     definitions = definitions_of("/certs/", 8443)
     assert "listen 8443 ssl default_server;" in definitions
     assert "ssl_reject_handshake on;" in definitions
-    assert "ssl_certificate /certs/$server_name/tls.crt;" in definitions
-    assert "ssl_certificate_key /certs/$server_name/tls.key;" in definitions
+    assert f"ssl_certificate /certs/${CERTIFICATE_NAME_VARIABLE}/tls.crt;" in definitions
+    assert f"ssl_certificate_key /certs/${CERTIFICATE_NAME_VARIABLE}/tls.key;" in definitions
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in definitions
-    assert "$ssl_server_name" not in definitions + config
+    # The directory is the selected server's first name; only a shared HTTPS server's (a name
+    # no site has) is looked up by the SNI, in the agent's map of configured names, else "".
+    assert (
+        f"map $server_name ${CERTIFICATE_NAME_VARIABLE} {{\n"
+        f'    "~^{SHARED_HTTPS_NAME_PREFIX}" ${CERTIFICATE_NAME_VARIABLE}_shared;\n'
+        "    default $server_name;\n}"
+    ) in definitions
+    assert (
+        f"map $ssl_server_name ${CERTIFICATE_NAME_VARIABLE}_shared {{\n    hostnames;\n"
+        '    default "";\n    include /root/https-map/*.conf;\n}'
+    ) in definitions
+    assert "$ssl_server_name" not in config
     # The configs of the previous release still use the always-empty variable.
     assert f'map "" ${PER_HANDSHAKE_VARIABLE} {{\n    default "";\n}}' in definitions
 

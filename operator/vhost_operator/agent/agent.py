@@ -56,13 +56,13 @@ from vhost_operator.agent.plan import (
     CERTS_DIR,
     DEFINITIONS_FILE,
     ENABLED_DIR,
+    SHARED_SERVER_PREFIX,
     Change,
     DiskState,
     PlanInputs,
-    Symlink,
     enabled_path,
+    enablings,
     key_access_problem,
-    link_target,
     plan,
     report,
     report_patch,
@@ -71,6 +71,7 @@ from vhost_operator.agent.plan import (
     summary,
 )
 from vhost_operator.agent.settings import AgentSettings
+from vhost_operator.agent.shared import SharedServers
 from vhost_operator.agent.testconfig import CannotNarrow, narrowed_config
 from vhost_operator.bursts import Burst
 from vhost_operator.errors import VhostOperatorError
@@ -224,7 +225,9 @@ class BatchTestingWorkspace(DiskWorkspace):
 
     def _write_batch_config(self) -> Path:
         enabled = PurePosixPath(self._root, ENABLED_DIR)
-        names = [DEFINITIONS_FILE.name]
+        # The shared HTTPS servers are included whole, every site listed in them with them:
+        # parsing thousands of names costs nginx a few milliseconds.
+        names = [DEFINITIONS_FILE.name, f"{SHARED_SERVER_PREFIX}*.conf"]
         names.extend(
             f"{hostname}.conf"
             for hostname in self.touched
@@ -291,6 +294,7 @@ class NginxAgent:
         self._read_since_plan: set[str] | None = None
         """Hosts whose files were read again since the last plan; ``None``: the whole disk."""
         self._last_plan: PlanInputs | None = None
+        self._shared = SharedServers(settings.root_dir)
         self._workspace = DiskWorkspace(
             settings.root_dir, nginx, self.stats, key_group=key_group, touched=self._touched
         )
@@ -410,7 +414,7 @@ class NginxAgent:
             # Part of the batch (or the quarantine) may be on disk already: the next batch must
             # reload even if it finds nothing to write, and read the disk whole again.
             self._live = False
-            self._disk = None
+            self._forget_disk()
             raise
         if outcome.accepted:
             self._live = False
@@ -420,7 +424,7 @@ class NginxAgent:
             try:
                 outcome = await self._reload_or_isolate(desired, outcome, started)
             except BaseException:
-                self._disk = None  # an isolation may have stopped half-way
+                self._forget_disk()  # an isolation may have stopped half-way
                 raise
             # Waiting out reloads nginx never confirmed kept the agent busy, not nginx: pacing
             # by it would hold the next batch back for nothing (reload_timeout several times).
@@ -429,6 +433,7 @@ class NginxAgent:
             self.stats.reload_pause_seconds = self._settings.reload_pacing * busy
             self._burst.pace(self.stats.reload_pause_seconds)
         disk = await self._read_disk()
+        await self._shared.prune(desired.sites, disk)
         patched = await self._report(desired, disk)
         # Ready once the whole state is served and reported: a new replica takes traffic (and
         # the operator waits for it) only when it serves every host as the others do.
@@ -444,14 +449,17 @@ class NginxAgent:
         """Apply what differs; ends with a tested disk state (or raises BaselineRejected)."""
         disk = await self._read_disk()
         sites, keep = desired.sites, frozenset(self._hosts_to_keep(desired))
+        # Only while nginx runs the rest of the disk does testing the batch alone say enough.
+        workspace = self._batch_testing if self._live else self._workspace
+        servers = await self._shared.prepare(sites, workspace)
         last, read = self._last_plan, self._read_since_plan
-        hostnames = None if last is None or read is None else last.hosts_to_plan(sites, keep, read)
-        changes = plan(sites, disk, keep=keep, hostnames=hostnames)
-        self._last_plan = PlanInputs(sites, keep, frozenset(c.hostname for c in changes))
+        hostnames = (
+            None if last is None or read is None else last.hosts_to_plan(sites, keep, read, servers)
+        )
+        changes = plan(sites, disk, keep=keep, hostnames=hostnames, shared_servers=servers)
+        self._last_plan = PlanInputs(sites, keep, frozenset(c.hostname for c in changes), servers)
         self._read_since_plan = set()
         if changes:
-            # Only while nginx runs the rest of the disk does testing the batch alone say enough.
-            workspace = self._batch_testing if self._live else self._workspace
             return await apply_batch(changes, workspace)
         if not self._live:
             # Nothing to write, but nginx is to be reloaded (start-up, or a reload that failed):
@@ -466,9 +474,11 @@ class NginxAgent:
         """Unlink the enabled sites that break nginx (see ``apply.quarantine``); a site whose
         files are what its ConfigMap asks for is remembered as rejected, so it stays unlinked
         until its ConfigMap changes."""
+        root = self._settings.root_dir
         disk = await self._read_disk()
-        links = {host: target for host, target in disk.links.items() if target is not None}
-        outcome = await quarantine(links, self._workspace)
+        listings = await asyncio.to_thread(files.read_listings, root, disk)
+        enabled = enablings(disk, listings)
+        outcome = await quarantine(enabled, self._workspace)
         self._live = False  # unlinked sites: nginx must reload even if nothing else changes
         disk = await self._read_disk()
         sites = desired.sites
@@ -476,9 +486,13 @@ class NginxAgent:
             self.stats.hosts_rejected_total += 1
             logger.error("unlinked %s: nginx rejects it: %s", hostname, message)
             site = sites.get(hostname)
-            relink = (Symlink(enabled_path(hostname), link_target(hostname)),)
-            if site is not None and site_operations(site, disk) == relink:
+            operations = site_operations(site, disk, self._shared.keys) if site else None
+            if site is not None and operations == enabled[hostname].restoral:
                 self._rejections[hostname] = Rejection(site.fingerprint, message)
+
+    def _forget_disk(self) -> None:
+        self._disk = None
+        self._shared.forget()
 
     async def _read_disk(self) -> DiskState:
         """What is on disk: read whole the first time (and after a failure), else only the hosts

@@ -26,16 +26,17 @@ from vhost_operator.agent.plan import (
     AVAILABLE_DIR,
     CERTS_DIR,
     ENABLED_DIR,
+    HTTPS_MAP_DIR,
+    HTTPS_NAMES_DIR,
     Change,
-    Remove,
-    Symlink,
-    enabled_path,
+    Enabling,
 )
 
 Undo = Callable[[], Awaitable[None]]
 
 _NAMED_HOST = re.compile(
-    rf"(?:{AVAILABLE_DIR}|{ENABLED_DIR})/(?P<config>[a-z0-9.-]+)\.conf"
+    rf"(?:{AVAILABLE_DIR}|{ENABLED_DIR}|{HTTPS_NAMES_DIR}/[0-9a-f]+|{HTTPS_MAP_DIR})"
+    rf"/(?P<config>[a-z0-9.-]+)\.conf"
     rf"|{CERTS_DIR}/(?P<certificate>[a-z0-9.-]+)/"
 )
 
@@ -82,19 +83,19 @@ async def apply_batch(changes: Sequence[Change], workspace: Workspace) -> Outcom
     return outcome
 
 
-async def quarantine(links: Mapping[str, str], workspace: Workspace) -> Outcome:
+async def quarantine(enabled: Mapping[str, Enabling], workspace: Workspace) -> Outcome:
     """Recover from a rejected baseline: find the enabled sites that break it, and unlink them.
 
     The files on disk should always be a tested state, but an agent killed between writing a
     batch and rolling it back, or a hand edit, can leave a broken one, and then nginx would not
-    even start again. Every site is unlinked (nginx loads neither its config nor its
-    certificate then); if nginx accepts that, the links (``links``: hostname → target) are put
-    back as one batch, isolating the ones nginx refuses, which stay unlinked. If nginx refuses
-    even no sites at all, its main config is broken: :class:`BaselineRejected`, nothing changed.
+    even start again. Every site is unlinked (``enabled``: hostname → how; nginx loads neither
+    its config nor its certificate then); if nginx accepts that, they are put back as one
+    batch, isolating the ones nginx refuses, which stay unlinked. If nginx refuses even no
+    sites at all, its main config is broken: :class:`BaselineRejected`, nothing changed.
     """
-    hostnames = sorted(links)
+    hostnames = sorted(enabled)
     undo = await workspace.apply(
-        [Change(hostname, (Remove(enabled_path(hostname)),), None) for hostname in hostnames]
+        [Change(hostname, enabled[hostname].removal, None) for hostname in hostnames]
     )
     try:
         failure = await workspace.test()
@@ -104,10 +105,7 @@ async def quarantine(links: Mapping[str, str], workspace: Workspace) -> Outcome:
     if failure is not None:
         await undo()
         raise BaselineRejected(f"nginx rejects its configuration even with no site: {failure}")
-    relinks = [
-        Change(hostname, (Symlink(enabled_path(hostname), links[hostname]),), None)
-        for hostname in hostnames
-    ]
+    relinks = [Change(hostname, enabled[hostname].restoral, None) for hostname in hostnames]
     outcome = await apply_batch(relinks, workspace)
     outcome.tests += 1
     return outcome

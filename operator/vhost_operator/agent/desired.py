@@ -15,7 +15,7 @@ import hashlib
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from vhost_operator.certs import (
     CERTIFICATE_KEY,
@@ -24,7 +24,14 @@ from vhost_operator.certs import (
     KeyMaterialError,
     secret_certificate,
 )
-from vhost_operator.nginx import RecognisedConfig, config_hash, recognise, shared_http_names
+from vhost_operator.nginx import (
+    RecognisedConfig,
+    SharedHttpsServer,
+    config_hash,
+    recognise,
+    shared_http_names,
+    shared_https_map,
+)
 from vhost_operator.resources import labels
 from vhost_operator.resources.hostnames import hostname_problem
 
@@ -50,7 +57,14 @@ class Site:
     certificate: Certificate | None
     http_names: str | None = None
     """What lists the host in the agent's shared plain HTTP server
-    (``nginx.shared_http_names``): for a TLS config of this release, ``None`` for others."""
+    (``nginx.shared_http_names``): for a TLS config of this release, ``None`` for others.
+    The same text lists it in its shared HTTPS server, if it has one."""
+    https_server: SharedHttpsServer | None = None
+    """The shared HTTPS server it can be listed in instead of being a server of its own (its
+    config is that server but for its names), or ``None``."""
+    https_map: str | None = None
+    """What gives its names' certificate directory in a shared HTTPS server
+    (``nginx.shared_https_map``), where it has one."""
 
     # The digests are computed once per version of a site (its request is kept from batch to
     # batch while its objects do not change), not once per batch.
@@ -67,6 +81,10 @@ class Site:
     @functools.cached_property
     def http_names_digest(self) -> str | None:
         return digest(self.http_names.encode()) if self.http_names is not None else None
+
+    @functools.cached_property
+    def https_map_digest(self) -> str | None:
+        return digest(self.https_map.encode()) if self.https_map is not None else None
 
     @functools.cached_property
     def chain_digest(self) -> str | None:
@@ -320,7 +338,11 @@ def site_request(
     problem = _shared_http_problem(recognised, shared_http)
     if problem:
         return dataclasses.replace(request, problem=problem)
-    names = shared_http_names(rendered) if recognised.shared_http else None
+    listing = _Listing(
+        shared_http_names(rendered) if recognised.shared_http else None,
+        recognised.shared_https,
+        shared_https_map(rendered) if recognised.shared_https else None,
+    )
     enabled = annotations.get(labels.ENABLED, "true")
     if enabled not in ("true", "false"):
         message = f"annotation {labels.ENABLED} must be 'true' or 'false', not {enabled!r}"
@@ -335,10 +357,17 @@ def site_request(
         )
         return dataclasses.replace(request, problem=message)
     if not secret_name:
-        return dataclasses.replace(
-            request, site=Site(name, hostname, config, enabled == "true", None, names)
-        )
-    return _with_certificate(request, config, enabled == "true", names, secret_name, secrets)
+        site = Site(name, hostname, config, enabled == "true", None, *listing)
+        return dataclasses.replace(request, site=site)
+    return _with_certificate(request, config, enabled == "true", listing, secret_name, secrets)
+
+
+class _Listing(NamedTuple):
+    """What lists a site in the agent's shared servers: :class:`Site`'s last fields."""
+
+    http_names: str | None
+    https_server: SharedHttpsServer | None
+    https_map: str | None
 
 
 def _shared_http_problem(
@@ -366,7 +395,7 @@ def _with_certificate(
     request: SiteRequest,
     config: str,
     enabled: bool,
-    http_names: str | None,
+    listing: _Listing,
     secret_name: str,
     secrets: Mapping[str, Object],
 ) -> SiteRequest:
@@ -382,7 +411,7 @@ def _with_certificate(
         certificate = secret_certificate(secret)
     except KeyMaterialError as error:
         return dataclasses.replace(request, problem=f"TLS Secret {secret_name}: {error}")
-    site = Site(request.configmap, request.hostname, config, enabled, certificate, http_names)
+    site = Site(request.configmap, request.hostname, config, enabled, certificate, *listing)
     return dataclasses.replace(request, site=site)
 
 

@@ -28,12 +28,19 @@ from vhost_operator.agent.plan import (
     DEFINITIONS_FILE,
     ENABLED_DIR,
     HTTP_NAMES_DIR,
+    HTTPS_MAP_DIR,
+    HTTPS_NAMES_DIR,
     LAYOUT_DIRS,
+    SHARED_SERVER_PREFIX,
     DiskState,
     Operation,
     Symlink,
     WriteFile,
     disk_state,
+    https_map_path,
+    https_names_dir,
+    https_names_path,
+    shared_server_path,
 )
 from vhost_operator.nginx import http_definitions
 
@@ -59,8 +66,12 @@ def prepare(root: Path, https_port: int, *, http_port: int, challenge_upstream: 
     sends their challenges to ``challenge_upstream``."""
     for name in LAYOUT_DIRS:
         _make_directory(root / name)
-    directories = (root / AVAILABLE_DIR, root / ENABLED_DIR, root / HTTP_NAMES_DIR)
-    for directory in (*directories, *_subdirectories(root / CERTS_DIR)):
+    directories = (
+        *(root / name for name in (AVAILABLE_DIR, ENABLED_DIR, HTTP_NAMES_DIR, HTTPS_MAP_DIR)),
+        *_subdirectories(root / CERTS_DIR),
+        *_subdirectories(root / HTTPS_NAMES_DIR),
+    )
+    for directory in directories:
         for entry in directory.iterdir():
             if entry.name.startswith(TEMP_PREFIX):
                 _remove(entry)
@@ -71,6 +82,7 @@ def prepare(root: Path, https_port: int, *, http_port: int, challenge_upstream: 
         http_port=http_port,
         challenge_upstream=challenge_upstream,
         names_dir=str(root / HTTP_NAMES_DIR),
+        https_map_dir=str(root / HTTPS_MAP_DIR),
     ).encode()
     if not definitions.is_file() or definitions.is_symlink() or definitions.read_bytes() != content:
         write_file(definitions, content, PUBLIC_FILE_MODE)
@@ -85,9 +97,13 @@ def group_id(group: str) -> int:
 def read_disk(root: Path) -> DiskState:
     """What the layout holds. Names that are no ``<hostname>.conf`` are ignored (nginx's include
     pattern ignores them too)."""
+    directories = (
+        *(root / name for name in (AVAILABLE_DIR, ENABLED_DIR, HTTP_NAMES_DIR, HTTPS_MAP_DIR)),
+        *_subdirectories(root / HTTPS_NAMES_DIR),
+    )
     hostnames = {
         entry.name.removesuffix(_CONF_SUFFIX)
-        for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR, root / HTTP_NAMES_DIR)
+        for directory in directories
         for entry in _conf_entries(directory)
     }
     hostnames.update(directory.name for directory in _subdirectories(root / CERTS_DIR))
@@ -121,13 +137,64 @@ def read_hosts(root: Path, hostnames: Iterable[str]) -> DiskState:
         for hostname in hostnames
         if (directory := root / CERTS_DIR / hostname).is_dir() and not directory.is_symlink()
     )
-    http_names = (
-        (hostname, path.read_bytes())
-        for hostname in hostnames
-        if (path := root / HTTP_NAMES_DIR / f"{hostname}{_CONF_SUFFIX}").is_file()
-        and not path.is_symlink()
+    http_names = _host_files(root / HTTP_NAMES_DIR, hostnames)
+    servers = sorted(_subdirectories(root / HTTPS_NAMES_DIR))
+    https_names = (
+        (hostname, directory.name, content)
+        for directory in servers
+        for hostname, content in _host_files(directory, hostnames)
     )
-    return disk_state(configs, links, certificates, http_names)
+    https_maps = _host_files(root / HTTPS_MAP_DIR, hostnames)
+    return disk_state(configs, links, certificates, http_names, https_names, https_maps)
+
+
+def _host_files(directory: Path, hostnames: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    for hostname in hostnames:
+        path = directory / f"{hostname}{_CONF_SUFFIX}"
+        if path.is_file() and not path.is_symlink():
+            yield hostname, path.read_bytes()
+
+
+def read_listings(root: Path, disk: DiskState) -> dict[str, tuple[bytes, bytes]]:
+    """The map and names files of the hosts listed in shared HTTPS servers on ``disk``."""
+    listings = {}
+    for hostname, listed in disk.https_names.items():
+        with contextlib.suppress(FileNotFoundError):
+            listings[hostname] = (
+                (root / https_map_path(hostname)).read_bytes(),
+                (root / https_names_path(listed.server, hostname)).read_bytes(),
+            )
+    return listings
+
+
+# -- shared HTTPS servers ----------------------------------------------------------------------
+
+
+def read_shared_servers(root: Path) -> dict[str, bytes]:
+    """The shared HTTPS servers on disk, by key: their files' contents."""
+    servers = {}
+    for entry in (root / ENABLED_DIR).glob(f"{SHARED_SERVER_PREFIX}*{_CONF_SUFFIX}"):
+        if entry.is_file() and not entry.is_symlink():
+            key = entry.name.removeprefix(SHARED_SERVER_PREFIX).removesuffix(_CONF_SUFFIX)
+            servers[key] = entry.read_bytes()
+    return servers
+
+
+def write_shared_server(root: Path, key: str, content: bytes) -> None:
+    """Put a shared HTTPS server in place, with the (empty) directory of its names."""
+    _make_directory(root / https_names_dir(key))
+    path = root / shared_server_path(key)
+    write_file(path, content, PUBLIC_FILE_MODE)
+    _sync_directories([path.parent, root / HTTPS_NAMES_DIR])
+
+
+def remove_shared_server(root: Path, key: str) -> None:
+    """Remove a shared HTTPS server, and the directory of its names if it is empty."""
+    path = root / shared_server_path(key)
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError, OSError):
+        (root / https_names_dir(key)).rmdir()  # only if empty: a host may still be listed
+    _sync_directories([path.parent, root / HTTPS_NAMES_DIR])
 
 
 # -- undo --------------------------------------------------------------------------------------
@@ -388,8 +455,8 @@ def _conf_entries(directory: Path) -> Iterator[Path]:
     for entry in directory.iterdir():
         if (
             entry.name.endswith(_CONF_SUFFIX)
-            and not entry.name.startswith(".")
-            and entry.name != DEFINITIONS_FILE.name  # not a site: the agent's own definitions
+            # Not a site: temporary files, the agent's own definitions and shared servers.
+            and not entry.name.startswith((".", "_"))
         ):
             yield entry
 

@@ -10,10 +10,22 @@ The on-disk layout under the agent's root directory (the agent owns everything i
                                         release, which lists it in the shared plain HTTP server
     sites-enabled/_vhost-operator.conf  ``nginx.http_definitions``, which the configs use (a name
                                         no hostname can have: ``_`` is not in hostnames); its
-                                        plain HTTP server includes ``http-names/*.conf``
+                                        plain HTTP server includes ``http-names/*.conf``, its
+                                        certificate map ``https-map/*.conf``
+    sites-enabled/_vhost-shared-<key>.conf
+                                        a shared HTTPS server (``nginx.SharedHttpsServer``),
+                                        which includes ``https-names/<key>/*.conf``
+    https-names/<key>/<hostname>.conf   the ``server_name`` line of an enabled site listed in
+                                        that shared server instead of linked
+    https-map/<hostname>.conf           its names' certificate directory, for the map
 
 nginx's main config includes ``<root>/sites-enabled/*.conf``, so disabling a site drops only its
-link: the config stays, and enabling it again is one symlink.
+link (or its two listing files): the config stays, and enabling it again is one symlink.
+
+A site that can be listed in a shared HTTPS server (``Site.https_server``) is, once that server
+is on disk: nginx's cost of a reload then grows with the shared servers and the other sites'
+blocks, not with every site. Which shared servers are on disk is the agent's to decide (it
+writes one only when nginx accepts it); the plan lists a site in one only if it is.
 
 Paths here are relative to the root; ``files`` resolves and writes them. The agent remembers
 what is on disk as digests (:class:`DiskState`), not contents: a batch compares each host in a
@@ -23,12 +35,13 @@ few dictionary look-ups, and thousands of sites do not sit in memory twice.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import TypeVar
 
 from vhost_operator.agent.desired import DesiredState, Site, SiteRequest, digest
 from vhost_operator.certs import CERTIFICATE_KEY, PRIVATE_KEY_KEY, certificate_serial
+from vhost_operator.nginx import SharedHttpsServer
 from vhost_operator.nginx.render import CONFIG_HASH_LENGTH
 from vhost_operator.resources import labels
 
@@ -36,8 +49,19 @@ AVAILABLE_DIR = "sites-available"
 ENABLED_DIR = "sites-enabled"
 CERTS_DIR = "certs"
 HTTP_NAMES_DIR = "http-names"
-LAYOUT_DIRS = (AVAILABLE_DIR, ENABLED_DIR, CERTS_DIR, HTTP_NAMES_DIR)
+HTTPS_NAMES_DIR = "https-names"
+HTTPS_MAP_DIR = "https-map"
+LAYOUT_DIRS = (
+    AVAILABLE_DIR,
+    ENABLED_DIR,
+    CERTS_DIR,
+    HTTP_NAMES_DIR,
+    HTTPS_NAMES_DIR,
+    HTTPS_MAP_DIR,
+)
 DEFINITIONS_FILE = PurePosixPath(ENABLED_DIR, "_vhost-operator.conf")
+SHARED_SERVER_PREFIX = "_vhost-shared-"
+"""Of a shared HTTPS server's file in ``sites-enabled``: ``_`` is not in hostnames either."""
 
 MAX_ERROR_LENGTH = 1024
 """Characters of an ``apply-error`` value kept: enough for nginx's message, far below the
@@ -65,6 +89,22 @@ def http_names_path(hostname: str) -> PurePosixPath:
     return PurePosixPath(HTTP_NAMES_DIR, f"{hostname}.conf")
 
 
+def shared_server_path(key: str) -> PurePosixPath:
+    return PurePosixPath(ENABLED_DIR, f"{SHARED_SERVER_PREFIX}{key}.conf")
+
+
+def https_names_dir(key: str) -> PurePosixPath:
+    return PurePosixPath(HTTPS_NAMES_DIR, key)
+
+
+def https_names_path(key: str, hostname: str) -> PurePosixPath:
+    return https_names_dir(key) / f"{hostname}.conf"
+
+
+def https_map_path(hostname: str) -> PurePosixPath:
+    return PurePosixPath(HTTPS_MAP_DIR, f"{hostname}.conf")
+
+
 _Value = TypeVar("_Value")
 
 
@@ -83,10 +123,21 @@ class DiskState:
     """The serial of the leaf in ``certs/<hostname>/tls.crt``, where that is a certificate."""
     http_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """``http-names/<hostname>.conf``: digest of its contents."""
+    https_names: Mapping[str, Listed] = dataclasses.field(default_factory=dict)
+    """``https-names/<key>/<hostname>.conf``: which shared server, digest of its contents."""
+    https_maps: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """``https-map/<hostname>.conf``: digest of its contents."""
 
     @property
     def hostnames(self) -> set[str]:
-        return set(self.configs) | set(self.links) | set(self.certificates) | set(self.http_names)
+        return (
+            set(self.configs)
+            | set(self.links)
+            | set(self.certificates)
+            | set(self.http_names)
+            | set(self.https_names)
+            | set(self.https_maps)
+        )
 
     def updated(self, fresh: DiskState, hostnames: Collection[str]) -> DiskState:
         """This state with ``hostnames`` as ``fresh`` (read again) has them: the hosts a batch
@@ -98,7 +149,23 @@ class DiskState:
             _merged(self.certificates, fresh.certificates, hostnames),
             _merged(self.serials, fresh.serials, hostnames),
             _merged(self.http_names, fresh.http_names, hostnames),
+            _merged(self.https_names, fresh.https_names, hostnames),
+            _merged(self.https_maps, fresh.https_maps, hostnames),
         )
+
+    @property
+    def listed_servers(self) -> set[str]:
+        """The keys of the shared HTTPS servers some host is listed in."""
+        return {listed.server for listed in self.https_names.values()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """A host's ``https-names`` file."""
+
+    server: str
+    """The key of the shared HTTPS server whose directory it is in."""
+    digest: str
 
 
 def _merged(
@@ -116,9 +183,12 @@ def disk_state(
     links: Iterable[tuple[str, str | None]] = (),
     certificates: Iterable[tuple[str, Mapping[str, bytes]]] = (),
     http_names: Iterable[tuple[str, bytes]] = (),
+    https_names: Iterable[tuple[str, str, bytes]] = (),
+    https_maps: Iterable[tuple[str, bytes]] = (),
 ) -> DiskState:
-    """The :class:`DiskState` of these contents (hostname, contents), taken one at a time: a
-    generator reading files holds one host's bytes at once."""
+    """The :class:`DiskState` of these contents (hostname, contents; ``https_names``: hostname,
+    shared server's key, contents), taken one at a time: a generator reading files holds one
+    host's bytes at once."""
     certificate_digests: dict[str, Mapping[str, str]] = {}
     serials = {}
     for hostname, contents in certificates:
@@ -133,6 +203,8 @@ def disk_state(
         certificate_digests,
         serials,
         {hostname: digest(content) for hostname, content in http_names},
+        {hostname: Listed(key, digest(content)) for hostname, key, content in https_names},
+        {hostname: digest(content) for hostname, content in https_maps},
     )
 
 
@@ -179,14 +251,17 @@ def plan(
     *,
     keep: Collection[str] = (),
     hostnames: Collection[str] | None = None,
+    shared_servers: Collection[str] = frozenset(),
 ) -> list[Change]:
     """The changes that make the disk match ``sites``, one per host that differs, by hostname.
 
     Hosts on disk without a site are removed, except those in ``keep`` (held or rejected hosts,
     whose last good files must stay). ``hostnames``: look only at these hosts (``None``: at
-    every host). A host's changes depend only on its site, its files and whether it is kept,
-    so the hosts none of these changed for since a plan found nothing to do for them can be
-    left out: a batch then costs what changed, not every site (:class:`PlanInputs`).
+    every host). ``shared_servers``: the keys of the shared HTTPS servers on disk, which the
+    sites that can be are listed in. A host's changes depend only on its site, its files,
+    whether it is kept and whether its shared server is on disk, so the hosts none of these
+    changed for since a plan found nothing to do for them can be left out: a batch then costs
+    what changed, not every site (:class:`PlanInputs`).
     """
     changes = []
     candidates = set(sites) | disk.hostnames if hostnames is None else hostnames
@@ -194,7 +269,11 @@ def plan(
         if hostname in keep:
             continue
         site = sites.get(hostname)
-        operations = site_operations(site, disk) if site else removal_operations(hostname, disk)
+        operations = (
+            site_operations(site, disk, shared_servers)
+            if site
+            else removal_operations(hostname, disk)
+        )
         if operations:
             fingerprint = site.fingerprint if site else None
             changes.append(Change(hostname, operations, fingerprint))
@@ -209,33 +288,52 @@ class PlanInputs:
     keep: frozenset[str]
     changed: frozenset[str]
     """The hosts it found changes for (applied since, or rejected and then kept)."""
+    shared_servers: frozenset[str] = frozenset()
 
     def hosts_to_plan(
-        self, sites: Mapping[str, Site], keep: frozenset[str], files_read: Collection[str]
+        self,
+        sites: Mapping[str, Site],
+        keep: frozenset[str],
+        files_read: Collection[str],
+        shared_servers: frozenset[str] = frozenset(),
     ) -> set[str]:
-        """The hosts a plan of ``sites`` and ``keep`` may find changes for, when the files of
-        ``files_read`` are the only ones read again since this plan: those whose site (a new
-        object: sites are parsed again only when their objects change), whose being kept or
-        whose files changed, and those this plan changed. Identity comparisons: a loop over
-        every site costs a fraction of a microsecond per site."""
+        """The hosts a plan of ``sites``, ``keep`` and ``shared_servers`` may find changes for,
+        when the files of ``files_read`` are the only ones read again since this plan: those
+        whose site (a new object: sites are parsed again only when their objects change), whose
+        being kept, whose shared server's being on disk or whose files changed, and those this
+        plan changed. Identity comparisons: a loop over every site costs a fraction of a
+        microsecond per site."""
         hostnames = set(files_read) | self.changed | (self.keep ^ keep)
         last = self.sites
         hostnames.update(
             hostname for hostname, site in sites.items() if last.get(hostname) is not site
         )
         hostnames.update(hostname for hostname in last if hostname not in sites)
+        servers = self.shared_servers ^ shared_servers
+        if servers:
+            hostnames.update(
+                hostname
+                for hostname, site in sites.items()
+                if site.https_server is not None and site.https_server.key in servers
+            )
         return hostnames
 
 
-def site_operations(site: Site, disk: DiskState) -> tuple[Operation, ...]:
-    """Certificate first, then config, then the link, then the names in the shared plain HTTP
-    server: the order a crash can interrupt safely (a config never points at a certificate that
-    is not there yet, port 80 never redirects to a site not enabled yet). The names are listed
-    only while the site is enabled and its config is a TLS one of this release (``http_names``):
-    a host is never in that server and in a server of its own config on the same port."""
+def site_operations(
+    site: Site, disk: DiskState, shared_servers: Collection[str] = frozenset()
+) -> tuple[Operation, ...]:
+    """Certificate first, then config, then the link or the listing in a shared HTTPS server
+    (of ``shared_servers``), then the names in the shared plain HTTP server: the order a crash
+    can interrupt safely (a config never points at a certificate that is not there yet, port
+    80 never redirects to a site not enabled yet). The names are listed only while the site is
+    enabled and its config is a TLS one of this release (``http_names``): a host is never in
+    that server and in a server of its own config on the same port. Likewise, a host's old
+    link or listing goes before its new one is put in place."""
     hostname = site.hostname
     names = site.http_names if site.enabled else None
     names_on_disk = disk.http_names.get(hostname)
+    server = site.https_server if site.enabled else None
+    listed_in = server.key if server is not None and server.key in shared_servers else None
     operations: list[Operation] = []
     on_disk = disk.certificates.get(hostname)
     if site.certificate is not None:
@@ -249,13 +347,21 @@ def site_operations(site: Site, disk: DiskState) -> tuple[Operation, ...]:
                 operations.append(WriteFile(path, content, private=private))
     if names is None and names_on_disk is not None:
         operations.append(Remove(http_names_path(hostname)))
+    listed = disk.https_names.get(hostname)
+    if listed is not None and listed.server != listed_in:
+        operations.append(Remove(https_names_path(listed.server, hostname)))
+    if listed_in is None and hostname in disk.https_maps:
+        operations.append(Remove(https_map_path(hostname)))
     if disk.configs.get(hostname) != site.config_digest:
         operations.append(WriteFile(config_path(hostname), site.config.encode()))
     linked = hostname in disk.links
-    if site.enabled and (not linked or disk.links[hostname] != link_target(hostname)):
+    wants_link = site.enabled and listed_in is None
+    if wants_link and (not linked or disk.links[hostname] != link_target(hostname)):
         operations.append(Symlink(enabled_path(hostname), link_target(hostname)))
-    if not site.enabled and linked:
+    if not wants_link and linked:
         operations.append(Remove(enabled_path(hostname)))
+    if listed_in is not None:
+        operations.extend(_listing_operations(site, listed_in, disk))
     if names is not None and names_on_disk != site.http_names_digest:
         operations.append(WriteFile(http_names_path(hostname), names.encode()))
     if site.certificate is None and on_disk is not None:
@@ -263,11 +369,27 @@ def site_operations(site: Site, disk: DiskState) -> tuple[Operation, ...]:
     return tuple(operations)
 
 
+def _listing_operations(site: Site, server: str, disk: DiskState) -> Iterator[Operation]:
+    """The map before the names: nginx never selects the shared server by a name whose
+    certificate it cannot find."""
+    hostname = site.hostname
+    assert site.https_map is not None and site.http_names is not None, "a shared HTTPS site"
+    if disk.https_maps.get(hostname) != site.https_map_digest:
+        yield WriteFile(https_map_path(hostname), site.https_map.encode())
+    if disk.https_names.get(hostname) != Listed(server, site.http_names_digest or ""):
+        yield WriteFile(https_names_path(server, hostname), site.http_names.encode())
+
+
 def removal_operations(hostname: str, disk: DiskState) -> tuple[Operation, ...]:
     """Names and link first, certificate last: the reverse of the order they are put in place."""
     operations: list[Operation] = []
     if hostname in disk.http_names:
         operations.append(Remove(http_names_path(hostname)))
+    listed = disk.https_names.get(hostname)
+    if listed is not None:
+        operations.append(Remove(https_names_path(listed.server, hostname)))
+    if hostname in disk.https_maps:
+        operations.append(Remove(https_map_path(hostname)))
     if hostname in disk.links:
         operations.append(Remove(enabled_path(hostname)))
     if hostname in disk.configs:
@@ -275,6 +397,46 @@ def removal_operations(hostname: str, disk: DiskState) -> tuple[Operation, ...]:
     if hostname in disk.certificates:
         operations.append(Remove(certificate_dir(hostname)))
     return tuple(operations)
+
+
+# -- shared HTTPS servers and enabled sites ---------------------------------------------------
+
+
+def wanted_servers(sites: Mapping[str, Site]) -> dict[str, SharedHttpsServer]:
+    """The shared HTTPS servers the enabled ``sites`` can be listed in, by key."""
+    return {
+        site.https_server.key: site.https_server
+        for site in sites.values()
+        if site.enabled and site.https_server is not None
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Enabling:
+    """What makes nginx serve an enabled host, as operations: its link, or its listing in a
+    shared HTTPS server."""
+
+    removal: tuple[Operation, ...]
+    restoral: tuple[Operation, ...]
+
+
+def enablings(disk: DiskState, listings: Mapping[str, tuple[bytes, bytes]]) -> dict[str, Enabling]:
+    """What enables each host on ``disk``; ``listings``: the contents of the listed hosts' map
+    and names files."""
+    found = {
+        hostname: Enabling(
+            (Remove(enabled_path(hostname)),), (Symlink(enabled_path(hostname), target),)
+        )
+        for hostname, target in disk.links.items()
+        if target is not None
+    }
+    for hostname, (map_content, names_content) in listings.items():
+        names = https_names_path(disk.https_names[hostname].server, hostname)
+        found[hostname] = Enabling(
+            (Remove(names), Remove(https_map_path(hostname))),
+            (WriteFile(https_map_path(hostname), map_content), WriteFile(names, names_content)),
+        )
+    return found
 
 
 # -- who can read the keys ------------------------------------------------------------------
