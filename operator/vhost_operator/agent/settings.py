@@ -31,10 +31,11 @@ class AgentSettings(BaseSettings):
     replica. Empty: the only nginx, reporting under the plain keys."""
 
     root_dir: Path = Path("/etc/nginx/vhost-operator")
-    """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/``, ``certs/``
-    and ``http-names/`` into. nginx loads every host's certificate from ``<root_dir>/certs``; it
-    must be the operator's ``nginx_certificate_dir`` (the default pair matches), because the
-    configs of earlier releases name certificate paths there."""
+    """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/``, ``certs/``,
+    ``http-names/``, ``https-names/`` and ``https-map/`` into. nginx loads every host's
+    certificate from ``<root_dir>/certs``; it must be the operator's ``nginx_certificate_dir``
+    (the default pair matches), because the configs of earlier releases name certificate paths
+    there."""
 
     https_port: int = Field(default=443, ge=1, le=65535)
     """Port nginx serves HTTPS on: the operator's ``nginx_https_port``. The agent writes nginx's
