@@ -34,7 +34,7 @@ from tests.harness.nginx import (
     served_certificate,
 )
 from vhost_operator.agent.nginx import NginxControl, children
-from vhost_operator.agent.plan import key_access_problem
+from vhost_operator.agent.plan import key_access_problem, parse_entries
 from vhost_operator.certs import inspect_certificate
 from vhost_operator.nginx import (
     CERTIFICATE_NAME_VARIABLE,
@@ -273,9 +273,9 @@ def test_new_site_is_served_over_https_with_its_certificate(
     listed = (root / "http-names" / f"{hostname}.conf").read_text()
     assert listed == f"server_name {hostname};\n"
     assert not os.path.lexists(root / "sites-enabled" / f"{hostname}.conf")
-    [names] = https_listings(root, hostname)
-    assert names.read_text() == f"server_name {hostname};\n"
-    assert (root / "https-map" / f"{hostname}.conf").read_text() == f"{hostname} {hostname};\n"
+    [(_, names)] = https_listings(root, hostname).items()
+    assert names == f"server_name {hostname};\n"
+    assert map_entries(root)[hostname] == f"{hostname} {hostname};\n"
 
 
 def test_tls_sites_share_one_context_that_serves_each_its_own_certificate(
@@ -330,9 +330,14 @@ def test_tls_sites_share_one_context_that_serves_each_its_own_certificate(
     ), certificates
 
 
-def https_listings(root: Path, hostname: str) -> list[Path]:
-    """The files that list ``hostname`` in a shared HTTPS server (one at most)."""
-    return sorted((root / "https-names").glob(f"*/{hostname}.conf"))
+def https_listings(root: Path, hostname: str) -> dict[Path, str]:
+    """``hostname``'s entries in the shared HTTPS servers' names files (one at most)."""
+    entries = {path: parse_entries(path.read_text()) for path in root.glob("https-names/*.conf")}
+    return {path: found[hostname] for path, found in entries.items() if hostname in found}
+
+
+def map_entries(root: Path) -> dict[str, str]:
+    return parse_entries((root / "https-map.conf").read_text())
 
 
 def test_tls_sites_are_listed_in_one_shared_https_server_per_upstream_and_body_size(
@@ -374,16 +379,14 @@ def test_tls_sites_are_listed_in_one_shared_https_server_per_upstream_and_body_s
         assert https_request(nginx.https_port, served.lower(), chain)[0] == 200, served
     [first_listing], [second_listing] = https_listings(root, first), https_listings(root, second)
     [large_listing] = https_listings(root, large)
-    assert first_listing.parent == second_listing.parent != large_listing.parent
-    assert (
-        root / "https-map" / f"{first}.conf"
-    ).read_text() == f"{first} {first};\n{alias} {first};\n"
+    assert first_listing == second_listing != large_listing
+    assert map_entries(root)[first] == f"{first} {first};\n{alias} {first};\n"
     for listing in (first_listing, large_listing):
-        server = root / "sites-enabled" / f"_vhost-shared-{listing.parent.name}.conf"
-        assert f"include {listing.parent}/*.conf;" in server.read_text()
-    assert not https_listings(root, hostname)
+        server = root / "sites-enabled" / f"_vhost-shared-{listing.stem}.conf"
+        assert f"include {listing};" in server.read_text()
+    assert not https_listings(root, hostname) and hostname not in map_entries(root)
     shared = sorted(path.name for path in (root / "sites-enabled").glob("_vhost-shared-*.conf"))
-    assert len(shared) == len({path.parent for path in root.glob("https-names/*/*.conf")})
+    assert len(shared) == len(list(root.glob("https-names/*.conf")))
 
     # Disabled: its listing goes (the config stays); enabled again: listed again.
     def set_enabled(value: str) -> None:
@@ -412,10 +415,11 @@ def test_tls_sites_are_listed_in_one_shared_https_server_per_upstream_and_body_s
         "delete", "configmap", "-n", NAMESPACE, "vhost-listed-bad", "vhost-listed-big"
     )
     # The last site listed in a shared server gone, the server goes once nginx runs without it.
-    large_server = root / "sites-enabled" / f"_vhost-shared-{large_listing.parent.name}.conf"
+    large_server = root / "sites-enabled" / f"_vhost-shared-{large_listing.stem}.conf"
     eventually(
         lambda: not large_server.exists(), timeout=45, what="the unused shared server removed"
     )
+    assert not large_listing.exists(), "with its names file"
 
 
 def test_disabled_site_falls_to_the_default_server_and_comes_back(
@@ -476,8 +480,7 @@ def test_deleted_site_is_removed_from_disk_and_nginx(
     assert not (root / "sites-enabled" / f"{hostname}.conf").exists()
     assert not (root / "certs" / hostname).exists()
     assert not (root / "http-names" / f"{hostname}.conf").exists()
-    assert not https_listings(root, hostname)
-    assert not (root / "https-map" / f"{hostname}.conf").exists()
+    assert not https_listings(root, hostname) and hostname not in map_entries(root)
 
 
 def test_renewed_certificate_is_served_and_reported(sites: Sites, nginx: NginxServer) -> None:

@@ -32,14 +32,18 @@ from tests.harness.nginx import (
 from tests.harness.processes import ManagedProcess, free_port
 from tests.harness.standin import Handler, StandIn
 from vhost_operator.agent.nginx import NginxControl
+from vhost_operator.agent.plan import format_entries
 from vhost_operator.nginx import (
     NO_SITE_NAME,
     SHARED_HTTP_NAME,
     FinalLayout,
+    SharedHttpsServer,
     SiteConfig,
     render_bootstrap,
     render_final,
+    render_shared_https_server,
     shared_http_names,
+    shared_https_map,
 )
 from vhost_operator.resources.mtasts import parse_policy
 
@@ -49,6 +53,8 @@ TLS_HOSTS = {
 }
 """One TLS site per form."""
 BOOTSTRAP_HOSTS = {FinalLayout.TLS_ONLY: "boot.example.org", EARLIER[0]: "boot-0.example.org"}
+LISTED_HOST = "listed.example.org"
+"""A TLS site of this release without an MTA-STS policy: listed in a shared HTTPS server."""
 PLAIN_HOSTS = {FinalLayout.TLS_ONLY: "plain.example.org", EARLIER[0]: "plain-0.example.org"}
 """Bootstrap and HTTP-only configs: earlier releases all had the same form of these."""
 POLICY = parse_policy("version: STSv1\nmode: enforce\nmx: mx.example.org\nmax_age: 86400\n")
@@ -122,6 +128,24 @@ class Served:
             (root / "certs" / hostname / "tls.key").write_bytes(key)
             self.chains[hostname] = chain
 
+    def list_in_shared_server(self, site: SiteConfig) -> None:
+        """``site`` listed in its shared HTTPS server, as the agent lists it, instead of a
+        server of its own (its config stays in ``sites-available``, unlinked)."""
+        root = self.nginx.real(self.nginx.root)
+        hostname, server = site.hostname, SharedHttpsServer.of(site)
+        self.write(site, render_final(site), listed=True)
+        for name in site.additional_names:
+            self.chains[name] = self.chains[hostname]
+        (root / "sites-enabled" / f"{hostname}.conf").unlink()
+        names = root / "https-names" / f"{server.key}.conf"
+        names.parent.mkdir(exist_ok=True)
+        names.write_text(format_entries({hostname: shared_http_names(site)}))
+        (root / "https-map.conf").write_text(format_entries({hostname: shared_https_map(site)}))
+        shared = render_shared_https_server(
+            server, f"{self.nginx.root}/https-names/{server.key}.conf"
+        )
+        (root / "sites-enabled" / f"_vhost-shared-{server.key}.conf").write_text(shared)
+
     def https(self, hostname: str, path: str) -> tuple[int, str, dict[str, str]]:
         return https_exchange(self.nginx.https_port, hostname, self.chains[hostname], path)
 
@@ -154,11 +178,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             nginx.root, nginx.https_port, nginx.http_port, responder_address
         )
         (root / "sites-enabled" / "_vhost-operator.conf").write_text(definitions)
+        (root / "https-map.conf").touch()  # the definitions include it by name
         for layout, hostname in TLS_HOSTS.items():
             names = ("www." + hostname,)
             site = served.site(hostname, tls=True, additional_names=names, mta_sts=POLICY)
             listed = layout is FinalLayout.TLS_ONLY
             served.write(site, render_final(site, layout=layout), listed=listed)
+        names = ("www." + LISTED_HOST,)
+        served.list_in_shared_server(served.site(LISTED_HOST, tls=True, additional_names=names))
         for layout, hostname in BOOTSTRAP_HOSTS.items():
             site = served.site(hostname, tls=False)
             served.write(site, render_bootstrap(site, layout=layout))
@@ -192,6 +219,22 @@ def test_the_web_app_gets_exactly_the_forwarded_headers_over_https(
     line, headers = served.app.last()
     assert line == "GET /inbox?folder=1 HTTP/1.1"
     assert headers == served.expected(hostname, "https")
+
+
+@pytest.mark.parametrize("host", [LISTED_HOST, "www." + LISTED_HOST])
+def test_a_site_listed_in_a_shared_https_server_is_the_same_site(served: Served, host: str) -> None:
+    """The shared server proxies as the site's own server would, for each of its names; plain
+    HTTP redirects each name to itself."""
+    status, body, _ = served.https(host, "/inbox?folder=1")
+    assert (status, body) == (200, "recorded\n")
+    line, headers = served.app.last()
+    assert line == "GET /inbox?folder=1 HTTP/1.1"
+    assert headers == served.expected(host, "https")
+    status, _, redirect = http_request(served.nginx.http_port, host, "/inbox")
+    assert (status, redirect["Location"]) == (
+        301,
+        f"https://{host}:{served.nginx.https_port}/inbox",
+    )
 
 
 @pytest.mark.parametrize("layout", list(FinalLayout))
@@ -236,6 +279,7 @@ def test_without_a_default_server_of_its_own_unknown_names_are_closed(tmp_path: 
     root = tmp_path / "agent-root"
     (root / "http-names").mkdir(parents=True)
     (root / "http-names" / "a.example.org.conf").write_text("server_name a.example.org;\n")
+    (root / "https-map.conf").touch()  # the definitions include it by name
     conf = tmp_path / "nginx.conf"
     definitions = agent_definitions(root, https_port, http_port)
     conf.write_text(

@@ -4,17 +4,27 @@ and unlisting them, the files, and putting a server in place only when nginx acc
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
-from tests.harness.nginx import CHECK_HTTPS_PORT, nginx_check, self_signed_certificate
+from tests.harness.nginx import (
+    CHECK_HTTPS_PORT,
+    nginx_binary,
+    nginx_check,
+    self_signed_certificate,
+)
 from tests.harness.nginx import UNUSED_CHALLENGE_UPSTREAM as CHALLENGE
 from vhost_operator.agent import files
 from vhost_operator.agent.desired import Site
 from vhost_operator.agent.plan import (
+    HTTPS_MAP_FILE as MAP_FILE,
+)
+from vhost_operator.agent.plan import (
     DiskState,
+    Entry,
     Listed,
     PlanInputs,
     Remove,
@@ -22,10 +32,13 @@ from vhost_operator.agent.plan import (
     WriteFile,
     disk_state,
     enablings,
+    format_entries,
+    parse_entries,
     plan,
     removal_operations,
     site_operations,
 )
+from vhost_operator.agent.plan import https_names_path as names_file
 from vhost_operator.agent.shared import SharedServers
 from vhost_operator.certs import Certificate
 from vhost_operator.nginx import (
@@ -99,10 +112,10 @@ def test_a_listed_sites_map_names_its_certificate_for_each_of_its_names() -> Non
 
 
 def test_the_shared_server_is_a_sites_server_with_its_names_included() -> None:
-    text = render_shared_https_server(SERVER, "/agent/https-names/" + KEY + "/")
+    text = render_shared_https_server(SERVER, f"/agent/https-names/{KEY}.conf")
     assert "    listen 443 ssl http2;\n" in text
     assert f"    server_name _vhost-operator:shared-https:{KEY};\n" in text
-    assert f"    include /agent/https-names/{KEY}/*.conf;\n" in text
+    assert f"    include /agent/https-names/{KEY}.conf;\n" in text
     assert "    client_max_body_size 50m;\n" in text
     assert "        proxy_pass http://app:8000;\n" in text
     assert "ssl_certificate" not in text
@@ -112,19 +125,38 @@ def test_the_shared_server_is_a_sites_server_with_its_names_included() -> None:
 
 def test_nginx_accepts_a_shared_server_and_its_listed_sites(tmp_path: Path) -> None:
     server = SharedHttpsServer(CHECK_HTTPS_PORT, "http://127.0.0.1:8000", 50)
-    names = tmp_path.resolve() / "https-names" / server.key
+    names = tmp_path.resolve() / "https-names" / f"{server.key}.conf"
     chain, key = self_signed_certificate(["a.example.com"])
+    entries = {"a.example.com": NAMES, "b.example.com": "server_name b.example.com;\n"}
     result = nginx_check(
         [render_shared_https_server(server, str(names))],
         tmp_dir=tmp_path,
         extra_files={
-            f"https-names/{server.key}/a.example.com.conf": NAMES.encode(),
-            "https-map/a.example.com.conf": MAP.encode(),
+            f"https-names/{server.key}.conf": format_entries(entries).encode(),
             "certs/a.example.com/tls.crt": chain,
             "certs/a.example.com/tls.key": key,
         },
     )
     assert result.returncode == 0, result.stderr
+    # nginx_check writes an empty map; one with the entries:
+    map_entries = {"a.example.com": MAP, "b.example.com": "b.example.com b.example.com;\n"}
+    (tmp_path / "https-map.conf").write_text(format_entries(map_entries))
+    conf = tmp_path / "nginx.conf"
+    checked = subprocess.run(
+        [nginx_binary(), "-t", "-c", str(conf), "-p", f"{tmp_path}/", "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_entries_read_back_as_they_were_written() -> None:
+    entries = {"b.example.com": "server_name b.example.com;\n", "a.example.com": MAP}
+    text = format_entries(entries)
+    assert text.startswith("# a.example.com\na.example.com a.example.com;\n")
+    assert parse_entries(text) == entries
+    assert parse_entries("") == {}
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -147,26 +179,28 @@ def test_a_site_is_listed_once_its_server_is_on_disk_and_linked_until_then() -> 
         "certs/a.example.com/tls.crt",
         "certs/a.example.com/tls.key",
         "sites-available/a.example.com.conf",
-        "https-map/a.example.com.conf",  # the map before the names that select the server
-        f"https-names/{KEY}/a.example.com.conf",
+        "https-map.conf",  # the map before the names that select the server
+        f"https-names/{KEY}.conf",
         "http-names/a.example.com.conf",
     ]
-    assert listed[3] == WriteFile(PurePosixPath("https-map/a.example.com.conf"), MAP.encode())
+    assert listed[3] == Entry(MAP_FILE, "a.example.com", MAP)
+    assert listed[4] == Entry(names_file(KEY), "a.example.com", NAMES)
 
 
 def on_disk_of(operations: tuple[Any, ...]) -> DiskState:
-    """The disk after ``operations`` on an empty one (writes and links only)."""
+    """The disk after ``operations`` on an empty one (writes, entries and links only)."""
     writes = {str(op.path): op.content for op in operations if isinstance(op, WriteFile)}
+    entries = {str(op.path): op.text for op in operations if isinstance(op, Entry) and op.text}
     certificates = {
         "tls.crt": writes["certs/a.example.com/tls.crt"],
         "tls.key": writes["certs/a.example.com/tls.key"],
     }
     names = [
-        ("a.example.com", path.split("/")[1], content)
-        for path, content in writes.items()
+        ("a.example.com", PurePosixPath(path).stem, text)
+        for path, text in entries.items()
         if path.startswith("https-names/")
     ]
-    maps = [("a.example.com", writes[p]) for p in writes if p.startswith("https-map/")]
+    maps = [("a.example.com", text) for path, text in entries.items() if path == "https-map.conf"]
     links = [("a.example.com", op.target) for op in operations if isinstance(op, Symlink)]
     return disk_state(
         [("a.example.com", writes["sites-available/a.example.com.conf"])],
@@ -187,13 +221,13 @@ def test_moving_between_a_link_and_a_listing_takes_the_old_one_away_first() -> N
     assert site_operations(site, linked, set()) == ()
 
     to_listing = site_operations(site, linked, {KEY})
-    assert [type(op).__name__ for op in to_listing] == ["Remove", "WriteFile", "WriteFile"]
+    assert [type(op).__name__ for op in to_listing] == ["Remove", "Entry", "Entry"]
     assert to_listing[0] == Remove(PurePosixPath("sites-enabled/a.example.com.conf"))
 
     to_link = site_operations(site, listed, set())
     assert to_link == (
-        Remove(PurePosixPath(f"https-names/{KEY}/a.example.com.conf")),
-        Remove(PurePosixPath("https-map/a.example.com.conf")),
+        Entry(names_file(KEY), "a.example.com", None),
+        Entry(MAP_FILE, "a.example.com", None),
         Symlink(
             PurePosixPath("sites-enabled/a.example.com.conf"),
             "../sites-available/a.example.com.conf",
@@ -202,21 +236,23 @@ def test_moving_between_a_link_and_a_listing_takes_the_old_one_away_first() -> N
 
     other = SharedHttpsServer(443, "http://app:8001", 50)
     moved = site_operations(listed_site(server=other), listed, {KEY, other.key})
-    assert moved[0] == Remove(PurePosixPath(f"https-names/{KEY}/a.example.com.conf"))
-    assert moved[-1].path == PurePosixPath(f"https-names/{other.key}/a.example.com.conf")
+    assert moved == (
+        Entry(names_file(KEY), "a.example.com", None),
+        Entry(names_file(other.key), "a.example.com", NAMES),
+    )
 
     disabled = site_operations(listed_site(enabled=False), listed, {KEY})
     assert disabled == (
         Remove(PurePosixPath("http-names/a.example.com.conf")),
-        Remove(PurePosixPath(f"https-names/{KEY}/a.example.com.conf")),
-        Remove(PurePosixPath("https-map/a.example.com.conf")),
+        Entry(names_file(KEY), "a.example.com", None),
+        Entry(MAP_FILE, "a.example.com", None),
     ), "the config stays; nothing links or lists it"
 
     removal = removal_operations("a.example.com", listed)
     assert [str(op.path) for op in removal] == [
         "http-names/a.example.com.conf",
-        f"https-names/{KEY}/a.example.com.conf",
-        "https-map/a.example.com.conf",
+        f"https-names/{KEY}.conf",
+        "https-map.conf",
         "sites-available/a.example.com.conf",
         "certs/a.example.com",
     ]
@@ -236,13 +272,11 @@ def test_a_server_put_in_place_or_taken_away_plans_its_sites_again() -> None:
 
 def test_a_quarantine_takes_a_listing_away_and_can_put_it_back() -> None:
     listed = on_disk_of(site_operations(listed_site(), DiskState(), {KEY}))
-    [(hostname, enabling)] = enablings(
-        listed, {"a.example.com": (MAP.encode(), NAMES.encode())}
-    ).items()
+    [(hostname, enabling)] = enablings(listed, {"a.example.com": (MAP, NAMES)}).items()
     assert hostname == "a.example.com"
     assert enabling.removal == (
-        Remove(PurePosixPath(f"https-names/{KEY}/a.example.com.conf")),
-        Remove(PurePosixPath("https-map/a.example.com.conf")),
+        Entry(names_file(KEY), "a.example.com", None),
+        Entry(MAP_FILE, "a.example.com", None),
     )
     listing = site_operations(listed_site(), DiskState(), {KEY})
     assert enabling.restoral == tuple(op for op in listing if "https-" in str(op.path))
@@ -253,15 +287,31 @@ def test_a_quarantine_takes_a_listing_away_and_can_put_it_back() -> None:
 
 def test_listings_are_read_back_from_disk(tmp_path: Path) -> None:
     files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
-    files.apply_operations(tmp_path, site_operations(listed_site(), DiskState(), {KEY}))
-    disk = files.read_disk(tmp_path)
+    undo = files.apply_operations(tmp_path, site_operations(listed_site(), DiskState(), {KEY}))
+    other = Site("vhost-b", "b.example.com", "", True, None, "server_name b.example.com;\n")
+    files.apply_operations(tmp_path, listing_of(other, "b.example.com b.example.com;\n"))
+    assert parse_entries((tmp_path / "https-map.conf").read_text()) == {
+        "a.example.com": MAP,
+        "b.example.com": "b.example.com b.example.com;\n",
+    }
+    disk = files.read_hosts(tmp_path, ["a.example.com"])
     assert disk.https_names == {
         "a.example.com": Listed(KEY, disk.https_names["a.example.com"].digest)
     }
     assert disk.listed_servers == {KEY}
     assert set(disk.https_maps) == {"a.example.com"} and not disk.links
-    assert files.read_hosts(tmp_path, ["a.example.com"]) == disk
-    assert files.read_listings(tmp_path, disk) == {"a.example.com": (MAP.encode(), NAMES.encode())}
+    assert files.read_listings(tmp_path, disk) == {"a.example.com": (MAP, NAMES)}
+    assert set(files.read_disk(tmp_path).https_maps) == {"a.example.com", "b.example.com"}
+    undo.restore()
+    assert parse_entries((tmp_path / "https-map.conf").read_text()) == {}, "the file as it was"
+
+
+def listing_of(site: Site, map_entry: str) -> list[Entry]:
+    assert site.http_names is not None
+    return [
+        Entry(MAP_FILE, site.hostname, map_entry),
+        Entry(names_file(KEY), site.hostname, site.http_names),
+    ]
 
 
 class Verdicts:
@@ -290,11 +340,11 @@ def test_a_server_is_put_in_place_only_if_nginx_accepts_it_and_pruned_when_unuse
     assert asyncio.run(servers.prepare(sites, accepting)) == {KEY}
     assert asyncio.run(servers.prepare(sites, accepting)) == {KEY}
     assert len(accepting.seen) == 1, "tested once, while it stays the same"
-    assert (tmp_path / "https-names" / KEY).is_dir()
+    assert (tmp_path / "https-names" / f"{KEY}.conf").read_text() == "", "an empty list"
 
     listed = on_disk_of(site_operations(listed_site(), DiskState(), {KEY}))
     asyncio.run(servers.prune({}, listed))
     assert set(files.read_shared_servers(tmp_path)) == {KEY}, "a host is still listed in it"
     asyncio.run(servers.prune({}, DiskState()))
     assert files.read_shared_servers(tmp_path) == {} and servers.keys == frozenset()
-    assert not (tmp_path / "https-names" / KEY).exists()
+    assert not (tmp_path / "https-names" / f"{KEY}.conf").exists()

@@ -45,7 +45,7 @@ def definitions_of(certificate_dir: str = "/certs", https_port: int = 443, **fie
         "http_port": 80,
         "challenge_upstream": CHALLENGE,
         "names_dir": "/root/http-names",
-        "https_map_dir": "/root/https-map",
+        "https_map_file": "/root/https-map.conf",
     }
     return http_definitions(certificate_dir, https_port, **(shared | fields))
 
@@ -169,7 +169,7 @@ def test_a_tls_site_names_no_certificate_and_gets_its_hosts_from_the_shared_cont
     ) in definitions
     assert (
         f"map $ssl_server_name ${CERTIFICATE_NAME_VARIABLE}_shared {{\n    hostnames;\n"
-        '    default "";\n    include /root/https-map/*.conf;\n}'
+        '    default "";\n    include /root/https-map.conf;\n}'
     ) in definitions
     assert "$ssl_server_name" not in config
     # The configs of the previous release still use the always-empty variable.

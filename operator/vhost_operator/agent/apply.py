@@ -26,8 +26,6 @@ from vhost_operator.agent.plan import (
     AVAILABLE_DIR,
     CERTS_DIR,
     ENABLED_DIR,
-    HTTPS_MAP_DIR,
-    HTTPS_NAMES_DIR,
     Change,
     Enabling,
 )
@@ -35,8 +33,7 @@ from vhost_operator.agent.plan import (
 Undo = Callable[[], Awaitable[None]]
 
 _NAMED_HOST = re.compile(
-    rf"(?:{AVAILABLE_DIR}|{ENABLED_DIR}|{HTTPS_NAMES_DIR}/[0-9a-f]+|{HTTPS_MAP_DIR})"
-    rf"/(?P<config>[a-z0-9.-]+)\.conf"
+    rf"(?:{AVAILABLE_DIR}|{ENABLED_DIR})/(?P<config>[a-z0-9.-]+)\.conf"
     rf"|{CERTS_DIR}/(?P<certificate>[a-z0-9.-]+)/"
 )
 

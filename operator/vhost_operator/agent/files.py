@@ -20,7 +20,7 @@ import shutil
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vhost_operator.agent.plan import (
     AVAILABLE_DIR,
@@ -28,18 +28,20 @@ from vhost_operator.agent.plan import (
     DEFINITIONS_FILE,
     ENABLED_DIR,
     HTTP_NAMES_DIR,
-    HTTPS_MAP_DIR,
+    HTTPS_MAP_FILE,
     HTTPS_NAMES_DIR,
     LAYOUT_DIRS,
     SHARED_SERVER_PREFIX,
     DiskState,
+    Entry,
     Operation,
+    Remove,
     Symlink,
     WriteFile,
     disk_state,
-    https_map_path,
-    https_names_dir,
+    format_entries,
     https_names_path,
+    parse_entries,
     shared_server_path,
 )
 from vhost_operator.nginx import http_definitions
@@ -67,9 +69,9 @@ def prepare(root: Path, https_port: int, *, http_port: int, challenge_upstream: 
     for name in LAYOUT_DIRS:
         _make_directory(root / name)
     directories = (
-        *(root / name for name in (AVAILABLE_DIR, ENABLED_DIR, HTTP_NAMES_DIR, HTTPS_MAP_DIR)),
+        root,
+        *(root / name for name in (AVAILABLE_DIR, ENABLED_DIR, HTTP_NAMES_DIR, HTTPS_NAMES_DIR)),
         *_subdirectories(root / CERTS_DIR),
-        *_subdirectories(root / HTTPS_NAMES_DIR),
     )
     for directory in directories:
         for entry in directory.iterdir():
@@ -82,8 +84,10 @@ def prepare(root: Path, https_port: int, *, http_port: int, challenge_upstream: 
         http_port=http_port,
         challenge_upstream=challenge_upstream,
         names_dir=str(root / HTTP_NAMES_DIR),
-        https_map_dir=str(root / HTTPS_MAP_DIR),
+        https_map_file=str(root / HTTPS_MAP_FILE),
     ).encode()
+    if not (root / HTTPS_MAP_FILE).is_file():
+        write_file(root / HTTPS_MAP_FILE, b"", PUBLIC_FILE_MODE)  # nginx includes it by name
     if not definitions.is_file() or definitions.is_symlink() or definitions.read_bytes() != content:
         write_file(definitions, content, PUBLIC_FILE_MODE)
         _sync_directories([definitions.parent])
@@ -97,15 +101,13 @@ def group_id(group: str) -> int:
 def read_disk(root: Path) -> DiskState:
     """What the layout holds. Names that are no ``<hostname>.conf`` are ignored (nginx's include
     pattern ignores them too)."""
-    directories = (
-        *(root / name for name in (AVAILABLE_DIR, ENABLED_DIR, HTTP_NAMES_DIR, HTTPS_MAP_DIR)),
-        *_subdirectories(root / HTTPS_NAMES_DIR),
-    )
     hostnames = {
         entry.name.removesuffix(_CONF_SUFFIX)
-        for directory in directories
+        for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR, root / HTTP_NAMES_DIR)
         for entry in _conf_entries(directory)
     }
+    for entries in _entry_files(root).values():
+        hostnames.update(entries)
     hostnames.update(directory.name for directory in _subdirectories(root / CERTS_DIR))
     return read_hosts(root, hostnames)
 
@@ -137,33 +139,49 @@ def read_hosts(root: Path, hostnames: Iterable[str]) -> DiskState:
         for hostname in hostnames
         if (directory := root / CERTS_DIR / hostname).is_dir() and not directory.is_symlink()
     )
-    http_names = _host_files(root / HTTP_NAMES_DIR, hostnames)
-    servers = sorted(_subdirectories(root / HTTPS_NAMES_DIR))
-    https_names = (
-        (hostname, directory.name, content)
-        for directory in servers
-        for hostname, content in _host_files(directory, hostnames)
+    http_names = (
+        (hostname, path.read_bytes())
+        for hostname in hostnames
+        if (path := root / HTTP_NAMES_DIR / f"{hostname}{_CONF_SUFFIX}").is_file()
+        and not path.is_symlink()
     )
-    https_maps = _host_files(root / HTTPS_MAP_DIR, hostnames)
+    entry_files = _entry_files(root)
+    maps = entry_files.pop(HTTPS_MAP_FILE, {})
+    https_names = (
+        (hostname, path.stem, names[hostname])
+        for path, names in entry_files.items()
+        for hostname in hostnames
+        if hostname in names
+    )
+    https_maps = ((hostname, maps[hostname]) for hostname in hostnames if hostname in maps)
     return disk_state(configs, links, certificates, http_names, https_names, https_maps)
 
 
-def _host_files(directory: Path, hostnames: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-    for hostname in hostnames:
-        path = directory / f"{hostname}{_CONF_SUFFIX}"
-        if path.is_file() and not path.is_symlink():
-            yield hostname, path.read_bytes()
+def _entry_files(root: Path) -> dict[PurePosixPath, dict[str, str]]:
+    """The files of entries (``plan.Entry``) in the layout: their entries by path."""
+    paths = [HTTPS_MAP_FILE]
+    paths.extend(
+        PurePosixPath(HTTPS_NAMES_DIR, entry.name)
+        for entry in _conf_entries(root / HTTPS_NAMES_DIR)
+    )
+    return {path: _entries(root / path) for path in paths}
 
 
-def read_listings(root: Path, disk: DiskState) -> dict[str, tuple[bytes, bytes]]:
-    """The map and names files of the hosts listed in shared HTTPS servers on ``disk``."""
+def _entries(path: Path) -> dict[str, str]:
+    if not path.is_file() or path.is_symlink():
+        return {}
+    return parse_entries(path.read_text())
+
+
+def read_listings(root: Path, disk: DiskState) -> dict[str, tuple[str, str]]:
+    """The map and names entries of the hosts listed in shared HTTPS servers on ``disk``."""
+    entry_files = _entry_files(root)
+    maps = entry_files[HTTPS_MAP_FILE]
     listings = {}
     for hostname, listed in disk.https_names.items():
-        with contextlib.suppress(FileNotFoundError):
-            listings[hostname] = (
-                (root / https_map_path(hostname)).read_bytes(),
-                (root / https_names_path(listed.server, hostname)).read_bytes(),
-            )
+        names = entry_files.get(https_names_path(listed.server), {})
+        if hostname in maps and hostname in names:
+            listings[hostname] = (maps[hostname], names[hostname])
     return listings
 
 
@@ -181,20 +199,24 @@ def read_shared_servers(root: Path) -> dict[str, bytes]:
 
 
 def write_shared_server(root: Path, key: str, content: bytes) -> None:
-    """Put a shared HTTPS server in place, with the (empty) directory of its names."""
-    _make_directory(root / https_names_dir(key))
+    """Put a shared HTTPS server in place, with the file of its names (empty if new: nginx
+    includes it by name)."""
+    names = root / https_names_path(key)
+    if not names.is_file():
+        write_file(names, b"", PUBLIC_FILE_MODE)
     path = root / shared_server_path(key)
     write_file(path, content, PUBLIC_FILE_MODE)
-    _sync_directories([path.parent, root / HTTPS_NAMES_DIR])
+    _sync_directories([path.parent, names.parent])
 
 
 def remove_shared_server(root: Path, key: str) -> None:
-    """Remove a shared HTTPS server, and the directory of its names if it is empty."""
+    """Remove a shared HTTPS server, and the file of its names if it lists no host."""
     path = root / shared_server_path(key)
     path.unlink(missing_ok=True)
-    with contextlib.suppress(FileNotFoundError, OSError):
-        (root / https_names_dir(key)).rmdir()  # only if empty: a host may still be listed
-    _sync_directories([path.parent, root / HTTPS_NAMES_DIR])
+    names = root / https_names_path(key)
+    if not _entries(names):
+        names.unlink(missing_ok=True)
+    _sync_directories([path.parent, names.parent])
 
 
 # -- undo --------------------------------------------------------------------------------------
@@ -253,13 +275,21 @@ def apply_changes(
 
     Groups run in parallel: each is one host's files, disjoint from the others', and the time
     goes into fsync, which waits on the disk (and lets a journaling file system commit
-    concurrent fsyncs together) rather than on Python.
+    concurrent fsyncs together) rather than on Python. The hosts' entries in files of entries
+    (``plan.Entry``) come after, each such file written once.
     """
+    files = [[op for op in group if not isinstance(op, Entry)] for group in groups]
+    entries = [op for group in groups for op in group if isinstance(op, Entry)]
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-        futures = [pool.submit(_apply_group, root, group, key_group) for group in groups]
+        futures = [pool.submit(_apply_group, root, group, key_group) for group in files]
         wait(futures)
     failures = [error for future in futures if (error := future.exception()) is not None]
     done = [future.result() for future in futures if future.exception() is None]
+    if entries and not failures:
+        try:
+            done.append(_apply_entries(root, entries))
+        except Exception as error:
+            failures.append(error)
     undo = Undo([snapshots for snapshots, _ in done])
     if failures:
         undo.restore()  # disk full, permissions: leave the last good state, not half a batch
@@ -295,6 +325,33 @@ def _apply_group(
     return snapshots, touched
 
 
+def _apply_entries(
+    root: Path, entries: Sequence[Entry]
+) -> tuple[list[tuple[Path, _Snapshot]], set[Path]]:
+    by_path: dict[PurePosixPath, list[Entry]] = {}
+    for entry in entries:
+        by_path.setdefault(entry.path, []).append(entry)
+    snapshots: list[tuple[Path, _Snapshot]] = []
+    try:
+        for relative, changes in by_path.items():
+            path = root / relative
+            snapshot = _snapshot(path)
+            current = (
+                parse_entries(snapshot.content.decode()) if isinstance(snapshot, _File) else {}
+            )
+            for change in changes:
+                if change.text is None:
+                    current.pop(change.hostname, None)
+                else:
+                    current[change.hostname] = change.text
+            snapshots.append((path, snapshot))
+            write_file(path, format_entries(current).encode(), PUBLIC_FILE_MODE)
+    except BaseException:
+        _restore_group(snapshots)
+        raise
+    return snapshots, {path.parent for path, _ in snapshots}
+
+
 def _restore_group(snapshots: list[tuple[Path, _Snapshot]]) -> set[Path]:
     # Reversed: a path touched twice ends up as it was before the first touch.
     touched = set()
@@ -314,8 +371,10 @@ def _carry_out(operation: Operation, path: Path, key_group: int | None) -> None:
             write_file(path, operation.content, GROUP_PRIVATE_FILE_MODE, group=key_group)
     elif isinstance(operation, Symlink):
         replace_symlink(path, operation.target)
-    else:
+    elif isinstance(operation, Remove):
         _remove(path)
+    else:
+        raise TypeError("entries are written per file of entries, not per host")
 
 
 # -- primitives ------------------------------------------------------------------------------

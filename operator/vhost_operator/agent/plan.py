@@ -11,21 +11,24 @@ The on-disk layout under the agent's root directory (the agent owns everything i
     sites-enabled/_vhost-operator.conf  ``nginx.http_definitions``, which the configs use (a name
                                         no hostname can have: ``_`` is not in hostnames); its
                                         plain HTTP server includes ``http-names/*.conf``, its
-                                        certificate map ``https-map/*.conf``
+                                        certificate map ``https-map.conf``
     sites-enabled/_vhost-shared-<key>.conf
                                         a shared HTTPS server (``nginx.SharedHttpsServer``),
-                                        which includes ``https-names/<key>/*.conf``
-    https-names/<key>/<hostname>.conf   the ``server_name`` line of an enabled site listed in
-                                        that shared server instead of linked
-    https-map/<hostname>.conf           its names' certificate directory, for the map
+                                        which includes ``https-names/<key>.conf``
+    https-names/<key>.conf              an entry per enabled site listed in that shared server
+                                        instead of linked: its ``server_name`` line
+    https-map.conf                      an entry per listed site: its names' certificate
+                                        directory, for the map
 
 nginx's main config includes ``<root>/sites-enabled/*.conf``, so disabling a site drops only its
-link (or its two listing files): the config stays, and enabling it again is one symlink.
+link (or its two entries): the config stays, and enabling it again is one symlink.
 
 A site that can be listed in a shared HTTPS server (``Site.https_server``) is, once that server
 is on disk: nginx's cost of a reload then grows with the shared servers and the other sites'
 blocks, not with every site. Which shared servers are on disk is the agent's to decide (it
-writes one only when nginx accepts it); the plan lists a site in one only if it is.
+writes one only when nginx accepts it); the plan lists a site in one only if it is. The listed
+sites are entries in two files rather than files of their own: nginx opens every file it
+includes, and at 10,000 sites 20,000 more files took it 0.16 CPU-s per test and per reload.
 
 Paths here are relative to the root; ``files`` resolves and writes them. The agent remembers
 what is on disk as digests (:class:`DiskState`), not contents: a batch compares each host in a
@@ -50,15 +53,8 @@ ENABLED_DIR = "sites-enabled"
 CERTS_DIR = "certs"
 HTTP_NAMES_DIR = "http-names"
 HTTPS_NAMES_DIR = "https-names"
-HTTPS_MAP_DIR = "https-map"
-LAYOUT_DIRS = (
-    AVAILABLE_DIR,
-    ENABLED_DIR,
-    CERTS_DIR,
-    HTTP_NAMES_DIR,
-    HTTPS_NAMES_DIR,
-    HTTPS_MAP_DIR,
-)
+HTTPS_MAP_FILE = PurePosixPath("https-map.conf")
+LAYOUT_DIRS = (AVAILABLE_DIR, ENABLED_DIR, CERTS_DIR, HTTP_NAMES_DIR, HTTPS_NAMES_DIR)
 DEFINITIONS_FILE = PurePosixPath(ENABLED_DIR, "_vhost-operator.conf")
 SHARED_SERVER_PREFIX = "_vhost-shared-"
 """Of a shared HTTPS server's file in ``sites-enabled``: ``_`` is not in hostnames either."""
@@ -93,16 +89,29 @@ def shared_server_path(key: str) -> PurePosixPath:
     return PurePosixPath(ENABLED_DIR, f"{SHARED_SERVER_PREFIX}{key}.conf")
 
 
-def https_names_dir(key: str) -> PurePosixPath:
-    return PurePosixPath(HTTPS_NAMES_DIR, key)
+def https_names_path(key: str) -> PurePosixPath:
+    return PurePosixPath(HTTPS_NAMES_DIR, f"{key}.conf")
 
 
-def https_names_path(key: str, hostname: str) -> PurePosixPath:
-    return https_names_dir(key) / f"{hostname}.conf"
+# -- files of entries ----------------------------------------------------------------------------
+
+_ENTRY_MARK = "# "
 
 
-def https_map_path(hostname: str) -> PurePosixPath:
-    return PurePosixPath(HTTPS_MAP_DIR, f"{hostname}.conf")
+def parse_entries(text: str) -> dict[str, str]:
+    """The entries of a file :func:`format_entries` wrote: hostname → its lines."""
+    entries = {}
+    # Split at each mark, not line by line: at 10,000 sites, 3 ms instead of 13.
+    for chunk in f"\n{text}".split(f"\n{_ENTRY_MARK}")[1:]:
+        hostname, newline, lines = chunk.partition("\n")
+        # The split took the newline that ended each entry but the last.
+        entries[hostname] = lines if not lines or lines.endswith("\n") else lines + newline
+    return entries
+
+
+def format_entries(entries: Mapping[str, str]) -> str:
+    """One file of many hosts' lines, each host's after a comment naming it, by hostname."""
+    return "".join(f"{_ENTRY_MARK}{hostname}\n{entries[hostname]}" for hostname in sorted(entries))
 
 
 _Value = TypeVar("_Value")
@@ -124,9 +133,9 @@ class DiskState:
     http_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """``http-names/<hostname>.conf``: digest of its contents."""
     https_names: Mapping[str, Listed] = dataclasses.field(default_factory=dict)
-    """``https-names/<key>/<hostname>.conf``: which shared server, digest of its contents."""
+    """Its entry in ``https-names/<key>.conf``: which shared server, digest of the entry."""
     https_maps: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """``https-map/<hostname>.conf``: digest of its contents."""
+    """Its entry in ``https-map.conf``: digest of the entry."""
 
     @property
     def hostnames(self) -> set[str]:
@@ -161,7 +170,7 @@ class DiskState:
 
 @dataclasses.dataclass(frozen=True)
 class Listed:
-    """A host's ``https-names`` file."""
+    """A host's entry in an ``https-names`` file."""
 
     server: str
     """The key of the shared HTTPS server whose directory it is in."""
@@ -183,12 +192,12 @@ def disk_state(
     links: Iterable[tuple[str, str | None]] = (),
     certificates: Iterable[tuple[str, Mapping[str, bytes]]] = (),
     http_names: Iterable[tuple[str, bytes]] = (),
-    https_names: Iterable[tuple[str, str, bytes]] = (),
-    https_maps: Iterable[tuple[str, bytes]] = (),
+    https_names: Iterable[tuple[str, str, str]] = (),
+    https_maps: Iterable[tuple[str, str]] = (),
 ) -> DiskState:
     """The :class:`DiskState` of these contents (hostname, contents; ``https_names``: hostname,
-    shared server's key, contents), taken one at a time: a generator reading files holds one
-    host's bytes at once."""
+    shared server's key, entry; ``https_maps``: hostname, entry), taken one at a time: a
+    generator reading files holds one host's bytes at once."""
     certificate_digests: dict[str, Mapping[str, str]] = {}
     serials = {}
     for hostname, contents in certificates:
@@ -203,8 +212,8 @@ def disk_state(
         certificate_digests,
         serials,
         {hostname: digest(content) for hostname, content in http_names},
-        {hostname: Listed(key, digest(content)) for hostname, key, content in https_names},
-        {hostname: digest(content) for hostname, content in https_maps},
+        {hostname: Listed(key, digest(entry.encode())) for hostname, key, entry in https_names},
+        {hostname: digest(entry.encode()) for hostname, entry in https_maps},
     )
 
 
@@ -232,7 +241,16 @@ class Remove:
     path: PurePosixPath
 
 
-Operation = WriteFile | Symlink | Remove
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """Set a host's entry in a file of entries (:func:`format_entries`), or drop it (``None``)."""
+
+    path: PurePosixPath
+    hostname: str
+    text: str | None
+
+
+Operation = WriteFile | Symlink | Remove | Entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,9 +367,9 @@ def site_operations(
         operations.append(Remove(http_names_path(hostname)))
     listed = disk.https_names.get(hostname)
     if listed is not None and listed.server != listed_in:
-        operations.append(Remove(https_names_path(listed.server, hostname)))
+        operations.append(Entry(https_names_path(listed.server), hostname, None))
     if listed_in is None and hostname in disk.https_maps:
-        operations.append(Remove(https_map_path(hostname)))
+        operations.append(Entry(HTTPS_MAP_FILE, hostname, None))
     if disk.configs.get(hostname) != site.config_digest:
         operations.append(WriteFile(config_path(hostname), site.config.encode()))
     linked = hostname in disk.links
@@ -375,9 +393,9 @@ def _listing_operations(site: Site, server: str, disk: DiskState) -> Iterator[Op
     hostname = site.hostname
     assert site.https_map is not None and site.http_names is not None, "a shared HTTPS site"
     if disk.https_maps.get(hostname) != site.https_map_digest:
-        yield WriteFile(https_map_path(hostname), site.https_map.encode())
+        yield Entry(HTTPS_MAP_FILE, hostname, site.https_map)
     if disk.https_names.get(hostname) != Listed(server, site.http_names_digest or ""):
-        yield WriteFile(https_names_path(server, hostname), site.http_names.encode())
+        yield Entry(https_names_path(server), hostname, site.http_names)
 
 
 def removal_operations(hostname: str, disk: DiskState) -> tuple[Operation, ...]:
@@ -387,9 +405,9 @@ def removal_operations(hostname: str, disk: DiskState) -> tuple[Operation, ...]:
         operations.append(Remove(http_names_path(hostname)))
     listed = disk.https_names.get(hostname)
     if listed is not None:
-        operations.append(Remove(https_names_path(listed.server, hostname)))
+        operations.append(Entry(https_names_path(listed.server), hostname, None))
     if hostname in disk.https_maps:
-        operations.append(Remove(https_map_path(hostname)))
+        operations.append(Entry(HTTPS_MAP_FILE, hostname, None))
     if hostname in disk.links:
         operations.append(Remove(enabled_path(hostname)))
     if hostname in disk.configs:
@@ -420,9 +438,9 @@ class Enabling:
     restoral: tuple[Operation, ...]
 
 
-def enablings(disk: DiskState, listings: Mapping[str, tuple[bytes, bytes]]) -> dict[str, Enabling]:
-    """What enables each host on ``disk``; ``listings``: the contents of the listed hosts' map
-    and names files."""
+def enablings(disk: DiskState, listings: Mapping[str, tuple[str, str]]) -> dict[str, Enabling]:
+    """What enables each host on ``disk``; ``listings``: the listed hosts' map and names
+    entries."""
     found = {
         hostname: Enabling(
             (Remove(enabled_path(hostname)),), (Symlink(enabled_path(hostname), target),)
@@ -430,11 +448,11 @@ def enablings(disk: DiskState, listings: Mapping[str, tuple[bytes, bytes]]) -> d
         for hostname, target in disk.links.items()
         if target is not None
     }
-    for hostname, (map_content, names_content) in listings.items():
-        names = https_names_path(disk.https_names[hostname].server, hostname)
+    for hostname, (map_entry, names_entry) in listings.items():
+        names = https_names_path(disk.https_names[hostname].server)
         found[hostname] = Enabling(
-            (Remove(names), Remove(https_map_path(hostname))),
-            (WriteFile(https_map_path(hostname), map_content), WriteFile(names, names_content)),
+            (Entry(names, hostname, None), Entry(HTTPS_MAP_FILE, hostname, None)),
+            (Entry(HTTPS_MAP_FILE, hostname, map_entry), Entry(names, hostname, names_entry)),
         )
     return found
 

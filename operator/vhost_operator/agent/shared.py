@@ -19,7 +19,7 @@ from typing import Protocol
 
 from vhost_operator.agent import files
 from vhost_operator.agent.desired import Site
-from vhost_operator.agent.plan import DiskState, https_names_dir, wanted_servers
+from vhost_operator.agent.plan import DiskState, https_names_path, wanted_servers
 from vhost_operator.nginx import SharedHttpsServer, render_shared_https_server
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ class SharedServers:
         on disk then."""
         on_disk = await self._read()
         for key, server in sorted(wanted_servers(sites).items()):
-            names_dir = str(self._root / https_names_dir(key))
-            content = render_shared_https_server(server, names_dir).encode()
+            names = str(self._root / https_names_path(key))
+            content = render_shared_https_server(server, names).encode()
             if on_disk.get(key) != content:
                 await self._put_in_place(server, content, tester)
         return frozenset(on_disk)

@@ -129,7 +129,7 @@ def http_definitions(
     http_port: int,
     challenge_upstream: str,
     names_dir: str,
-    https_map_dir: str,
+    https_map_file: str,
 ) -> str:
     """Text that must be in the ``http {}`` context including the site configs; the nginx agent
     writes it into ``sites-enabled/`` next to the sites. It holds:
@@ -154,16 +154,15 @@ def http_definitions(
       shared server is (it closes the connection: 444), never the shared server;
     - the maps that give the certificate directory of a site listed in a shared HTTPS server
       (:func:`render_shared_https_server`), whose first ``server_name`` is that server's: the
-      one of the name the client's SNI selected it by, from ``<https_map_dir>/*.conf`` (one
-      file per site, :func:`shared_https_map`)."""
+      one of the name the client's SNI selected it by, from ``https_map_file`` (the agent's
+      entries of :func:`shared_https_map`, one per site)."""
     directory = certificate_dir.rstrip("/")
     names = names_dir.rstrip("/")
-    https_map = https_map_dir.rstrip("/")
     # The same allow-lists as the sites' values: this text is pasted into nginx's config too.
     problem = (
         _file_path_problem(f"{directory}/tls.crt")
         or _file_path_problem(f"{names}/x.conf")
-        or _file_path_problem(f"{https_map}/x.conf")
+        or _file_path_problem(https_map_file)
         or _port_problem(str(https_port))
         or _port_problem(str(http_port))
         or _challenge_upstream_problem(challenge_upstream)
@@ -212,7 +211,7 @@ map $server_name ${CERTIFICATE_NAME_VARIABLE} {{
 map $ssl_server_name ${CERTIFICATE_NAME_VARIABLE}_shared {{
     hostnames;
     default "";
-    include {https_map}/*.conf;
+    include {https_map_file};
 }}
 
 # The default server of the HTTPS port, and the one TLS context of every site there (the sites
@@ -467,17 +466,17 @@ class SharedHttpsServer:
         return hashlib.sha256(values.encode()).hexdigest()[:CONFIG_HASH_LENGTH]
 
 
-def render_shared_https_server(server: SharedHttpsServer, names_dir: str) -> str:
-    """The HTTPS server of the sites whose names files (:func:`shared_http_names`) are in
-    ``names_dir``. Its certificate is the site's whose name the SNI is
+def render_shared_https_server(server: SharedHttpsServer, names_file: str) -> str:
+    """The HTTPS server of the sites whose ``server_name`` lines (:func:`shared_http_names`)
+    are in ``names_file``. Its certificate is the site's whose name the SNI is
     (:func:`http_definitions`)."""
-    problem = _file_path_problem(f"{names_dir.rstrip('/')}/x.conf")
+    problem = _file_path_problem(names_file)
     if problem:
         raise ValueError(f"cannot write a shared HTTPS server: {problem}")
     context = _layout_context(FinalLayout.TLS_ONLY)
     context.update(
         name=f"{SHARED_HTTPS_NAME_PREFIX}{server.key}",
-        names_dir=names_dir.rstrip("/"),
+        names_file=names_file,
         https_port=server.https_port,
         max_body_size_mib=server.max_body_size_mib,
         proxy_pass=_proxy_pass_target(server.upstream),
@@ -487,7 +486,7 @@ def render_shared_https_server(server: SharedHttpsServer, names_dir: str) -> str
 
 
 def shared_https_map(site: SiteConfig) -> str:
-    """The file that gives the certificate directory of each of ``site``'s names, for the map
+    """The lines that give the certificate directory of each of ``site``'s names, for the map
     of :func:`http_definitions` (a site listed in a shared HTTPS server)."""
     return "".join(f"{name} {site.hostname};\n" for name in (site.hostname, *site.additional_names))
 
