@@ -190,8 +190,7 @@ def agent_burst(
         for layout in earlier_layouts:
             if layout is FinalLayout.ONE_SERVER:
                 # Which have port-80 servers of their own: none listed in the agent's shared one.
-                for listed in (nginx.root / "http-names").glob("*.conf"):
-                    listed.unlink()
+                (nginx.root / "http-names.conf").write_text("")
             for hostname in hostnames.values():
                 config = _config(nginx, hostname, body_size=100, layout=layout)
                 (nginx.root / "sites-available" / f"{hostname}.conf").write_text(config)

@@ -119,7 +119,8 @@ def nginx_check(
 
     conf = tmp_dir / "nginx.conf"
     conf.write_text(_main_config(tmp_dir, sites, https_port), encoding="utf-8")
-    (tmp_dir / "https-map.conf").touch()  # the definitions include it by name
+    for included in ("http-names.conf", "https-map.conf"):
+        (tmp_dir / included).touch()  # the definitions include them by name
     return subprocess.run(
         [nginx_binary(), "-t", "-c", str(conf), "-p", f"{tmp_dir}/", "-e", f"{tmp_dir}/error.log"],
         capture_output=True,
@@ -170,14 +171,14 @@ def agent_definitions(
     challenge_upstream: str = UNUSED_CHALLENGE_UPSTREAM,
 ) -> str:
     """The nginx agent's http-level definitions for its directory ``root`` (certificates in
-    ``root/certs``, the shared plain HTTP server's names in ``root/http-names``, the shared
+    ``root/certs``, the shared plain HTTP server's names in ``root/http-names.conf``, the shared
     HTTPS servers' certificate map in ``root/https-map.conf``)."""
     return http_definitions(
         f"{root}/certs",
         https_port,
         http_port=http_port,
         challenge_upstream=challenge_upstream,
-        names_dir=f"{root}/http-names",
+        names_file=f"{root}/http-names.conf",
         https_map_file=f"{root}/https-map.conf",
     )
 

@@ -270,7 +270,7 @@ def test_new_site_is_served_over_https_with_its_certificate(
     assert (root / "certs" / hostname / "tls.key").stat().st_mode & 0o777 == 0o600
     # Its plain HTTP is the agent's shared server, which lists its name; so is its HTTPS (its
     # config is that server but for its names): listed, not linked.
-    listed = (root / "http-names" / f"{hostname}.conf").read_text()
+    listed = parse_entries((root / "http-names.conf").read_text())[hostname]
     assert listed == f"server_name {hostname};\n"
     assert not os.path.lexists(root / "sites-enabled" / f"{hostname}.conf")
     [(_, names)] = https_listings(root, hostname).items()
@@ -479,7 +479,7 @@ def test_deleted_site_is_removed_from_disk_and_nginx(
     assert not (root / "sites-available" / f"{hostname}.conf").exists()
     assert not (root / "sites-enabled" / f"{hostname}.conf").exists()
     assert not (root / "certs" / hostname).exists()
-    assert not (root / "http-names" / f"{hostname}.conf").exists()
+    assert hostname not in parse_entries((root / "http-names.conf").read_text())
     assert not https_listings(root, hostname) and hostname not in map_entries(root)
 
 

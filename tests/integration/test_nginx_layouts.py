@@ -93,6 +93,8 @@ class Served:
     def __init__(self, nginx: NginxServer, app: Recorder, responder: Recorder) -> None:
         self.nginx, self.app, self.responder = nginx, app, responder
         self.chains: dict[str, bytes] = {}
+        self.http_names: dict[str, str] = {}
+        """The entries of the shared plain HTTP server's names, as the agent writes them."""
         self.test_output = ""
         """What ``nginx -t`` says of all the forms side by side."""
 
@@ -119,8 +121,8 @@ class Served:
         hostname = site.hostname
         (root / "sites-enabled" / f"{hostname}.conf").write_text(config)
         if listed:
-            (root / "http-names").mkdir(exist_ok=True)
-            (root / "http-names" / f"{hostname}.conf").write_text(shared_http_names(site))
+            self.http_names[hostname] = shared_http_names(site)
+            (root / "http-names.conf").write_text(format_entries(self.http_names))
         if site.has_certificate:
             chain, key = self_signed_certificate([hostname, *site.additional_names])
             (root / "certs" / hostname).mkdir(parents=True)
@@ -178,7 +180,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             nginx.root, nginx.https_port, nginx.http_port, responder_address
         )
         (root / "sites-enabled" / "_vhost-operator.conf").write_text(definitions)
-        (root / "https-map.conf").touch()  # the definitions include it by name
+        for included in ("http-names.conf", "https-map.conf"):
+            (root / included).touch()  # the definitions include them by name
         for layout, hostname in TLS_HOSTS.items():
             names = ("www." + hostname,)
             site = served.site(hostname, tls=True, additional_names=names, mta_sts=POLICY)
@@ -277,8 +280,9 @@ def test_without_a_default_server_of_its_own_unknown_names_are_closed(tmp_path: 
     connection, never the shared server, which would redirect to whatever name it was sent."""
     http_port, https_port = free_port(), free_port()
     root = tmp_path / "agent-root"
-    (root / "http-names").mkdir(parents=True)
-    (root / "http-names" / "a.example.org.conf").write_text("server_name a.example.org;\n")
+    root.mkdir(parents=True)
+    names = {"a.example.org": "server_name a.example.org;\n"}
+    (root / "http-names.conf").write_text(format_entries(names))
     (root / "https-map.conf").touch()  # the definitions include it by name
     conf = tmp_path / "nginx.conf"
     definitions = agent_definitions(root, https_port, http_port)

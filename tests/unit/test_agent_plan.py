@@ -40,6 +40,7 @@ from vhost_operator.agent.plan import (
     Change,
     Credentials,
     DiskState,
+    Entry,
     PlanInputs,
     Remove,
     Symlink,
@@ -47,8 +48,10 @@ from vhost_operator.agent.plan import (
     apply_error,
     disk_state,
     enablings,
+    format_entries,
     key_access_problem,
     link_target,
+    parse_entries,
     plan,
     report,
     report_patch,
@@ -461,7 +464,12 @@ def test_hosts_without_a_configmap_are_removed_link_first_unless_kept() -> None:
     )
 
 
-NAMES = PurePosixPath("http-names/a.example.com.conf")
+NAMES = PurePosixPath("http-names.conf")
+
+
+def listing(hostname: str = "a.example.com", names: str | None = None) -> Entry:
+    """``hostname``'s entry in the shared plain HTTP server's names (``None``: none)."""
+    return Entry(NAMES, hostname, names)
 
 
 def tls_site(
@@ -490,7 +498,7 @@ def disk_of(*sites: Site) -> DiskState:
         ((site.hostname, link_target(site.hostname)) for site in sites if site.enabled),
         ((site.hostname, {"tls.crt": b"chain", "tls.key": b"key"}) for site in sites),
         (
-            (site.hostname, site.http_names.encode())
+            (site.hostname, site.http_names)
             for site in sites
             if site.http_names is not None and site.enabled
         ),
@@ -503,44 +511,44 @@ def test_a_tls_site_of_this_release_is_listed_after_its_link_and_unlisted_before
     [add] = plan({"a.example.com": new}, DiskState())
     assert add.operations[-2:] == (
         Symlink(ENABLED, LINK),
-        WriteFile(NAMES, b"server_name a.example.com;\n"),
+        listing(names="server_name a.example.com;\n"),
     )
     assert plan({"a.example.com": new}, disk_of(new)) == []
     [disable] = plan({"a.example.com": tls_site(enabled=False)}, disk_of(new))
-    assert disable.operations == (Remove(NAMES), Remove(ENABLED))
+    assert disable.operations == (listing(), Remove(ENABLED))
     [enable] = plan({"a.example.com": new}, disk_of(tls_site(enabled=False)))
     assert enable.operations == (
         Symlink(ENABLED, LINK),
-        WriteFile(NAMES, b"server_name a.example.com;\n"),
+        listing(names="server_name a.example.com;\n"),
     )
     [leave] = plan({}, disk_of(new))
-    assert leave.operations == (Remove(NAMES), Remove(ENABLED), Remove(AVAILABLE), Remove(CERTS))
+    assert leave.operations == (listing(), Remove(ENABLED), Remove(AVAILABLE), Remove(CERTS))
 
 
 def test_a_host_changing_layout_is_listed_or_unlisted_with_its_config() -> None:
     """In at most one port-80 server: the shared one (this release's TLS config) or its own."""
     new, previous = tls_site(), tls_site(layout=FinalLayout.ONE_SERVER)
     [downgrade] = plan({"a.example.com": previous}, disk_of(new))
-    assert downgrade.operations == (Remove(NAMES), WriteFile(AVAILABLE, previous.config.encode()))
+    assert downgrade.operations == (listing(), WriteFile(AVAILABLE, previous.config.encode()))
     [upgrade] = plan({"a.example.com": new}, disk_of(previous))
     assert upgrade.operations == (
         WriteFile(AVAILABLE, new.config.encode()),
-        WriteFile(NAMES, b"server_name a.example.com;\n"),
+        listing(names="server_name a.example.com;\n"),
     )
 
 
-def test_names_files_change_only_for_the_hosts_that_changed() -> None:
-    """A batch's cost follows what changed: one host's new name rewrites its file alone."""
+def test_names_entries_change_only_for_the_hosts_that_changed() -> None:
+    """A batch's cost follows what changed: one host's new name changes its entry alone."""
     sites = {f"h{index}.example.com": tls_site(f"h{index}.example.com") for index in range(50)}
     disk = disk_of(*sites.values())
     assert plan(sites, disk) == []
     changed = tls_site("h7.example.com", additional_names=("www.h7.example.com",))
     [change] = plan(sites | {"h7.example.com": changed}, disk)
     assert change.hostname == "h7.example.com"
-    names = b"server_name h7.example.com www.h7.example.com;\n"
-    assert WriteFile(PurePosixPath("http-names/h7.example.com.conf"), names) in change.operations
+    names = "server_name h7.example.com www.h7.example.com;\n"
+    assert listing("h7.example.com", names) in change.operations
     [gone] = plan({h: s for h, s in sites.items() if h != "h3.example.com"}, disk)
-    assert Remove(PurePosixPath("http-names/h3.example.com.conf")) in gone.operations
+    assert listing("h3.example.com") in gone.operations
 
 
 def test_the_next_plan_looks_only_at_hosts_whose_inputs_changed() -> None:
@@ -560,12 +568,16 @@ def test_the_next_plan_looks_only_at_hosts_whose_inputs_changed() -> None:
     assert {change.hostname for change in everything} == {"h3.example.com", "h7.example.com"}
 
 
-def test_names_files_are_read_back_and_a_stray_one_is_removed(tmp_path: Path) -> None:
+def test_names_entries_are_read_back_and_a_stray_one_is_removed(tmp_path: Path) -> None:
+    (tmp_path / "http-names").mkdir()  # an earlier release's files, one per site
+    (tmp_path / "http-names" / "a.example.com.conf").write_text("server_name a.example.com;\n")
     files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
+    assert not (tmp_path / "http-names").exists(), "listed again as entries by the first batch"
     new = tls_site()
     [change] = plan({"a.example.com": new}, DiskState())
     files.apply_operations(tmp_path, change.operations)
-    assert (tmp_path / NAMES).read_text() == "server_name a.example.com;\n"
+    entries = parse_entries((tmp_path / NAMES).read_text())
+    assert entries == {"a.example.com": "server_name a.example.com;\n"}
     assert files.read_disk(tmp_path) == disk_of(new)
     assert files.read_hosts(tmp_path, ["a.example.com"]) == disk_of(new)
     # After a batch the agent reads back the hosts it touched only, names files included.
@@ -573,10 +585,10 @@ def test_names_files_are_read_back_and_a_stray_one_is_removed(tmp_path: Path) ->
     fresh = files.read_hosts(tmp_path, ["a.example.com"])
     assert disk_of(other).updated(fresh, {"a.example.com"}) == disk_of(other, new)
     assert disk_of(other, new).updated(DiskState(), {"a.example.com"}) == disk_of(other)
-    (tmp_path / "http-names" / "stray.example.com.conf").write_text("server_name x;\n")
+    entries["stray.example.com"] = "server_name x;\n"
+    (tmp_path / NAMES).write_text(format_entries(entries))
     [stray] = plan({"a.example.com": new}, files.read_disk(tmp_path))
-    stray_names = PurePosixPath("http-names/stray.example.com.conf")
-    assert stray == Change("stray.example.com", (Remove(stray_names),), None)
+    assert stray == Change("stray.example.com", (listing("stray.example.com"),), None)
 
 
 # -- reports ---------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def test_a_site_is_listed_once_its_server_is_on_disk_and_linked_until_then() -> 
         "sites-available/a.example.com.conf",
         "https-map.conf",  # the map before the names that select the server
         f"https-names/{KEY}.conf",
-        "http-names/a.example.com.conf",
+        "http-names.conf",
     ]
     assert listed[3] == Entry(MAP_FILE, "a.example.com", MAP)
     assert listed[4] == Entry(names_file(KEY), "a.example.com", NAMES)
@@ -206,7 +206,7 @@ def on_disk_of(operations: tuple[Any, ...]) -> DiskState:
         [("a.example.com", writes["sites-available/a.example.com.conf"])],
         links,
         [("a.example.com", certificates)],
-        [("a.example.com", writes["http-names/a.example.com.conf"])],
+        [("a.example.com", entries["http-names.conf"])],
         names,
         maps,
     )
@@ -243,14 +243,14 @@ def test_moving_between_a_link_and_a_listing_takes_the_old_one_away_first() -> N
 
     disabled = site_operations(listed_site(enabled=False), listed, {KEY})
     assert disabled == (
-        Remove(PurePosixPath("http-names/a.example.com.conf")),
+        Entry(PurePosixPath("http-names.conf"), "a.example.com", None),
         Entry(names_file(KEY), "a.example.com", None),
         Entry(MAP_FILE, "a.example.com", None),
     ), "the config stays; nothing links or lists it"
 
     removal = removal_operations("a.example.com", listed)
     assert [str(op.path) for op in removal] == [
-        "http-names/a.example.com.conf",
+        "http-names.conf",
         f"https-names/{KEY}.conf",
         "https-map.conf",
         "sites-available/a.example.com.conf",

@@ -44,7 +44,7 @@ def definitions_of(certificate_dir: str = "/certs", https_port: int = 443, **fie
     shared: dict[str, Any] = {
         "http_port": 80,
         "challenge_upstream": CHALLENGE,
-        "names_dir": "/root/http-names",
+        "names_file": "/root/http-names.conf",
         "https_map_file": "/root/https-map.conf",
     }
     return http_definitions(certificate_dir, https_port, **(shared | fields))
@@ -283,13 +283,13 @@ def test_a_tls_site_is_one_server_on_the_https_port_with_one_location(tmp_path: 
 def test_the_shared_http_server_redirects_only_its_listed_names() -> None:
     """Plain HTTP of this release's TLS sites: one server, its names the files the agent writes
     (``server_name`` of each site), the redirect to the name nginx selected it by."""
-    text = definitions_of(https_port=8443, http_port=8080, names_dir="/root/http-names/")
+    text = definitions_of(https_port=8443, http_port=8080, names_file="/root/http-names.conf")
     guard = f"server {{\n    listen 8080;\n    server_name {NO_SITE_NAME};\n    return 444;\n}}\n"
     assert guard in text, "the port's default server, should nginx's main config have none"
     shared = text[text.index("server {\n    listen 8080;\n    #") :]
     shared = shared[: shared.index("\n}\n") + 3]
     assert text.index(guard) < text.index(shared)
-    assert f"    server_name {SHARED_HTTP_NAME};\n    include /root/http-names/*.conf;\n" in shared
+    assert f"    server_name {SHARED_HTTP_NAME};\n    include /root/http-names.conf;\n" in shared
     assert "return 301 https://$host:8443$request_uri;" in shared
     assert re.findall(r"^ +location .*$", shared, re.MULTILINE) == [
         "    location ^~ /.well-known/acme-challenge/ {",
@@ -301,7 +301,7 @@ def test_the_shared_http_server_redirects_only_its_listed_names() -> None:
     with pytest.raises(ValueError, match="challenge_upstream"):
         definitions_of(challenge_upstream="x;y:80")
     with pytest.raises(ValueError, match="canonical"):
-        definitions_of(names_dir="/root/../etc")
+        definitions_of(names_file="/root/../etc")
 
 
 def test_bootstrap_holds_everything_else_without_redirect() -> None:

@@ -27,10 +27,11 @@ from vhost_operator.agent.plan import (
     CERTS_DIR,
     DEFINITIONS_FILE,
     ENABLED_DIR,
-    HTTP_NAMES_DIR,
+    HTTP_NAMES_FILE,
     HTTPS_MAP_FILE,
     HTTPS_NAMES_DIR,
     LAYOUT_DIRS,
+    LEGACY_HTTP_NAMES_DIR,
     SHARED_SERVER_PREFIX,
     DiskState,
     Entry,
@@ -70,7 +71,7 @@ def prepare(root: Path, https_port: int, *, http_port: int, challenge_upstream: 
         _make_directory(root / name)
     directories = (
         root,
-        *(root / name for name in (AVAILABLE_DIR, ENABLED_DIR, HTTP_NAMES_DIR, HTTPS_NAMES_DIR)),
+        *(root / name for name in (AVAILABLE_DIR, ENABLED_DIR, HTTPS_NAMES_DIR)),
         *_subdirectories(root / CERTS_DIR),
     )
     for directory in directories:
@@ -83,11 +84,15 @@ def prepare(root: Path, https_port: int, *, http_port: int, challenge_upstream: 
         https_port,
         http_port=http_port,
         challenge_upstream=challenge_upstream,
-        names_dir=str(root / HTTP_NAMES_DIR),
+        names_file=str(root / HTTP_NAMES_FILE),
         https_map_file=str(root / HTTPS_MAP_FILE),
     ).encode()
-    if not (root / HTTPS_MAP_FILE).is_file():
-        write_file(root / HTTPS_MAP_FILE, b"", PUBLIC_FILE_MODE)  # nginx includes it by name
+    for entries in (HTTP_NAMES_FILE, HTTPS_MAP_FILE):
+        if not (root / entries).is_file():
+            write_file(root / entries, b"", PUBLIC_FILE_MODE)  # nginx includes them by name
+    # An earlier release's file per site there: the first batch lists them again, as entries,
+    # and nginx reads neither before the reload that ends it.
+    _remove(root / LEGACY_HTTP_NAMES_DIR)
     if not definitions.is_file() or definitions.is_symlink() or definitions.read_bytes() != content:
         write_file(definitions, content, PUBLIC_FILE_MODE)
         _sync_directories([definitions.parent])
@@ -103,7 +108,7 @@ def read_disk(root: Path) -> DiskState:
     pattern ignores them too)."""
     hostnames = {
         entry.name.removesuffix(_CONF_SUFFIX)
-        for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR, root / HTTP_NAMES_DIR)
+        for directory in (root / AVAILABLE_DIR, root / ENABLED_DIR)
         for entry in _conf_entries(directory)
     }
     for entries in _entry_files(root).values():
@@ -139,14 +144,10 @@ def read_hosts(root: Path, hostnames: Iterable[str]) -> DiskState:
         for hostname in hostnames
         if (directory := root / CERTS_DIR / hostname).is_dir() and not directory.is_symlink()
     )
-    http_names = (
-        (hostname, path.read_bytes())
-        for hostname in hostnames
-        if (path := root / HTTP_NAMES_DIR / f"{hostname}{_CONF_SUFFIX}").is_file()
-        and not path.is_symlink()
-    )
     entry_files = _entry_files(root)
+    plain = entry_files.pop(HTTP_NAMES_FILE, {})
     maps = entry_files.pop(HTTPS_MAP_FILE, {})
+    http_names = ((hostname, plain[hostname]) for hostname in hostnames if hostname in plain)
     https_names = (
         (hostname, path.stem, names[hostname])
         for path, names in entry_files.items()
@@ -159,7 +160,7 @@ def read_hosts(root: Path, hostnames: Iterable[str]) -> DiskState:
 
 def _entry_files(root: Path) -> dict[PurePosixPath, dict[str, str]]:
     """The files of entries (``plan.Entry``) in the layout: their entries by path."""
-    paths = [HTTPS_MAP_FILE]
+    paths = [HTTP_NAMES_FILE, HTTPS_MAP_FILE]
     paths.extend(
         PurePosixPath(HTTPS_NAMES_DIR, entry.name)
         for entry in _conf_entries(root / HTTPS_NAMES_DIR)

@@ -32,7 +32,7 @@ class AgentSettings(BaseSettings):
 
     root_dir: Path = Path("/etc/nginx/vhost-operator")
     """Directory the agent owns and writes ``sites-available/``, ``sites-enabled/``, ``certs/``,
-    ``http-names/``, ``https-names/`` and ``https-map/`` into. nginx loads every host's
+    ``https-names/``, ``http-names.conf`` and ``https-map.conf`` into. nginx loads every host's
     certificate from ``<root_dir>/certs``; it must be the operator's ``nginx_certificate_dir``
     (the default pair matches), because the configs of earlier releases name certificate paths
     there."""
@@ -49,9 +49,9 @@ class AgentSettings(BaseSettings):
     """Port nginx serves plain HTTP on: the operator's ``nginx_http_port``. The agent writes one
     server there for every TLS site of this release (their configs listen on ``https_port``
     only): ACME challenges to ``challenge_upstream``, everything else redirected to HTTPS. Its
-    names are those sites' names (a file per site in ``<root_dir>/http-names/``); other names
-    fall to the port's default server, which nginx's main config provides. A TLS site config
-    that expects another port is refused for its host, its ``apply-error`` naming both
+    names are those sites' names (an entry per site in ``<root_dir>/http-names.conf``); other
+    names fall to the port's default server, which nginx's main config provides. A TLS site
+    config that expects another port is refused for its host, its ``apply-error`` naming both
     settings."""
 
     challenge_upstream: str = Field(

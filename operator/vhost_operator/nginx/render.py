@@ -61,14 +61,15 @@ class FinalLayout(enum.Enum):
     (and the MTA-STS policy's ``location =`` when it has one) and nothing else. Plain HTTP for
     every such site is one server the nginx agent writes (:func:`http_definitions`): the
     challenge path to the responder, everything else redirected to HTTPS; its names are the
-    sites' names, one file per site (:func:`shared_http_names`) the agent writes and removes
-    with the site. The site's config still says which HTTP port it expects (a comment), so
-    the agent can refuse a config that disagrees with its setting; it does not name the
-    challenge responder (the agent's setting). A site is then one server block and one
-    location context for nginx to allocate and merge (:attr:`ONE_SERVER` had three: the
-    redirect's ``if``, the challenge path, ``/``), and the port-80 server list nginx checks
-    each ``listen`` against does not grow with the sites. TLS contexts as in
-    :attr:`SHARED_CONTEXT`, headers as in :attr:`ONE_SERVER`."""
+    sites' names, an entry per site (:func:`shared_http_names`) the agent writes and removes
+    with the site; where a site differs from the others only in its names, its HTTPS is a
+    shared server too (:class:`SharedHttpsServer`). The site's config still says which HTTP
+    port it expects (a comment), so the agent can refuse a config that disagrees with its
+    setting; it does not name the challenge responder (the agent's setting). A site is then
+    one server block and one location context for nginx to allocate and merge
+    (:attr:`ONE_SERVER` had three: the redirect's ``if``, the challenge path, ``/``), and the
+    port-80 server list nginx checks each ``listen`` against does not grow with the sites.
+    TLS contexts as in :attr:`SHARED_CONTEXT`, headers as in :attr:`ONE_SERVER`."""
 
     ONE_SERVER = "one server"
     """The previous release: a TLS site is one ``server`` for both ports, which redirects plain
@@ -128,7 +129,7 @@ def http_definitions(
     *,
     http_port: int,
     challenge_upstream: str,
-    names_dir: str,
+    names_file: str,
     https_map_file: str,
 ) -> str:
     """Text that must be in the ``http {}`` context including the site configs; the nginx agent
@@ -145,8 +146,8 @@ def http_definitions(
       name>/tls.{crt,key}``. Without it nginx refuses the TLS sites ("no ssl_certificate is
       defined for the listen ... ssl");
     - plain HTTP on ``http_port`` for every TLS site of :attr:`FinalLayout.TLS_ONLY`: one
-      server whose names are those sites' names, from ``<names_dir>/*.conf`` (one file per
-      site, :func:`shared_http_names`). The challenge path goes to ``challenge_upstream``,
+      server whose names are those sites' names, from ``names_file`` (the agent's entries of
+      :func:`shared_http_names`, one per site). The challenge path goes to ``challenge_upstream``,
       everything else is redirected to ``https://$host[:https_port]``: ``$host`` is the name
       nginx selected this server by, so one of those files' names (lowercased, without port or
       trailing dot), never a name the client made up. Unknown names go to the port's default
@@ -157,11 +158,10 @@ def http_definitions(
       one of the name the client's SNI selected it by, from ``https_map_file`` (the agent's
       entries of :func:`shared_https_map`, one per site)."""
     directory = certificate_dir.rstrip("/")
-    names = names_dir.rstrip("/")
     # The same allow-lists as the sites' values: this text is pasted into nginx's config too.
     problem = (
         _file_path_problem(f"{directory}/tls.crt")
-        or _file_path_problem(f"{names}/x.conf")
+        or _file_path_problem(names_file)
         or _file_path_problem(https_map_file)
         or _port_problem(str(https_port))
         or _port_problem(str(http_port))
@@ -245,7 +245,7 @@ server {{
 }}
 
 # Plain HTTP for every TLS site of this release (their own configs listen on the HTTPS port only):
-# one server, whatever the number of sites. Its names are theirs, one file per site: $host is
+# one server, whatever the number of sites. Its names are theirs, an entry per site: $host is
 # then always the configured name nginx selected this server by (lowercased, without port), so
 # the redirect never names a host the client made up. Unknown names go to the port's default
 # server. (TLS sites of earlier releases, bootstrap and HTTP-only configs have servers of their
@@ -255,7 +255,7 @@ server {{
     # A name no request carries (nginx cuts the Host at ":"): with no site listed, a server
     # without names would take the requests that have no Host.
     server_name {SHARED_HTTP_NAME};
-    include {names}/*.conf;
+    include {names_file};
 
     # ACME HTTP-01 challenges (renewals) go to the operator's responder, which holds the tokens.
     location ^~ /.well-known/acme-challenge/ {{
