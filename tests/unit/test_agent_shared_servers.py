@@ -348,3 +348,21 @@ def test_a_server_is_put_in_place_only_if_nginx_accepts_it_and_pruned_when_unuse
     asyncio.run(servers.prune({}, DiskState()))
     assert files.read_shared_servers(tmp_path) == {} and servers.keys == frozenset()
     assert not (tmp_path / "https-names" / f"{KEY}.conf").exists()
+
+
+def test_a_server_that_cannot_be_written_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: the names file (empty, nothing to write) can be made, the server cannot."""
+    files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
+    original = files.write_file
+
+    def write_file(path: Path, content: bytes, mode: int, **options: Any) -> None:
+        if path.name.startswith("_vhost-shared-"):
+            raise OSError(28, "No space left on device")
+        original(path, content, mode, **options)
+
+    monkeypatch.setattr(files, "write_file", write_file)
+    with pytest.raises(OSError, match="No space left"):
+        files.write_shared_server(tmp_path, KEY, b"server {}\n")
+    assert not (tmp_path / "https-names" / f"{KEY}.conf").exists()

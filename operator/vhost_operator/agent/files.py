@@ -6,6 +6,10 @@ old one: nginx (or a crash) sees the old file or the new one, never half a file.
 replaced the same way. Private keys get mode 0600 from the moment they exist, or 0640 with a
 ``key_group`` (nginx's workers load them per handshake: they must be able to read them, nobody
 else); everything else 0644, directories 0755, whatever the process umask says.
+
+A file of entries (``plan.Entry``: many hosts' lines, each host's after a comment naming it) is
+rewritten whole by a change of any of its entries, once per change of many hosts, after their
+own files; undoing the change puts the whole file back.
 """
 
 from __future__ import annotations
@@ -201,12 +205,18 @@ def read_shared_servers(root: Path) -> dict[str, bytes]:
 
 def write_shared_server(root: Path, key: str, content: bytes) -> None:
     """Put a shared HTTPS server in place, with the file of its names (empty if new: nginx
-    includes it by name)."""
+    includes it by name); on failure (a full disk), neither."""
     names = root / https_names_path(key)
-    if not names.is_file():
-        write_file(names, b"", PUBLIC_FILE_MODE)
+    new_names = not names.is_file()
     path = root / shared_server_path(key)
-    write_file(path, content, PUBLIC_FILE_MODE)
+    try:
+        if new_names:
+            write_file(names, b"", PUBLIC_FILE_MODE)
+        write_file(path, content, PUBLIC_FILE_MODE)
+    except BaseException:
+        if new_names:
+            names.unlink(missing_ok=True)
+        raise
     _sync_directories([path.parent, names.parent])
 
 

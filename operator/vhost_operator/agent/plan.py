@@ -174,7 +174,7 @@ class Listed:
     """A host's entry in an ``https-names`` file."""
 
     server: str
-    """The key of the shared HTTPS server whose directory it is in."""
+    """The key of the shared HTTPS server whose names file it is in."""
     digest: str
 
 
