@@ -330,6 +330,13 @@ def test_tls_sites_share_one_context_that_serves_each_its_own_certificate(
     ), certificates
 
 
+def set_enabled(cluster: Cluster, configmap: str, value: str) -> None:
+    cluster.kubectl(
+        "annotate", "configmap", configmap, "-n", NAMESPACE,
+        f"{labels.ENABLED}={value}", "--overwrite",
+    )  # fmt: skip
+
+
 def https_listings(root: Path, hostname: str) -> dict[Path, str]:
     """``hostname``'s entries in the shared HTTPS servers' names files (one at most)."""
     entries = {path: parse_entries(path.read_text()) for path in root.glob("https-names/*.conf")}
@@ -389,13 +396,7 @@ def test_tls_sites_are_listed_in_one_shared_https_server_per_upstream_and_body_s
     assert len(shared) == len(list(root.glob("https-names/*.conf")))
 
     # Disabled: its listing goes (the config stays); enabled again: listed again.
-    def set_enabled(value: str) -> None:
-        cluster.kubectl(
-            "annotate", "configmap", "vhost-listed-b", "-n", NAMESPACE,
-            f"{labels.ENABLED}={value}", "--overwrite",
-        )  # fmt: skip
-
-    set_enabled("false")
+    set_enabled(cluster, "vhost-listed-b", "false")
     eventually(
         lambda: served_certificate(nginx.https_port, second) is None,
         timeout=45,
@@ -405,7 +406,7 @@ def test_tls_sites_are_listed_in_one_shared_https_server_per_upstream_and_body_s
         not https_listings(root, second) and (root / "sites-available" / f"{second}.conf").exists()
     )
     assert serves_certificate(nginx, first, first_chain), "its neighbour is served on"
-    set_enabled("true")
+    set_enabled(cluster, "vhost-listed-b", "true")
     eventually(
         lambda: serves_certificate(nginx, second, second_chain),
         timeout=45,
@@ -430,13 +431,7 @@ def test_disabled_site_falls_to_the_default_server_and_comes_back(
     sites.wait_applied("vhost-toggle")
     assert http_request(nginx.http_port, hostname)[:2] == (200, f"upstream for {hostname}\n")
 
-    def set_enabled(value: str) -> None:
-        cluster.kubectl(
-            "annotate", "configmap", "vhost-toggle", "-n", NAMESPACE,
-            f"{labels.ENABLED}={value}", "--overwrite",
-        )  # fmt: skip
-
-    set_enabled("false")
+    set_enabled(cluster, "vhost-toggle", "false")
     eventually(
         lambda: http_request(nginx.http_port, hostname)[:2] == (404, "no such site\n"),
         timeout=45,
@@ -445,7 +440,7 @@ def test_disabled_site_falls_to_the_default_server_and_comes_back(
     assert (nginx.root / "sites-available" / f"{hostname}.conf").exists(), "the config stays"
     assert not (nginx.root / "sites-enabled" / f"{hostname}.conf").exists()
 
-    set_enabled("true")
+    set_enabled(cluster, "vhost-toggle", "true")
     # Both, together: under load a reload can outlast the agent's timeout, so the agent puts the
     # last good files back and applies again, while nginx already answers from the new config.
     enabled = nginx.root / "sites-enabled" / f"{hostname}.conf"
