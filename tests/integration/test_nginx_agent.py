@@ -883,8 +883,9 @@ def test_two_hundred_sites_at_once_take_a_handful_of_reloads(
 def test_restart_rewrites_nothing_and_recovers_a_broken_disk(
     sites: Sites, nginx: NginxServer, agent: AgentProcess
 ) -> None:
-    sites.apply([sites.http_site("vhost-keep", "keep.example.com")])
-    sites.wait_applied("vhost-keep")
+    listed_manifests, listed_chain = sites.tls_site("vhost-keep-listed", "keep-listed.example.com")
+    sites.apply([sites.http_site("vhost-keep", "keep.example.com"), *listed_manifests])
+    sites.wait_applied("vhost-keep", "vhost-keep-listed")
     agent.stop()
 
     # What an agent killed between writing a batch and rolling it back leaves behind: an
@@ -909,3 +910,8 @@ def test_restart_rewrites_nothing_and_recovers_a_broken_disk(
     assert not (nginx.root / "sites-enabled" / f"{hostname}.conf").exists(), "unlinked"
     assert (nginx.root / "sites-available" / f"{hostname}.conf").exists()
     assert http_request(nginx.http_port, "keep.example.com")[0] == 200
+    # The quarantine took the shared HTTPS servers away too (one nginx refuses would break even
+    # no site); the batch after it tested them and put them back, their sites listed as before.
+    assert "took the shared HTTPS servers away" in agent.log()
+    assert https_listings(nginx.root, "keep-listed.example.com")
+    assert serves_certificate(nginx, "keep-listed.example.com", listed_chain)

@@ -366,3 +366,20 @@ def test_a_server_that_cannot_be_written_leaves_nothing_behind(
     with pytest.raises(OSError, match="No space left"):
         files.write_shared_server(tmp_path, KEY, b"server {}\n")
     assert not (tmp_path / "https-names" / f"{KEY}.conf").exists()
+
+
+def test_a_quarantine_withdraws_every_server_and_the_next_batch_tests_them_again(
+    tmp_path: Path,
+) -> None:
+    """A server nginx refuses now breaks its config even with no site listed in it."""
+    files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
+    servers = SharedServers(tmp_path)
+    sites = {"a.example.com": listed_site()}
+    assert asyncio.run(servers.prepare(sites, Verdicts(tmp_path))) == {KEY}
+    files.apply_operations(tmp_path, site_operations(listed_site(), DiskState(), {KEY}))
+    asyncio.run(servers.withdraw())
+    assert files.read_shared_servers(tmp_path) == {} and servers.keys == frozenset()
+    assert files.read_disk(tmp_path).listed_servers == {KEY}, "the entries stay"
+    again = Verdicts(tmp_path)
+    assert asyncio.run(servers.prepare(sites, again)) == {KEY}
+    assert again.seen == [{KEY}]

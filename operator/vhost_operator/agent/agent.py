@@ -475,6 +475,7 @@ class NginxAgent:
         files are what its ConfigMap asks for is remembered as rejected, so it stays unlinked
         until its ConfigMap changes."""
         root = self._settings.root_dir
+        await self._shared.withdraw()  # one nginx refuses now would break even no site
         disk = await self._read_disk()
         listings = await asyncio.to_thread(files.read_listings, root, disk)
         enabled = enablings(disk, listings)

@@ -5,8 +5,10 @@ listed in it any more. Filesystem I/O through ``files``, the verdict through a w
 A shared server is tested on its own, before the batch that lists sites in it: a server nginx
 refuses (its upstream's name does not resolve, say) is not put in place, and its sites are then
 planned as servers of their own, so nginx's verdict on each of them names that site's file and
-reaches its ConfigMap as for any other site. A server kept from an earlier batch that nginx
-would refuse now is found like any broken file on disk (``apply.quarantine``).
+reaches its ConfigMap as for any other site. A server on disk that nginx refuses now (its
+upstream's name stopped resolving) breaks nginx's config even with no site listed in it: the
+quarantine of a broken disk takes every shared server away first (:meth:`SharedServers.withdraw`)
+and the next batch puts back, testing each, those nginx accepts.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ class SharedServers:
             if on_disk.get(key) != content:
                 await self._put_in_place(server, content, tester)
         return frozenset(on_disk)
+
+    async def withdraw(self) -> None:
+        """Take every shared server away; their sites' entries stay, included by none (the
+        next plan moves them)."""
+        for key in sorted(await self._read()):
+            await asyncio.to_thread(files.remove_shared_server, self._root, key)
+        self._on_disk = {}
+        logger.warning("took the shared HTTPS servers away; the next batch tests them again")
 
     async def prune(self, sites: Mapping[str, Site], disk: DiskState) -> None:
         """Remove the shared servers no site of ``sites`` wants and no host on ``disk`` is
