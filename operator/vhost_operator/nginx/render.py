@@ -203,7 +203,7 @@ map $uri ${REDIRECT_VARIABLE}_path {{
 # The directory of the certificate of the site the client's SNI selected: for a server of its
 # own, its first server_name, its hostname (never the client's text). A shared HTTPS server's first
 # name is its own: there, the hostname of the site whose name the SNI is (nginx looks it up in
-# lowercase, without a trailing dot), from the files the agent writes per listed site.
+# lowercase, without a trailing dot), from the agent's entries, one per listed site.
 map $server_name ${CERTIFICATE_NAME_VARIABLE} {{
     "~^{SHARED_HTTPS_NAME_PREFIX}" ${CERTIFICATE_NAME_VARIABLE}_shared;
     default $server_name;
