@@ -348,7 +348,7 @@ def map_entries(root: Path) -> dict[str, str]:
 
 
 def test_tls_sites_are_listed_in_one_shared_https_server_per_upstream_and_body_size(
-    sites: Sites, cluster: Cluster, nginx: NginxServer, upstream: int
+    sites: Sites, cluster: Cluster, nginx: NginxServer
 ) -> None:
     """A TLS site of this release without an MTA-STS policy is a server block like every other
     such site but for its names: the agent lists its names in one shared HTTPS server per
