@@ -73,6 +73,10 @@ CONFIG = render_final(
 )
 
 
+def by_name(*configmaps: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {configmap["metadata"]["name"]: configmap for configmap in configmaps}
+
+
 def desired_state(configmaps: list[dict[str, Any]], secrets: dict[str, Any]) -> DesiredState:
     return agent_desired_state(configmaps, secrets, certificate_dir=CERTIFICATES)
 
@@ -363,7 +367,7 @@ def test_an_unchanged_configmap_is_not_read_again(
 ) -> None:
     """Every batch goes through every ConfigMap: one whose object is the one seen before costs
     a look-up of its Secret, not a reading of its annotations, and its request stays."""
-    configmaps = [configmap(tls_secret="tls-a"), configmap("vhost-b", "b.example.com")]
+    configmaps = by_name(configmap(tls_secret="tls-a"), configmap("vhost-b", "b.example.com"))
     secrets = {"tls-a": tls_secret("tls-a", *pair)}
     states = DesiredStates(CERTIFICATES)
     first = states(configmaps, secrets)

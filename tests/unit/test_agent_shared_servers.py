@@ -330,15 +330,15 @@ def test_a_server_is_put_in_place_only_if_nginx_accepts_it_and_pruned_when_unuse
 ) -> None:
     files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
     servers = SharedServers(tmp_path)
-    sites = {"a.example.com": listed_site()}
+    wanted = {KEY: SERVER}
     refusing = Verdicts(tmp_path, refuse='host not found in upstream "app"')
-    assert asyncio.run(servers.prepare(sites, refusing)) == frozenset()
+    assert asyncio.run(servers.prepare(wanted, refusing)) == frozenset()
     assert refusing.seen == [{KEY}], "tested in place"
     assert files.read_shared_servers(tmp_path) == {}, "and taken away again"
 
     accepting = Verdicts(tmp_path)
-    assert asyncio.run(servers.prepare(sites, accepting)) == {KEY}
-    assert asyncio.run(servers.prepare(sites, accepting)) == {KEY}
+    assert asyncio.run(servers.prepare(wanted, accepting)) == {KEY}
+    assert asyncio.run(servers.prepare(wanted, accepting)) == {KEY}
     assert len(accepting.seen) == 1, "tested once, while it stays the same"
     assert (tmp_path / "https-names" / f"{KEY}.conf").read_text() == "", "an empty list"
 
@@ -374,12 +374,11 @@ def test_a_quarantine_withdraws_every_server_and_the_next_batch_tests_them_again
     """A server nginx refuses now breaks its config even with no site listed in it."""
     files.prepare(tmp_path, 8443, http_port=8080, challenge_upstream=CHALLENGE)
     servers = SharedServers(tmp_path)
-    sites = {"a.example.com": listed_site()}
-    assert asyncio.run(servers.prepare(sites, Verdicts(tmp_path))) == {KEY}
+    assert asyncio.run(servers.prepare({KEY: SERVER}, Verdicts(tmp_path))) == {KEY}
     files.apply_operations(tmp_path, site_operations(listed_site(), DiskState(), {KEY}))
     asyncio.run(servers.withdraw())
     assert files.read_shared_servers(tmp_path) == {} and servers.keys == frozenset()
     assert files.read_disk(tmp_path).listed_servers == {KEY}, "the entries stay"
     again = Verdicts(tmp_path)
-    assert asyncio.run(servers.prepare(sites, again)) == {KEY}
+    assert asyncio.run(servers.prepare({KEY: SERVER}, again)) == {KEY}
     assert again.seen == [{KEY}]

@@ -398,7 +398,12 @@ class NginxAgent:
         self.stats.batches_total += 1
         started = time.monotonic()
         unconfirmed_before = self._nginx.unconfirmed_seconds
-        desired = self._desired_states(self._configmaps.objects.values(), self._secrets.objects)
+        desired = self._desired_states(
+            self._configmaps.objects,
+            self._secrets.objects,
+            changed_configmaps=self._configmaps.take_changes(),
+            changed_secrets=self._secrets.take_changes(),
+        )
         self.stats.sites, self.stats.enabled_sites = summary(desired)
         logger.debug(
             "desired state: %d sites (%.2fs)", self.stats.sites, time.monotonic() - started
@@ -433,7 +438,7 @@ class NginxAgent:
             self.stats.reload_pause_seconds = self._settings.reload_pacing * busy
             self._burst.pace(self.stats.reload_pause_seconds)
         disk = await self._read_disk()
-        await self._shared.prune(desired.sites, disk)
+        await self._shared.prune(desired.servers, disk)
         patched = await self._report(desired, disk)
         # Ready once the whole state is served and reported: a new replica takes traffic (and
         # the operator waits for it) only when it serves every host as the others do.
@@ -451,10 +456,19 @@ class NginxAgent:
         sites, keep = desired.sites, frozenset(self._hosts_to_keep(desired))
         # Only while nginx runs the rest of the disk does testing the batch alone say enough.
         workspace = self._batch_testing if self._live else self._workspace
-        servers = await self._shared.prepare(sites, workspace)
+        servers = await self._shared.prepare(desired.servers, workspace)
         last, read = self._last_plan, self._read_since_plan
         hostnames = (
-            None if last is None or read is None else last.hosts_to_plan(sites, keep, read, servers)
+            None
+            if last is None or read is None
+            else last.hosts_to_plan(
+                sites,
+                keep,
+                read,
+                servers,
+                since=desired.since,
+                changed_sites=desired.changed_sites,
+            )
         )
         changes = plan(sites, disk, keep=keep, hostnames=hostnames, shared_servers=servers)
         self._last_plan = PlanInputs(sites, keep, frozenset(c.hostname for c in changes), servers)
@@ -611,7 +625,7 @@ class NginxAgent:
     async def _report(self, desired: DesiredState, disk: DiskState) -> int:
         """Annotate every ConfigMap whose report changed; raise if any patch failed (the batch
         is then retried, which reports again). Returns the number of patches."""
-        waiting = {r.configmap for r in desired.requests if r.waiting_for_secret}
+        waiting = desired.waiting
         self._missing_since = {k: v for k, v in self._missing_since.items() if k in waiting}
         patches = []
         errors = 0

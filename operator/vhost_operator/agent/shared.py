@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vhost_operator.agent import files
-from vhost_operator.agent.desired import Site
-from vhost_operator.agent.plan import DiskState, https_names_path, wanted_servers
+from vhost_operator.agent.plan import DiskState, https_names_path
 from vhost_operator.nginx import SharedHttpsServer, render_shared_https_server
 
 logger = logging.getLogger(__name__)
@@ -50,12 +49,14 @@ class SharedServers:
         """The shared servers on disk, as far as known."""
         return frozenset(self._on_disk or ())
 
-    async def prepare(self, sites: Mapping[str, Site], tester: Tester) -> frozenset[str]:
-        """Put in place each shared server the enabled ``sites`` can be listed in that nginx
-        accepts (testing each on top of what is on disk, with ``tester``). The keys of those
-        on disk then."""
+    async def prepare(
+        self, wanted: Mapping[str, SharedHttpsServer], tester: Tester
+    ) -> frozenset[str]:
+        """Put in place each ``wanted`` shared server (by key: those the enabled sites can be
+        listed in) that nginx accepts (testing each on top of what is on disk, with
+        ``tester``). The keys of those on disk then."""
         on_disk = await self._read()
-        for key, server in sorted(wanted_servers(sites).items()):
+        for key, server in sorted(wanted.items()):
             names = str(self._root / https_names_path(key))
             content = render_shared_https_server(server, names).encode()
             if on_disk.get(key) != content:
@@ -70,13 +71,13 @@ class SharedServers:
         self._on_disk = {}
         logger.warning("took the shared HTTPS servers away; the next batch tests them again")
 
-    async def prune(self, sites: Mapping[str, Site], disk: DiskState) -> None:
-        """Remove the shared servers no site of ``sites`` wants and no host on ``disk`` is
+    async def prune(self, wanted: Mapping[str, SharedHttpsServer], disk: DiskState) -> None:
+        """Remove the shared servers not ``wanted`` (by key) that no host on ``disk`` is
         listed in: after the batch that took their last hosts out (and its reload, so that
         undoing a batch never puts a host back into a server that is gone). nginx drops them at
         its next reload; until then they serve no name."""
         on_disk = await self._read()
-        for key in sorted(set(on_disk) - set(wanted_servers(sites)) - disk.listed_servers):
+        for key in sorted(set(on_disk) - set(wanted) - disk.listed_servers):
             await asyncio.to_thread(files.remove_shared_server, self._root, key)
             del on_disk[key]
             logger.info("removed the shared HTTPS server %s: no site is listed in it", key)

@@ -30,12 +30,21 @@ class WatchEvent:
 
 
 class ObjectStore:
-    """The objects one watch has shown, by name, and whether its first list has arrived."""
+    """The objects one watch has shown, by name, whether its first list has arrived, and the
+    names of those its events touched since a consumer last asked (:meth:`take_changes`)."""
 
     def __init__(self, relevant: Callable[[Object | None], object]) -> None:
         self.objects: dict[str, Object] = {}
         self.synced = False
         self._relevant = relevant
+        self._changed: set[str] | None = None
+
+    def take_changes(self) -> set[str] | None:
+        """The names of the objects an event added, modified or deleted since the last call
+        (changed or not); ``None``: any object may have changed (the first call, or a
+        ``SYNC`` since)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def update(self, event: WatchEvent) -> bool:
         """Take in ``event``; ``True`` if it changed anything the files depend on."""
@@ -45,9 +54,12 @@ class ObjectStore:
                 self.objects
             )
             self.objects, self.synced = fresh, True
+            self._changed = None
             return changed
         assert event.object is not None
         name = event.object["metadata"]["name"]
+        if self._changed is not None:
+            self._changed.add(name)
         before = self._relevant(self.objects.get(name))
         if event.type == "DELETED":
             self.objects.pop(name, None)
