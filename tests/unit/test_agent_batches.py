@@ -244,12 +244,15 @@ def test_a_batch_plans_and_reports_only_the_site_that_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before, every batch compared every site with its files and every ConfigMap's report
-    with its annotations: at 10,000 sites, most of a batch's CPU when one site changed."""
+    with its annotations: at 10,000 sites, most of a batch's CPU when one site changed. Then
+    every batch still went through every ConfigMap to find those whose report could have
+    changed (about 30 ms of CPU at 10,000 sites)."""
     settings = AgentSettings(root_dir=tmp_path, quiet_window=0.01, max_delay=0.05)
     api, nginx = SiteApi(), AcceptingNginx()
     agent = NginxAgent(settings, api, nginx)
     planned: list[str] = []
     reported: list[str] = []
+    looked_at: list[str] = []
 
     def site_operations(
         site: desired.Site, disk: plan.DiskState, servers: Collection[str]
@@ -261,9 +264,15 @@ def test_a_batch_plans_and_reports_only_the_site_that_changed(
         reported.append(request.configmap)
         return original_report(request, *arguments)
 
+    def report_inputs(request: desired.SiteRequest, disk: plan.DiskState) -> tuple[object, ...]:
+        looked_at.append(request.configmap)
+        return original_inputs(request, disk)
+
     original_operations, original_report = plan.site_operations, plan.report
+    original_inputs = agent._report_inputs
     monkeypatch.setattr(plan, "site_operations", site_operations)
     monkeypatch.setattr(agent_module, "report", report)
+    monkeypatch.setattr(agent, "_report_inputs", report_inputs)
 
     async def scenario() -> None:
         async with running(agent, api, tmp_path, SITES):
@@ -271,6 +280,7 @@ def test_a_batch_plans_and_reports_only_the_site_that_changed(
             for index in (3, 7):
                 planned.clear()
                 reported.clear()
+                looked_at.clear()
                 changed = site_configmap(tmp_path, index, body_size=100)
                 await api.modify(changed)
                 await applied(api, changed)
@@ -282,6 +292,7 @@ def test_a_batch_plans_and_reports_only_the_site_that_changed(
     # that plan, and its report came back as a new ConfigMap object.
     assert set(planned) == {"site-3.example.org", "site-7.example.org"}
     assert set(reported) == {"site-3", "site-7"}
+    assert set(looked_at) == {"site-3", "site-7"}, "no other ConfigMap's report is looked at"
     config = (tmp_path / "sites-available" / "site-7.example.org.conf").read_text()
     assert "client_max_body_size 100m" in config
 

@@ -115,6 +115,7 @@ def expected(requests: tuple[SiteRequest, ...]) -> dict[str, object]:
         "waiting": frozenset(r.configmap for r in requests if r.waiting_for_secret),
         "enabled_sites": sum(site.enabled for site in sites.values()),
         "servers": servers,
+        "configmap_of": {r.hostname: r.configmap for r in requests if r.hostname},
     }
 
 
@@ -125,6 +126,7 @@ def held_by(state: DesiredState) -> dict[str, object]:
         "waiting": state.waiting,
         "enabled_sites": state.enabled_sites,
         "servers": dict(state.servers),
+        "configmap_of": dict(state.configmap_of),
     }
 
 
@@ -168,6 +170,12 @@ def test_a_state_made_from_the_changes_is_the_state_of_every_object(
                     if state.sites.get(hostname) is not last.sites.get(hostname)
                 }
                 assert moved <= state.changed_sites
+                requests = {
+                    name
+                    for name in state.by_configmap.keys() | last.by_configmap.keys()
+                    if state.by_configmap.get(name) is not last.by_configmap.get(name)
+                }
+                assert requests <= state.changed_requests
                 last = state
 
 

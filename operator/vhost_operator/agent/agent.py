@@ -319,6 +319,16 @@ class NginxAgent:
         self._reported: dict[str, dict[str, str | None]] = {}
         self._settled: dict[str, _Settled] = {}
         """ConfigMaps whose report needed no patch, by name, with what it depended on."""
+        self._settled_errors = 0
+        """How many of ``_settled`` report an error."""
+        self._unsettled: set[str] = set()
+        """ConfigMaps whose report was patched, or may still change by itself (a Secret's
+        grace period), in the last report: looked at again in the next one."""
+        self._to_report: set[str] | None = None
+        """ConfigMaps whose report may have changed since the last report that went through
+        (their objects or requests changed); ``None``: any may have."""
+        self._hosts_to_report: set[str] = set()
+        """Hosts whose files or rejection changed since the last report that went through."""
         self._keys = labels.report_keys(settings.replica)
         self._pods = ObjectStore(lambda _: None)
         """With several replicas: the pods of the namespace, whose names say which replicas'
@@ -398,12 +408,17 @@ class NginxAgent:
         self.stats.batches_total += 1
         started = time.monotonic()
         unconfirmed_before = self._nginx.unconfirmed_seconds
+        changed_configmaps = self._configmaps.take_changes()
         desired = self._desired_states(
             self._configmaps.objects,
             self._secrets.objects,
-            changed_configmaps=self._configmaps.take_changes(),
+            changed_configmaps=changed_configmaps,
             changed_secrets=self._secrets.take_changes(),
         )
+        if changed_configmaps is None:
+            self._to_report = None
+        elif self._to_report is not None:
+            self._to_report |= changed_configmaps | desired.changed_requests
         self.stats.sites, self.stats.enabled_sites = summary(desired)
         logger.debug(
             "desired state: %d sites (%.2fs)", self.stats.sites, time.monotonic() - started
@@ -503,7 +518,7 @@ class NginxAgent:
             site = sites.get(hostname)
             operations = site_operations(site, disk, self._shared.keys) if site else None
             if site is not None and operations == enabled[hostname].restoral:
-                self._rejections[hostname] = Rejection(site.fingerprint, message)
+                self._reject(hostname, Rejection(site.fingerprint, message))
 
     def _forget_disk(self) -> None:
         self._disk = None
@@ -516,10 +531,12 @@ class NginxAgent:
         if self._disk is None:
             self._touched.clear()
             self._read_since_plan = None
+            self._to_report = None
             self._disk = await asyncio.to_thread(files.read_disk, root)
         elif self._touched:
             touched = set(self._touched)
             self._touched.clear()
+            self._hosts_to_report |= touched
             if self._read_since_plan is not None:
                 self._read_since_plan |= touched
             fresh = await asyncio.to_thread(files.read_hosts, root, touched)
@@ -532,7 +549,7 @@ class NginxAgent:
         sites = desired.sites
         for hostname in list(self._rejections):
             if hostname not in sites:
-                del self._rejections[hostname]
+                self._forgive(hostname)
         refused = {
             hostname
             for hostname, rejection in self._rejections.items()
@@ -540,10 +557,18 @@ class NginxAgent:
         }
         return desired.held | refused
 
+    def _reject(self, hostname: str, rejection: Rejection) -> None:
+        self._rejections[hostname] = rejection
+        self._hosts_to_report.add(hostname)
+
+    def _forgive(self, hostname: str) -> None:
+        if self._rejections.pop(hostname, None) is not None:
+            self._hosts_to_report.add(hostname)
+
     def _record(self, desired: DesiredState, outcome: Outcome) -> None:
         sites = desired.sites
         for change in outcome.accepted:
-            self._rejections.pop(change.hostname, None)
+            self._forgive(change.hostname)
         for hostname, message in outcome.rejected.items():
             self.stats.hosts_rejected_total += 1
             site = sites.get(hostname)
@@ -552,7 +577,7 @@ class NginxAgent:
                 # stay, and it is tried again with every batch.
                 logger.error("nginx refuses the removal of %s, keeping it: %s", hostname, message)
                 continue
-            self._rejections[hostname] = Rejection(site.fingerprint, message)
+            self._reject(hostname, Rejection(site.fingerprint, message))
             logger.error(
                 "nginx rejects %s (ConfigMap %s, config %s); keeping its last good config: %s",
                 hostname,
@@ -624,35 +649,44 @@ class NginxAgent:
 
     async def _report(self, desired: DesiredState, disk: DiskState) -> int:
         """Annotate every ConfigMap whose report changed; raise if any patch failed (the batch
-        is then retried, which reports again). Returns the number of patches."""
+        is then retried, which reports again). Returns the number of patches.
+
+        Only the ConfigMaps whose report may have changed are looked at: those whose objects,
+        request, files or rejection changed since the last report that went through, and
+        those not settled then. Looking at every ConfigMap's report each batch cost about 30
+        ms of CPU at 10,000 sites."""
         waiting = desired.waiting
         self._missing_since = {k: v for k, v in self._missing_since.items() if k in waiting}
+        names = self._configmaps_to_report(desired)
+        self._unsettled = set()
         patches = []
         errors = 0
-        settled: dict[str, _Settled] = {}
-        for request in desired.requests:
+        for name in sorted(names):
+            last = self._settled.pop(name, None)
+            if last is not None:
+                self._settled_errors -= last.error
+            request = desired.by_configmap.get(name)
+            if request is None:
+                continue  # deleted
             inputs = self._report_inputs(request, disk)
-            last = self._settled.get(request.configmap)
             if last is not None and last.inputs == inputs:
-                # Nothing its report depends on changed since it needed no patch: skipped,
-                # or every batch would compare every ConfigMap's report (10,000 sites: about
-                # 50 ms of CPU per batch).
-                settled[request.configmap] = last
-                errors += last.error
+                # Nothing its report depends on changed since it needed no patch.
+                self._settle(name, last)
                 continue
             error, known = self._error_for(request)
             wanted = report(request, disk, error, self._keys)
             if not known:
                 del wanted[self._keys.error]  # not yet decided: leave it as it is
             has_error = wanted.get(self._keys.error) is not None
-            errors += has_error
-            patch = self._patch_for(request.configmap, wanted)
+            patch = self._patch_for(name, wanted)
             if patch:
-                patches.append((request.configmap, patch))
+                patches.append((name, patch))
             elif not request.waiting_for_secret:  # that one's error depends on the time
-                settled[request.configmap] = _Settled(inputs, has_error)
-        self._settled = settled
-        self.stats.hosts_with_errors = errors
+                self._settle(name, _Settled(inputs, has_error))
+                continue
+            self._unsettled.add(name)
+            errors += has_error
+        self.stats.hosts_with_errors = self._settled_errors + errors
         semaphore = asyncio.Semaphore(REPORT_CONCURRENCY)
 
         async def send(name: str, patch: dict[str, str | None]) -> None:
@@ -667,7 +701,25 @@ class NginxAgent:
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
             raise failures[0]
+        self._to_report, self._hosts_to_report = set(), set()
         return len(patches)
+
+    def _configmaps_to_report(self, desired: DesiredState) -> set[str]:
+        """The ConfigMaps whose report may have changed since the last report that went
+        through, and those it left unsettled (every one, when that is not known)."""
+        if self._to_report is None:
+            # Settled ones of ConfigMaps gone meanwhile are forgotten here.
+            return set(desired.by_configmap) | set(self._settled) | self._unsettled
+        names = self._to_report | self._unsettled
+        configmap_of = desired.configmap_of
+        names.update(
+            configmap_of[hostname] for hostname in self._hosts_to_report if hostname in configmap_of
+        )
+        return names
+
+    def _settle(self, name: str, settled: _Settled) -> None:
+        self._settled[name] = settled
+        self._settled_errors += settled.error
 
     def _report_inputs(self, request: SiteRequest, disk: DiskState) -> tuple[object, ...]:
         """What the patch of ``request``'s ConfigMap depends on, but the time (a missing

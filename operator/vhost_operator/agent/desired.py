@@ -141,11 +141,16 @@ class DesiredState:
     enabled_sites: int
     servers: Mapping[str, SharedHttpsServer]
     """The shared HTTPS servers the enabled sites can be listed in, by key."""
+    configmap_of: Mapping[str, str]
+    """Hostname → the ConfigMap whose request has it."""
     since: Mapping[str, Site] | None = None
     """The ``sites`` of the state before this one, which ``changed_sites`` tells this one's
     from (``None``: none before)."""
     changed_sites: frozenset[str] = frozenset()
     """The hostnames whose site is another object than in ``since``, or in only one of them."""
+    changed_requests: frozenset[str] = frozenset()
+    """The ConfigMaps whose request is another object than in the state before, or which
+    have one in only one of them."""
 
     @functools.cached_property
     def requests(self) -> tuple[SiteRequest, ...]:
@@ -366,7 +371,9 @@ class _Outcome:
         self._enabled = 0
         self._servers: dict[str, tuple[SharedHttpsServer, int]] = {}
         """Key → the server and how many enabled sites can be listed in it."""
+        self._configmap_of: dict[str, str] = {}
         self._changed_sites: set[str] = set()
+        self._changed_requests: set[str] = set()
 
     def update(self, requests: Mapping[str, SiteRequest | None]) -> None:
         """Make these the requests of these ConfigMaps (``None``: it is gone). Every old one
@@ -380,6 +387,7 @@ class _Outcome:
             if old is not None:
                 self._count(old, -1)
         for name, (_, new) in replaced.items():
+            self._changed_requests.add(name)
             if new is None:
                 del self.requests[name]
             else:
@@ -390,6 +398,11 @@ class _Outcome:
         add = sign > 0
         if request.waiting_for_secret:
             _include(self._waiting, request.configmap, add=add)
+        if request.hostname:
+            if add:
+                self._configmap_of[request.hostname] = request.configmap
+            elif self._configmap_of.get(request.hostname) == request.configmap:
+                del self._configmap_of[request.hostname]
         site = request.site
         if site is None:
             if request.hostname:
@@ -420,10 +433,13 @@ class _Outcome:
             waiting=frozenset(self._waiting),
             enabled_sites=self._enabled,
             servers={key: server for key, (server, _) in self._servers.items()},
+            configmap_of=dict(self._configmap_of),
             since=None if last is None else last.sites,
             changed_sites=frozenset(self._changed_sites),
+            changed_requests=frozenset(self._changed_requests),
         )
         self._changed_sites.clear()
+        self._changed_requests.clear()
         return state
 
 
