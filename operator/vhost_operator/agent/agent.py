@@ -658,7 +658,7 @@ class NginxAgent:
         waiting = desired.waiting
         self._missing_since = {k: v for k, v in self._missing_since.items() if k in waiting}
         names = self._configmaps_to_report(desired)
-        self._unsettled = set()
+        unsettled = set()
         patches = []
         errors = 0
         for name in sorted(names):
@@ -684,8 +684,9 @@ class NginxAgent:
             elif not request.waiting_for_secret:  # that one's error depends on the time
                 self._settle(name, _Settled(inputs, has_error))
                 continue
-            self._unsettled.add(name)
+            unsettled.add(name)
             errors += has_error
+        self._unsettled = unsettled
         self.stats.hosts_with_errors = self._settled_errors + errors
         semaphore = asyncio.Semaphore(REPORT_CONCURRENCY)
 
