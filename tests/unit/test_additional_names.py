@@ -14,7 +14,7 @@ import pytest
 from tests.harness.nginx import nginx_check_final
 from tests.unit.test_certificate_step import HOST, TLS, Stack
 from vhost_operator.admission.rules import Refusal, review_maildomain, review_virtualhost
-from vhost_operator.agent.desired import desired_state
+from vhost_operator.agent.state import desired_state
 from vhost_operator.catalog import HostCatalog
 from vhost_operator.certs import inspect_certificate, new_private_key_pem
 from vhost_operator.nginx import (

@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness.nginx import self_signed_certificate
 from vhost_operator.agent import agent as agent_module
-from vhost_operator.agent import desired, plan
+from vhost_operator.agent import desired, plan, state
 from vhost_operator.agent.agent import EventSource, NginxAgent, Slim
 from vhost_operator.agent.nginx import NginxControl, NginxError, ReloadFailed
 from vhost_operator.agent.plan import Credentials
@@ -172,7 +172,7 @@ def configmaps_parsed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         )
 
     with monkeypatch.context() as patch:
-        patch.setattr(desired, "site_request", site_request)
+        patch.setattr(state, "site_request", site_request)
         yield parsed
 
 

@@ -1,5 +1,5 @@
 """The nginx agent's desired state kept up to date from the changed objects alone
-(``agent.desired.DesiredStates``): whatever happens to the ConfigMaps and Secrets, a state made
+(``agent.state.DesiredStates``): whatever happens to the ConfigMaps and Secrets, a state made
 from what changed equals the state parsed from every object, and it tells which sites changed."""
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.harness.nginx import self_signed_certificate
-from vhost_operator.agent import desired
-from vhost_operator.agent.desired import DesiredState, DesiredStates, SiteRequest, desired_state
+from vhost_operator.agent import state as states_module
+from vhost_operator.agent.desired import Object, SiteRequest
+from vhost_operator.agent.desired import site_request as site_request_of_one
+from vhost_operator.agent.state import DesiredState, DesiredStates, desired_state
 from vhost_operator.nginx import SharedHttpsServer, SiteConfig, render_final
 from vhost_operator.resources import labels
 from vhost_operator.resources.watch import ObjectStore, WatchEvent
@@ -192,13 +194,13 @@ def test_only_the_changed_configmaps_and_those_of_a_changed_secret_are_parsed(
     states = DesiredStates(CERTIFICATES)
     first = states(objects, secrets)
     parsed: list[str] = []
-    original = desired.site_request
+    original = site_request_of_one
 
-    def site_request(configmap: desired.Object, *args: Any, **kwargs: Any) -> SiteRequest:
+    def site_request(configmap: Object, *args: Any, **kwargs: Any) -> SiteRequest:
         parsed.append(configmap["metadata"]["name"])
         return original(configmap, *args, **kwargs)
 
-    monkeypatch.setattr(desired, "site_request", site_request)
+    monkeypatch.setattr(states_module, "site_request", site_request)
     objects["vhost-1"] = configmap(
         "vhost-1", "h1.example.com", (), "tls-1", False, "", UPSTREAMS[0], ""
     )

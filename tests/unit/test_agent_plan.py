@@ -15,7 +15,7 @@ import pytest
 
 from tests.harness.nginx import UNUSED_CHALLENGE_UPSTREAM as CHALLENGE
 from tests.harness.nginx import nginx_check, self_signed_certificate
-from vhost_operator.agent import desired, files
+from vhost_operator.agent import desired, files, state
 from vhost_operator.agent.apply import (
     BaselineRejected,
     Undo,
@@ -25,15 +25,12 @@ from vhost_operator.agent.apply import (
     quarantine,
 )
 from vhost_operator.agent.desired import (
-    DesiredState,
-    DesiredStates,
     SharedHttp,
     Site,
     relevant_configmap,
     slim_configmap,
     slim_secret,
 )
-from vhost_operator.agent.desired import desired_state as agent_desired_state
 from vhost_operator.agent.metrics import AgentStats
 from vhost_operator.agent.nginx import nginx_complaint
 from vhost_operator.agent.plan import (
@@ -57,6 +54,8 @@ from vhost_operator.agent.plan import (
     report_patch,
     stale_reports,
 )
+from vhost_operator.agent.state import DesiredState, DesiredStates
+from vhost_operator.agent.state import desired_state as agent_desired_state
 from vhost_operator.certs import Certificate, inspect_certificate
 from vhost_operator.nginx import (
     FinalLayout,
@@ -372,13 +371,13 @@ def test_an_unchanged_configmap_is_not_read_again(
     states = DesiredStates(CERTIFICATES)
     first = states(configmaps, secrets)
     read: list[str] = []
-    original = desired._secret_name
+    original = state._secret_name
 
     def secret_name(configmap: desired.Object) -> str | None:
         read.append(configmap["metadata"]["name"])
         return original(configmap)
 
-    monkeypatch.setattr(desired, "_secret_name", secret_name)
+    monkeypatch.setattr(state, "_secret_name", secret_name)
     again = states(configmaps, secrets)
     assert read == []
     assert again.requests == first.requests

@@ -8,7 +8,7 @@ import itertools
 from typing import Any
 
 from tests.unit.builders import virtualhost_body
-from vhost_operator.agent.desired import desired_state
+from vhost_operator.agent.state import desired_state
 from vhost_operator.catalog import HostCatalog
 from vhost_operator.nginx import SiteConfig, render_final
 from vhost_operator.provisioning.chain import StepOutcome, run_chain

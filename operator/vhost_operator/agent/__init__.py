@@ -3,7 +3,9 @@ ConfigMaps and TLS Secrets into nginx's directories and reloads nginx safely.
 
 Layers, from pure to I/O:
 
-- ``desired``: raw ConfigMap/Secret dicts → the sites nginx should serve (pure).
+- ``desired``: one raw ConfigMap (and its Secret) → the site nginx should serve for it (pure).
+- ``state``: every ConfigMap's site from batch to batch, kept up to date from the changed
+  objects: who serves each name, and what changed since the batch before (pure).
 - ``plan``: desired sites vs. what is on disk → file operations per host, and the annotations to
   report (pure).
 - ``apply``: apply a batch, test it, roll back and isolate the hosts nginx rejects (logic only;

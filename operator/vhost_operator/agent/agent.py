@@ -10,7 +10,7 @@ level-based (always "make the disk match everything"), a missed or repeated even
 anything behind, and a failed batch is simply retried.
 
 A batch's cost follows what changed, not the number of sites: ConfigMaps are parsed again only
-when their objects change (``desired.DesiredStates``), and the disk is known as digests
+when their objects change (``state.DesiredStates``), and the disk is known as digests
 (``plan.DiskState``), read whole at start-up and after a failed batch, and otherwise only for
 the hosts a batch touched. While nginx runs everything on disk, ``nginx -t`` tests only the
 batch's sites (:class:`BatchTestingWorkspace`), the reload being the one parse of every site.
@@ -41,8 +41,6 @@ from vhost_operator.agent.apply import (
     quarantine,
 )
 from vhost_operator.agent.desired import (
-    DesiredState,
-    DesiredStates,
     SharedHttp,
     SiteRequest,
     relevant_configmap,
@@ -72,6 +70,7 @@ from vhost_operator.agent.plan import (
 )
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.agent.shared import SharedServers
+from vhost_operator.agent.state import DesiredState, DesiredStates
 from vhost_operator.agent.testconfig import CannotNarrow, narrowed_config
 from vhost_operator.bursts import Burst
 from vhost_operator.errors import VhostOperatorError

@@ -45,7 +45,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import TypeVar
 
-from vhost_operator.agent.desired import DesiredState, Site, SiteRequest, digest
+from vhost_operator.agent.desired import Site, SiteRequest, digest
+from vhost_operator.agent.state import DesiredState
 from vhost_operator.certs import CERTIFICATE_KEY, PRIVATE_KEY_KEY, certificate_serial
 from vhost_operator.nginx.render import CONFIG_HASH_LENGTH
 from vhost_operator.resources import labels
