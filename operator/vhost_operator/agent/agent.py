@@ -66,7 +66,6 @@ from vhost_operator.agent.plan import (
     report_patch,
     site_operations,
     stale_reports,
-    summary,
 )
 from vhost_operator.agent.settings import AgentSettings
 from vhost_operator.agent.shared import SharedServers
@@ -418,7 +417,7 @@ class NginxAgent:
             self._to_report = None
         elif self._to_report is not None:
             self._to_report |= changed_configmaps | desired.changed_requests
-        self.stats.sites, self.stats.enabled_sites = summary(desired)
+        self.stats.sites, self.stats.enabled_sites = len(desired.sites), desired.enabled_sites
         logger.debug(
             "desired state: %d sites (%.2fs)", self.stats.sites, time.monotonic() - started
         )

@@ -46,7 +46,6 @@ from pathlib import PurePosixPath
 from typing import TypeVar
 
 from vhost_operator.agent.desired import Site, SiteRequest, digest
-from vhost_operator.agent.state import DesiredState
 from vhost_operator.certs import CERTIFICATE_KEY, PRIVATE_KEY_KEY, certificate_serial
 from vhost_operator.nginx.render import CONFIG_HASH_LENGTH
 from vhost_operator.resources import labels
@@ -324,7 +323,7 @@ class PlanInputs:
         whose site (a new object: sites are parsed again only when their objects change), whose
         being kept, whose shared server's being on disk or whose files changed, and those this
         plan changed. ``changed_sites``: the hosts whose site is another object in ``sites``
-        than in ``since`` (``DesiredState``'s account); taken as they are when ``since`` is
+        than in ``since`` (``state.DesiredState``'s account); taken as they are when ``since`` is
         this plan's sites, else every site is compared by identity (a fraction of a microsecond
         per site)."""
         hostnames = set(files_read) | self.changed | (self.keep ^ keep)
@@ -542,8 +541,3 @@ def stale_reports(current: Mapping[str, str], replicas: Collection[str], own: st
         if found is not None and found[0] not in ("", own) and found[0] not in replicas:
             stale[key] = None
     return stale
-
-
-def summary(desired: DesiredState) -> tuple[int, int]:
-    """(sites, enabled sites), for the metrics."""
-    return len(desired.sites), desired.enabled_sites
